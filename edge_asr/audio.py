@@ -1,0 +1,216 @@
+"""Audio in: decode files (or stdin), mix to mono, resample to the model's rate.
+
+Files are read in blocks and resampled with a streaming resampler, so a one-hour file never sits in
+memory whole. soxr is used because it is small, fast on ARM and streams; numpy alone has no good
+band-limited resampler.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator, Optional, Tuple, Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import AudioError
+
+AudioSource = Union[str, "os.PathLike[str]", BinaryIO]
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 192000
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
+)
+STDIN = "-"
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a source holds before resampling."""
+
+    name: str
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def source_name(source: AudioSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return "<stdin>" if str(source) == STDIN else str(source)
+    return getattr(source, "name", "<stream>")
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """Average channels: (frames, channels) -> (frames,). Mono input passes through."""
+    if samples.ndim == 1:
+        return samples
+    if samples.ndim != 2:
+        raise AudioError(f"audio array must be 1-D (mono) or 2-D (frames, channels), got shape {samples.shape}")
+    if samples.shape[1] > samples.shape[0] and samples.shape[0] <= 8:
+        raise AudioError(
+            f"audio array of shape {samples.shape} looks like (channels, frames); pass (frames, channels)"
+        )
+    return samples.mean(axis=1, dtype=np.float32)
+
+
+def as_float32(samples: np.ndarray) -> np.ndarray:
+    """Integer PCM to float in [-1, 1); float input is kept as it is."""
+    if np.issubdtype(samples.dtype, np.floating):
+        return samples.astype(np.float32, copy=False)
+    if np.issubdtype(samples.dtype, np.integer):
+        info = np.iinfo(samples.dtype)
+        if info.min == 0:  # unsigned (8-bit WAV): centre first
+            return ((samples.astype(np.float32) - (info.max + 1) / 2) / ((info.max + 1) / 2)).astype(np.float32)
+        return samples.astype(np.float32) / float(-info.min)
+    raise AudioError(f"unsupported sample type {samples.dtype}; pass float or integer PCM")
+
+
+def check_sample_rate(rate: int, name: str) -> None:
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"{name}: sample rate {rate} Hz is not supported (need {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz)"
+        )
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample a whole mono signal (for arrays already in memory)."""
+    if from_rate == to_rate:
+        return samples.astype(np.float32, copy=False)
+    return np.asarray(soxr.resample(samples, from_rate, to_rate, quality="HQ"), dtype=np.float32)
+
+
+def prepare_array(samples: np.ndarray, sample_rate: int, target_rate: int, name: str = "<array>") -> np.ndarray:
+    """An in-memory array (any dtype, mono or (frames, channels)) -> float32 mono at `target_rate`."""
+    check_sample_rate(sample_rate, name)
+    mono = to_mono(as_float32(np.asarray(samples)))
+    if mono.size == 0:
+        raise AudioError(f"{name}: contains no audio samples")
+    return resample(mono, sample_rate, target_rate)
+
+
+class _Resampler:
+    """Streaming resampler that is a no-op when the rates already match."""
+
+    def __init__(self, from_rate: int, to_rate: int):
+        self._stream = None if from_rate == to_rate else soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32")
+
+    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._stream is None:
+            return block
+        return np.asarray(self._stream.resample_chunk(block, last=last), dtype=np.float32)
+
+
+def _wav_shortfall(path: Path) -> Optional[Tuple[int, int]]:
+    """(bytes promised by the WAV data chunk, bytes present) when the file was cut short, else None.
+
+    libsndfile quietly reads whatever part of a truncated WAV exists; a cut-off copy would then be
+    transcribed as if it were whole, so we compare the header with the file size ourselves.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            riff = handle.read(12)
+            if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+                return None
+            offset = 12
+            while offset + 8 <= size:
+                handle.seek(offset)
+                chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
+                if chunk_id == b"data":
+                    if chunk_size in (0, 0xFFFFFFFF):  # streaming writers leave the size open
+                        return None
+                    present = size - offset - 8
+                    return (chunk_size, present) if present < chunk_size else None
+                offset += 8 + chunk_size + (chunk_size & 1)
+    except OSError:
+        return None
+    return None
+
+
+def _open(source: AudioSource) -> Tuple[sf.SoundFile, str]:
+    name = source_name(source)
+    handle: Union[str, BinaryIO]
+    if isinstance(source, (str, os.PathLike)):
+        if str(source) == STDIN:
+            data = sys.stdin.buffer.read()
+            if not data:
+                raise AudioError("<stdin>: no data on standard input")
+            handle = io.BytesIO(data)
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise AudioError(f"{name}: no such file")
+            if path.is_dir():
+                raise AudioError(f"{name}: is a folder, not an audio file")
+            if path.stat().st_size == 0:
+                raise AudioError(f"{name}: file is empty (0 bytes)")
+            shortfall = _wav_shortfall(path)
+            if shortfall:
+                promised, present = shortfall
+                raise AudioError(
+                    f"{name}: truncated WAV: the header promises {promised} bytes of audio but only "
+                    f"{present} are present; the file was cut off while copying or recording"
+                )
+            handle = str(path)
+    else:
+        handle = source
+    try:
+        return sf.SoundFile(handle), name
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
+        raise AudioError(
+            f"{name}: not a readable audio file ({detail.strip()}); use WAV, FLAC or OGG "
+            "(convert with e.g. `ffmpeg -i INPUT -ar 16000 -ac 1 out.wav`)"
+        ) from None
+
+
+def open_audio(source: AudioSource, target_rate: int, block_seconds: float = 10.0) -> Tuple[AudioInfo, Iterator[np.ndarray]]:
+    """Open a file (or "-" for stdin) and return its info and an iterator of mono float32 blocks at
+    `target_rate`. Memory stays at one block whatever the file's length."""
+    snd, name = _open(source)
+    info = AudioInfo(name=name, sample_rate=snd.samplerate, channels=snd.channels, frames=snd.frames)
+    try:
+        check_sample_rate(info.sample_rate, name)
+        if info.frames == 0:
+            raise AudioError(f"{name}: contains no audio samples (zero length)")
+    except AudioError:
+        snd.close()
+        raise
+    block_frames = max(1, int(block_seconds * info.sample_rate))
+
+    def blocks() -> Iterator[np.ndarray]:
+        resampler = _Resampler(info.sample_rate, target_rate)
+        with snd:
+            try:
+                for block in snd.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+                    out = resampler(to_mono(block))
+                    if out.size:
+                        yield out
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AudioError(f"{name}: decoding failed part-way ({exc}); the file may be corrupt") from None
+            tail = resampler(np.zeros(0, dtype=np.float32), last=True)
+            if tail.size:
+                yield tail
+
+    return info, blocks()
+
+
+def read_audio(source: AudioSource, target_rate: int) -> np.ndarray:
+    """Read a whole file as float32 mono at `target_rate`."""
+    _, blocks = open_audio(source, target_rate)
+    parts = list(blocks)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def is_audio_path(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS

@@ -1,0 +1,253 @@
+"""The model bundle: the one contract between the desktop side (which writes it) and the device.
+
+A bundle is a folder::
+
+    bundle.json        metadata below (JSON, never pickle)
+    model.onnx         float32 graph: input float32 [batch, samples] -> output float32 [batch, frames, vocab]
+    model.int8.onnx    optional dynamically quantized twin of model.onnx
+    ...                any other file (report.md, samples) listed in "files" with its sha256
+
+The graph may take a second input ``input_lengths`` (int64 [batch]) so that normalization baked into
+the graph ignores padding; the device always runs one utterance at a time and feeds its full length.
+
+Bump FORMAT_VERSION whenever a reader of the old version would misread a new bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .atomic import PathLike, write_text_atomic
+from .errors import BundleError
+from .text import TextNormalization
+
+FORMAT_VERSION = 1
+METADATA_FILE = "bundle.json"
+SUPPORTED_SAMPLE_RATES = range(8000, 48001)
+DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "models" / "default"
+
+
+@dataclass
+class BundleMetadata:
+    """Everything the device must know to turn samples into text with the bundled graph.
+
+    Attributes:
+        vocabulary: token strings; index i is the graph's output column i.
+        blank_id: index of the CTC blank token.
+        word_delimiter: token that separates words (wav2vec2's "|"), or None for a vocabulary that
+            spells spaces as " " itself.
+        sample_rate: the rate the graph expects, in Hz.
+        frame_stride: input samples per output frame (320 for wav2vec2 at 16 kHz: 20 ms).
+        receptive_field: samples that make the first frame (400 for wav2vec2); shorter input
+            yields no frame.
+        do_normalize: the model expects zero-mean, unit-variance input per utterance.
+        normalization_in_graph: the graph already does that normalization itself.
+        log_softmax_in_graph: the graph outputs log-probabilities rather than raw logits.
+        text_normalization: how labels were normalized in training; apply it to references.
+        models: variant name ("fp32", "int8") -> file name in the bundle.
+        files: file name -> sha256 hex digest, for every file of the bundle but bundle.json.
+        special_ids: tokens that never produce text (pad, unk, <s>...); the blank is always one.
+        int8_recommended: false when quantization cost more accuracy than its guard allowed.
+        name: a short human name for the model.
+        source: where the model came from (base checkpoint, training run, tool versions).
+        extra: free-form facts (e.g. the int8 report's headline figures).
+    """
+
+    vocabulary: List[str]
+    blank_id: int
+    word_delimiter: Optional[str]
+    sample_rate: int
+    frame_stride: int
+    receptive_field: int
+    do_normalize: bool
+    normalization_in_graph: bool
+    log_softmax_in_graph: bool
+    models: Dict[str, str]
+    text_normalization: TextNormalization = field(default_factory=TextNormalization)
+    files: Dict[str, str] = field(default_factory=dict)
+    special_ids: List[int] = field(default_factory=list)
+    int8_recommended: bool = True
+    name: str = ""
+    source: Dict[str, Any] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_stride / self.sample_rate
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["text_normalization"] = self.text_normalization.to_dict()
+        ordered = {"format_version": data.pop("format_version"), **data}
+        return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], where: str = "bundle.json") -> "BundleMetadata":
+        if not isinstance(data, dict):
+            raise BundleError(f"{where}: expected a JSON object at the top level")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"{where}: unknown bundle format version {version!r}; this edge-asr reads version "
+                f"{FORMAT_VERSION}. Upgrade edge-asr, or re-export the model with this version's "
+                "`python -m quantize`."
+            )
+        required = {
+            "vocabulary": list,
+            "blank_id": int,
+            "sample_rate": int,
+            "frame_stride": int,
+            "receptive_field": int,
+            "do_normalize": bool,
+            "normalization_in_graph": bool,
+            "log_softmax_in_graph": bool,
+            "models": dict,
+        }
+        for key, kind in required.items():
+            if key not in data:
+                raise BundleError(f"{where}: required field {key!r} is missing")
+            value = data[key]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise BundleError(f"{where}: field {key!r} should be {kind.__name__}, got {value!r}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BundleError(f"{where}: unknown field(s) {', '.join(unknown)}; was it written by a newer tool?")
+        values = dict(data)
+        try:
+            values["text_normalization"] = TextNormalization.from_dict(data.get("text_normalization", {}))
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{where}: bad text_normalization: {exc}") from None
+        meta = cls(**values)
+        meta.validate(where)
+        return meta
+
+    def validate(self, where: str = "bundle.json") -> None:
+        vocab = self.vocabulary
+        if not vocab or not all(isinstance(t, str) for t in vocab):
+            raise BundleError(f"{where}: vocabulary must be a non-empty list of strings")
+        if len(set(vocab)) != len(vocab):
+            raise BundleError(f"{where}: vocabulary has duplicate tokens")
+        if not 0 <= self.blank_id < len(vocab):
+            raise BundleError(f"{where}: blank_id {self.blank_id} is outside the vocabulary (size {len(vocab)})")
+        if self.word_delimiter is not None and self.word_delimiter not in vocab:
+            raise BundleError(f"{where}: word_delimiter {self.word_delimiter!r} is not in the vocabulary")
+        bad_special = [i for i in self.special_ids if not 0 <= i < len(vocab)]
+        if bad_special:
+            raise BundleError(f"{where}: special_ids {bad_special} are outside the vocabulary")
+        if self.sample_rate not in SUPPORTED_SAMPLE_RATES:
+            raise BundleError(f"{where}: sample_rate {self.sample_rate} is outside 8000..48000 Hz")
+        if self.frame_stride <= 0 or self.receptive_field <= 0:
+            raise BundleError(f"{where}: frame_stride and receptive_field must be positive")
+        if not self.models:
+            raise BundleError(f"{where}: 'models' lists no ONNX file")
+        for variant, filename in self.models.items():
+            if filename not in self.files:
+                raise BundleError(f"{where}: model {variant!r} ({filename}) has no sha256 in 'files'")
+
+
+@dataclass
+class ModelBundle:
+    """A bundle folder whose metadata has been read and checked."""
+
+    path: Path
+    metadata: BundleMetadata
+
+    def model_file(self, quantized: bool = True) -> Path:
+        """The ONNX file to run: int8 when asked for and present, else fp32."""
+        models = self.metadata.models
+        if quantized and "int8" in models:
+            return self.path / models["int8"]
+        if "fp32" in models:
+            return self.path / models["fp32"]
+        return self.path / next(iter(models.values()))
+
+    def verify(self, filenames: Optional[List[str]] = None) -> None:
+        """Check the sha256 of the named files (default: all of them)."""
+        for name in filenames if filenames is not None else list(self.metadata.files):
+            expected = self.metadata.files[name]
+            actual = sha256_file(self.path / name)
+            if actual != expected:
+                raise BundleError(
+                    f"{self.path / name}: checksum mismatch (expected sha256 {expected[:12]}..., "
+                    f"got {actual[:12]}...); the file is corrupt or was replaced. Copy the bundle again."
+                )
+
+
+def sha256_file(path: PathLike, block_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(block_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_bundle_path() -> Path:
+    return DEFAULT_BUNDLE_DIR
+
+
+def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized: bool = True) -> ModelBundle:
+    """Read and validate a bundle folder.
+
+    Every listed file must exist. With `verify`, the checksum of the model that `quantized` selects is
+    checked (all files with `verify_all`-style callers using `ModelBundle.verify()`): hashing an unused
+    fp32 twin would double the start-up cost on a Pi for nothing.
+    """
+    if path is None:
+        folder = DEFAULT_BUNDLE_DIR
+        if not (folder / METADATA_FILE).is_file():
+            raise BundleError(
+                "no default model is bundled with this installation of edge-asr. Pass a model bundle "
+                "with --model DIR (Python: EdgeTranscriber(model=DIR)); `python -m quantize convert` "
+                "writes one from a fine-tuned wav2vec2 checkpoint."
+            )
+    else:
+        folder = Path(path)
+    if not folder.exists():
+        raise BundleError(f"{folder}: model bundle folder does not exist")
+    if not folder.is_dir():
+        raise BundleError(f"{folder}: a model bundle is a folder holding {METADATA_FILE} and ONNX files")
+    meta_path = folder / METADATA_FILE
+    if not meta_path.is_file():
+        raise BundleError(f"{folder}: not a model bundle ({METADATA_FILE} is missing)")
+    try:
+        data = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{meta_path}: not valid JSON ({exc})") from None
+    metadata = BundleMetadata.from_dict(data, where=str(meta_path))
+    for name in metadata.files:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"{meta_path}: file entry {name!r} points outside the bundle")
+        if not (folder / name).is_file():
+            raise BundleError(f"{folder / name}: missing from the bundle (listed in {METADATA_FILE})")
+    bundle = ModelBundle(path=folder, metadata=metadata)
+    if verify:
+        bundle.verify([bundle.model_file(quantized).name])
+    return bundle
+
+
+def write_bundle(folder: PathLike, metadata: BundleMetadata) -> ModelBundle:
+    """Fill in the checksums of every file in `folder` and write bundle.json atomically.
+
+    The desktop side writes the ONNX files (and any report) first, then calls this. It is the only
+    writer of bundle.json, so the format is described once.
+    """
+    root = Path(folder)
+    metadata.files = {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != METADATA_FILE and not p.name.startswith(".")
+    }
+    metadata.format_version = FORMAT_VERSION
+    metadata.validate(str(root / METADATA_FILE))
+    write_text_atomic(root / METADATA_FILE, metadata.to_json())
+    return ModelBundle(path=root, metadata=metadata)

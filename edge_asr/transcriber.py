@@ -1,0 +1,171 @@
+"""EdgeTranscriber: the device-side API. Audio -> samples -> windows -> ONNX -> CTC -> Transcript."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, List, Optional, Union
+
+import numpy as np
+
+from .audio import AudioSource, open_audio, prepare_array, source_name
+from .bundle import ModelBundle, load_bundle
+from .ctc import Vocabulary, best_path, decode
+from .errors import EdgeASRError, InputError
+from .model import CtcModel
+from .results import Transcript
+from .windows import WindowedRunner, WindowPlan
+
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[float, float], None]
+"""Called with (seconds of audio done, total seconds or 0 when unknown)."""
+
+
+@dataclass
+class TranscribeOptions:
+    """Decoding options.
+
+    Attributes:
+        blank_penalty: subtracted from the blank token's log-probability before the argmax; raise it
+            (e.g. 0.5-2.0) when words are dropped, lower it below 0 when noise turns into letters.
+        chunk_seconds: core length of one model window for long audio. Longer windows cost more
+            memory (roughly quadratic in the transformer); 10-20 s keeps accuracy and bounds memory.
+        context_seconds: audio added on each side of a window's core and then discarded, so that every
+            kept frame was computed with context on both sides.
+        block_seconds: how much of a file is decoded and resampled at a time.
+    """
+
+    blank_penalty: float = 0.0
+    chunk_seconds: float = 12.0
+    context_seconds: float = 1.5
+    block_seconds: float = 5.0
+
+
+@dataclass
+class FileResult:
+    """One item of `transcribe_many`: a transcript, or the error that stopped this file."""
+
+    source: str
+    transcript: Optional[Transcript] = None
+    error: Optional[EdgeASRError] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _FrameCollector:
+    ids: List[np.ndarray] = field(default_factory=list)
+    scores: List[np.ndarray] = field(default_factory=list)
+
+
+class EdgeTranscriber:
+    """Speech to text with a model bundle, on the CPU, without torch.
+
+    Args:
+        model: a bundle folder, or None for the default model shipped inside the package.
+        quantized: use the int8 graph when the bundle has one (smaller and faster on ARM).
+        threads: onnxruntime threads; None picks the physical cores, at most 4.
+        options: decoding options (see `TranscribeOptions`).
+        verify: check the model file's sha256 against bundle.json when loading.
+    """
+
+    def __init__(
+        self,
+        model: Union[str, "os.PathLike[str]", None] = None,
+        quantized: bool = True,
+        threads: Optional[int] = None,
+        options: Optional[TranscribeOptions] = None,
+        verify: bool = True,
+    ):
+        if threads is not None and threads < 1:
+            raise InputError(f"threads must be 1 or more, got {threads}")
+        self.bundle: ModelBundle = load_bundle(model, verify=verify, quantized=quantized)
+        self.metadata = self.bundle.metadata
+        self.model_path = self.bundle.model_file(quantized)
+        self.model = CtcModel(self.model_path, self.metadata, threads)
+        self.options = options or TranscribeOptions()
+        meta = self.metadata
+        self.vocabulary = Vocabulary(meta.vocabulary, meta.blank_id, meta.word_delimiter, meta.special_ids)
+        self.plan = WindowPlan.from_seconds(
+            self.options.chunk_seconds,
+            self.options.context_seconds,
+            self.options.context_seconds,
+            meta.sample_rate,
+            meta.frame_stride,
+            meta.receptive_field,
+        )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.metadata.sample_rate
+
+    def transcribe(
+        self,
+        audio: Union[AudioSource, np.ndarray],
+        sample_rate: Optional[int] = None,
+        progress: Optional[ProgressFn] = None,
+    ) -> Transcript:
+        """Transcribe a file path ("-" for stdin), an open binary file, or a numpy array.
+
+        Arrays need `sample_rate`; they may be integer or float PCM, mono or (frames, channels).
+        Files are read in blocks, so memory does not grow with their length.
+        """
+        started = time.perf_counter()
+        if isinstance(audio, np.ndarray):
+            if sample_rate is None:
+                raise InputError("transcribe(array) needs sample_rate= (the array's rate in Hz)")
+            samples = prepare_array(audio, sample_rate, self.sample_rate)
+            step = max(1, int(self.options.block_seconds * self.sample_rate))
+            blocks: Iterable[np.ndarray] = (samples[i : i + step] for i in range(0, samples.size, step))
+            name, total = "<array>", samples.size / self.sample_rate
+        else:
+            info, blocks = open_audio(audio, self.sample_rate, self.options.block_seconds)
+            name, total = info.name, info.duration
+        runner = WindowedRunner(self.model.log_probs, self.plan)
+        collected = _FrameCollector()
+
+        def keep(frames: Iterator) -> None:
+            for _, log_probs in frames:
+                ids, scores = best_path(log_probs, self.metadata.blank_id, self.options.blank_penalty)
+                collected.ids.append(ids)
+                collected.scores.append(scores)
+
+        for block in blocks:
+            keep(runner.push(block))
+            if progress is not None:
+                progress(runner.samples_received / self.sample_rate, total)
+        keep(runner.finish())
+        ids = np.concatenate(collected.ids) if collected.ids else np.zeros(0, dtype=np.int32)
+        scores = np.concatenate(collected.scores) if collected.scores else np.zeros(0, dtype=np.float32)
+        text, chars, words = decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)
+        return Transcript(
+            text=text,
+            words=words,
+            chars=chars,
+            duration=runner.samples_received / self.sample_rate,
+            processing_time=time.perf_counter() - started,
+            source=name,
+        )
+
+    def transcribe_many(
+        self, sources: Iterable[AudioSource], progress: Optional[ProgressFn] = None
+    ) -> Iterator[FileResult]:
+        """Transcribe inputs one after another, yielding each result as it finishes.
+
+        A file that fails yields a FileResult with `error` set, and the rest go on.
+        """
+        for source in sources:
+            name = source_name(source)
+            try:
+                yield FileResult(name, transcript=self.transcribe(source, progress=progress))
+            except EdgeASRError as exc:
+                log.debug("failed: %s", exc)
+                yield FileResult(name, error=exc)
+
+    def __repr__(self) -> str:
+        return f"EdgeTranscriber(model={str(self.bundle.path)!r}, file={Path(self.model_path).name!r})"

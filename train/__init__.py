@@ -1,0 +1,1 @@
+"""Desktop side: fine-tune wav2vec2 CTC models and build training corpora (needs the `train` extra)."""
