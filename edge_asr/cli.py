@@ -1,0 +1,195 @@
+"""The `edge-asr` command line: parse_args / run / main, so tests call it without a subprocess."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, TextIO
+
+from . import __version__
+from .audio import STDIN, is_audio_path
+from .bundle import load_bundle
+from .errors import EdgeASRError, InputError
+from .progress import Progress
+from .transcriber import EdgeTranscriber, TranscribeOptions
+from .writers import FORMATS, get_writers
+
+log = logging.getLogger("edge_asr")
+EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input to transcribe, and the output name (relative, without extension) its results get."""
+
+    source: str
+    output_stem: Path
+
+
+def expand_inputs(paths: Sequence[str]) -> List[InputItem]:
+    """Files stay as given; folders expand to the audio files inside (recursively, sorted)."""
+    items: List[InputItem] = []
+    for raw in paths:
+        path = Path(raw)
+        if raw == STDIN:
+            items.append(InputItem(STDIN, Path("stdin")))
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_audio_path(p))
+            if not found:
+                raise InputError(f"{raw}: folder holds no audio files (looked for .wav, .flac, .ogg, ...)")
+            items.extend(InputItem(str(p), p.relative_to(path).with_suffix("")) for p in found)
+        else:
+            items.append(InputItem(raw, Path(path.stem)))
+    return items
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", metavar="DIR", help="model bundle folder (default: the bundled model)")
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    _add_model_options(parser)
+    parser.add_argument("--threads", "-t", type=int, help="onnxruntime threads (default: physical cores, max 4)")
+    parser.add_argument("--fp32", action="store_true", help="run the float32 graph even if the bundle has int8")
+    parser.add_argument(
+        "--blank-penalty", type=float, default=0.0, help="subtract from the blank score; >0 emits more letters"
+    )
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="edge-asr", description="Offline speech-to-text with wav2vec2 CTC models in ONNX."
+    )
+    parser.add_argument("--version", action="version", version=f"edge-asr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (to stderr)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    file_cmd = commands.add_parser(
+        "file",
+        help="transcribe audio files or folders",
+        description="Transcribe audio files (wav, flac, ogg; '-' reads stdin). Folders expand to the "
+        "audio files inside. Without --output-dir the transcript goes to stdout.",
+    )
+    file_cmd.add_argument("paths", nargs="+", metavar="PATH", help="audio file, folder, or - for stdin")
+    _add_runtime_options(file_cmd)
+    file_cmd.add_argument("--format", "-f", choices=FORMATS, default="txt", help="output format (default txt)")
+    file_cmd.add_argument("--output-dir", "-o", metavar="DIR", help="write one file per input (and format) here")
+    file_cmd.add_argument(
+        "--chunk-seconds", type=float, default=TranscribeOptions.chunk_seconds, help="window core for long audio"
+    )
+    file_cmd.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                          help="progress line on stderr (default: when stderr is a terminal)")
+    file_cmd.set_defaults(handler=run_file)
+
+    info_cmd = commands.add_parser("info", help="show what a model bundle holds",
+                                   description="Print a model bundle's metadata and check its files.")
+    _add_model_options(info_cmd)
+    info_cmd.add_argument("--verify", action="store_true", help="check the sha256 of every file")
+    info_cmd.add_argument("--json", action="store_true", help="print bundle.json as loaded")
+    info_cmd.set_defaults(handler=run_info)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        parser.error("--threads must be 1 or more")
+    return args
+
+
+def run_file(args: argparse.Namespace, out: TextIO) -> int:
+    options = TranscribeOptions(blank_penalty=args.blank_penalty, chunk_seconds=args.chunk_seconds)
+    items: List[InputItem] = []
+    failures = 0
+    for raw in args.paths:  # one bad folder must not stop the other inputs
+        try:
+            items.extend(expand_inputs([raw]))
+        except InputError as exc:
+            print(f"edge-asr: {exc}", file=sys.stderr)
+            failures += 1
+    bad_inputs = failures
+    if not args.output_dir and args.format not in ("txt",) and len(items) > 1:
+        raise InputError(f"--format {args.format} with several inputs needs --output-dir DIR")
+    if not args.output_dir and args.format == "all":
+        raise InputError("--format all needs --output-dir DIR")
+    transcriber = EdgeTranscriber(args.model, quantized=not args.fp32, threads=args.threads, options=options)
+    writers = get_writers(args.format)
+    progress = Progress(len(items), enabled=args.progress)
+    for item in items:
+        progress.start_file(item.source)
+        try:
+            transcript = transcriber.transcribe(item.source, progress=progress.update)
+            progress.clear()
+            if args.output_dir:
+                for writer in writers:
+                    writer.write(transcript, Path(args.output_dir) / item.output_stem.parent, item.output_stem.name)
+            elif len(items) > 1:
+                print(f"{item.source}: {transcript.text}", file=out, flush=True)
+            else:
+                out.write(writers[0].render(transcript))
+                out.flush()
+            log.info("%s: %.1f s of audio in %.2f s", item.source, transcript.duration, transcript.processing_time)
+        except (EdgeASRError, OSError) as exc:
+            progress.clear()
+            print(f"edge-asr: {exc}", file=sys.stderr)
+            failures += 1
+    if failures:
+        print(f"edge-asr: {failures} of {len(items) + bad_inputs} input(s) failed", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def run_info(args: argparse.Namespace, out: TextIO) -> int:
+    bundle = load_bundle(args.model, verify=False)
+    if args.verify:
+        bundle.verify()
+    meta = bundle.metadata
+    if args.json:
+        out.write(meta.to_json())
+        return EXIT_OK
+    lines = [
+        f"bundle:          {bundle.path}",
+        f"name:            {meta.name or '-'}",
+        f"format version:  {meta.format_version}",
+        f"sample rate:     {meta.sample_rate} Hz, {meta.frame_stride} samples per frame "
+        f"({1000 * meta.frame_seconds:.0f} ms), receptive field {meta.receptive_field}",
+        f"vocabulary:      {meta.vocab_size} tokens, blank {meta.vocabulary[meta.blank_id]!r}, "
+        f"word delimiter {meta.word_delimiter!r}",
+        f"input:           normalize={meta.do_normalize} (in graph: {meta.normalization_in_graph}), "
+        f"log-softmax in graph: {meta.log_softmax_in_graph}",
+        f"text:            {json.dumps(meta.text_normalization.to_dict())}",
+        f"int8:            {'recommended' if meta.int8_recommended else 'NOT recommended'}"
+        if "int8" in meta.models
+        else "int8:            none",
+    ]
+    for variant, name in meta.models.items():
+        size = (bundle.path / name).stat().st_size / 1e6
+        lines.append(f"model {variant + ':':<9} {name} ({size:.1f} MB)")
+    if meta.source:
+        lines.append(f"source:          {json.dumps(meta.source)}")
+    if args.verify:
+        lines.append(f"checksums:       all {len(meta.files)} files OK")
+    out.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    """Run a parsed command; errors meant for the user become a one-line message and exit status."""
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.handler(args, out or sys.stdout))
+    except EdgeASRError as exc:
+        print(f"edge-asr: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("edge-asr: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
