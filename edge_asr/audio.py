@@ -25,7 +25,21 @@ AudioSource = Union[str, "os.PathLike[str]", BinaryIO]
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
 AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
+    {
+        ".wav",
+        ".wave",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".mp3",
+        ".aif",
+        ".aiff",
+        ".au",
+        ".caf",
+        ".w64",
+        ".rf64",
+    }
 )
 STDIN = "-"
 
@@ -55,7 +69,9 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     if samples.ndim == 1:
         return samples
     if samples.ndim != 2:
-        raise AudioError(f"audio array must be 1-D (mono) or 2-D (frames, channels), got shape {samples.shape}")
+        raise AudioError(
+            f"audio array must be 1-D (mono) or 2-D (frames, channels), got shape {samples.shape}"
+        )
     if samples.shape[1] > samples.shape[0] and samples.shape[0] <= 8:
         raise AudioError(
             f"audio array of shape {samples.shape} looks like (channels, frames); pass (frames, channels)"
@@ -70,7 +86,9 @@ def as_float32(samples: np.ndarray) -> np.ndarray:
     if np.issubdtype(samples.dtype, np.integer):
         info = np.iinfo(samples.dtype)
         if info.min == 0:  # unsigned (8-bit WAV): centre first
-            return ((samples.astype(np.float32) - (info.max + 1) / 2) / ((info.max + 1) / 2)).astype(np.float32)
+            return ((samples.astype(np.float32) - (info.max + 1) / 2) / ((info.max + 1) / 2)).astype(
+                np.float32
+            )
         return samples.astype(np.float32) / float(-info.min)
     raise AudioError(f"unsupported sample type {samples.dtype}; pass float or integer PCM")
 
@@ -89,7 +107,9 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return np.asarray(soxr.resample(samples, from_rate, to_rate, quality="HQ"), dtype=np.float32)
 
 
-def prepare_array(samples: np.ndarray, sample_rate: int, target_rate: int, name: str = "<array>") -> np.ndarray:
+def prepare_array(
+    samples: np.ndarray, sample_rate: int, target_rate: int, name: str = "<array>"
+) -> np.ndarray:
     """An in-memory array (any dtype, mono or (frames, channels)) -> float32 mono at `target_rate`."""
     check_sample_rate(sample_rate, name)
     mono = to_mono(as_float32(np.asarray(samples)))
@@ -102,7 +122,9 @@ class _Resampler:
     """Streaming resampler that is a no-op when the rates already match."""
 
     def __init__(self, from_rate: int, to_rate: int):
-        self._stream = None if from_rate == to_rate else soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32")
+        self._stream = (
+            None if from_rate == to_rate else soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32")
+        )
 
     def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
         if self._stream is None:
@@ -174,7 +196,9 @@ def _open(source: AudioSource) -> Tuple[sf.SoundFile, str]:
         ) from None
 
 
-def open_audio(source: AudioSource, target_rate: int, block_seconds: float = 10.0) -> Tuple[AudioInfo, Iterator[np.ndarray]]:
+def open_audio(
+    source: AudioSource, target_rate: int, block_seconds: float = 10.0
+) -> Tuple[AudioInfo, Iterator[np.ndarray]]:
     """Open a file (or "-" for stdin) and return its info and an iterator of mono float32 blocks at
     `target_rate`. Memory stays at one block whatever the file's length."""
     snd, name = _open(source)
@@ -197,7 +221,9 @@ def open_audio(source: AudioSource, target_rate: int, block_seconds: float = 10.
                     if out.size:
                         yield out
             except (sf.LibsndfileError, RuntimeError) as exc:
-                raise AudioError(f"{name}: decoding failed part-way ({exc}); the file may be corrupt") from None
+                raise AudioError(
+                    f"{name}: decoding failed part-way ({exc}); the file may be corrupt"
+                ) from None
             tail = resampler(np.zeros(0, dtype=np.float32), last=True)
             if tail.size:
                 yield tail

@@ -91,7 +91,7 @@ class BundleMetadata:
         return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any], where: str = "bundle.json") -> "BundleMetadata":
+    def from_dict(cls, data: Dict[str, Any], where: str = "bundle.json") -> BundleMetadata:
         if not isinstance(data, dict):
             raise BundleError(f"{where}: expected a JSON object at the top level")
         version = data.get("format_version")
@@ -121,7 +121,9 @@ class BundleMetadata:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise BundleError(f"{where}: unknown field(s) {', '.join(unknown)}; was it written by a newer tool?")
+            raise BundleError(
+                f"{where}: unknown field(s) {', '.join(unknown)}; was it written by a newer tool?"
+            )
         values = dict(data)
         try:
             values["text_normalization"] = TextNormalization.from_dict(data.get("text_normalization", {}))
@@ -138,7 +140,9 @@ class BundleMetadata:
         if len(set(vocab)) != len(vocab):
             raise BundleError(f"{where}: vocabulary has duplicate tokens")
         if not 0 <= self.blank_id < len(vocab):
-            raise BundleError(f"{where}: blank_id {self.blank_id} is outside the vocabulary (size {len(vocab)})")
+            raise BundleError(
+                f"{where}: blank_id {self.blank_id} is outside the vocabulary (size {len(vocab)})"
+            )
         if self.word_delimiter is not None and self.word_delimiter not in vocab:
             raise BundleError(f"{where}: word_delimiter {self.word_delimiter!r} is not in the vocabulary")
         bad_special = [i for i in self.special_ids if not 0 <= i < len(vocab)]
@@ -150,6 +154,9 @@ class BundleMetadata:
             raise BundleError(f"{where}: frame_stride and receptive_field must be positive")
         if not self.models:
             raise BundleError(f"{where}: 'models' lists no ONNX file")
+        for name in self.files:
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise BundleError(f"{where}: file entry {name!r} points outside the bundle")
         for variant, filename in self.models.items():
             if filename not in self.files:
                 raise BundleError(f"{where}: model {variant!r} ({filename}) has no sha256 in 'files'")
@@ -199,8 +206,8 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
     """Read and validate a bundle folder.
 
     Every listed file must exist. With `verify`, the checksum of the model that `quantized` selects is
-    checked (all files with `verify_all`-style callers using `ModelBundle.verify()`): hashing an unused
-    fp32 twin would double the start-up cost on a Pi for nothing.
+    checked; `ModelBundle.verify()` checks every file. Hashing an unused fp32 twin at every start
+    would double the start-up cost on a Pi for nothing.
     """
     if path is None:
         folder = DEFAULT_BUNDLE_DIR
@@ -225,8 +232,6 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
         raise BundleError(f"{meta_path}: not valid JSON ({exc})") from None
     metadata = BundleMetadata.from_dict(data, where=str(meta_path))
     for name in metadata.files:
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise BundleError(f"{meta_path}: file entry {name!r} points outside the bundle")
         if not (folder / name).is_file():
             raise BundleError(f"{folder / name}: missing from the bundle (listed in {METADATA_FILE})")
     bundle = ModelBundle(path=folder, metadata=metadata)

@@ -15,7 +15,9 @@ import numpy as np
 from .results import Char, Word
 
 
-def best_path(log_probs: np.ndarray, blank_id: int, blank_penalty: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+def best_path(
+    log_probs: np.ndarray, blank_id: int, blank_penalty: float = 0.0
+) -> Tuple[np.ndarray, np.ndarray]:
     """Per-frame argmax over [frames, vocab] log-probabilities.
 
     `blank_penalty` is subtracted from the blank's score before the argmax: a positive value makes the

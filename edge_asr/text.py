@@ -64,7 +64,7 @@ class TextNormalization:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "TextNormalization":
+    def from_dict(cls, data: Dict[str, Any]) -> TextNormalization:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:

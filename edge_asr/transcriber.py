@@ -76,7 +76,7 @@ class EdgeTranscriber:
 
     def __init__(
         self,
-        model: Union[str, "os.PathLike[str]", None] = None,
+        model: Union[str, os.PathLike[str], None] = None,
         quantized: bool = True,
         threads: Optional[int] = None,
         options: Optional[TranscribeOptions] = None,

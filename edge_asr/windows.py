@@ -33,8 +33,14 @@ class WindowPlan:
 
     @classmethod
     def from_seconds(
-        cls, chunk: float, left: float, right: float, sample_rate: int, frame_stride: int, receptive_field: int
-    ) -> "WindowPlan":
+        cls,
+        chunk: float,
+        left: float,
+        right: float,
+        sample_rate: int,
+        frame_stride: int,
+        receptive_field: int,
+    ) -> WindowPlan:
         def frames(seconds: float) -> int:
             return max(0, round(seconds * sample_rate / frame_stride))
 
@@ -66,6 +72,11 @@ class WindowedRunner:
         return self._received
 
     @property
+    def buffered_samples(self) -> int:
+        """Samples held right now: bounded by one window plus the last pushed block."""
+        return self._buffer.size
+
+    @property
     def frames_emitted(self) -> int:
         return self._next_frame
 
@@ -75,7 +86,9 @@ class WindowedRunner:
             self._buffer = np.concatenate((self._buffer, samples.astype(np.float32, copy=False)))
             self._received += samples.size
         plan = self.plan
-        while self._next_frame + plan.chunk_frames + plan.right_frames <= plan.frames_in(self._received):
+        # Strictly more frames than the window needs: input that ends exactly at a window's edge is
+        # left for finish(), which runs it as one pass.
+        while self._next_frame + plan.chunk_frames + plan.right_frames < plan.frames_in(self._received):
             yield self._run(self._next_frame + plan.chunk_frames)
 
     def finish(self) -> Iterator[Tuple[int, np.ndarray]]:

@@ -60,7 +60,7 @@ def build_tone_graph(
         numpy_helper.from_array(w2, "w2"),
         numpy_helper.from_array(b2, "b2"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
-        numpy_helper.from_array(np.array(1e-8, dtype=np.float32), "eps"),
+        numpy_helper.from_array(np.array(1e-4, dtype=np.float32), "eps"),
         numpy_helper.from_array(np.array(2.0, dtype=np.float32), "scale"),
     ]
     last = "log_probs" if log_softmax else "logits"
@@ -109,7 +109,9 @@ def tone_audio(
     ramp = np.minimum(1.0, np.minimum(np.arange(n), n - 1 - np.arange(n)) / (0.01 * sample_rate))
     for ch in text:
         token_id = VOCAB.index("|" if ch == " " else ch)
-        pieces.append((amplitude * ramp * np.sin(2 * np.pi * token_frequency(token_id) * t)).astype(np.float32))
+        pieces.append(
+            (amplitude * ramp * np.sin(2 * np.pi * token_frequency(token_id) * t)).astype(np.float32)
+        )
         pieces.append(np.zeros(int(gap_seconds * sample_rate), dtype=np.float32))
     return np.concatenate(pieces)
 

@@ -1,0 +1,124 @@
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from tone_model import tone_audio
+
+from edge_asr import AudioError, EdgeTranscriber
+from edge_asr.audio import as_float32, open_audio, prepare_array, read_audio
+
+TEXT = "abc fed"
+
+
+@pytest.fixture(scope="module")
+def transcriber(tone_bundle):
+    return EdgeTranscriber(tone_bundle)
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return tone_audio(TEXT)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_any_rate_gives_the_16k_transcript(tmp_path, transcriber, speech, rate):
+    path = tmp_path / f"x{rate}.wav"
+    sf.write(path, soxr.resample(speech, 16000, rate), rate, subtype="PCM_16")
+    reference = transcriber.transcribe(speech, sample_rate=16000)
+    result = transcriber.transcribe(str(path))
+    assert result.text == reference.text == TEXT
+    assert result.duration == pytest.approx(speech.size / 16000, abs=0.01)
+    for got, want in zip(result.words, reference.words):
+        assert got.start == pytest.approx(want.start, abs=0.021)
+        assert got.end == pytest.approx(want.end, abs=0.021)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT", "PCM_U8"])
+def test_sample_formats_and_stereo(tmp_path, transcriber, speech, subtype):
+    stereo = np.stack([speech, 0.5 * speech], axis=1)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo, 16000, subtype=subtype)
+    assert transcriber.transcribe(str(path)).text == TEXT
+
+
+@pytest.mark.parametrize("fmt", ["FLAC", "OGG"])
+def test_flac_and_ogg(tmp_path, transcriber, speech, fmt):
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, speech, 16000, format=fmt)
+    assert transcriber.transcribe(str(path)).text == TEXT
+
+
+def test_integer_arrays_and_channel_layout(transcriber, speech):
+    pcm = (speech * 32767).astype(np.int16)
+    assert transcriber.transcribe(pcm, sample_rate=16000).text == TEXT
+    with pytest.raises(AudioError, match="channels, frames"):
+        prepare_array(np.stack([speech, speech]), 16000, 16000)
+    assert as_float32(np.array([-32768, 0], dtype=np.int16)).tolist() == [-1.0, 0.0]
+
+
+def test_stdin(monkeypatch, transcriber, speech):
+    wav = io.BytesIO()
+    sf.write(wav, speech, 16000, format="WAV")
+
+    class FakeStdin:
+        buffer = io.BytesIO(wav.getvalue())
+
+    monkeypatch.setattr("sys.stdin", FakeStdin)
+    result = transcriber.transcribe("-")
+    assert result.text == TEXT and result.source == "<stdin>"
+
+
+def test_blocks_bound_memory_and_cover_the_file(tmp_path):
+    audio = (0.1 * np.random.default_rng(0).standard_normal(44100 * 7)).astype(np.float32)
+    path = tmp_path / "long.wav"
+    sf.write(path, audio, 44100, subtype="FLOAT")
+    info, blocks = open_audio(str(path), 16000, block_seconds=1.0)
+    sizes = [b.size for b in blocks]
+    assert info.duration == pytest.approx(7.0)
+    assert max(sizes) <= 16000 * 1.1
+    assert sum(sizes) == pytest.approx(16000 * 7, abs=2)
+    np.testing.assert_allclose(
+        read_audio(str(path), 16000), soxr.resample(audio, 44100, 16000, quality="HQ"), atol=1e-4
+    )
+
+
+def test_silence_is_an_empty_transcript_not_an_error(tmp_path, transcriber):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(16000 * 2), 16000)
+    result = transcriber.transcribe(str(path))
+    assert result.text == "" and result.words == [] and result.duration == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.wav", b"", "empty"),
+        ("text.wav", b"this is not audio at all\n" * 10, "not a readable audio file"),
+        ("noheader.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200, "not a readable audio file"),
+    ],
+)
+def test_bad_files(tmp_path, transcriber, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(AudioError, match=message) as info:
+        transcriber.transcribe(str(path))
+    assert name in str(info.value)
+
+
+def test_zero_length_truncated_and_missing(tmp_path, transcriber, speech):
+    zero = tmp_path / "zero.wav"
+    sf.write(zero, np.zeros(0), 16000)
+    with pytest.raises(AudioError, match="no audio samples"):
+        transcriber.transcribe(str(zero))
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, speech, 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(AudioError, match="truncated"):
+        transcriber.transcribe(str(cut))
+    with pytest.raises(AudioError, match="no such file"):
+        transcriber.transcribe(str(tmp_path / "missing.wav"))
+    with pytest.raises(AudioError, match="sample rate"):
+        prepare_array(speech, 4000, 16000)

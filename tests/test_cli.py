@@ -1,0 +1,118 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from tone_model import tone_audio
+
+from edge_asr import cli
+from edge_asr.atomic import write_text_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def audio_dir(tmp_path):
+    folder = tmp_path / "audio"
+    (folder / "sub").mkdir(parents=True)
+    sf.write(folder / "one.wav", tone_audio("abc"), 16000)
+    sf.write(folder / "sub" / "two.flac", tone_audio("de fa"), 16000)
+    (folder / "notes.txt").write_text("not audio, and not picked up by folder expansion")
+    return folder
+
+
+def test_file_to_stdout(capsys, tone_bundle, audio_dir):
+    assert cli.main(["file", str(audio_dir / "one.wav"), "--model", str(tone_bundle)]) == 0
+    assert capsys.readouterr().out == "abc\n"
+
+
+def test_folder_to_output_dir_in_every_format(capsys, tone_bundle, audio_dir, tmp_path):
+    out = tmp_path / "out"
+    code = cli.main(["file", str(audio_dir), "-m", str(tone_bundle), "-f", "all", "-o", str(out)])
+    assert code == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    expected = [f"{stem}.{ext}" for stem in ("one", "sub/two") for ext in ("json", "srt", "txt", "vtt")]
+    assert written == sorted(expected + ["sub"])
+    assert (out / "sub" / "two.txt").read_text() == "de fa\n"
+    assert json.loads((out / "one.json").read_text())["words"][0]["text"] == "abc"
+
+
+def test_a_failed_file_does_not_stop_the_batch(capsys, tone_bundle, audio_dir, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_text("garbage")
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    args = [str(bad), str(audio_dir / "one.wav"), str(tmp_path / "missing.wav"), str(empty_dir)]
+    code = cli.main(["file", *args, "-m", str(tone_bundle), "-o", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert (tmp_path / "out" / "one.txt").read_text() == "abc\n"
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 4 and "3 of 4 input(s) failed" in errors[-1]
+    assert any("bad.wav: not a readable audio file" in line for line in errors)
+    assert any("missing.wav: no such file" in line for line in errors)
+    assert any("holds no audio files" in line for line in errors)
+    assert "Traceback" not in captured.err
+
+
+def test_bundle_errors_exit_2_without_traceback(capsys, tmp_path, audio_dir):
+    assert cli.main(["file", str(audio_dir / "one.wav"), "-m", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edge-asr: error:") and "does not exist" in err
+
+
+def test_several_inputs_need_output_dir_for_subtitles(capsys, tone_bundle, audio_dir):
+    assert cli.main(["file", str(audio_dir), "-m", str(tone_bundle), "-f", "srt"]) == 2
+    assert "needs --output-dir" in capsys.readouterr().err
+
+
+def test_info(capsys, tone_bundle):
+    assert cli.main(["info", "-m", str(tone_bundle), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "8 tokens" in out and "all 2 files OK" in out and "model int8:" in out
+    assert cli.main(["info", "-m", str(tone_bundle), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["blank_id"] == 0
+
+
+@pytest.mark.parametrize("command", [[], ["file"], ["info"]])
+def test_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: edge-asr" in capsys.readouterr().out
+
+
+def test_bad_thread_count(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(["file", "x.wav", "--threads", "0"])
+    assert exit_info.value.code == 2
+
+
+def test_stdin_through_the_real_entry_point(tone_bundle, audio_dir):
+    wav = (audio_dir / "one.wav").read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_asr", "file", "-", "-m", str(tone_bundle)],
+        input=wav,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == "abc\n"
+
+
+def test_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.srt"
+    target.write_text("old complete content")
+
+    def crash(*_args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        write_text_atomic(target, "new content")
+    assert target.read_text() == "old complete content"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.srt"]

@@ -1,0 +1,49 @@
+"""The device side must run with numpy + onnxruntime + soundfile + soxr alone."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DESKTOP_ONLY = ("torch", "transformers", "torchaudio", "librosa", "audiomentations", "sounddevice")
+
+SCRIPT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from tone_model import tone_audio
+import edge_asr
+from edge_asr import EdgeTranscriber
+from edge_asr.cli import main
+text = EdgeTranscriber({bundle!r}).transcribe(tone_audio("cab"), sample_rate=16000).text
+main(["info", "-m", {bundle!r}])
+print(json.dumps({{"text": text, "modules": sorted(m.split(".")[0] for m in sys.modules)}}))
+"""
+
+
+def test_import_and_transcribe_load_no_desktop_library(tone_bundle):
+    script = SCRIPT.format(tests=str(ROOT / "tests"), bundle=str(tone_bundle))
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["text"] == "cab"
+    loaded = set(report["modules"])
+    assert not loaded.intersection(DESKTOP_ONLY), loaded.intersection(DESKTOP_ONLY)
+
+
+def test_no_module_of_the_package_imports_a_desktop_library():
+    # sounddevice is allowed only inside functions (the `mic` extra), never at module level.
+    for path in (ROOT / "edge_asr").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in DESKTOP_ONLY, f"{path.name} imports {name} at module level"
