@@ -93,6 +93,58 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     info_cmd.add_argument("--json", action="store_true", help="print bundle.json as loaded")
     info_cmd.set_defaults(handler=run_info)
 
+    from .bench import seconds_arg, threads_arg  # light: numpy only
+
+    bench_cmd = commands.add_parser(
+        "bench",
+        help="measure speed and memory on this machine",
+        description="Time a model bundle on this machine: load time, real-time factor per clip length, "
+        "peak memory, fp32 against int8, 1..N threads. Each configuration runs in its own process.",
+    )
+    _add_model_options(bench_cmd)
+    bench_cmd.add_argument(
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="time this audio file, tiled or cut to each --seconds (default: generated audio)",
+    )
+    bench_cmd.add_argument(
+        "--seconds",
+        "-s",
+        type=seconds_arg,
+        metavar="LIST",
+        help="clip lengths, e.g. 5,10,30 (the default; with --input: the file's length)",
+    )
+    bench_cmd.add_argument(
+        "--threads",
+        "-t",
+        dest="thread_counts",
+        type=threads_arg,
+        metavar="LIST",
+        help="thread counts, e.g. 1,2,4 (default: 1, 2, 4... up to the physical cores)",
+    )
+    bench_cmd.add_argument(
+        "--variant",
+        choices=("all", "fp32", "int8"),
+        default="all",
+        help="which graphs of the bundle to time (default: all it has)",
+    )
+    bench_cmd.add_argument(
+        "--repeats", type=int, default=1, help="runs per clip; the fastest counts (default 1)"
+    )
+    bench_cmd.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: one 5 s clip, default threads, the graph `file` would use",
+    )
+    bench_cmd.add_argument(
+        "--in-process",
+        action="store_true",
+        help="no child processes (peak RSS then accumulates across configurations)",
+    )
+    bench_cmd.add_argument("--json", metavar="OUT", help="also write the results (with machine info) as JSON")
+    bench_cmd.set_defaults(handler=run_bench)
+
     args = parser.parse_args(argv)
     if getattr(args, "threads", None) is not None and args.threads < 1:
         parser.error("--threads must be 1 or more")
@@ -172,6 +224,12 @@ def run_info(args: argparse.Namespace, out: TextIO) -> int:
         lines.append(f"checksums:       all {len(meta.files)} files OK")
     out.write("\n".join(lines) + "\n")
     return EXIT_OK
+
+
+def run_bench(args: argparse.Namespace, out: TextIO) -> int:
+    from .bench import run_cli  # imported here: bench pulls in multiprocessing machinery
+
+    return run_cli(args, out)
 
 
 def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:

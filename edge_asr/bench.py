@@ -1,0 +1,487 @@
+"""On-device benchmark: load time, real-time factor per clip length, peak memory, fp32 vs int8, threads.
+
+It needs nothing but the runtime (numpy, onnxruntime, soundfile, soxr), so it runs on the board itself
+and its JSON can be pasted into an issue to compare boards.
+
+Each (variant, threads) configuration runs in a fresh child process (multiprocessing "spawn") by
+default: ru_maxrss is a high-water mark for the whole process, so a configuration run after another
+would inherit the earlier one's peak. Clips run shortest first, so the high-water mark read after each
+clip is that clip length's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+
+import numpy as np
+
+from .atomic import write_text_atomic
+from .errors import EdgeASRError, InputError
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("fp32", "int8")
+DEFAULT_SECONDS = (5.0, 10.0, 30.0)
+QUICK_SECONDS = (5.0,)
+WARMUP_SECONDS = 1.0
+NOISE_SEED = 20240607
+
+
+class BenchError(EdgeASRError):
+    """A benchmark configuration could not run (e.g. the child process was killed: out of memory)."""
+
+
+@dataclass
+class BenchOptions:
+    """What to measure.
+
+    Attributes:
+        model: bundle folder, or None for the default model.
+        input: an audio file to time instead of generated audio; it is tiled or cut to each length in
+            `seconds` (or used whole when `seconds` is empty).
+        seconds: clip lengths to time, in seconds.
+        threads: onnxruntime thread counts to try.
+        variants: "fp32" / "int8"; those the bundle lacks are skipped.
+        repeats: runs per clip; the fastest counts (the others are disturbed by the rest of the system).
+        isolate: one child process per configuration, so each gets its own peak RSS. None: only when
+            there is more than one configuration.
+        first_variant_only: time only the first of `variants` that the bundle has (for --quick).
+    """
+
+    model: Optional[str] = None
+    input: Optional[str] = None
+    seconds: Sequence[float] = DEFAULT_SECONDS
+    threads: Optional[Sequence[int]] = None
+    variants: Sequence[str] = VARIANTS
+    repeats: int = 1
+    isolate: Optional[bool] = None
+    first_variant_only: bool = False
+
+
+@dataclass
+class ClipResult:
+    seconds: float
+    processing_s: float
+    rtf: float
+    peak_rss_mb: float
+
+
+@dataclass
+class ConfigResult:
+    """One (variant, threads) configuration."""
+
+    variant: str
+    threads: int
+    model_file: str
+    model_mb: float
+    load_s: float
+    first_run_s: float
+    rss_before_load_mb: float
+    rss_after_load_mb: float
+    clips: List[ClipResult] = field(default_factory=list)
+    text: str = ""
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max([self.rss_after_load_mb] + [c.peak_rss_mb for c in self.clips])
+
+
+@dataclass
+class BenchReport:
+    machine: Dict[str, Any]
+    model: Dict[str, Any]
+    settings: Dict[str, Any]
+    results: List[ConfigResult]
+    created: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        results = []
+        for r in self.results:
+            item = asdict(r)
+            item["peak_rss_mb"] = round(r.peak_rss_mb, 1)
+            results.append(item)
+        return {
+            "created": self.created,
+            "machine": self.machine,
+            "model": self.model,
+            "settings": self.settings,
+            "results": results,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports kilobytes, macOS bytes.
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+
+
+def parse_seconds(text: str) -> List[float]:
+    """Parse a list of clip lengths: "5,10,30" -> [5.0, 10.0, 30.0]."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--seconds {text!r}: expected comma-separated numbers, e.g. 5,10,30") from None
+    if not values or any(not 0 < v <= 3600 for v in values):
+        raise InputError(f"--seconds {text!r}: lengths must be between 0 and 3600 seconds")
+    return values
+
+
+def parse_threads(text: str) -> List[int]:
+    """Parse a list of thread counts: "1,2,4" -> [1, 2, 4]."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--threads {text!r}: expected comma-separated whole numbers, e.g. 1,2,4") from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"--threads {text!r}: thread counts must be 1 or more")
+    return values
+
+
+def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+seconds_arg = _argparse_type(parse_seconds)
+threads_arg = _argparse_type(parse_threads)
+
+
+def default_thread_counts() -> List[int]:
+    """1, 2, 4, ... up to the physical cores, and the core count itself."""
+    from .model import physical_cores
+
+    cores = physical_cores()
+    counts = []
+    n = 1
+    while n < cores:
+        counts.append(n)
+        n *= 2
+    counts.append(cores)
+    return counts
+
+
+def generated_audio(seconds: float, sample_rate: int) -> np.ndarray:
+    """Speech-like load for the graph: quiet noise with a few tones, reproducible.
+
+    The ONNX graph's cost does not depend on what the audio says; only CTC decoding does, and it is a
+    small share, so generated audio times the same work as speech of that length.
+    """
+    n = int(round(seconds * sample_rate))
+    rng = np.random.default_rng(NOISE_SEED)
+    out = np.empty(n, dtype=np.float32)
+    # One second at a time, so the benchmark's own scratch arrays never set the peak RSS it reports.
+    for start in range(0, n, sample_rate):
+        t = np.arange(start, min(n, start + sample_rate)) / sample_rate
+        block = 0.02 * rng.standard_normal(t.size)
+        for k, f in enumerate((440.0, 700.0, 1100.0), start=1):
+            block += 0.1 * np.sin(2 * np.pi * f * t) * (np.sin(2 * np.pi * 0.7 * k * t) > 0)
+        out[start : start + t.size] = block
+    return out
+
+
+def clip_audio(seconds: float, sample_rate: int, source: Optional[np.ndarray]) -> np.ndarray:
+    if source is None:
+        return generated_audio(seconds, sample_rate)
+    # np.resize tiles the file when the clip is longer than it.
+    return np.resize(source, int(round(seconds * sample_rate))).astype(np.float32)
+
+
+def machine_info() -> Dict[str, Any]:
+    """Facts about this board that change the figures."""
+    import onnxruntime as ort
+
+    from . import __version__
+    from .model import physical_cores
+
+    info: Dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "board": _read_text("/proc/device-tree/model"),  # "Raspberry Pi 4 Model B Rev 1.4" on a Pi
+        "cpu_model": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "memory_mb": _memory_mb(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": ort.__version__,
+        "edge_asr": __version__,
+    }
+    return info
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace").strip("\x00\n ") or None
+    except OSError:
+        return None
+
+
+def _cpu_model() -> Optional[str]:
+    text = _read_text("/proc/cpuinfo") or ""
+    fields: Dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    # x86 says "model name"; ARM kernels often give only "CPU part" codes and "Model" (the board).
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        if fields.get(key):
+            return fields[key]
+    if "CPU part" in fields:
+        return f"CPU implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
+    return platform.processor() or None
+
+
+def _memory_mb() -> Optional[int]:
+    for line in (_read_text("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return None
+
+
+def run_configuration(
+    model: Optional[str],
+    variant: str,
+    threads: int,
+    seconds: Sequence[float],
+    input_path: Optional[str],
+    repeats: int,
+) -> ConfigResult:
+    """Time one configuration in this process. Runs in the child when configurations are isolated."""
+    from .audio import read_audio
+    from .transcriber import EdgeTranscriber
+
+    rss_before = peak_rss_mb()
+    started = time.perf_counter()
+    transcriber = EdgeTranscriber(model, quantized=variant == "int8", threads=threads)
+    load_s = time.perf_counter() - started
+    rss_loaded = peak_rss_mb()
+    rate = transcriber.sample_rate
+    source = read_audio(input_path, rate) if input_path else None
+    # The first run pays for onnxruntime's lazy allocations and kernel selection; report it apart.
+    warm = time.perf_counter()
+    transcriber.transcribe(clip_audio(WARMUP_SECONDS, rate, source), sample_rate=rate)
+    first_run_s = time.perf_counter() - warm
+    model_path = Path(transcriber.model_path)
+    result = ConfigResult(
+        variant=variant,
+        threads=transcriber.model.threads,
+        model_file=model_path.name,
+        model_mb=round(model_path.stat().st_size / 1e6, 3),
+        load_s=round(load_s, 3),
+        first_run_s=round(first_run_s, 3),
+        rss_before_load_mb=round(rss_before, 1),
+        rss_after_load_mb=round(rss_loaded, 1),
+    )
+    for length in sorted(seconds):
+        audio = clip_audio(length, rate, source)
+        best = float("inf")
+        for _ in range(max(1, repeats)):
+            transcript = transcriber.transcribe(audio, sample_rate=rate)
+            best = min(best, transcript.processing_time)
+        if source is not None and length == max(seconds):
+            result.text = transcript.text
+        result.clips.append(
+            ClipResult(
+                seconds=length,
+                processing_s=round(best, 6),
+                rtf=round(best / length, 6),
+                peak_rss_mb=round(peak_rss_mb(), 1),
+            )
+        )
+    return result
+
+
+def _run_isolated(args: tuple) -> ConfigResult:
+    # Logging in a spawned child starts unconfigured; keep it as quiet as the parent's default.
+    logging.basicConfig(level=logging.WARNING)
+    return run_configuration(*args)
+
+
+def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchReport:
+    """Run every configuration and return the report. `on_result(ConfigResult)` is called as each ends."""
+    from .audio import open_audio
+    from .bundle import load_bundle
+
+    bundle = load_bundle(options.model, verify=False)
+    meta = bundle.metadata
+    variants = [v for v in options.variants if v in meta.models]
+    if options.first_variant_only:
+        variants = variants[:1]
+    if not variants:
+        raise InputError(
+            f"{bundle.path}: the bundle has no {'/'.join(options.variants)} model "
+            f"(it has {', '.join(meta.models)})"
+        )
+    seconds = list(options.seconds)
+    if options.input:
+        info, _ = open_audio(options.input, meta.sample_rate)  # a bad file fails here, before any child
+        if not seconds:
+            seconds = [round(info.duration, 3)]
+    if not seconds:
+        raise InputError("no clip lengths to time: pass --seconds, e.g. 5,10,30")
+    threads = list(options.threads) if options.threads else default_thread_counts()
+    configs = [(v, t) for v in variants for t in threads]
+    isolate = options.isolate if options.isolate is not None else len(configs) > 1
+    model_arg = str(bundle.path)
+    results: List[ConfigResult] = []
+    for variant, count in configs:
+        args = (model_arg, variant, count, seconds, options.input, options.repeats)
+        log.info("bench: %s, %d thread(s)%s", variant, count, " (child process)" if isolate else "")
+        result = _in_child(args) if isolate else run_configuration(*args)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return BenchReport(
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        machine=machine_info(),
+        model={
+            "path": str(bundle.path),
+            "name": meta.name,
+            "variants": {v: meta.models[v] for v in variants},
+            "int8_recommended": meta.int8_recommended,
+            "sample_rate": meta.sample_rate,
+            "vocab_size": meta.vocab_size,
+        },
+        settings={
+            "seconds": seconds,
+            "threads": threads,
+            "repeats": options.repeats,
+            "input": options.input,
+            "audio": "file" if options.input else "generated noise and tones",
+            "isolated": isolate,
+            "chunk_seconds": _default_chunk_seconds(),
+        },
+        results=results,
+    )
+
+
+def _default_chunk_seconds() -> float:
+    from .transcriber import TranscribeOptions
+
+    return TranscribeOptions.chunk_seconds
+
+
+def _in_child(args: tuple) -> ConfigResult:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            return pool.submit(_run_isolated, args).result()
+        except BrokenProcessPool:
+            variant, threads = args[1], args[2]
+            raise BenchError(
+                f"the {variant} model with {threads} thread(s) was killed (most likely out of memory: "
+                "check `dmesg` for the OOM killer); try shorter --seconds, or add swap"
+            ) from None
+
+
+def format_table(report: BenchReport) -> str:
+    """A plain-text table: one row per configuration, RTF per clip length (lower is faster)."""
+    m = report.machine
+    lines = [
+        f"machine: {m.get('board') or m.get('machine')}, {m.get('cpu_model') or '?'}, "
+        f"{m.get('physical_cores')} cores, {m.get('memory_mb')} MB RAM, onnxruntime {m.get('onnxruntime')}",
+        f"model:   {report.model['path']} ({report.model['name'] or 'unnamed'}), "
+        f"audio: {report.settings['audio']}",
+        "",
+    ]
+    seconds = report.settings["seconds"]
+    head = ["variant", "threads", "file MB", "load s", "1st run s"]
+    head += [f"RTF {s:g}s" for s in seconds] + ["RSS before load MB", "peak RSS MB"]
+    rows = []
+    for r in report.results:
+        by_len = {c.seconds: c for c in r.clips}
+        rows.append(
+            [r.variant, str(r.threads), f"{r.model_mb:.3g}", f"{r.load_s:.2f}", f"{r.first_run_s:.2f}"]
+            + [f"{by_len[s].rtf:.3g}" if s in by_len else "-" for s in seconds]
+            + [f"{r.rss_before_load_mb:.0f}", f"{r.peak_rss_mb:.0f}"]
+        )
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
+    lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
+    for row in rows:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    lines.append("")
+    lines.append(
+        "RTF = processing time / audio length (below 1 is faster than real time). Peak RSS includes "
+        "Python, numpy and onnxruntime themselves (the 'before load' column)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: BenchReport, path: str) -> Path:
+    return write_text_atomic(path, report.to_json())
+
+
+def options_from_args(args: argparse.Namespace) -> BenchOptions:
+    """The `edge-asr bench` flags -> BenchOptions. --quick: one 5 s clip, one configuration."""
+    from .model import default_threads
+
+    variants: Sequence[str] = VARIANTS if args.variant == "all" else (args.variant,)
+    seconds = args.seconds
+    threads = args.thread_counts
+    if args.quick:
+        seconds = seconds or ([] if args.input else list(QUICK_SECONDS))
+        threads = threads or [default_threads()]
+        if args.variant == "all":
+            variants = ("int8", "fp32")  # the first one the bundle has, as `edge-asr file` picks
+    elif seconds is None and not args.input:
+        seconds = list(DEFAULT_SECONDS)
+    if args.repeats < 1:
+        raise InputError(f"--repeats must be 1 or more, got {args.repeats}")
+    return BenchOptions(
+        model=args.model,
+        input=args.input,
+        seconds=seconds or [],
+        threads=threads,
+        variants=variants,
+        repeats=args.repeats,
+        isolate=False if args.in_process else None,
+        first_variant_only=bool(args.quick and args.variant == "all"),
+    )
+
+
+def run_cli(args: argparse.Namespace, out: TextIO) -> int:
+    """`edge-asr bench`: print the table to `out`, a line per finished configuration to stderr."""
+    options = options_from_args(args)
+
+    def progress(result: ConfigResult) -> None:
+        worst = max((c.rtf for c in result.clips), default=float("nan"))
+        print(
+            f"bench: {result.variant}, {result.threads} thread(s): load {result.load_s:.2f} s, "
+            f"RTF up to {worst:.3f}, peak RSS {result.peak_rss_mb:.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    report = run_bench(options, on_result=progress)
+    out.write(format_table(report))
+    if args.json:
+        path = write_report(report, args.json)
+        out.write(f"JSON written to {path}\n")
+    out.flush()
+    return 0

@@ -1,0 +1,108 @@
+"""`edge-asr bench` on the tone bundle with tiny settings (clips of a second or less)."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from tone_model import tone_audio, write_tone_bundle
+
+from edge_asr import cli
+from edge_asr.bench import (
+    BenchOptions,
+    format_table,
+    generated_audio,
+    parse_seconds,
+    parse_threads,
+    run_bench,
+)
+from edge_asr.errors import BundleError, InputError
+
+
+def test_in_process_times_every_variant_and_clip(tone_bundle):
+    report = run_bench(BenchOptions(model=str(tone_bundle), seconds=[1.0, 0.5], threads=[1], isolate=False))
+    assert [(r.variant, r.threads, r.model_file) for r in report.results] == [
+        ("fp32", 1, "model.onnx"),
+        ("int8", 1, "model.int8.onnx"),
+    ]
+    for result in report.results:
+        assert [c.seconds for c in result.clips] == [0.5, 1.0]  # shortest first: RSS peaks in order
+        for clip in result.clips:
+            assert clip.processing_s > 0
+            assert clip.rtf == pytest.approx(clip.processing_s / clip.seconds, rel=1e-3, abs=1e-5)
+            assert clip.peak_rss_mb >= result.rss_after_load_mb >= result.rss_before_load_mb > 0
+        assert result.load_s >= 0 and result.model_mb > 0
+    data = json.loads(report.to_json())
+    assert data["settings"]["isolated"] is False
+    assert data["settings"]["seconds"] == [1.0, 0.5]
+    assert set(data["machine"]) >= {"platform", "cpu_model", "physical_cores", "onnxruntime", "memory_mb"}
+    assert data["results"][1]["clips"][0]["seconds"] == 0.5
+    table = format_table(report)
+    assert "RTF 1s" in table and "RTF 0.5s" in table and "int8" in table
+
+
+def test_input_file_is_used_and_transcribed(tone_bundle, tmp_path):
+    wav = tmp_path / "abc.wav"
+    sf.write(wav, tone_audio("abc"), 16000)
+    report = run_bench(
+        BenchOptions(
+            model=str(tone_bundle), input=str(wav), seconds=[], threads=[1], variants=("fp32",), isolate=False
+        )
+    )
+    (result,) = report.results
+    assert result.text == "abc"  # the whole file, once: proves the file (not noise) was timed
+    assert result.clips[0].seconds == pytest.approx(sf.info(str(wav)).duration, abs=1e-3)
+
+
+def test_each_configuration_in_its_own_child_process(tone_bundle):
+    report = run_bench(
+        BenchOptions(model=str(tone_bundle), seconds=[0.5], threads=[1, 2], variants=("int8",))
+    )
+    assert report.settings["isolated"] is True
+    assert [r.threads for r in report.results] == [1, 2]
+    assert all(r.clips[0].rtf > 0 for r in report.results)
+
+
+def test_cli_quick_writes_table_and_json(capsys, tone_bundle, tmp_path):
+    out = tmp_path / "results" / "bench.json"
+    code = cli.main(["bench", "--model", str(tone_bundle), "--quick", "--threads", "1", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "RTF 5s" in printed.out and str(out) in printed.out
+    assert "int8, 1 thread(s)" in printed.err
+    data = json.loads(out.read_text())
+    # --quick: one 5 s clip with the graph `edge-asr file` would pick (int8 when present).
+    assert [(r["variant"], [c["seconds"] for c in r["clips"]]) for r in data["results"]] == [("int8", [5.0])]
+    assert data["settings"]["isolated"] is False
+
+
+def test_generated_audio_is_reproducible_and_exact_length():
+    a, b = generated_audio(1.25, 16000), generated_audio(1.25, 16000)
+    assert a.dtype == np.float32 and a.size == 20000
+    assert np.array_equal(a, b)
+    assert 0.01 < float(np.abs(a).mean()) < 1.0
+
+
+def test_list_parsers():
+    assert parse_seconds("5, 10,30") == [5.0, 10.0, 30.0]
+    assert parse_threads("1,2,4") == [1, 2, 4]
+    for bad in ("", "a,b", "0", "-5"):
+        with pytest.raises(InputError):
+            parse_seconds(bad)
+    for bad in ("", "1.5", "0"):
+        with pytest.raises(InputError):
+            parse_threads(bad)
+
+
+def test_bad_arguments_are_rejected(capsys, tone_bundle, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        cli.parse_args(["bench", "--seconds", "five"])
+    assert exc.value.code == 2
+    assert "--seconds 'five'" in capsys.readouterr().err
+    assert cli.main(["bench", "--model", str(tmp_path / "nowhere"), "--in-process"]) == cli.EXIT_ERROR
+    assert "does not exist" in capsys.readouterr().err
+    fp32_only = write_tone_bundle(tmp_path / "fp32only")
+    assert cli.main(["bench", "-m", str(fp32_only), "--variant", "int8", "--in-process"]) == cli.EXIT_ERROR
+    assert "has no int8 model" in capsys.readouterr().err
+    with pytest.raises(BundleError):
+        run_bench(BenchOptions(model=str(tmp_path / "nowhere")))
