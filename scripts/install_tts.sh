@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Install the offline text-to-speech engines and the Debian text sources used by `python -m train.corpus`.
+#
+# Idempotent: packages already installed are left alone. Needs root (or sudo) for apt.
+#   bash scripts/install_tts.sh            # Debian engines + texts, SVOX pico (non-free), hibari-tts
+#   bash scripts/install_tts.sh --no-pypi  # skip the PyPI voice
+#   bash scripts/install_tts.sh --no-nonfree  # skip SVOX pico (Debian non-free)
+#
+# Licences: every voice installed here allows training a model we redistribute (BSD/X11-style,
+# Apache-2.0, GPL engine with unrestricted output). Deliberately NOT installed: MBROLA voices
+# (non-commercial diphone data) and piper's joe voice (trained on restrictively licensed data).
+set -euo pipefail
+
+WITH_PYPI=1
+WITH_NONFREE=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-pypi) WITH_PYPI=0 ;;
+    --no-nonfree) WITH_NONFREE=0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "install_tts.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "install_tts.sh: needs root or sudo for apt-get" >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+ENGINES="espeak-ng flite festival festlex-cmu festlex-poslex festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
+TEXTS="bible-kjv wordnet-base fortunes fortunes-min jargon-text"
+PICO="libttspico-utils"
+
+missing() {  # print the packages of "$@" that dpkg does not list as installed
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+
+# shellcheck disable=SC2086
+todo=$(missing $ENGINES $TEXTS)
+if [ -n "$todo" ]; then
+  echo "install_tts.sh: installing from Debian main: $todo"
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -qq --no-install-recommends $todo
+else
+  echo "install_tts.sh: Debian engines and texts already installed"
+fi
+
+if [ "$WITH_NONFREE" = 1 ]; then
+  if [ -z "$(missing $PICO)" ]; then
+    echo "install_tts.sh: SVOX pico already installed"
+  else
+    # SVOX pico lives in Debian non-free, which this image does not enable. Use a private sources
+    # list (same mirror and suite as the machine's own sources) instead of editing /etc/apt.
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+    mirror=$(grep -rhoE '(https?://[^ ]*debian)/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ \
+      2>/dev/null | grep -v security | head -n1 | tr -d ' ' || true)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    priv=$(mktemp -d)
+    trap 'rm -rf "$priv"' EXIT
+    mkdir -p "$priv/lists/partial" "$priv/cache/archives/partial" "$priv/parts"
+    echo "deb $mirror $codename main contrib non-free" > "$priv/sources.list"
+    opts=(-o "Dir::Etc::SourceList=$priv/sources.list" -o "Dir::Etc::SourceParts=$priv/parts"
+          -o "Dir::State::Lists=$priv/lists" -o "Dir::Cache=$priv/cache")
+    echo "install_tts.sh: installing SVOX pico from $mirror $codename non-free (private sources list)"
+    $SUDO apt-get "${opts[@]}" update -qq
+    $SUDO apt-get "${opts[@]}" install -y -qq --no-install-recommends $PICO
+  fi
+fi
+
+if [ "$WITH_PYPI" = 1 ]; then
+  # hibari-tts (Apache-2.0) ships one English voice ("heart") inside the wheel; its other voices
+  # download at first use, which fails offline, so train.corpus only uses "heart".
+  if python3 -c "import hibari" 2>/dev/null; then
+    echo "install_tts.sh: hibari-tts already installed"
+  else
+    echo "install_tts.sh: installing hibari-tts from PyPI"
+    python3 -m pip install -q "hibari-tts==0.2.1" || echo "install_tts.sh: hibari-tts not installed (optional)" >&2
+  fi
+fi
+
+echo "install_tts.sh: engines now available:"
+python3 -m train.corpus --list-engines 2>/dev/null || {
+  for b in espeak-ng flite text2wave pico2wave; do
+    if command -v "$b" >/dev/null; then echo "  $b: yes"; else echo "  $b: no"; fi
+  done
+}
