@@ -1,8 +1,8 @@
 """`python -m train.corpus`: build a synthetic multi-voice LJSpeech-format corpus with offline TTS.
 
-    bash scripts/install_tts.sh                       # engines + Debian text packages
-    python -m train.corpus --list-engines             # what is installed, and why not
-    nice python -m train.corpus --out /work/data/corpus-v1 --hours 15 --seed 1
+bash scripts/install_tts.sh                       # engines + Debian text packages
+python -m train.corpus --list-engines             # what is installed, and why not
+nice python -m train.corpus --out /work/data/corpus-v1 --hours 15 --seed 1
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engines", type=_csv_list, default=ENGINES, help=f"comma list from {','.join(ENGINES)}")
     p.add_argument("--voices", type=_csv_list, default=(), help="comma list of registry keys (default: all)")
-    p.add_argument("--sources", type=_csv_list, default=tuple(SOURCES), help=f"from {','.join(SOURCES)}")
+    p.add_argument(
+        "--sources",
+        type=_csv_list,
+        default=tuple(SOURCES),
+        help=f"comma list from {','.join(SOURCES)} or file:PATH (one sentence a line)",
+    )
     p.add_argument("--workers", type=int, default=2, help="parallel synthesis processes (default 2)")
     p.add_argument("--valid-speakers", type=_csv_list, default=DEFAULT_VALID_SPEAKERS)
     p.add_argument("--test-speakers", type=_csv_list, default=DEFAULT_TEST_SPEAKERS)

@@ -159,7 +159,10 @@ def _batches(options: CorpusOptions, planner: Planner, done_seconds) -> Iterator
             index += 256
         return
     target = float(options.hours or 0) * 3600.0
-    while index < len(planner) and done_seconds() < target:
+    while done_seconds() < target:
+        if index >= len(planner):
+            log.warning("sentence pool exhausted (%d sentences) before %.2f h", len(planner), target / 3600)
+            return
         remaining = target - done_seconds()
         size = int(min(1000, max(16, remaining / EXPECTED_SECONDS_PER_UTTERANCE)))
         size = min(size, len(planner) - index)
@@ -185,8 +188,15 @@ def build(options: CorpusOptions) -> CorpusResult:
         if not any(splits.get(s) == name for s in present):
             log.warning("split %s has no installed speaker: it will be empty", name)
 
-    sentences = load_sentences(options.sources, options.min_words, options.max_words, options.seed)
+    try:
+        sentences = load_sentences(options.sources, options.min_words, options.max_words, options.seed)
+    except (ValueError, OSError) as exc:
+        raise CorpusError(f"cannot read the sentences: {exc}") from exc
     planner = Planner(prefer_short(sentences, options.seed), voices, splits, options.seed, options.prosody)
+    if options.count is not None and options.count > len(planner):
+        log.warning(
+            "only %d usable sentences for --count %d: the corpus will be smaller", len(planner), options.count
+        )
     identity = plan_identity(options, planner)
     _check_resume(out, identity)
     wav_dir = out / "wavs"
@@ -299,10 +309,16 @@ def write_tables(out: Path, done: Sequence[Tuple[PlannedUtterance, float]], iden
         "plan": identity,
         "utterances": len(done),
         "hours": round(sum(d for _, d in done) / 3600.0, 4),
-        "per_speaker": {k: {"utterances": int(v["utterances"]), "hours": round(v["hours"], 4)}
-                        for k, v in sorted(per_speaker.items())},  # fmt: skip
-        "last_run": {"new_utterances": totals["new"], "new_audio_s": round(totals["new_seconds"], 1),
-                     "wall_s": round(wall, 1), "audio_s_per_wall_s": round(speed, 1)},  # fmt: skip
+        "per_speaker": {
+            k: {"utterances": int(v["utterances"]), "hours": round(v["hours"], 4)}
+            for k, v in sorted(per_speaker.items())
+        },  # fmt: skip
+        "last_run": {
+            "new_utterances": totals["new"],
+            "new_audio_s": round(totals["new_seconds"], 1),
+            "wall_s": round(wall, 1),
+            "audio_s_per_wall_s": round(speed, 1),
+        },  # fmt: skip
     }
     write_text_atomic(out / "corpus.json", json.dumps(summary, indent=2) + "\n")
     return per_split, dict(per_speaker)

@@ -177,9 +177,12 @@ def voice_missing(voice: Voice) -> Optional[str]:
     reason = engine_missing(voice.engine)
     if reason:
         return reason
-    if voice.engine == "festival" and not any((d / lang / voice.voice).is_dir()
-                                              for d in FESTIVAL_VOICE_DIRS if d.is_dir()
-                                              for lang in [p.name for p in d.iterdir()]):
+    if voice.engine == "festival" and not any(
+        (d / lang / voice.voice).is_dir()
+        for d in FESTIVAL_VOICE_DIRS
+        if d.is_dir()
+        for lang in [p.name for p in d.iterdir()]
+    ):
         return f"festival voice {voice.voice} not installed (run scripts/install_tts.sh)"
     if voice.engine == "flite":
         listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout.split()

@@ -144,6 +144,14 @@ def make_sentence(source: str, original: str, min_words: int = 4, max_words: int
     return Sentence(source=source, original=original, spoken=spoken, label=label)
 
 
+def file_lines(path: Path) -> Iterator[str]:
+    """Your own sentences: a UTF-8 text file, one sentence per line (blank lines and # comments skipped)."""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield line
+
+
 def load_sentences(
     sources: Sequence[str] = tuple(SOURCES),
     min_words: int = 4,
@@ -152,17 +160,22 @@ def load_sentences(
 ) -> List[Sentence]:
     """Usable sentences of `sources`, deduplicated on the label, shuffled, sources interleaved.
 
-    Interleaving (one sentence of each source in turn, while a source lasts) keeps the archaic KJV
+    A source is a name of `SOURCES` or "file:PATH" (one sentence per line). Interleaving (one sentence
+    of each source in turn, while a source lasts) keeps the archaic KJV
     from dominating a small corpus.
     """
     seen = set()
     per_source: Dict[str, List[Sentence]] = {}
     for name in sources:
-        if name not in SOURCES:
-            raise ValueError(f"unknown text source {name!r}; choose from {', '.join(SOURCES)}")
+        if name.startswith("file:"):
+            lines: Iterable[str] = file_lines(Path(name[len("file:") :]))
+        elif name in SOURCES:
+            lines = SOURCES[name]()
+        else:
+            raise ValueError(f"unknown text source {name!r}; choose from {', '.join(SOURCES)} or file:PATH")
         kept: List[Sentence] = []
         total = 0
-        for original in SOURCES[name]():
+        for original in lines:
             total += 1
             sentence = make_sentence(name, original, min_words, max_words)
             if sentence is None or sentence.label in seen:
