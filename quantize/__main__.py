@@ -1,0 +1,7 @@
+"""`python -m quantize`: see quantize/cli.py."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,318 @@
+"""The whole pipeline: checkpoint -> ONNX -> parity -> int8 -> evaluation -> report -> bundle.
+
+Everything is written into a hidden temporary folder next to the destination, which is renamed into
+place only at the end, so a failure at any step leaves no partial bundle. The one deliberate
+exception to "failure writes nothing" is the accuracy guard: when int8 costs more CER than allowed,
+the bundle is still written (its fp32 model is fine) with int8_recommended=false, and the command
+then fails so that scripts notice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import numpy as np
+
+from edge_asr.audio import read_audio
+from edge_asr.bundle import FORMAT_VERSION, BundleMetadata, write_bundle
+
+from .errors import GuardError, QuantizeError
+from .evaluate import Evaluation, evaluate
+from .export import ExportOptions, export_onnx
+from .int8 import Int8Options, quantize_int8
+from .manifest import EvalItem, read_manifest
+from .parity import ParityOptions, check_parity, make_session, probe_signal, run_graph
+from .report import report_data, write_report
+from .source import SourceModel, load_source
+
+log = logging.getLogger(__name__)
+
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+PARITY_UTTERANCES = 2
+PARITY_MAX_SECONDS = 15.0
+ProgressFn = Callable[[str], None]
+
+
+@dataclass
+class ConvertOptions:
+    """What `convert` does.
+
+    Attributes:
+        model: Hugging Face model folder or hub name.
+        out: bundle folder to create.
+        eval_manifest: evaluation manifest (see manifest.py); without it there is no report.
+        eval_limit: use only the first N utterances of the manifest.
+        int8: also write the dynamically quantized twin.
+        max_cer_increase: largest allowed CER(int8) - CER(fp32), absolute (0.01 = one point);
+            None disables the guard.
+        threads: onnxruntime threads for the evaluation runs (None: edge_asr's default).
+        force: replace an existing bundle folder at `out`.
+        name: the bundle's human name (default: the model folder's name).
+    """
+
+    model: str
+    out: Path
+    eval_manifest: Optional[Path] = None
+    eval_limit: Optional[int] = None
+    int8: bool = True
+    max_cer_increase: Optional[float] = 0.01
+    threads: Optional[int] = None
+    force: bool = False
+    name: str = ""
+    export: ExportOptions = field(default_factory=ExportOptions)
+    parity: ParityOptions = field(default_factory=ParityOptions)
+    quantization: Int8Options = field(default_factory=Int8Options)
+
+
+@dataclass
+class ConvertResult:
+    bundle: Path
+    metadata: BundleMetadata
+    timings: Dict[str, float]
+    report: Optional[Dict[str, Any]] = None
+    evaluation: Optional[Evaluation] = None
+
+
+class _Steps:
+    """Numbered progress lines with the time each step took."""
+
+    def __init__(self, total: int, progress: ProgressFn):
+        self.total, self.index, self.progress = total, 0, progress
+        self.timings: Dict[str, float] = {}
+
+    @contextmanager
+    def step(self, label: str, key: str) -> Iterator[None]:
+        self.index += 1
+        self.progress(f"[{self.index}/{self.total}] {label} ...")
+        started = time.perf_counter()
+        yield
+        self.timings[key] = round(time.perf_counter() - started, 3)
+        self.progress(f"[{self.index}/{self.total}] {label}: done in {self.timings[key]:.1f} s")
+
+
+def tool_versions() -> Dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    import edge_asr
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "edge_asr": edge_asr.__version__,
+    }
+
+
+def _source_info(source: SourceModel, options: ConvertOptions) -> Dict[str, Any]:
+    config = source.model.config
+    return {
+        "base_model": options.model,
+        "model_folder": str(source.local_path) if source.local_path else None,
+        "architecture": type(source.model).__name__,
+        "name_or_path": getattr(config, "_name_or_path", "") or None,
+        "exporter": f"torch.onnx.export (TorchScript, dynamo=False, opset {options.export.opset})",
+        "tools": tool_versions(),
+    }
+
+
+def _metadata(source: SourceModel, options: ConvertOptions, models: Dict[str, str]) -> BundleMetadata:
+    return BundleMetadata(
+        vocabulary=list(source.vocabulary),
+        blank_id=source.blank_id,
+        word_delimiter=source.word_delimiter,
+        sample_rate=source.features.sample_rate,
+        frame_stride=source.frame_stride,
+        receptive_field=source.receptive_field,
+        do_normalize=source.features.do_normalize,
+        normalization_in_graph=source.features.do_normalize,
+        log_softmax_in_graph=True,
+        models=models,
+        text_normalization=source.text_normalization,
+        special_ids=list(source.special_ids),
+        name=options.name or source.name,
+        source=_source_info(source, options),
+    )
+
+
+def int8_smoke(fp32: Path, int8: Path, rate: int) -> float:
+    """Greedy-token agreement of int8 with fp32 on a synthetic probe: proves the int8 graph runs."""
+    signal = probe_signal(int(2.3 * rate), rate, seed=7)[None, :]
+    lengths = np.array([signal.shape[1]])
+    a = run_graph(make_session(fp32), signal, lengths)
+    b = run_graph(make_session(int8), signal, lengths)
+    if a.shape != b.shape:
+        raise QuantizeError(f"the int8 graph outputs shape {b.shape}, the fp32 graph {a.shape}")
+    return float((a.argmax(-1) == b.argmax(-1)).mean())
+
+
+def _open_permissions(folder: Path) -> None:
+    """mkdtemp/mkstemp make owner-only folders and files; a bundle is meant to be copied and shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def place_bundle(tmp: Path, out: Path, force: bool) -> None:
+    """Move the finished bundle into place; an existing one is replaced only with `force`."""
+    _open_permissions(tmp)
+    if out.exists():
+        if not force:
+            raise QuantizeError(f"{out}: already exists; pass --force to replace it")
+        old = out.with_name(f".{out.name}.old-{int(time.time())}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def convert(options: ConvertOptions, progress: Optional[ProgressFn] = None) -> ConvertResult:
+    """Run the pipeline; raises a QuantizeError subclass (no bundle written) or GuardError (written)."""
+    say = progress or log.info
+    out = Path(options.out)
+    if out.exists() and not options.force:
+        raise QuantizeError(f"{out}: already exists; pass --force to replace it, or choose another --out")
+    steps = _Steps(4 + int(options.int8) + 2 * int(options.eval_manifest is not None), say)
+    items: List[EvalItem] = []
+    if options.eval_manifest is not None:
+        items = read_manifest(Path(options.eval_manifest), options.eval_limit)  # fail before any work
+        say(f"evaluation set: {len(items)} utterance(s) from {options.eval_manifest}")
+    with steps.step(f"loading {options.model}", "load"):
+        source = load_source(options.model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        result = _build(source, options, items, tmp, steps, say)
+        place_bundle(tmp, out, options.force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result.bundle = out
+    evaluation = result.evaluation
+    if evaluation is not None and not evaluation.guard_passed:
+        raise GuardError(
+            f"int8 raised CER by {100 * (evaluation.cer_increase or 0):.2f} points, more than "
+            f"--max-cer-increase {100 * (options.max_cer_increase or 0):.2f}; the bundle at {out} was "
+            "written with int8_recommended=false; use its fp32 model (EdgeTranscriber(quantized=False))"
+        )
+    return result
+
+
+def _build(
+    source: SourceModel,
+    options: ConvertOptions,
+    items: List[EvalItem],
+    tmp: Path,
+    steps: _Steps,
+    say: ProgressFn,
+) -> ConvertResult:
+    fp32_path, int8_path = tmp / FP32_FILE, tmp / INT8_FILE
+    with steps.step("exporting to ONNX", "export"):
+        exported = export_onnx(source, fp32_path, options.export)
+    with steps.step("checking parity with PyTorch", "parity"):
+        rate = source.features.sample_rate
+        utterances = [
+            read_audio(i.path, rate)[: int(PARITY_MAX_SECONDS * rate)] for i in items[:PARITY_UTTERANCES]
+        ]
+        parity = check_parity(source, fp32_path, options.parity, utterances)
+    agreement = 100 * parity.agreement
+    say(f"  parity: max |diff| {parity.max_abs_diff:.2e}, greedy-token agreement {agreement:.2f}%")
+    models = {"fp32": FP32_FILE}
+    extra: Dict[str, Any] = {
+        "export": {"seconds": round(exported.seconds, 2), "opset": options.export.opset},
+        "parity": {
+            "max_abs_diff": parity.max_abs_diff,
+            "agreement": parity.agreement,
+            "frames": parity.frames,
+        },
+        "text_normalization_inferred": source.text_normalization_inferred,
+    }
+    if options.int8:
+        with steps.step("quantizing to int8", "int8"):
+            quantized = quantize_int8(fp32_path, int8_path, options.quantization)
+            smoke = int8_smoke(fp32_path, int8_path, source.features.sample_rate)
+        for warning in quantized.warnings:
+            log.warning(warning)
+        say(
+            f"  int8: {quantized.size_bytes / 1e6:.1f} MB (fp32 {exported.size_bytes / 1e6:.1f} MB), "
+            f"nodes {quantized.quantized_nodes}, agreement with fp32 on a probe {100 * smoke:.1f}%"
+        )
+        models["int8"] = INT8_FILE
+        extra["int8"] = {"options": options.quantization.to_dict(), "probe_agreement": smoke}
+    metadata = _metadata(source, options, models)
+    metadata.extra = extra
+    report: Optional[Dict[str, Any]] = None
+    evaluation: Optional[Evaluation] = None
+    with steps.step("writing the bundle", "bundle"):
+        write_bundle(tmp, metadata)  # evaluation loads the bundle through edge_asr, so it must be whole
+    if items:
+        with steps.step(
+            f"evaluating {len(items)} utterance(s): PyTorch, then each variant via edge_asr", "evaluate"
+        ):
+            evaluation = evaluate(
+                source,
+                tmp,
+                items,
+                tmp / ".measure",
+                options.max_cer_increase if options.int8 else None,
+                options.threads,
+                tuple(models),
+            )
+            shutil.rmtree(tmp / ".measure", ignore_errors=True)
+        with steps.step("writing the report", "report"):
+            context = {
+                "format_version": FORMAT_VERSION,
+                "model": {"name": metadata.name, **metadata.source},
+                "manifest": str(options.eval_manifest),
+                "int8": extra.get("int8", {}),
+                "parity": extra["parity"],
+            }
+            report = report_data(evaluation, context)
+            write_report(tmp, report)
+            headline = {
+                "cer": report["variants"]["fp32"]["cer"],
+                "wer": report["variants"]["fp32"]["wer"],
+                "utterances": len(items),
+            }
+            if "int8" in report["variants"]:
+                headline.update(
+                    cer_int8=report["variants"]["int8"]["cer"],
+                    wer_int8=report["variants"]["int8"]["wer"],
+                    cer_increase=report["cer_increase"],
+                    max_cer_increase=options.max_cer_increase,
+                    token_agreement_int8_vs_fp32=report["token_agreement"].get("int8_vs_fp32"),
+                )
+            metadata.extra["evaluation"] = headline
+            metadata.int8_recommended = evaluation.guard_passed
+            _summarize(evaluation, say)
+            write_bundle(tmp, metadata)
+    return ConvertResult(tmp, metadata, steps.timings, report, evaluation)
+
+
+def _summarize(evaluation: Evaluation, say: ProgressFn) -> None:
+    n = len(evaluation.items)
+    differ = n - evaluation.identical_to_pytorch.get("fp32", n)
+    if differ:
+        log.warning(
+            "fp32 bundle transcripts differ from PyTorch's greedy decode on %d of %d utterance(s)", differ, n
+        )
+    for name, run in evaluation.runs.items():
+        cer, wer = 100 * evaluation.cer[name], 100 * evaluation.wer[name]
+        say(f"  {name}: CER {cer:.2f}%, WER {wer:.2f}%, RTF {run.rtf:.4f}, peak RSS {run.peak_rss_mb:.0f} MB")

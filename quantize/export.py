@@ -1,0 +1,149 @@
+"""PyTorch CTC model -> ONNX graph that follows edge_asr's graph contract.
+
+The graph takes raw samples and returns log-probabilities, so the device does no preprocessing:
+per-utterance normalization (when the feature extractor does it) and log-softmax are baked in.
+
+Exporter choice: the TorchScript exporter (`dynamo=False`, opset 17). Measured here with torch 2.13 on
+wav2vec2-base it exports in ~6 s, matches PyTorch as closely as the dynamo exporter (~3e-6), its graph
+runs ~20% faster in onnxruntime, and onnxruntime's quantization pre-processing (symbolic shape
+inference) works on it, while it fails on the dynamo graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .errors import ExportError
+from .source import SourceModel
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input_values"
+LENGTHS_NAME = "input_lengths"  # edge_asr.model.LENGTHS_INPUT; the name is part of the graph contract
+OUTPUT_NAME = "log_probs"
+NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm's epsilon
+
+
+@dataclass
+class ExportOptions:
+    """How the graph is exported.
+
+    Attributes:
+        opset: ONNX opset for the TorchScript exporter (17 is what was measured).
+        example_seconds: length of the tracing example; parity later checks other lengths.
+        example_batch: batch size of the tracing example (2, so batch is never traced as a constant).
+    """
+
+    opset: int = 17
+    example_seconds: float = 2.0
+    example_batch: int = 2
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    seconds: float
+    size_bytes: int
+    has_lengths_input: bool
+
+
+class CtcGraph(nn.Module):
+    """Raw samples [batch, samples] (+ lengths) -> CTC log-probabilities [batch, frames, vocab].
+
+    With `normalize`, each row is scaled to zero mean and unit variance over its first `lengths`
+    samples and the padding is zeroed, exactly as the feature extractor does for a padded batch.
+    With `attention_mask`, the lengths also become the model's attention mask (layer-norm wav2vec2
+    variants expect one; group-norm ones were trained without it, so it is not passed there).
+    """
+
+    def __init__(self, model: nn.Module, normalize: bool, attention_mask: bool):
+        super().__init__()
+        self.model = model
+        self.normalize = normalize
+        self.attention_mask = attention_mask
+
+    def forward(
+        self, input_values: torch.Tensor, input_lengths: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        mask = None
+        if input_lengths is not None:
+            positions = torch.arange(input_values.shape[1], device=input_values.device)
+            mask = positions.unsqueeze(0) < input_lengths.unsqueeze(1)
+        x = input_values
+        if self.normalize:
+            if mask is None:
+                mean = x.mean(dim=1, keepdim=True)
+                var = ((x - mean) ** 2).mean(dim=1, keepdim=True)
+                x = (x - mean) / torch.sqrt(var + NORM_EPS)
+            else:
+                weights = mask.to(x.dtype)
+                count = input_lengths.to(x.dtype).clamp(min=1).unsqueeze(1)
+                mean = (x * weights).sum(dim=1, keepdim=True) / count
+                var = (((x - mean) * weights) ** 2).sum(dim=1, keepdim=True) / count
+                x = (x - mean) / torch.sqrt(var + NORM_EPS) * weights
+        kwargs = {}
+        if self.attention_mask and mask is not None:
+            kwargs["attention_mask"] = mask.long()
+        logits = self.model(x, **kwargs).logits
+        return torch.log_softmax(logits, dim=-1)
+
+
+def graph_module(source: SourceModel) -> CtcGraph:
+    return CtcGraph(source.model, source.features.do_normalize, source.features.return_attention_mask).eval()
+
+
+def wants_lengths(source: SourceModel) -> bool:
+    """The lengths input only exists when something in the graph uses it."""
+    return source.features.do_normalize or source.features.return_attention_mask
+
+
+def example_input(source: SourceModel, options: ExportOptions) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    samples = int(options.example_seconds * source.features.sample_rate)
+    return 0.1 * torch.randn(options.example_batch, samples, generator=generator)
+
+
+def export_onnx(source: SourceModel, path: Path, options: Optional[ExportOptions] = None) -> ExportResult:
+    """Export `source` to `path` with dynamic batch and time axes; raises ExportError on failure."""
+    options = options or ExportOptions()
+    module = graph_module(source)
+    x = example_input(source, options)
+    lengths = wants_lengths(source)
+    args: tuple = (x, torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)) if lengths else (x,)
+    input_names = [INPUT_NAME, LENGTHS_NAME] if lengths else [INPUT_NAME]
+    axes = {INPUT_NAME: {0: "batch", 1: "samples"}, OUTPUT_NAME: {0: "batch", 1: "frames"}}
+    if lengths:
+        axes[LENGTHS_NAME] = {0: "batch"}
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # The tracer warns about every Python-level shape computation in transformers; parity on
+            # other lengths and batch sizes is what shows whether one of them froze.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=input_names,
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes,
+                opset_version=options.opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except Exception as exc:  # the exporter raises anything from RuntimeError to torch-internal types
+        raise ExportError(
+            f"torch.onnx.export failed for {source.name}: {type(exc).__name__}: {exc}"
+        ) from None
+    seconds = time.perf_counter() - started
+    if not path.is_file():
+        raise ExportError(f"torch.onnx.export wrote no file at {path}")
+    return ExportResult(path=path, seconds=seconds, size_bytes=path.stat().st_size, has_lengths_input=lengths)

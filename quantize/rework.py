@@ -1,0 +1,103 @@
+"""Work on an existing bundle: add (or redo) its int8 twin, or report fp32 vs int8 without rebuilding."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from edge_asr.bundle import FORMAT_VERSION, load_bundle, write_bundle
+from edge_asr.errors import BundleError
+
+from .convert import FP32_FILE, INT8_FILE, int8_smoke, place_bundle
+from .errors import QuantizeError
+from .evaluate import evaluate
+from .int8 import Int8Options, quantize_int8
+from .manifest import read_manifest
+from .report import REPORT_JSON, REPORT_MD, REPORT_PNG, report_data, write_report
+
+ProgressFn = Callable[[str], None]
+
+
+def _load(folder: Path):
+    try:
+        return load_bundle(folder, verify=False)
+    except BundleError as exc:
+        raise QuantizeError(str(exc)) from None
+
+
+def add_int8(bundle_dir: Path, out: Path, options: Int8Options, force: bool, say: ProgressFn) -> Path:
+    """Copy a bundle to `out` with a freshly quantized int8 twin of its fp32 model.
+
+    Evaluation figures and report files of the source bundle describe its old int8 model, so they are
+    dropped; run `report` (or `convert --eval`) to measure the new one.
+    """
+    bundle = _load(bundle_dir)
+    meta = bundle.metadata
+    fp32_name = meta.models.get("fp32", FP32_FILE)
+    if out.exists() and not force:
+        raise QuantizeError(f"{out}: already exists; pass --force to replace it")
+    if out.resolve() == bundle.path.resolve():
+        raise QuantizeError("--out must differ from --bundle (the new bundle replaces nothing in place)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        shutil.copytree(bundle.path, tmp, dirs_exist_ok=True)
+        bundle.verify([fp32_name])
+        for stale in (REPORT_JSON, REPORT_MD, REPORT_PNG, INT8_FILE):
+            (tmp / stale).unlink(missing_ok=True)
+        say(f"quantizing {bundle.path / fp32_name} ...")
+        result = quantize_int8(tmp / fp32_name, tmp / INT8_FILE, options)
+        smoke = int8_smoke(tmp / fp32_name, tmp / INT8_FILE, meta.sample_rate)
+        size_mb = result.size_bytes / 1e6
+        say(f"  int8: {size_mb:.1f} MB in {result.seconds:.1f} s, probe agreement {100 * smoke:.1f}%")
+        meta.models = {**meta.models, "int8": INT8_FILE}
+        meta.int8_recommended = True
+        meta.extra.pop("evaluation", None)
+        meta.extra["int8"] = {"options": options.to_dict(), "probe_agreement": smoke}
+        write_bundle(tmp, meta)
+        place_bundle(tmp, out, force)
+    except BundleError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise QuantizeError(str(exc)) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def report_bundle(args: argparse.Namespace, say: ProgressFn) -> bool:
+    """Evaluate an existing bundle against its PyTorch model; writes the report to args.out.
+
+    Returns whether the int8 guard passed. The bundle itself is not modified.
+    """
+    from .source import load_source
+
+    bundle = _load(args.bundle)
+    if "int8" not in bundle.metadata.models:
+        raise QuantizeError(f"{args.bundle}: the bundle has no int8 model; run `quantize` first")
+    items = read_manifest(args.eval_manifest, args.eval_limit)
+    source = load_source(args.model)
+    if list(source.vocabulary) != list(bundle.metadata.vocabulary):
+        raise QuantizeError(
+            f"{args.model}: its vocabulary differs from the bundle's; it is not the bundle's model"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".measure-", dir=args.out))
+    try:
+        say(f"evaluating {len(items)} utterance(s) ...")
+        evaluation = evaluate(source, bundle.path, items, scratch, args.max_cer_increase, args.threads)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    context = {
+        "format_version": FORMAT_VERSION,
+        "model": {"name": bundle.metadata.name, **bundle.metadata.source},
+        "manifest": str(args.eval_manifest),
+        "int8": bundle.metadata.extra.get("int8", {}),
+    }
+    write_report(args.out, report_data(evaluation, context))
+    for name in evaluation.runs:
+        say(f"  {name}: CER {100 * evaluation.cer[name]:.2f}%, WER {100 * evaluation.wer[name]:.2f}%")
+    return evaluation.guard_passed
