@@ -404,8 +404,9 @@ def format_table(report: BenchReport) -> str:
     """A plain-text table: one row per configuration, RTF per clip length (lower is faster)."""
     m = report.machine
     lines = [
-        f"machine: {m.get('board') or m.get('machine')}, {m.get('cpu_model') or '?'}, "
-        f"{m.get('physical_cores')} cores, {m.get('memory_mb')} MB RAM, onnxruntime {m.get('onnxruntime')}",
+        f"machine: {m.get('board') or m.get('machine')}, {m.get('cpu_model') or 'CPU model unknown'}, "
+        f"{m.get('physical_cores')} cores, {m.get('memory_mb') or '?'} MB RAM, "
+        f"onnxruntime {m.get('onnxruntime')}",
         f"model:   {report.model['path']} ({report.model['name'] or 'unnamed'}), "
         f"audio: {report.settings['audio']}",
         "",
