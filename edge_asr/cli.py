@@ -145,6 +145,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     bench_cmd.add_argument("--json", metavar="OUT", help="also write the results (with machine info) as JSON")
     bench_cmd.set_defaults(handler=run_bench)
 
+    _add_listen(commands)
+
     args = parser.parse_args(argv)
     if getattr(args, "threads", None) is not None and args.threads < 1:
         parser.error("--threads must be 1 or more")
@@ -230,6 +232,38 @@ def run_bench(args: argparse.Namespace, out: TextIO) -> int:
     from .bench import run_cli  # imported here: bench pulls in multiprocessing machinery
 
     return run_cli(args, out)
+
+
+def _add_listen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`listen` and `devices`: live transcription (edge_asr/listen.py, stream.py, mic.py)."""
+    from .listen import add_listen_arguments  # light: numpy only; sounddevice loads when a mic opens
+
+    listen_cmd = commands.add_parser(
+        "listen",
+        help="live transcription from a microphone (or a file played as if live)",
+        description="Transcribe a microphone live: the partial text updates in place on a terminal, and "
+        "a final line is printed when you stop speaking. Ctrl-C (or SIGTERM) finishes the current "
+        "utterance and exits. --input FILE pushes a file through the same path.",
+    )
+    _add_runtime_options(listen_cmd)
+    add_listen_arguments(listen_cmd)
+    listen_cmd.set_defaults(handler=run_listen)
+    devices_cmd = commands.add_parser(
+        "devices", help="list audio input devices", description="List the inputs `listen --device` takes."
+    )
+    devices_cmd.set_defaults(handler=run_devices)
+
+
+def run_listen(args: argparse.Namespace, out: TextIO) -> int:
+    from .listen import run_listen_command
+
+    return run_listen_command(args, out)
+
+
+def run_devices(args: argparse.Namespace, out: TextIO) -> int:
+    from .listen import run_devices_command
+
+    return run_devices_command(args, out)
 
 
 def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:

@@ -17,6 +17,8 @@ from .ctc import Vocabulary, best_path, decode
 from .errors import EdgeASRError, InputError
 from .model import CtcModel
 from .results import Transcript
+from .stream import Stream, StreamOptions
+from .vad import VoiceActivityDetector
 from .windows import WindowedRunner, WindowPlan
 
 log = logging.getLogger(__name__)
@@ -166,6 +168,18 @@ class EdgeTranscriber:
             except EdgeASRError as exc:
                 log.debug("failed: %s", exc)
                 yield FileResult(name, error=exc)
+
+    def stream(
+        self, options: Optional[StreamOptions] = None, vad: Optional[VoiceActivityDetector] = None
+    ) -> Stream:
+        """A streaming recognizer on this model: `accept(samples, sample_rate)` -> partial/final events.
+
+        Each stream has its own state (use one per audio source); they share this model's session.
+        `options.blank_penalty` defaults to this transcriber's. See `edge_asr.stream`.
+        """
+        if options is None:
+            options = StreamOptions(blank_penalty=self.options.blank_penalty)
+        return Stream(self.model.log_probs, self.metadata, self.vocabulary, options, vad)
 
     def __repr__(self) -> str:
         return f"EdgeTranscriber(model={str(self.bundle.path)!r}, file={Path(self.model_path).name!r})"

@@ -1,0 +1,457 @@
+"""Streaming recognition: feed audio as it arrives, get partial and final events.
+
+    stream = EdgeTranscriber(model).stream()
+    for block in blocks:                        # any size, any rate, int or float PCM
+        for event in stream.accept(block, 48000):
+            print(event.kind, event.text)
+    for event in stream.flush():                # end of audio: finish the utterance in progress
+        print(event.kind, event.text)
+
+How it works, and why the cost per hop is bounded:
+
+* A voice activity detector (`vad.EnergyVad` by default) classifies each model frame (20 ms). Nothing
+  runs the model while nobody speaks; a short pre-roll before the detected onset joins the utterance.
+* Within an utterance, a `windows.WindowedRunner` with a core of one hop (0.5 s) and fixed left and
+  right context runs the model each hop on left + hop + right samples only, and keeps the centre
+  (core) frames. Core frames had full context on both sides, so their CTC labels are final: they
+  are committed and never computed again. The right-context frames of the same run are decoded as
+  a tentative tail for the partial hypothesis, at no extra model cost.
+* Endpointing, after sherpa-onnx's three rules: an utterance ends after `endpoint_silence` of trailing
+  silence once something was decoded (rule 2), after `endpoint_silence_no_text` when nothing was
+  (rule 1: a cough or a door, no final line), or when it reaches `max_utterance_seconds` (rule 3).
+  At the end, the remaining frames run once (`WindowedRunner.finish`) and the committed frame labels
+  are decoded by `ctc.decode`, exactly as for a file, into the final event with word times.
+
+Memory holds one window of samples plus one token id per frame of the current utterance (bounded by
+the maximum utterance length), so a session of any length runs in flat memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .audio import _Resampler, as_float32, check_sample_rate, to_mono
+from .bundle import BundleMetadata
+from .ctc import Vocabulary, best_path, decode
+from .errors import InputError
+from .results import Word
+from .vad import EnergyVad, VoiceActivityDetector
+from .windows import LogProbFn, WindowedRunner, WindowPlan
+
+PARTIAL, FINAL = "partial", "final"
+_EMPTY = np.zeros(0, dtype=np.float32)
+
+
+@dataclass
+class StreamOptions:
+    """Latency, cost and endpointing of a stream.
+
+    Attributes:
+        hop_seconds: new audio per model run; also how often the partial hypothesis can change.
+        left_context_seconds: audio before each hop that the model sees again (accuracy vs cost: each
+            run costs left + hop + right seconds of model time).
+        right_context_seconds: audio after each hop the model waits for before committing the hop's
+            frames (delays committed text, not the tentative tail or the final line).
+        endpoint_silence: trailing silence that ends an utterance once text was decoded (rule 2).
+        endpoint_silence_no_text: trailing silence that ends an utterance in which nothing was decoded
+            (rule 1); it gives no final event.
+        max_utterance_seconds: an utterance is cut at this length even while speech goes on (rule 3),
+            which also bounds memory.
+        preroll_seconds: audio before the detected onset that joins the utterance (onsets are quiet).
+        min_speech_seconds: speech needed to start an utterance (ignores clicks).
+        blank_penalty: see `TranscribeOptions.blank_penalty`.
+    """
+
+    hop_seconds: float = 0.5
+    left_context_seconds: float = 1.5
+    right_context_seconds: float = 0.5
+    endpoint_silence: float = 0.5
+    endpoint_silence_no_text: float = 1.0
+    max_utterance_seconds: float = 20.0
+    preroll_seconds: float = 0.3
+    min_speech_seconds: float = 0.06
+    blank_penalty: float = 0.0
+
+    def validate(self) -> None:
+        positive = ("hop_seconds", "endpoint_silence", "endpoint_silence_no_text", "max_utterance_seconds")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise InputError(f"stream option {name} must be positive, got {getattr(self, name)}")
+        for name in (
+            "left_context_seconds",
+            "right_context_seconds",
+            "preroll_seconds",
+            "min_speech_seconds",
+        ):
+            if getattr(self, name) < 0:
+                raise InputError(f"stream option {name} must be 0 or more, got {getattr(self, name)}")
+        if self.max_utterance_seconds < self.hop_seconds:
+            raise InputError("stream option max_utterance_seconds must be at least hop_seconds")
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """A partial hypothesis (may still change) or the final text of an utterance.
+
+    Attributes:
+        text: the utterance's text so far (partial) or its final text.
+        start: seconds from the start of the stream to the utterance's start (including pre-roll).
+        end: for a partial, how far the audio has been decoded; for a final, the end of speech.
+        is_final: True for the last event of an utterance.
+        utterance: 0, 1, 2... numbering the utterances of the stream.
+        words: the final's words with times in stream seconds (empty for partials).
+        reason: why a final ended: "silence", "max-length" or "flush".
+    """
+
+    text: str
+    start: float
+    end: float
+    is_final: bool
+    utterance: int
+    words: Tuple[Word, ...] = ()
+    reason: str = ""
+
+    @property
+    def kind(self) -> str:
+        return FINAL if self.is_final else PARTIAL
+
+    def to_dict(self) -> Dict[str, Any]:
+        data: Dict[str, Any] = {
+            "type": self.kind,
+            "utterance": self.utterance,
+            "text": self.text,
+            "start": self.start,
+            "end": self.end,
+        }
+        if self.is_final:
+            data["words"] = [asdict(w) for w in self.words]
+            data["reason"] = self.reason
+        return data
+
+
+@dataclass
+class StreamStats:
+    """Counters of a stream's work, for benchmarks and summaries."""
+
+    audio_seconds: float = 0.0
+    model_calls: int = 0
+    model_samples: int = 0
+    max_window_samples: int = 0
+    model_seconds: float = 0.0
+    utterances: int = 0
+    partials: int = 0
+
+
+class _TextBuilder:
+    """Turns frame labels into text incrementally: CTC repeats merge, silent labels vanish."""
+
+    def __init__(self, vocab: Vocabulary):
+        self._vocab = vocab
+        self._silent = set(vocab.silent_ids().tolist())
+        self._last_id = -1
+        self.text = ""
+
+    def _tokens(self, ids: np.ndarray) -> List[int]:
+        if ids.size == 0:
+            return []
+        changes = np.concatenate(([ids[0] != self._last_id], ids[1:] != ids[:-1]))
+        return [t for t in ids[np.flatnonzero(changes)].tolist() if t not in self._silent]
+
+    def _append(self, text: str, tokens: List[int]) -> str:
+        for token_id in tokens:
+            token = self._vocab.tokens[token_id]
+            if self._vocab.is_delimiter(token):
+                if text and not text.endswith(" "):
+                    text += " "
+            else:
+                text += token
+        return text
+
+    def add(self, ids: np.ndarray) -> None:
+        """Commit frame labels."""
+        self.text = self._append(self.text, self._tokens(ids))
+        if ids.size:
+            self._last_id = int(ids[-1])
+
+    def preview(self, ids: np.ndarray) -> str:
+        """The committed text followed by tentative frame labels, without committing them."""
+        return self._append(self.text, self._tokens(ids)).strip()
+
+
+@dataclass
+class _Utterance:
+    index: int  # -1 until the utterance's first event
+    start_frame: int  # global frame index of the first sample given to the runner
+    runner: WindowedRunner
+    text: _TextBuilder
+    pending: List[np.ndarray] = field(default_factory=list)  # frames not yet pushed to the runner
+    ids: List[np.ndarray] = field(default_factory=list)
+    scores: List[np.ndarray] = field(default_factory=list)
+    frames: int = 0
+    trailing: int = 0  # consecutive non-speech frames at the end
+    last_speech_frame: int = 0
+    shown: str = ""  # the last partial text: committed text and the tentative tail
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self.shown)
+
+
+class Stream:
+    """Streaming recognizer over a CTC model; make one with `EdgeTranscriber.stream()`.
+
+    Not thread-safe: feed it from one thread (the microphone code queues blocks for that reason).
+
+    Args:
+        log_probs: the model: float32 samples at the model rate -> [frames, vocab] log-probabilities.
+        metadata: the bundle's metadata (rate, frame geometry, blank).
+        vocabulary: the decoder's vocabulary.
+        options: latency, cost and endpointing settings.
+        vad: a voice activity detector working on frames of `metadata.frame_stride` samples.
+    """
+
+    def __init__(
+        self,
+        log_probs: LogProbFn,
+        metadata: BundleMetadata,
+        vocabulary: Vocabulary,
+        options: Optional[StreamOptions] = None,
+        vad: Optional[VoiceActivityDetector] = None,
+    ):
+        self.options = options or StreamOptions()
+        self.options.validate()
+        self.metadata = metadata
+        self.vocabulary = vocabulary
+        self.sample_rate = metadata.sample_rate
+        self.frame_length = metadata.frame_stride  # VAD frames = model frames, so utterances start on one
+        self.frame_seconds = metadata.frame_seconds
+        self.vad: VoiceActivityDetector = vad if vad is not None else EnergyVad(self.frame_seconds)
+        opts = self.options
+        self.plan = WindowPlan.from_seconds(
+            opts.hop_seconds,
+            opts.left_context_seconds,
+            opts.right_context_seconds,
+            metadata.sample_rate,
+            metadata.frame_stride,
+            metadata.receptive_field,
+        )
+        self.stats = StreamStats()
+        self._log_probs = log_probs
+        self._last_output: Optional[np.ndarray] = None
+
+        def frames(seconds: float) -> int:
+            return max(1, round(seconds / self.frame_seconds))
+
+        self._min_speech_frames = frames(opts.min_speech_seconds)
+        self._max_frames = frames(opts.max_utterance_seconds)
+        self._rule2_frames = frames(opts.endpoint_silence)
+        self._rule1_frames = frames(opts.endpoint_silence_no_text)
+        preroll = round(opts.preroll_seconds / self.frame_seconds)
+        self._preroll: Deque[np.ndarray] = deque(maxlen=preroll + self._min_speech_frames)
+        self._onset = 0
+        self._pending = _EMPTY  # model-rate samples short of a whole frame
+        self._frames_seen = 0
+        self._input_rate: Optional[int] = None
+        self._resampler: Optional[_Resampler] = None
+        self._utterance: Optional[_Utterance] = None
+        self._utterances_numbered = 0
+
+    # -- public API -------------------------------------------------------------------------------
+
+    @property
+    def in_utterance(self) -> bool:
+        """True while speech is being decoded (an utterance has started and not ended)."""
+        return self._utterance is not None
+
+    def accept(self, samples: np.ndarray, sample_rate: int) -> List[StreamEvent]:
+        """Add audio (1-D mono, or (frames, channels); float or integer PCM) at `sample_rate`.
+
+        Returns the events this audio completed, oldest first: partials whose text changed, and a final
+        for each utterance that ended. A list rather than a generator, so that audio given to a stream
+        is always processed even when the caller ignores the events.
+        """
+        return self._consume(self._to_model_rate(samples, sample_rate))
+
+    def flush(self) -> List[StreamEvent]:
+        """End of audio: decode what is buffered and finish the utterance in progress.
+
+        The stream can take more audio afterwards (its times continue; the input rate may change).
+        """
+        events: List[StreamEvent] = []
+        if self._resampler is not None:
+            events.extend(self._consume(self._resampler(_EMPTY, last=True)))
+        utt = self._utterance
+        if utt is not None:
+            if self._pending.size:
+                utt.pending.append(self._pending)
+            self._end(utt, "flush", events)
+        if self._pending.size:
+            self._frames_seen += 1  # the partial frame still takes its place on the timeline
+        self._pending = _EMPTY
+        self._onset = 0
+        self._preroll.clear()
+        self._input_rate, self._resampler = None, None
+        return events
+
+    # -- input -------------------------------------------------------------------------------------
+
+    def _to_model_rate(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        array = np.asarray(samples)
+        if array.size == 0:
+            return _EMPTY
+        mono = to_mono(as_float32(array))
+        if self._input_rate is None:
+            check_sample_rate(int(sample_rate), "stream input")
+            self._input_rate = int(sample_rate)
+            self._resampler = _Resampler(self._input_rate, self.sample_rate)
+        elif sample_rate != self._input_rate:
+            raise InputError(
+                f"stream input changed sample rate from {self._input_rate} to {sample_rate} Hz; call "
+                "flush() before feeding audio at another rate"
+            )
+        assert self._resampler is not None
+        return self._resampler(np.ascontiguousarray(mono, dtype=np.float32))
+
+    def _consume(self, samples: np.ndarray) -> List[StreamEvent]:
+        events: List[StreamEvent] = []
+        self.stats.audio_seconds += samples.size / self.sample_rate
+        buffer = np.concatenate((self._pending, samples)) if self._pending.size else samples
+        count = buffer.size // self.frame_length
+        self._pending = buffer[count * self.frame_length :].copy()
+        if count == 0:
+            return events
+        frames = buffer[: count * self.frame_length].reshape(count, self.frame_length)
+        speech = self.vad(frames)
+        hop = self.plan.chunk_frames
+        for i in range(count):
+            index = self._frames_seen
+            self._frames_seen += 1
+            utt = self._utterance
+            if utt is None:
+                self._preroll.append(frames[i])
+                self._onset = self._onset + 1 if speech[i] else 0
+                if self._onset >= self._min_speech_frames:
+                    self._start(index - len(self._preroll) + 1)
+                continue
+            utt.pending.append(frames[i])
+            utt.frames += 1
+            if speech[i]:
+                utt.trailing, utt.last_speech_frame = 0, index
+            else:
+                utt.trailing += 1
+            if len(utt.pending) >= hop:
+                self._push(utt, events)
+            reason = self._endpoint(utt, events)
+            if reason:
+                self._end(utt, reason, events)
+        if self._utterance is not None and self._utterance.pending:
+            self._push(self._utterance, events)
+        return events
+
+    # -- utterances --------------------------------------------------------------------------------
+
+    def _start(self, start_frame: int) -> None:
+        utt = _Utterance(
+            index=-1,
+            start_frame=start_frame,
+            runner=WindowedRunner(self._run_model, self.plan),
+            text=_TextBuilder(self.vocabulary),
+            pending=list(self._preroll),
+            frames=len(self._preroll),
+            last_speech_frame=start_frame + len(self._preroll) - 1,
+        )
+        self._preroll.clear()
+        self._onset = 0
+        self._utterance = utt
+
+    def _run_model(self, window: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        output = self._log_probs(window)
+        stats = self.stats
+        stats.model_seconds += time.perf_counter() - started
+        stats.model_calls += 1
+        stats.model_samples += window.size
+        stats.max_window_samples = max(stats.max_window_samples, window.size)
+        self._last_output = output
+        return output
+
+    def _commit(self, utt: _Utterance, cores: List[Tuple[int, np.ndarray]]) -> None:
+        for _, core in cores:
+            ids, scores = best_path(core, self.metadata.blank_id, self.options.blank_penalty)
+            utt.ids.append(ids)
+            utt.scores.append(scores)
+            utt.text.add(ids)
+
+    def _push(self, utt: _Utterance, events: List[StreamEvent]) -> None:
+        samples = np.concatenate(utt.pending) if len(utt.pending) > 1 else utt.pending[0]
+        utt.pending.clear()
+        cores = list(utt.runner.push(samples))
+        if not cores:
+            return
+        self._commit(utt, cores)
+        # The last run's frames after its core (its right context) are the tentative tail.
+        first, core = cores[-1]
+        window_first = max(0, first - self.plan.left_frames)
+        assert self._last_output is not None
+        tail = self._last_output[first - window_first + core.shape[0] :]
+        tail_ids = (
+            best_path(tail, self.metadata.blank_id, self.options.blank_penalty)[0] if tail.size else tail
+        )
+        text = utt.text.preview(np.asarray(tail_ids, dtype=np.int32))
+        if text != utt.shown:
+            utt.shown = text
+            end = (utt.start_frame + utt.runner.samples_received / self.frame_length) * self.frame_seconds
+            events.append(
+                StreamEvent(text, self._seconds(utt.start_frame), round(end, 3), False, self._number(utt))
+            )
+            self.stats.partials += 1
+
+    def _endpoint(self, utt: _Utterance, events: List[StreamEvent]) -> str:
+        if utt.frames >= self._max_frames:
+            return "max-length"
+        if utt.trailing >= self._rule2_frames:
+            if utt.pending:
+                self._push(utt, events)  # bring the text up to date before asking whether there is any
+            if utt.has_text:
+                return "silence"
+        if utt.trailing >= self._rule1_frames:
+            return "silence"
+        return ""
+
+    def _end(self, utt: _Utterance, reason: str, events: List[StreamEvent]) -> None:
+        self._utterance = None
+        if utt.pending:
+            samples = np.concatenate(utt.pending)
+            utt.pending.clear()
+            self._commit(utt, list(utt.runner.push(samples)))
+        self._commit(utt, list(utt.runner.finish()))
+        ids = np.concatenate(utt.ids) if utt.ids else np.zeros(0, dtype=np.int32)
+        scores = np.concatenate(utt.scores) if utt.scores else np.zeros(0, dtype=np.float32)
+        text, _, words = decode(ids, self.vocabulary, self.frame_seconds, scores)
+        if not text and not utt.shown:
+            return  # noise: nothing was shown, nothing to finish
+        offset = utt.start_frame * self.frame_seconds
+        shifted = tuple(
+            replace(w, start=round(w.start + offset, 3), end=round(w.end + offset, 3)) for w in words
+        )
+        end = self._seconds(utt.last_speech_frame + 1)
+        events.append(
+            StreamEvent(text, self._seconds(utt.start_frame), end, True, self._number(utt), shifted, reason)
+        )
+        if text:
+            self.stats.utterances += 1
+
+    def _number(self, utt: _Utterance) -> int:
+        # Numbered at their first event, so that noise that never shows text leaves no gap.
+        if utt.index < 0:
+            utt.index = self._utterances_numbered
+            self._utterances_numbered += 1
+        return utt.index
+
+    def _seconds(self, frame: int) -> float:
+        return round(frame * self.frame_seconds, 3)
