@@ -1,0 +1,99 @@
+"""Training-split audio augmentation, built on audiomentations.
+
+Each transform has its own probability: noise (coloured noise at a random SNR, or recordings from a
+noise folder), pitch shift, time stretch (length changes, labels do not), gain, and room reverb.
+audiomentations' RoomSimulator needs pyroomacoustics, which we do not want as a dependency, so the
+reverb is `ApplyImpulseResponse` fed with synthetic impulse responses (exponentially decaying noise,
+random RT60) written once per run: one FFT convolution per utterance, i.e. cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+import soundfile as sf
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    noise_p: float = 0.3
+    noise_snr_db: Tuple[float, float] = (10.0, 40.0)
+    noise_dir: Optional[str] = None
+    pitch_p: float = 0.2
+    pitch_semitones: Tuple[float, float] = (-2.0, 2.0)
+    stretch_p: float = 0.2
+    stretch_rate: Tuple[float, float] = (0.9, 1.1)
+    gain_p: float = 0.3
+    gain_db: Tuple[float, float] = (-6.0, 6.0)
+    reverb_p: float = 0.1
+    reverb_rt60: Tuple[float, float] = (0.15, 0.6)
+    impulse_dir: Optional[str] = (
+        None  # where synthetic impulse responses live (written by make_impulse_responses)
+    )
+
+
+def make_impulse_responses(
+    folder: Path, rt60: Tuple[float, float], count: int = 8, seed: int = 0
+) -> List[Path]:
+    """Write `count` synthetic room impulse responses (decaying noise after a direct path) as WAVs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i, t60 in enumerate(np.linspace(rt60[0], rt60[1], count)):
+        n = int(SAMPLE_RATE * t60)
+        t = np.arange(n) / SAMPLE_RATE
+        # -60 dB after t60 seconds: amplitude envelope 10^(-3 t / t60).
+        tail = rng.standard_normal(n) * 10 ** (-3.0 * t / t60) * 0.3
+        tail[: int(0.002 * SAMPLE_RATE)] = 0.0  # a short gap before the first reflections
+        tail[0] = 1.0
+        path = folder / f"ir_{i:02d}.wav"
+        if not path.is_file():
+            tmp = path.with_suffix(".tmp.wav")
+            sf.write(str(tmp), (tail / np.abs(tail).max()).astype(np.float32), SAMPLE_RATE)
+            tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def build_augmenter(options: AugmentOptions):
+    """An audiomentations Compose applying each enabled transform with its own probability."""
+    import audiomentations as am
+
+    transforms = []
+    if options.noise_p > 0:
+        low, high = options.noise_snr_db
+        if options.noise_dir:
+            transforms.append(
+                am.AddBackgroundNoise(
+                    sounds_path=options.noise_dir, min_snr_db=low, max_snr_db=high, p=options.noise_p
+                )
+            )
+        else:
+            transforms.append(am.AddColorNoise(min_snr_db=low, max_snr_db=high, p=options.noise_p))
+    if options.pitch_p > 0:
+        low, high = options.pitch_semitones
+        transforms.append(am.PitchShift(min_semitones=low, max_semitones=high, p=options.pitch_p))
+    if options.stretch_p > 0:
+        low, high = options.stretch_rate
+        transforms.append(
+            am.TimeStretch(min_rate=low, max_rate=high, leave_length_unchanged=False, p=options.stretch_p)
+        )
+    if options.reverb_p > 0 and options.impulse_dir:
+        transforms.append(am.ApplyImpulseResponse(ir_path=options.impulse_dir, p=options.reverb_p))
+    if options.gain_p > 0:
+        low, high = options.gain_db
+        transforms.append(am.Gain(min_gain_db=low, max_gain_db=high, p=options.gain_p))
+    if not transforms:
+        return None
+    return am.Compose(transforms)
+
+
+def apply(augmenter, samples: np.ndarray) -> np.ndarray:
+    """Augment one utterance; clip to [-1, 1] since gain and noise can push it past full scale."""
+    out = augmenter(samples=samples, sample_rate=SAMPLE_RATE)
+    return np.clip(np.asarray(out, dtype=np.float32), -1.0, 1.0)

@@ -1,0 +1,421 @@
+"""One training run, start to finish: data -> vocabulary -> model -> Trainer -> model folder.
+
+Run folder (``--output-dir``)::
+
+    train_config.yaml        the resolved options (feed back with --config)
+    versions.json            exact package versions
+    text_normalization.json  how labels were normalized
+    vocab.json               the vocabulary (id 0 = [PAD] = CTC blank)
+    splits/train.csv         the rows trained on (path,text,seconds,origin)
+    splits/validation.csv    the rows scored on
+    dropped.csv              every row left out, with the reason
+    impulse_responses/       synthetic reverb impulse responses (when reverb is on)
+    checkpoints/checkpoint-N complete model folders with optimizer state (resume from the last)
+    tensorboard/             scalars and decoded examples
+    model/                   the final model: the best checkpoint by validation CER
+    metrics.json             the final model's validation scores
+
+Under torchrun every process prepares the same data (deterministically); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from edge_asr.atomic import write_text_atomic
+
+from . import data as D
+from . import model as M
+from . import vocab as V
+from .augment import AugmentOptions, make_impulse_responses
+from .config import ConfigError, TrainConfig, save_config
+from .trainer import NORMALIZATION_FILE, TrainError
+from .versions import package_versions
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    model_dir: Path
+    cer: float
+    wer: float
+    steps: int
+    stopped_early: bool
+    train_rows: int
+    validation_rows: int
+    report: D.FilterReport = field(default_factory=D.FilterReport)
+    log_history: List[Dict[str, float]] = field(default_factory=list)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def last_checkpoint(folder: Path) -> Optional[Path]:
+    steps = []
+    for path in folder.glob("checkpoint-*"):
+        suffix = path.name.split("-", 1)[1]
+        if suffix.isdigit() and (path / "trainer_state.json").is_file():
+            steps.append((int(suffix), path))
+    return max(steps)[1] if steps else None
+
+
+def _resolve_device(config: TrainConfig) -> Tuple[bool, str]:
+    """(use_cpu, precision) with the GPU/CPU rules applied."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if config.device == "cuda" and not cuda:
+        raise ConfigError(
+            "--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu (slow) or fix the driver"
+        )
+    use_cpu = config.device == "cpu" or not cuda
+    precision = config.precision
+    if precision == "auto":
+        precision = "fp32" if use_cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if use_cpu and precision == "fp16":
+        raise ConfigError(
+            "--precision fp16 on CPU: fp16 autocast on CPU ran ~10x slower than fp32 here. "
+            "Use --precision bf16 (about 1.9x faster than fp32 on CPU) or fp32."
+        )
+    if not use_cpu and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("--precision bf16: this GPU has no bf16 support; use --precision fp16")
+    return use_cpu, precision
+
+
+def prepare_data(config: TrainConfig, run_dir: Path, model_config, normalization, resuming: bool):
+    """Read, check, split and encode the data. Returns (train rows, val rows, vocabulary, report)."""
+    report = D.FilterReport()
+    field_, _ = M.frame_geometry(model_config)
+    limits = D.AudioLimits(
+        min_samples=max(field_, int(config.min_seconds * D.SAMPLE_RATE)),
+        max_samples=int(config.max_seconds * D.SAMPLE_RATE),
+        min_frames=M.min_frames(model_config),
+        frames=lambda n: M.output_frames(model_config, n),
+    )
+    splits = run_dir / "splits"
+    if resuming and (splits / "train.csv").is_file() and (splits / "validation.csv").is_file():
+        log.info("resuming: reusing the saved splits in %s", splits)
+        train_rows = D.read_source(str(splits / "train.csv"), report)
+        val_rows = D.read_source(str(splits / "validation.csv"), report)
+        train_rows = D.check_audio(D.normalize_labels(train_rows, normalization, report), limits, report)
+        val_rows = D.check_audio(D.normalize_labels(val_rows, normalization, report), limits, report)
+    else:
+        rows = D.read_sources(config.data, report)
+        rows = D.normalize_labels(rows, normalization, report)
+        rows = D.check_audio(rows, limits, report, progress=_rank() == 0)
+        if config.validation_data:
+            train_rows = rows
+            val_rows = D.read_sources(config.validation_data, report)
+            val_rows = D.check_audio(D.normalize_labels(val_rows, normalization, report), limits, report)
+        else:
+            train_rows, val_rows = D.split_rows(rows, config.validation_fraction, config.seed)
+
+    saved_vocab = run_dir / "vocab.json"
+    if resuming and saved_vocab.is_file():
+        vocabulary = V.load_vocabulary(saved_vocab)
+    elif config.vocab:
+        vocabulary = V.load_vocabulary(Path(config.vocab))
+    else:
+        vocabulary = V.build_vocabulary((r.label for r in train_rows), config.min_char_count)
+    encode = V.encoder(vocabulary)
+    train_rows = D.check_labels(train_rows, vocabulary, encode, limits.frames, report)
+    val_rows = D.check_labels(val_rows, vocabulary, encode, limits.frames, report)
+    report.kept = len(train_rows) + len(val_rows)
+    if not train_rows:
+        raise D.DataError(f"no usable training utterances.\n{report.summary()}")
+    if not val_rows:
+        raise D.DataError(f"no usable validation utterances.\n{report.summary()}")
+    val_rows.sort(key=lambda r: r.samples)
+    return train_rows, val_rows, vocabulary, report
+
+
+def _write_run_files(config, run_dir, normalization, vocabulary, train_rows, val_rows, report) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "train_config.yaml")
+    write_text_atomic(run_dir / "versions.json", json.dumps(package_versions(), indent=2) + "\n")
+    write_text_atomic(run_dir / NORMALIZATION_FILE, json.dumps(normalization.to_dict(), indent=2) + "\n")
+    V.save_vocabulary(vocabulary, run_dir / "vocab.json")
+    D.write_split(train_rows, run_dir / "splits" / "train.csv")
+    D.write_split(val_rows, run_dir / "splits" / "validation.csv")
+    report.write_csv(run_dir / "dropped.csv")
+
+
+def _check_resume(config: TrainConfig, run_dir: Path, normalization) -> Optional[Path]:
+    checkpoint = last_checkpoint(run_dir / CHECKPOINTS)
+    if checkpoint is not None and not config.resume:
+        raise ConfigError(
+            f"{run_dir} holds checkpoints of an earlier run (last: {checkpoint.name}). Pass --resume to "
+            "continue it, or choose another --output-dir."
+        )
+    if config.resume and checkpoint is None:
+        log.warning("--resume: no checkpoint in %s yet; starting from the beginning", run_dir / CHECKPOINTS)
+    saved = run_dir / NORMALIZATION_FILE
+    if config.resume and saved.is_file():
+        previous = json.loads(saved.read_text(encoding="utf-8"))
+        if previous != normalization.to_dict():
+            raise ConfigError(
+                f"--resume: the text normalization differs from the run's ({saved}); resume with the same "
+                "--lowercase/--keep-punctuation/--strip-accents/--alphabet options"
+            )
+    return checkpoint if config.resume else None
+
+
+def training_arguments(config: TrainConfig, run_dir: Path, use_cpu: bool, precision: str, model_config):
+    from transformers import TrainingArguments
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # Parameters unused in a step (SpecAugment's mask embedding when masking is off, layers skipped by
+    # layerdrop) make DDP hang unless it is told to look for them.
+    unused = model_config.mask_time_prob == 0 or model_config.layerdrop > 0
+    return TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup,
+        lr_scheduler_type="cosine",
+        optim="adamw_torch",
+        max_grad_norm=config.max_grad_norm,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        eval_strategy="steps",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.eval_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="cer",
+        greater_is_better=False,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        report_to="none",  # the TensorBoard callback is added by hand, pointed at run/tensorboard
+        dataloader_num_workers=config.num_workers,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=use_cpu,
+        seed=config.seed,
+        ddp_backend="gloo" if (use_cpu and distributed) else None,
+        ddp_find_unused_parameters=unused if distributed else None,
+        log_level=config.log_level if config.log_level != "info" else "passive",
+        **_version_dependent_arguments(config),
+    )
+
+
+def _version_dependent_arguments(config: TrainConfig) -> Dict[str, object]:
+    """Options renamed in transformers 5 (length grouping, activation checkpointing)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    extra: Dict[str, object] = {}
+    if "train_sampling_strategy" in names:
+        extra["train_sampling_strategy"] = "group_by_length" if config.group_by_length else "random"
+    else:
+        extra["group_by_length"] = config.group_by_length
+    if config.gradient_checkpointing:
+        key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+        extra[key] = True
+    return extra
+
+
+def run_training(config: TrainConfig) -> RunResult:
+    """Train as `config` says; returns where the model went and how it scored."""
+    import torch
+    from transformers.integrations import TensorBoardCallback
+    from transformers.trainer_callback import EarlyStoppingCallback
+
+    from .dataset import CTCCollator, SpeechDataset, usable_workers
+    from .trainer import (
+        CheckpointCompleter,
+        CTCTrainer,
+        EvalReporter,
+        MetricComputer,
+        complete_model_folder,
+        describe_oom,
+    )
+
+    config.validate()
+    run_dir = Path(config.output_dir).resolve()
+    main_process = _rank() == 0
+    normalization = config.text_normalization()
+    checkpoint = _check_resume(config, run_dir, normalization)
+    resuming = config.resume and (run_dir / "splits").is_dir()
+    use_cpu, precision = _resolve_device(config)
+    from_scratch = bool(config.init_from_config)
+
+    probe_config = M.load_model_config(config.model, config.init_from_config, config.model_overrides)
+    log.info("model geometry: %s", M.describe_geometry(probe_config))
+    train_rows, val_rows, vocabulary, report = prepare_data(
+        config, run_dir, probe_config, normalization, resuming
+    )
+    if report.dropped:
+        log.warning("data: %s", report.summary())
+    log.info(
+        "train: %s; validation: %s; vocabulary: %d tokens",
+        D.summarize(train_rows),
+        D.summarize(val_rows),
+        len(vocabulary),
+    )
+    if main_process:
+        _write_run_files(config, run_dir, normalization, vocabulary, train_rows, val_rows, report)
+
+    blank_id = vocabulary[V.PAD]
+    model_config = M.load_model_config(
+        config.model, config.init_from_config, config.model_overrides, len(vocabulary), blank_id
+    )
+    vocab_file = run_dir / "vocab.json"
+    if not main_process:  # rank 0 may not have written it yet; every rank builds the same one
+        vocab_file = run_dir / f".vocab.rank{_rank()}.json"
+        V.save_vocabulary(vocabulary, vocab_file)
+    processor = V.make_processor(
+        vocab_file, M.uses_attention_mask(model_config), M.pretrained_do_normalize(config.model, from_scratch)
+    )
+    net = M.build_model(model_config, config.model, from_scratch, config.freeze_feature_encoder, config.seed)
+
+    augment_options = None
+    if config.augment:
+        impulse_dir = None
+        if config.reverb_p > 0:
+            impulse_dir = run_dir / "impulse_responses"
+            if main_process:
+                make_impulse_responses(impulse_dir, config.reverb_rt60, seed=config.seed)
+            else:
+                impulse_dir = run_dir / f".impulse_responses.rank{_rank()}"
+                make_impulse_responses(impulse_dir, config.reverb_rt60, seed=config.seed)
+        augment_options = AugmentOptions(
+            noise_p=config.noise_p,
+            noise_snr_db=config.noise_snr_db,
+            noise_dir=config.noise_dir,
+            pitch_p=config.pitch_p,
+            pitch_semitones=config.pitch_semitones,
+            stretch_p=config.stretch_p,
+            stretch_rate=config.stretch_rate,
+            gain_p=config.gain_p,
+            gain_db=config.gain_db,
+            reverb_p=config.reverb_p,
+            reverb_rt60=config.reverb_rt60,
+            impulse_dir=str(impulse_dir) if impulse_dir else None,
+        )
+    encode = V.encoder(vocabulary)
+    frames = lambda n: M.output_frames(model_config, n)  # noqa: E731
+    do_normalize = processor.feature_extractor.do_normalize
+    train_set = SpeechDataset(train_rows, encode, frames, do_normalize, augment_options)
+    val_set = SpeechDataset(val_rows, encode, frames, do_normalize, None)
+    config.num_workers = usable_workers(config.num_workers)
+
+    tokens = [t for t, _ in sorted(vocabulary.items(), key=lambda kv: kv[1])]
+    metrics = MetricComputer(
+        tokens=tokens,
+        blank_id=blank_id,
+        delimiter=V.DELIMITER,
+        silent_ids=[vocabulary[t] for t in (V.PAD, V.UNK) if t in vocabulary],
+        normalization=normalization,
+        keep_examples=config.logged_examples,
+    )
+    tensorboard = TensorBoardCallback()
+    tensorboard.logging_dir = str(run_dir / "tensorboard")
+    callbacks = [
+        tensorboard,
+        EvalReporter(metrics, tensorboard),
+        CheckpointCompleter(processor, normalization),
+    ]
+    if config.early_stopping_patience > 0:
+        callbacks.append(
+            EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold)
+        )
+    args = training_arguments(config, run_dir, use_cpu, precision, model_config)
+    trainer = CTCTrainer(
+        model=net,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=CTCCollator(M.uses_attention_mask(model_config)),
+        processing_class=processor,
+        compute_metrics=metrics,
+        callbacks=callbacks,
+        train_lengths=train_set.lengths,
+    )
+    if checkpoint is not None:
+        log.info("resuming from %s", checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except torch.OutOfMemoryError as exc:
+        raise TrainError(describe_oom(trainer, config.batch_size, config.grad_accum)) from exc
+
+    final = trainer.evaluate()
+    stopper = next(
+        (c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None
+    )
+    stopped_early = bool(
+        stopper and stopper.early_stopping_patience_counter >= stopper.early_stopping_patience
+    )
+    model_dir = run_dir / MODEL
+    partial = run_dir / f".{MODEL}.partial"
+    if main_process and partial.exists():
+        shutil.rmtree(partial)
+    trainer.save_model(str(partial))  # collective under DDP; rank 0 writes
+    if main_process:
+        complete_model_folder(partial, processor, normalization)
+        (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run folder keeps the config
+        summary = {
+            "cer": final.get("eval_cer"),
+            "wer": final.get("eval_wer"),
+            "loss": final.get("eval_loss"),
+            "steps": trainer.state.global_step,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "stopped_early": stopped_early,
+            "validation_utterances": len(val_rows),
+        }
+        write_text_atomic(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
+        _replace_folder(partial, model_dir)
+        for stray in run_dir.glob(".*.rank*"):
+            shutil.rmtree(stray, ignore_errors=True) if stray.is_dir() else stray.unlink(missing_ok=True)
+        log.info(
+            "model written to %s (validation CER %.4f, WER %.4f)",
+            model_dir,
+            final["eval_cer"],
+            final["eval_wer"],
+        )
+    return RunResult(
+        run_dir=run_dir,
+        model_dir=model_dir,
+        cer=float(final["eval_cer"]),
+        wer=float(final["eval_wer"]),
+        steps=trainer.state.global_step,
+        stopped_early=stopped_early,
+        train_rows=len(train_rows),
+        validation_rows=len(val_rows),
+        report=report,
+        log_history=list(trainer.state.log_history),
+    )
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Swap `new` into place of `target` so a reader sees the old model or the new one, never a mix."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
