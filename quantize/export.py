@@ -55,6 +55,27 @@ class ExportResult:
     has_lengths_input: bool
 
 
+def normalize_batch(
+    x: torch.Tensor, lengths: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Zero mean, unit variance per row over its first `lengths` samples; padding becomes 0.
+
+    The same as Wav2Vec2FeatureExtractor's zero_mean_unit_var_norm with an attention mask (and
+    without one when `lengths` is None), written in tensor ops so that it exports.
+    """
+    if lengths is None:
+        mean = x.mean(dim=1, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + NORM_EPS)
+    if mask is None:
+        mask = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
+    weights = mask.to(x.dtype)
+    count = lengths.to(x.dtype).clamp(min=1).unsqueeze(1)
+    mean = (x * weights).sum(dim=1, keepdim=True) / count
+    var = (((x - mean) * weights) ** 2).sum(dim=1, keepdim=True) / count
+    return (x - mean) / torch.sqrt(var + NORM_EPS) * weights
+
+
 class CtcGraph(nn.Module):
     """Raw samples [batch, samples] (+ lengths) -> CTC log-probabilities [batch, frames, vocab].
 
@@ -77,18 +98,7 @@ class CtcGraph(nn.Module):
         if input_lengths is not None:
             positions = torch.arange(input_values.shape[1], device=input_values.device)
             mask = positions.unsqueeze(0) < input_lengths.unsqueeze(1)
-        x = input_values
-        if self.normalize:
-            if mask is None:
-                mean = x.mean(dim=1, keepdim=True)
-                var = ((x - mean) ** 2).mean(dim=1, keepdim=True)
-                x = (x - mean) / torch.sqrt(var + NORM_EPS)
-            else:
-                weights = mask.to(x.dtype)
-                count = input_lengths.to(x.dtype).clamp(min=1).unsqueeze(1)
-                mean = (x * weights).sum(dim=1, keepdim=True) / count
-                var = (((x - mean) * weights) ** 2).sum(dim=1, keepdim=True) / count
-                x = (x - mean) / torch.sqrt(var + NORM_EPS) * weights
+        x = normalize_batch(input_values, input_lengths, mask) if self.normalize else input_values
         kwargs = {}
         if self.attention_mask and mask is not None:
             kwargs["attention_mask"] = mask.long()

@@ -48,11 +48,14 @@ def make_random_model(
     return_attention_mask: bool = False,
     normalization: Optional[TextNormalization] = DEFAULT_NORMALIZATION,
     head_scale: float = 1.0,
+    suppress_special: bool = False,
 ) -> Path:
     """Save a random-init *ForCTC model with its tokenizer and feature extractor into `folder`.
 
     `head_scale` multiplies the CTC head's weights: random models otherwise emit near-uniform
     distributions where argmax flips on rounding noise, which says nothing about an exporter.
+    `suppress_special` biases the head against special tokens other than the blank, as training does
+    in effect (decoders disagree on where to drop a mid-word <unk>; that is not what tests are after).
     """
     import torch
     from transformers import (
@@ -83,9 +86,12 @@ def make_random_model(
     settings.update(vocab_size=len(vocab), pad_token_id=tokenizer.pad_token_id, ctc_loss_reduction="mean")
     torch.manual_seed(seed)
     model = model_cls(config_cls(**settings))
-    if head_scale != 1.0:
-        with torch.no_grad():
-            model.lm_head.weight.mul_(head_scale)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(head_scale)
+        if suppress_special:
+            for token_id in tokenizer.all_special_ids:
+                if token_id != tokenizer.pad_token_id:
+                    model.lm_head.bias[token_id] = -30.0
     model.eval()
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
