@@ -1,0 +1,248 @@
+"""Streaming recognition with the tone model: same text as offline, endpointing, bounded cost per hop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import soxr
+from tone_model import SAMPLE_RATE, tone_audio, write_tone_bundle
+
+from edge_asr import EdgeTranscriber
+from edge_asr.errors import InputError
+from edge_asr.stream import StreamEvent, StreamOptions
+
+
+@pytest.fixture(scope="module")
+def transcriber(tmp_path_factory: pytest.TempPathFactory) -> EdgeTranscriber:
+    return EdgeTranscriber(write_tone_bundle(tmp_path_factory.mktemp("tone") / "bundle"), threads=1)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+
+
+def feed(stream, audio: np.ndarray, rate: int = SAMPLE_RATE, block: int = 1600, flush: bool = True):
+    events: List[StreamEvent] = []
+    for i in range(0, len(audio), block):
+        events.extend(stream.accept(audio[i : i + block], rate))
+    if flush:
+        events.extend(stream.flush())
+    return events
+
+
+def finals(events: List[StreamEvent]) -> List[StreamEvent]:
+    return [e for e in events if e.is_final]
+
+
+@pytest.mark.parametrize("block", [160, 1600, 7777, 48000])
+def test_streaming_a_file_gives_the_offline_text_and_word_times(transcriber, block):
+    audio = np.concatenate([tone_audio("ab cd ef fa"), silence(1.0)])
+    offline = transcriber.transcribe(audio, sample_rate=SAMPLE_RATE)
+    events = feed(transcriber.stream(), audio, block=block)
+    (final,) = finals(events)
+    assert final.text == offline.text == "ab cd ef fa"
+    assert [(w.text, w.start, w.end) for w in final.words] == [
+        (w.text, w.start, w.end) for w in offline.words
+    ]
+    assert final.reason == "silence"
+
+
+def test_int16_stereo_at_48k_is_resampled_to_the_same_text(transcriber):
+    audio = np.concatenate([tone_audio("fed cab"), silence(1.0)])
+    loud = soxr.resample(audio, SAMPLE_RATE, 48000)
+    stereo = (np.stack([loud, loud], axis=1) * 32767).astype(np.int16)
+    (final,) = finals(feed(transcriber.stream(), stereo, rate=48000, block=2400))
+    offline = transcriber.transcribe(audio, sample_rate=SAMPLE_RATE)
+    assert final.text == "fed cab"
+    for ours, theirs in zip(final.words, offline.words):
+        assert abs(ours.start - theirs.start) <= 0.02 and abs(ours.end - theirs.end) <= 0.02
+
+
+def test_two_utterances_separated_by_silence_give_two_finals(transcriber):
+    audio = np.concatenate([tone_audio("ab cd"), silence(1.5), tone_audio("ef"), silence(1.0)])
+    events = feed(transcriber.stream(), audio)
+    first, second = finals(events)
+    assert (first.text, first.utterance) == ("ab cd", 0)
+    assert (second.text, second.utterance) == ("ef", 1)
+    assert first.end < second.start
+    assert second.words[0].start == pytest.approx(
+        len(tone_audio("ab cd")) / SAMPLE_RATE + 1.5 + 0.1, abs=0.021
+    )
+    # partials come before their final, carry its utterance number, and only grow towards it here
+    partials = [e for e in events if not e.is_final]
+    assert len([p for p in partials if p.utterance == 0]) >= 2
+    assert events.index(first) < min(events.index(p) for p in partials if p.utterance == 1)
+    for partial in partials:
+        final = first if partial.utterance == 0 else second
+        assert final.text.startswith(partial.text)
+
+
+def test_final_comes_one_endpoint_silence_after_the_speech(transcriber):
+    options = StreamOptions(endpoint_silence=0.4)
+    stream = transcriber.stream(options)
+    speech = tone_audio("abc", gap_seconds=0.05)
+    audio = np.concatenate([speech, silence(2.0)])
+    block = 160  # 10 ms
+    for i in range(0, len(audio), block):
+        if any(e.is_final for e in stream.accept(audio[i : i + block], SAMPLE_RATE)):
+            heard_at = (i + block) / SAMPLE_RATE
+            break
+    else:
+        pytest.fail("no final before the end of the audio")
+    speech_end = (len(speech) - 0.05 * SAMPLE_RATE) / SAMPLE_RATE
+    # (the tone fades over its last 10 ms, so the VAD may hear its end a frame early)
+    assert options.endpoint_silence - 0.03 <= heard_at - speech_end <= options.endpoint_silence + 0.05
+
+
+def test_flush_finishes_the_utterance_in_progress(transcriber):
+    stream = transcriber.stream()
+    audio = tone_audio("abc de")
+    events = feed(stream, audio, flush=False)
+    assert not finals(events) and stream.in_utterance
+    (final,) = stream.flush()
+    assert (final.text, final.reason, final.is_final) == ("abc de", "flush", True)
+    assert not stream.in_utterance
+    assert stream.flush() == []
+
+
+def test_noise_that_the_model_does_not_hear_gives_no_event(transcriber):
+    t = np.arange(int(0.6 * SAMPLE_RATE)) / SAMPLE_RATE
+    beep = (0.3 * np.sin(2 * np.pi * 5000 * t)).astype(np.float32)  # loud, but no token's frequency
+    stream = transcriber.stream()
+    events = feed(stream, np.concatenate([silence(0.5), beep, silence(2.0), tone_audio("ab"), silence(1.0)]))
+    assert stream.stats.model_calls > 0  # the VAD did trigger on the beep
+    assert [(e.text, e.utterance) for e in finals(events)] == [("ab", 0)]
+
+
+def test_silence_never_runs_the_model(transcriber):
+    stream = transcriber.stream()
+    assert feed(stream, silence(30.0)) == []
+    assert stream.stats.model_calls == 0
+    assert stream.stats.audio_seconds == pytest.approx(30.0)
+
+
+def test_max_utterance_cuts_long_speech(transcriber):
+    options = StreamOptions(max_utterance_seconds=2.0)
+    text = "abcdef " * 4
+    events = feed(transcriber.stream(options), np.concatenate([tone_audio(text), silence(1.0)]))
+    cut = finals(events)
+    assert len(cut) >= 4
+    assert all(e.reason == "max-length" for e in cut[:-1])
+    assert all(e.end - e.start <= 2.0 + 0.3 + 1e-6 for e in cut)  # pre-roll can precede the speech
+    assert [e.utterance for e in cut] == list(range(len(cut)))
+
+
+def test_compute_per_hop_does_not_grow_with_utterance_length(transcriber, monkeypatch):
+    sizes: List[int] = []
+    real = transcriber.model.log_probs
+
+    def recording(samples: np.ndarray) -> np.ndarray:
+        sizes.append(samples.size)
+        return real(samples)
+
+    monkeypatch.setattr(transcriber.model, "log_probs", recording)
+    options = StreamOptions(max_utterance_seconds=600.0)
+    per_length = {}
+    for seconds in (5, 60):
+        sizes.clear()
+        # Continuous tones (gaps shorter than the endpoint silence): one utterance of `seconds`.
+        audio = tone_audio("abcdef" * 100)[: seconds * SAMPLE_RATE]
+        stream = transcriber.stream(options)
+        (final,) = finals(feed(stream, audio, block=800))
+        assert final.end == pytest.approx(seconds, abs=0.1)
+        per_length[seconds] = list(sizes)
+    hop = stream.plan
+    window = hop.samples_for(hop.left_frames + hop.chunk_frames + hop.right_frames)
+    for seconds, calls in per_length.items():
+        steady = calls[3:-1]  # after the left context has filled, before the final run
+        assert steady and set(steady) == {window}, seconds
+        assert max(calls) <= hop.samples_for(hop.left_frames + 2 * hop.chunk_frames + hop.right_frames) + 320
+    assert max(per_length[5]) == max(per_length[60])
+    # one more model call per hop of extra audio: linear in the audio, each call the same size
+    assert abs(len(per_length[60]) - len(per_length[5]) - 55 / options.hop_seconds) <= 1
+
+
+def test_sample_rate_change_needs_a_flush_and_bad_input_is_refused(transcriber):
+    stream = transcriber.stream()
+    assert stream.accept(np.zeros(0, np.float32), 44100) == []
+    stream.accept(np.zeros(4410, np.float32), 44100)
+    with pytest.raises(InputError, match="flush"):
+        stream.accept(np.zeros(1600, np.float32), 16000)
+    stream.flush()
+    stream.accept(np.zeros(1600, np.float32), 16000)
+    with pytest.raises(Exception, match="sample rate"):
+        transcriber.stream().accept(np.zeros(100, np.float32), 100)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("hop_seconds", 0.0),
+        ("endpoint_silence", -1.0),
+        ("left_context_seconds", -0.5),
+        ("max_utterance_seconds", 0.1),
+    ],
+)
+def test_bad_stream_options_are_refused(transcriber, field, value):
+    with pytest.raises(InputError, match=field):
+        transcriber.stream(StreamOptions(**{field: value}))
+
+
+def test_event_dict_for_jsonl(transcriber):
+    events = feed(transcriber.stream(), np.concatenate([tone_audio("ab"), silence(1.0)]))
+    final = finals(events)[0].to_dict()
+    assert final["type"] == "final" and final["text"] == "ab" and final["reason"] == "silence"
+    assert final["words"][0]["text"] == "ab" and final["words"][0]["start"] == pytest.approx(0.1, abs=0.021)
+    partial = next(e for e in events if not e.is_final).to_dict()
+    assert partial["type"] == "partial" and "words" not in partial
+
+
+def test_blank_penalty_reaches_the_stream(transcriber):
+    stream = transcriber.stream(StreamOptions(blank_penalty=50.0))  # blank can never win
+    events = feed(stream, np.concatenate([tone_audio("ab"), silence(1.0)]))
+    assert len(finals(events)[0].text) > 2
+
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "edge_asr" / "models" / "default"
+
+
+@pytest.mark.skipif(
+    not (DEFAULT_BUNDLE / "bundle.json").is_file(),
+    reason="no default model at edge_asr/models/default yet (it is being trained); the tone tests above "
+    "check the streaming path itself",
+)
+def test_streaming_cer_within_one_point_of_offline_with_the_default_model(tmp_path):
+    import shutil
+    import subprocess
+
+    import soundfile as sf
+
+    jiwer = pytest.importorskip("jiwer")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (needed to synthesize test speech)")
+    sentences = [
+        "the quick brown fox jumps over the lazy dog",
+        "she sells sea shells by the sea shore",
+        "a journey of a thousand miles begins with a single step",
+        "please call stella and ask her to bring these things with her from the store",
+    ]
+    transcriber = EdgeTranscriber()
+    norm = transcriber.metadata.text_normalization
+    offline_hyp, stream_hyp = [], []
+    for i, sentence in enumerate(sentences):
+        wav = tmp_path / f"{i}.wav"
+        subprocess.run(
+            ["espeak-ng", "-v", "en-us", "-w", str(wav), sentence], check=True, capture_output=True
+        )
+        audio, rate = sf.read(wav, dtype="float32")
+        audio = np.concatenate([np.zeros(rate // 2, np.float32), audio, np.zeros(rate, np.float32)])
+        offline_hyp.append(norm(transcriber.transcribe(audio, sample_rate=rate).text))
+        events = feed(transcriber.stream(), audio, rate=rate, block=rate // 20)
+        stream_hyp.append(norm(" ".join(e.text for e in finals(events))))
+    refs = [norm(s) for s in sentences]
+    offline_cer = jiwer.cer(refs, offline_hyp)
+    stream_cer = jiwer.cer(refs, stream_hyp)
+    assert stream_cer - offline_cer <= 0.01, (offline_cer, stream_cer, stream_hyp)
