@@ -325,4 +325,3 @@ def load_audio(path: str) -> np.ndarray:
 def summarize(rows: Sequence[Utterance]) -> str:
     hours = sum(r.samples for r in rows) / SAMPLE_RATE / 3600
     return f"{len(rows)} utterances, {hours:.2f} h"
-

@@ -222,4 +222,3 @@ def describe_geometry(config) -> str:
     return (
         f"receptive field {field} samples ({field / 16:.1f} ms), frame stride {stride} ({stride / 16:.1f} ms)"
     )
-

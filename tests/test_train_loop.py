@@ -1,0 +1,249 @@
+"""train/: the real training loop on a tiny random-init wav2vec2 and a tiny generated dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("tensorboard")
+
+import torch  # noqa: E402
+from test_train_data import PHRASES, make_bad_manifest, make_ljspeech, tiny_config  # noqa: E402
+
+from train.cli import main as cli_main  # noqa: E402
+from train.config import ConfigError  # noqa: E402
+from train.pipeline import run_training  # noqa: E402
+
+pytestmark = pytest.mark.desktop
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_ljspeech(tmp_path_factory.mktemp("lj") / "data", PHRASES)
+
+
+def train_losses(history):
+    return [(h["step"], h["loss"]) for h in history if "loss" in h and "eval_loss" not in h]
+
+
+def tensorboard_tags(folder: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars, texts = set(), set()
+    for events in folder.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"tensors": 0, "scalars": 0})
+        acc.Reload()
+        scalars |= set(acc.Tags()["scalars"])
+        texts |= {t for t in acc.Tags()["tensors"] if "examples" in t}
+    return scalars, texts
+
+
+def test_loss_goes_down_and_the_run_folder_is_complete(tmp_path, dataset):
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    # Batch = the whole training split, so every step sees the same data and the loss must fall.
+    config = tiny_config(tmp_path, [dataset], max_steps=8, eval_steps=4, batch_size=6, learning_rate=3e-3)
+    result = run_training(config)
+    losses = [loss for _, loss in train_losses(result.log_history)]
+    assert len(losses) == 8
+    assert losses[-1] < 0.85 * losses[0], losses
+
+    run = result.run_dir
+    assert (run / "train_config.yaml").is_file()
+    versions = json.loads((run / "versions.json").read_text())
+    assert versions["packages"]["torch"] == metadata.version("torch")
+    assert versions["packages"]["transformers"] == metadata.version("transformers")
+    train_csv = (run / "splits" / "train.csv").read_text().splitlines()
+    val_csv = (run / "splits" / "validation.csv").read_text().splitlines()
+    assert train_csv[0].startswith("path,text") and len(train_csv) - 1 == result.train_rows >= 5
+    assert len(val_csv) - 1 == result.validation_rows >= 1
+    # a validation phrase may hold a letter no training phrase has: it is dropped, and says so
+    assert result.train_rows + result.validation_rows + len(result.report.dropped) == len(PHRASES)
+    scalars, texts = tensorboard_tags(run / "tensorboard")
+    assert {"train/loss", "train/learning_rate", "eval/loss", "eval/cer", "eval/wer"} <= scalars, scalars
+    assert texts, "decoded validation examples were not written to TensorBoard"
+
+    model_dir = result.model_dir
+    for name in [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "text_normalization.json",
+    ]:
+        assert (model_dir / name).is_file(), name
+    model = Wav2Vec2ForCTC.from_pretrained(model_dir)
+    processor = Wav2Vec2Processor.from_pretrained(model_dir)
+    assert (
+        model.config.vocab_size
+        == len(processor.tokenizer)
+        == len(json.loads((run / "vocab.json").read_text()))
+    )
+    assert model.config.pad_token_id == processor.tokenizer.pad_token_id == 0
+    assert json.loads((model_dir / "text_normalization.json").read_text())["lowercase"] is True
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["cer"] == pytest.approx(result.cer)
+
+
+def test_resume_continues_from_the_saved_step(tmp_path, dataset):
+    first = run_training(tiny_config(tmp_path, [dataset], max_steps=2, eval_steps=2))
+    assert first.steps == 2 and (first.run_dir / "checkpoints" / "checkpoint-2").is_dir()
+    with pytest.raises(ConfigError, match="--resume"):
+        run_training(tiny_config(tmp_path, [dataset], max_steps=4, eval_steps=2))
+    second = run_training(tiny_config(tmp_path, [dataset], max_steps=4, eval_steps=2, resume=True))
+    assert second.steps == 4
+    steps = [step for step, _ in train_losses(second.log_history)]
+    assert steps[:2] == [1, 2]  # restored from checkpoint-2's state ...
+    assert steps[2:] == [3, 4]  # ... and only steps 3 and 4 were trained now
+    assert (second.run_dir / "checkpoints" / "checkpoint-4").is_dir()
+
+
+def test_early_stopping_triggers_when_cer_stops_improving(tmp_path, dataset):
+    # A learning rate of ~0 leaves the model as it is: CER cannot improve after the first evaluation.
+    config = tiny_config(
+        tmp_path, [dataset], max_steps=30, eval_steps=1, learning_rate=1e-12, early_stopping_patience=2
+    )
+    result = run_training(config)
+    assert result.stopped_early
+    assert result.steps == 3  # best at step 1, no better at 2 and 3
+
+
+def test_bad_rows_are_reported_and_the_good_ones_train(tmp_path, capsys, caplog):
+    manifest, validation = make_bad_manifest(tmp_path / "data")
+    out = tmp_path / "run"
+    status = cli_main(
+        [
+            "--data",
+            str(manifest),
+            "--validation-data",
+            str(validation),
+            "--output-dir",
+            str(out),
+            "--init-from-config",
+            "tiny",
+            "--max-steps",
+            "2",
+            "--eval-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--num-workers",
+            "0",
+            "--no-augment",
+            # large/lv60-style geometry: layer norm, so the attention-mask path is trained too
+            "--model-override",
+            "feat_extract_norm=layer",
+            "--model-override",
+            "do_stable_layer_norm=true",
+        ]
+    )
+    assert status == 0
+    printed = capsys.readouterr()
+    assert "validation CER" in printed.out
+    logged = caplog.text
+    assert "dropped 6 of 16 rows" in logged
+    for reason in [
+        "audio file missing",
+        "unreadable audio",
+        "empty audio",
+        "empty transcript",
+        "receptive field",
+        "too long for CTC",
+    ]:
+        assert reason in logged, reason
+    dropped = (out / "dropped.csv").read_text()
+    assert "missing.wav" in dropped and "garbage.wav" in dropped
+    trained = (out / "splits" / "train.csv").read_text()
+    assert "good0.wav" in trained and "garbage.wav" not in trained and "short.wav" not in trained
+    assert json.loads((out / "model" / "config.json").read_text())["feat_extract_norm"] == "layer"
+    assert (
+        json.loads((out / "model" / "preprocessor_config.json").read_text())["return_attention_mask"] is True
+    )
+
+
+def test_pretrained_folder_gets_a_new_head_and_a_frozen_feature_encoder(tmp_path, dataset):
+    from transformers import Wav2Vec2ForCTC
+
+    from train.model import load_model_config
+
+    base = Wav2Vec2ForCTC(load_model_config("", "tiny", {}, vocab_size=40))
+    base.save_pretrained(tmp_path / "pretrained")
+    config = tiny_config(tmp_path, [dataset], init_from_config=None, model=str(tmp_path / "pretrained"))
+    result = run_training(config)
+    tuned = Wav2Vec2ForCTC.from_pretrained(result.model_dir)
+    assert tuned.config.vocab_size != 40 and tuned.lm_head.out_features == tuned.config.vocab_size
+    conv = "wav2vec2.feature_extractor.conv_layers.0.conv.weight"
+    assert torch.equal(tuned.state_dict()[conv], base.state_dict()[conv])  # frozen by default
+    proj = "wav2vec2.feature_projection.projection.weight"
+    assert not torch.equal(tuned.state_dict()[proj], base.state_dict()[proj])  # the rest trained
+
+
+def test_fp16_on_cpu_is_refused_with_advice(tmp_path, dataset, capsys):
+    status = cli_main(
+        [
+            "--data",
+            str(dataset),
+            "--output-dir",
+            str(tmp_path / "r"),
+            "--init-from-config",
+            "tiny",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp16",
+        ]
+    )
+    assert status == 1
+    assert "bf16" in capsys.readouterr().err
+
+
+def test_ddp_with_two_cpu_processes(tmp_path, dataset):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "train",
+        "--data",
+        str(dataset),
+        "--output-dir",
+        str(out),
+        "--init-from-config",
+        "tiny",
+        "--max-steps",
+        "2",
+        "--eval-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--no-augment",
+        "--device",
+        "cpu",
+        "--log-level",
+        "warning",
+    ]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "validation CER" in done.stdout
+    assert (out / "model" / "model.safetensors").is_file()
+    state = json.loads((out / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert not list(out.glob(".*rank*"))
