@@ -237,12 +237,11 @@ def test_ddp_with_two_cpu_processes(tmp_path, dataset):
         "--no-augment",
         "--device",
         "cpu",
-        "--log-level",
-        "warning",
     ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "validation CER" in done.stdout
+    assert "cpu x 2 process(es) (gloo backend)" in done.stderr
     assert (out / "model" / "model.safetensors").is_file()
     state = json.loads((out / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2

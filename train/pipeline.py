@@ -354,6 +354,15 @@ def run_training(config: TrainConfig) -> RunResult:
         callbacks=callbacks,
         train_lengths=train_set.lengths,
     )
+    log.info(
+        "training on %s x %d process(es)%s, precision %s, %d DataLoader worker(s), effective batch %d",
+        "cpu" if use_cpu else "cuda",
+        args.world_size,
+        f" ({args.ddp_backend or 'default'} backend)" if args.world_size > 1 else "",
+        precision,
+        config.num_workers,
+        config.batch_size * config.grad_accum * args.world_size,
+    )
     if checkpoint is not None:
         log.info("resuming from %s", checkpoint)
     try:
