@@ -1,0 +1,306 @@
+"""Streaming figures for `edge-asr listen` / `EdgeTranscriber.stream()` on this machine.
+
+    python benchmarks/stream_latency.py --model BUNDLE [--threads 2] [--session-minutes 30]
+    python benchmarks/stream_latency.py --build-random base --work /tmp/stream-bench   # no model yet
+
+Measures, with speech synthesized by espeak-ng (a warbling tone if it is missing):
+
+1. latency from the end of speech to the final event, feeding 50 ms blocks at real-time pace (as a
+   microphone would), split into the endpoint wait (the trailing-silence rule) and the processing after it;
+2. partial updates per second of speech;
+3. CPU seconds per second of audio (process CPU time, as fast as possible);
+4. model time and samples per hop for a 5 s and a 60 s utterance (must be the same);
+5. RSS sampled every simulated minute of a long session (speech and pauses, as fast as possible).
+
+`--build-random base|tiny` exports a random-init wav2vec2 with `python -m quantize convert` (needs the
+desktop extra) so that the figures are for a real-sized graph; the text it prints is meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_asr import EdgeTranscriber  # noqa: E402
+from edge_asr.audio import resample  # noqa: E402
+from edge_asr.stream import StreamOptions  # noqa: E402
+
+RATE = 16000
+BLOCK = RATE // 20  # 50 ms, what `listen` asks PortAudio for
+SENTENCES = [
+    "the quick brown fox jumps over the lazy dog",
+    "she sells sea shells by the sea shore",
+    "a journey of a thousand miles begins with a single step",
+    "please call stella and ask her to bring these things with her from the store",
+    "the birch canoe slid on the smooth planks",
+    "glue the sheet to the dark blue background",
+    "it is easy to tell the depth of a well",
+    "these days a chicken leg is a rare dish",
+]
+VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"'abcdefghijklmnopqrstuvwxyz"]
+TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "conv_dim": (32,) * 7,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+}
+
+
+def build_random(kind: str, work: Path) -> Path:
+    """A random-init wav2vec2 (base or tiny) bundle, via the project's own converter."""
+    bundle = work / f"random-{kind}"
+    if (bundle / "bundle.json").is_file():
+        return bundle
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    torch.manual_seed(0)
+    hf = work / f"random-{kind}-hf"
+    hf.mkdir(parents=True, exist_ok=True)
+    (hf / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
+    Wav2Vec2CTCTokenizer(str(hf / "vocab.json"), pad_token="<pad>", word_delimiter_token="|").save_pretrained(
+        hf
+    )
+    config = Wav2Vec2Config(vocab_size=len(VOCAB), pad_token_id=0, **(TINY if kind == "tiny" else {}))
+    Wav2Vec2ForCTC(config).eval().save_pretrained(hf)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(hf)
+    cmd = [sys.executable, "-m", "quantize", "convert", "--model", str(hf), "--out", str(bundle)]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return bundle
+
+
+def trim(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    return audio[loud[0] : loud[-1] + 1] if loud.size else audio
+
+
+def synthesize() -> List[np.ndarray]:
+    """Utterances at 16 kHz with no leading/trailing silence, so the end of speech is known exactly."""
+    if shutil.which("espeak-ng"):
+        import soundfile as sf
+
+        out = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, text in enumerate(SENTENCES):
+                wav = Path(tmp) / f"{i}.wav"
+                subprocess.run(
+                    ["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True, capture_output=True
+                )
+                audio, rate = sf.read(wav, dtype="float32")
+                out.append(trim(resample(audio, rate, RATE) * 0.8))
+        return out
+    rng = np.random.default_rng(0)
+    out = []
+    for seconds in (2.1, 2.7, 3.3, 1.8):
+        t = np.arange(int(seconds * RATE)) / RATE
+        out.append((0.2 * np.sin(2 * np.pi * (220 + 80 * np.sin(3 * t)) * t)).astype(np.float32))
+    return [o + 0.002 * rng.standard_normal(o.size).astype(np.float32) for o in out]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def latency(asr: EdgeTranscriber, utterances: List[np.ndarray], options: StreamOptions) -> Dict[str, float]:
+    """Real-time paced: wall time from the block holding the last speech sample to the final event."""
+    stream = asr.stream(options)
+    gap = np.zeros(int(1.5 * RATE), np.float32)
+    noise = np.random.default_rng(1)
+    audio_parts, speech_ends = [gap], []
+    for utt in utterances:
+        audio_parts.append(utt)
+        speech_ends.append(sum(p.size for p in audio_parts))
+        audio_parts.append(gap)
+    audio = np.concatenate(audio_parts)
+    audio += 0.001 * noise.standard_normal(audio.size).astype(np.float32)  # a quiet room, not digital zero
+    delivered: List[float] = []  # wall time at which each block "arrived"
+    finals: List[Tuple[float, float]] = []  # (wall time of the final, stream end-of-speech)
+    partials = 0
+    processing: List[float] = []
+    start = time.perf_counter()
+    for i in range(0, audio.size, BLOCK):
+        arrive = start + (i + BLOCK) / RATE
+        delay = arrive - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        delivered.append(arrive)
+        t0 = time.perf_counter()
+        events = stream.accept(audio[i : i + BLOCK], RATE)
+        now = time.perf_counter()
+        for event in events:
+            if event.is_final:
+                finals.append((now, event.end))
+                processing.append(now - t0)
+            else:
+                partials += 1
+    ms = []
+    for end_sample in speech_ends:
+        block_index = (end_sample - 1) // BLOCK
+        wall_final = next((w for w, _ in finals if w >= delivered[block_index]), None)
+        if wall_final is not None:
+            ms.append(1000 * (wall_final - delivered[block_index]))
+    speech_seconds = sum(u.size for u in utterances) / RATE
+    return {
+        "utterances": len(utterances),
+        "finals": len(finals),
+        "end_of_speech_to_final_ms_median": round(statistics.median(ms), 1),
+        "end_of_speech_to_final_ms_max": round(max(ms), 1),
+        "endpoint_wait_ms": 1000 * options.endpoint_silence,
+        "processing_after_endpoint_ms_median": round(1000 * statistics.median(processing), 1),
+        "processing_after_endpoint_ms_max": round(1000 * max(processing), 1),
+        "partials_per_speech_second": round(partials / speech_seconds, 2),
+    }
+
+
+def per_hop(asr: EdgeTranscriber, utterances: List[np.ndarray], seconds: int, options: StreamOptions) -> Dict:
+    """One utterance of `seconds` of continuous speech: model time and samples of each run."""
+    joined = np.concatenate([np.concatenate([u, np.zeros(RATE // 10, np.float32)]) for u in utterances])
+    audio = np.tile(joined, int(np.ceil(seconds * RATE / joined.size)))[: seconds * RATE]
+    long_options = StreamOptions(**{**options.__dict__, "max_utterance_seconds": 600, "endpoint_silence": 60})
+    stream = asr.stream(long_options)
+    times: List[float] = []
+    cpu: List[float] = []
+    sizes: List[int] = []
+    real = stream._log_probs
+
+    def timed(window: np.ndarray) -> np.ndarray:
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = real(window)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        sizes.append(window.size)
+        return out
+
+    stream._log_probs = timed
+    for i in range(0, audio.size, BLOCK):
+        stream.accept(audio[i : i + BLOCK], RATE)
+    stream.flush()
+    steady = times[3:-1] or times
+    steady_cpu = cpu[3:-1] or cpu
+    return {
+        "seconds": seconds,
+        "model_runs": len(times),
+        "window_samples_max": max(sizes),
+        "window_samples_steady": sorted(set(sizes[3:-1])),
+        "ms_per_hop_median": round(1000 * statistics.median(steady), 1),
+        "ms_per_hop_p90": round(1000 * float(np.percentile(steady, 90)), 1),
+        "cpu_ms_per_hop_median": round(1000 * statistics.median(steady_cpu), 1),
+    }
+
+
+def session(
+    asr: EdgeTranscriber, utterances: List[np.ndarray], minutes: float, options: StreamOptions
+) -> Dict:
+    """A long session as fast as possible: utterances with 1-4 s pauses; RSS every simulated minute."""
+    rng = np.random.default_rng(2)
+    stream = asr.stream(options)
+
+    def blocks() -> Iterator[np.ndarray]:
+        total = 0
+        k = 0
+        while total < minutes * 60 * RATE:
+            piece = np.concatenate(
+                [utterances[k % len(utterances)], np.zeros(int(rng.uniform(1, 4) * RATE), np.float32)]
+            )
+            piece = piece + 0.001 * rng.standard_normal(piece.size).astype(np.float32)
+            k += 1
+            for i in range(0, piece.size, BLOCK):
+                yield piece[i : i + BLOCK]
+            total += piece.size
+
+    samples: List[Tuple[float, float]] = []
+    next_minute = 0.0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    finals = 0
+    for block in blocks():
+        finals += sum(e.is_final for e in stream.accept(block, RATE))
+        audio_s = stream.stats.audio_seconds
+        if audio_s >= next_minute:
+            samples.append((round(audio_s / 60, 1), round(rss_mb(), 1)))
+            next_minute += 60
+    finals += sum(e.is_final for e in stream.flush())
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    audio_s = stream.stats.audio_seconds
+    rss = [r for _, r in samples]
+    after_warmup = rss[1:] or rss
+    return {
+        "audio_minutes": round(audio_s / 60, 1),
+        "finals": finals,
+        "cpu_s_per_audio_s": round(cpu / audio_s, 4),
+        "wall_s_per_audio_s": round(wall / audio_s, 4),
+        "model_s_per_audio_s": round(stream.stats.model_seconds / audio_s, 4),
+        "rss_mb_by_minute": samples,
+        "rss_mb_first_minute": rss[0],
+        "rss_mb_min_after_1min": min(after_warmup),
+        "rss_mb_max_after_1min": max(after_warmup),
+        "rss_mb_last": rss[-1],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model bundle folder")
+    parser.add_argument(
+        "--build-random", choices=("base", "tiny"), help="export a random-init wav2vec2 first"
+    )
+    parser.add_argument("--work", default="/tmp/edge-asr-stream-bench", help="where --build-random writes")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--fp32", action="store_true")
+    parser.add_argument("--session-minutes", type=float, default=30.0)
+    parser.add_argument("--skip", nargs="*", default=[], choices=("latency", "hop", "session"))
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    if args.build_random:
+        model = str(build_random(args.build_random, Path(args.work)))
+    elif args.model:
+        model = args.model
+    else:
+        parser.error("give --model BUNDLE or --build-random base|tiny")
+    asr = EdgeTranscriber(model, quantized=not args.fp32, threads=args.threads)
+    options = StreamOptions()
+    utterances = synthesize()
+    report: Dict[str, object] = {
+        "model": str(asr.model_path),
+        "threads": asr.model.threads,
+        "options": options.__dict__,
+        "speech_seconds": round(sum(u.size for u in utterances) / RATE, 1),
+    }
+    asr.stream(options).accept(np.zeros(RATE, np.float32), RATE)  # load/warm onnxruntime
+    asr.model.log_probs(np.zeros(3 * RATE, np.float32))
+    if "latency" not in args.skip:
+        report["latency"] = latency(asr, utterances, options)
+        print(json.dumps({"latency": report["latency"]}), flush=True)
+    if "hop" not in args.skip:
+        report["per_hop"] = [per_hop(asr, utterances, s, options) for s in (5, 60)]
+        print(json.dumps({"per_hop": report["per_hop"]}), flush=True)
+    if "session" not in args.skip:
+        report["session"] = session(asr, utterances, args.session_minutes, options)
+        print(json.dumps({"session": report["session"]}), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
