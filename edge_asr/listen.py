@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import InputError
 from .stream import Stream, StreamEvent, StreamOptions
-from .vad import EnergyVad, EnergyVadOptions
+from .vad import EnergyVadOptions
 
 TEXT, JSONL = "text", "jsonl"
 LISTEN_FORMATS = (TEXT, JSONL)
@@ -65,6 +65,12 @@ class EventPrinter:
                 raise InputError(f"--output {path}: cannot open for appending ({exc.strerror})") from None
 
     def show(self, event: StreamEvent) -> None:
+        # The file first: if stdout is gone (a closed pipe), the final is still saved.
+        if event.is_final and event.text and self._file is not None:
+            line = json.dumps(event.to_dict(), ensure_ascii=False) if self.fmt == JSONL else event.text
+            self._file.write(line + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
         if self.fmt == JSONL:
             self.out.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
             self.out.flush()
@@ -79,11 +85,6 @@ class EventPrinter:
             self.out.write(_CLEAR_LINE + text)
             self.out.flush()
             self._partial_shown = True
-        if event.is_final and event.text and self._file is not None:
-            line = json.dumps(event.to_dict(), ensure_ascii=False) if self.fmt == JSONL else event.text
-            self._file.write(line + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
 
     def end_partial_line(self) -> None:
         """Move off the partial line (before a message on the same terminal); the next partial redraws."""
@@ -94,6 +95,9 @@ class EventPrinter:
 
     def close(self) -> None:
         self.end_partial_line()
+        self.close_file()
+
+    def close_file(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -270,6 +274,7 @@ def _stream_options(args: argparse.Namespace) -> StreamOptions:
         endpoint_silence=args.endpoint_silence,
         max_utterance_seconds=args.max_utterance,
         blank_penalty=args.blank_penalty,
+        vad=EnergyVadOptions(threshold_db=args.vad_threshold),
     )
     options.endpoint_silence_no_text = max(options.endpoint_silence_no_text, options.endpoint_silence)
     options.validate()
@@ -301,8 +306,7 @@ def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[Text
         threads=args.threads,
         options=TranscribeOptions(blank_penalty=args.blank_penalty),
     )
-    vad = EnergyVad(transcriber.metadata.frame_seconds, EnergyVadOptions(threshold_db=args.vad_threshold))
-    stream = transcriber.stream(options, vad=vad)
+    stream = transcriber.stream(options)
     printer = EventPrinter(out, args.format, args.output)
     stop = StopFlag()
     try:
@@ -311,8 +315,17 @@ def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[Text
                 err.write(f"edge-asr: listening to {source.describe()}; Ctrl-C to stop\n")
                 err.flush()
             summary = run_session(stream, source, printer, stop, warn=None if args.quiet else err)
-    finally:
         printer.close()
+    except BrokenPipeError:
+        # `edge-asr listen | head -3`: the reader has gone, which ends the session normally. Point stdout
+        # at /dev/null so that Python's own flush at exit does not complain again.
+        printer.close_file()
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except BaseException:
+        printer.close_file()
+        raise
     if not args.quiet:
         ended = f" (stopped by {summary.stopped_by})" if summary.stopped_by else ""
         err.write(f"edge-asr: {summary.describe()}{ended}\n")

@@ -40,10 +40,11 @@ from .bundle import BundleMetadata
 from .ctc import Vocabulary, best_path, decode
 from .errors import InputError
 from .results import Word
-from .vad import EnergyVad, VoiceActivityDetector
+from .vad import EnergyVad, EnergyVadOptions, VoiceActivityDetector
 from .windows import LogProbFn, WindowedRunner, WindowPlan
 
 PARTIAL, FINAL = "partial", "final"
+VAD_FRAME_SECONDS = 0.02
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
@@ -65,6 +66,7 @@ class StreamOptions:
         preroll_seconds: audio before the detected onset that joins the utterance (onsets are quiet).
         min_speech_seconds: speech needed to start an utterance (ignores clicks).
         blank_penalty: see `TranscribeOptions.blank_penalty`.
+        vad: settings of the default energy detector (unused when `Stream` is given its own `vad`).
     """
 
     hop_seconds: float = 0.5
@@ -76,6 +78,7 @@ class StreamOptions:
     preroll_seconds: float = 0.3
     min_speech_seconds: float = 0.06
     blank_penalty: float = 0.0
+    vad: EnergyVadOptions = field(default_factory=EnergyVadOptions)
 
     def validate(self) -> None:
         positive = ("hop_seconds", "endpoint_silence", "endpoint_silence_no_text", "max_utterance_seconds")
@@ -212,7 +215,8 @@ class Stream:
         metadata: the bundle's metadata (rate, frame geometry, blank).
         vocabulary: the decoder's vocabulary.
         options: latency, cost and endpointing settings.
-        vad: a voice activity detector working on frames of `metadata.frame_stride` samples.
+        vad: a voice activity detector fed frames of `frame_length` samples (whole model frames,
+            about 20 ms: `frame_seconds`).
     """
 
     def __init__(
@@ -228,9 +232,14 @@ class Stream:
         self.metadata = metadata
         self.vocabulary = vocabulary
         self.sample_rate = metadata.sample_rate
-        self.frame_length = metadata.frame_stride  # VAD frames = model frames, so utterances start on one
-        self.frame_seconds = metadata.frame_seconds
-        self.vad: VoiceActivityDetector = vad if vad is not None else EnergyVad(self.frame_seconds)
+        # VAD frames: whole model frames (so utterances start on a model frame) of about 20 ms; a model
+        # with 5 ms frames would give the energy detector frames shorter than a pitch period.
+        per_frame = max(1, round(VAD_FRAME_SECONDS / metadata.frame_seconds))
+        self.frame_length = metadata.frame_stride * per_frame
+        self.frame_seconds = self.frame_length / metadata.sample_rate
+        self.vad: VoiceActivityDetector = (
+            vad if vad is not None else EnergyVad(self.frame_seconds, self.options.vad)
+        )
         opts = self.options
         self.plan = WindowPlan.from_seconds(
             opts.hop_seconds,
@@ -432,7 +441,7 @@ class Stream:
         self._commit(utt, list(utt.runner.finish()))
         ids = np.concatenate(utt.ids) if utt.ids else np.zeros(0, dtype=np.int32)
         scores = np.concatenate(utt.scores) if utt.scores else np.zeros(0, dtype=np.float32)
-        text, _, words = decode(ids, self.vocabulary, self.frame_seconds, scores)
+        text, _, words = decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)
         if not text and not utt.shown:
             return  # noise: nothing was shown, nothing to finish
         offset = utt.start_frame * self.frame_seconds

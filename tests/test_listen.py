@@ -349,3 +349,51 @@ def test_terminal_shows_partials_on_one_updating_line():
     plain.show(StreamEvent("ab", 0.0, 1.0, False, 0))
     plain.show(StreamEvent("ab cd", 0.0, 1.6, True, 0))
     assert piped.getvalue() == "ab cd\n"
+
+
+def test_a_closed_stdout_pipe_ends_listen_quietly_and_the_output_file_keeps_the_finals(bundle, tmp_path):
+    import subprocess
+
+    gap = np.zeros(int(0.6 * SAMPLE_RATE), np.float32)
+    wav = tmp_path / "three.wav"
+    sf.write(
+        wav,
+        np.concatenate([tone_audio("ab"), gap, tone_audio("cd"), gap, tone_audio("ef"), gap]),
+        SAMPLE_RATE,
+    )
+    saved = tmp_path / "saved.txt"
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_asr",
+        "listen",
+        "-m",
+        str(bundle),
+        "--input",
+        str(wav),
+        "--realtime",
+        "--endpoint-silence",
+        "0.3",
+        "--output",
+        str(saved),
+        "-q",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[1]
+    )
+    assert proc.stdout.readline() == b"ab\n"
+    proc.stdout.close()  # like `| head -1`
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert err == b""
+    # the session ends at the first final stdout cannot take, and that final is saved all the same
+    assert saved.read_text().splitlines() == ["ab", "cd"]
+
+
+def test_vad_threshold_option_reaches_the_detector(bundle, tmp_path, capsys):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.concatenate([tone_audio("ab"), np.zeros(SAMPLE_RATE, np.float32)]), SAMPLE_RATE)
+    assert main(["listen", "-m", str(bundle), "--input", str(wav), "-q"]) == 0
+    assert capsys.readouterr().out == "ab\n"
+    assert main(["listen", "-m", str(bundle), "--input", str(wav), "-q", "--vad-threshold", "200"]) == 0
+    assert capsys.readouterr().out == ""  # nothing is ever loud enough: no utterance

@@ -246,3 +246,20 @@ def test_streaming_cer_within_one_point_of_offline_with_the_default_model(tmp_pa
     offline_cer = jiwer.cer(refs, offline_hyp)
     stream_cer = jiwer.cer(refs, stream_hyp)
     assert stream_cer - offline_cer <= 0.01, (offline_cer, stream_cer, stream_hyp)
+
+
+def test_a_model_with_5_ms_frames_streams_the_offline_text(tmp_path, monkeypatch):
+    import tone_model
+
+    monkeypatch.setattr(tone_model, "STRIDE", 80)  # like train/'s "small" preset: 80-sample frames
+    asr = EdgeTranscriber(tone_model.write_tone_bundle(tmp_path / "stride80"), threads=1)
+    assert asr.metadata.frame_stride == 80
+    audio = np.concatenate([tone_audio("ab cd"), silence(1.0), tone_audio("fe"), silence(1.0)])
+    stream = asr.stream()
+    assert stream.frame_length == 320  # the VAD still sees 20 ms frames
+    events = feed(stream, audio, block=999)
+    assert [e.text for e in finals(events)] == ["ab cd", "fe"]
+    offline = asr.transcribe(audio[: len(tone_audio("ab cd"))], sample_rate=SAMPLE_RATE)
+    assert [(w.text, w.start, w.end) for w in finals(events)[0].words] == [
+        (w.text, w.start, w.end) for w in offline.words
+    ]
