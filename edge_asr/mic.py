@@ -66,11 +66,15 @@ class InputDevice:
 
 
 def _default_input_index(sd: Any) -> int:
+    """sounddevice's default input index (its default.device is an (input, output) pair); -1 if none."""
+    device = getattr(getattr(sd, "default", None), "device", -1)
     try:
-        device = sd.default.device
-        index = device[0] if isinstance(device, (list, tuple)) or hasattr(device, "__getitem__") else device
-        return int(index) if index is not None else -1
-    except (TypeError, ValueError, IndexError):
+        index = device[0]
+    except (TypeError, IndexError):
+        index = device
+    try:
+        return int(index)
+    except (TypeError, ValueError):
         return -1
 
 
