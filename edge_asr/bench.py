@@ -229,8 +229,33 @@ def machine_info() -> Dict[str, Any]:
         "numpy": np.__version__,
         "onnxruntime": ort.__version__,
         "edge_asr": __version__,
+        # A busy or throttled board gives slow figures that say nothing about the model.
+        "load_average_1m": _load_average(),
+        "throttled": _throttled(),
     }
     return info
+
+
+def _load_average() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _throttled() -> Optional[str]:
+    """`vcgencmd get_throttled` on a Raspberry Pi ("throttled=0x0" is good); None elsewhere."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("vcgencmd")
+    if tool is None:
+        return None
+    try:
+        done = subprocess.run([tool, "get_throttled"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
 
 
 def _read_text(path: str) -> Optional[str]:
@@ -349,6 +374,7 @@ def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchRe
     configs = [(v, t) for v in variants for t in threads]
     isolate = options.isolate if options.isolate is not None else len(configs) > 1
     model_arg = str(bundle.path)
+    machine = machine_info()  # before the runs, so the load average is other programs' load
     results: List[ConfigResult] = []
     for variant, count in configs:
         args = (model_arg, variant, count, seconds, options.input, options.repeats)
@@ -359,7 +385,7 @@ def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchRe
             on_result(result)
     return BenchReport(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        machine=machine_info(),
+        machine=machine,
         model={
             "path": str(bundle.path),
             "name": meta.name,
@@ -406,7 +432,8 @@ def format_table(report: BenchReport) -> str:
     lines = [
         f"machine: {m.get('board') or m.get('machine')}, {m.get('cpu_model') or 'CPU model unknown'}, "
         f"{m.get('physical_cores')} cores, {m.get('memory_mb') or '?'} MB RAM, "
-        f"onnxruntime {m.get('onnxruntime')}",
+        f"onnxruntime {m.get('onnxruntime')}, load average {m.get('load_average_1m')}"
+        + (f", {m['throttled']}" if m.get("throttled") else ""),
         f"model:   {report.model['path']} ({report.model['name'] or 'unnamed'}), "
         f"audio: {report.settings['audio']}",
         "",
