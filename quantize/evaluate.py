@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from edge_asr.audio import read_audio
+from train.metrics import ids_to_text
 
 from .manifest import EvalItem
 from .measure import VariantRun, run_variant
@@ -64,28 +65,12 @@ class Evaluation:
         return self.max_cer_increase is None or increase is None or increase <= self.max_cer_increase
 
 
-def ctc_greedy_text(
-    ids: np.ndarray, vocabulary: Sequence[str], silent: Sequence[int], delimiter: Optional[str]
-) -> str:
-    """The textbook CTC greedy decode: collapse repeats, drop blank/special, delimiter -> space."""
-    out: List[str] = []
-    previous = -1
-    silent_set = set(silent)
-    for token_id in ids.tolist():
-        if token_id != previous and token_id not in silent_set:
-            token = vocabulary[token_id]
-            out.append(" " if token == delimiter else token)
-        previous = token_id
-    return " ".join("".join(out).split())
-
-
 def torch_greedy(source: SourceModel, items: Sequence[EvalItem]) -> TorchRun:
     """PyTorch eager greedy decode of each item, one utterance at a time (as the device runs)."""
     import torch
 
     rate = source.features.sample_rate
     texts, ids, audio, busy = [], [], 0.0, 0.0
-    silent = sorted({source.blank_id, *source.special_ids})
     for item in items:
         samples = read_audio(item.path, rate)
         audio += samples.size / rate
@@ -100,7 +85,8 @@ def torch_greedy(source: SourceModel, items: Sequence[EvalItem]) -> TorchRun:
         frame_ids = logits.argmax(-1).numpy().astype(np.int32)
         busy += time.perf_counter() - started
         ids.append(frame_ids)
-        texts.append(ctc_greedy_text(frame_ids, source.vocabulary, silent, source.word_delimiter))
+        tokens, blank, delimiter = source.vocabulary, source.blank_id, source.word_delimiter
+        texts.append(ids_to_text(frame_ids, tokens, blank, delimiter, source.special_ids))
     return TorchRun(texts, ids, audio, busy)
 
 
