@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     except CorpusError as exc:
         print(f"train.corpus: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"train.corpus: interrupted; {args.out} holds what was made. Rerun the same command to resume.",
+              file=sys.stderr)  # fmt: skip
+        return 130
     for key, reason in sorted(result.skipped_voices.items()):
         print(f"skipped {key}: {reason}")
     print(f"{result.out}: {result.utterances} utterances, {result.seconds / 3600:.3f} h "

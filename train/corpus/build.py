@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import multiprocessing
+import signal
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -149,6 +150,16 @@ def _worker(args: Tuple[PlannedUtterance, Path]) -> RenderResult:
     return render(*args)
 
 
+def _worker_init() -> None:
+    # Ctrl-C goes to the whole process group: only the parent should react (stop, write the tables);
+    # a worker dying mid-task would leave the pool waiting for it forever.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _batches(options: CorpusOptions, planner: Planner, done_seconds) -> Iterator[List[PlannedUtterance]]:
     """Successive groups of planned utterances until the requested size is reached."""
     index = 0
@@ -212,8 +223,14 @@ def build(options: CorpusOptions) -> CorpusResult:
     from tqdm import tqdm  # desktop dependency (train extra)
 
     unit_total = options.count if options.count is not None else float(options.hours or 0) * 3600
-    bar = tqdm(total=unit_total, unit="utt" if options.count else "s", disable=not options.progress,
-               smoothing=0.05, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=unit_total,
+        unit="utt" if options.count else "s audio",
+        disable=not options.progress,
+        smoothing=0.05,
+        mininterval=2.0,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}, {rate_fmt}]",
+    )
 
     def account(item: PlannedUtterance, duration: float, new: bool) -> None:
         results[item.index] = (item, duration)
@@ -221,9 +238,11 @@ def build(options: CorpusOptions) -> CorpusResult:
         if new:
             totals["new_seconds"] += duration
             totals["new"] += 1
-        bar.update(1 if options.count else duration)
+        bar.update(1 if options.count else round(duration, 3))
 
-    pool = multiprocessing.Pool(options.workers) if options.workers > 1 else None
+    pool = multiprocessing.Pool(options.workers, initializer=_worker_init) if options.workers > 1 else None
+    # SIGTERM (kill, a session ending) stops like Ctrl-C: the tables still get written.
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         for batch in _batches(options, planner, lambda: totals["seconds"]):
             todo = []
@@ -242,6 +261,7 @@ def build(options: CorpusOptions) -> CorpusResult:
                     account(by_id[result.id], result.duration, new=True)
     finally:
         bar.close()
+        signal.signal(signal.SIGTERM, previous_term)
         if pool:
             pool.terminate()
             pool.join()

@@ -41,18 +41,28 @@ _ORDINAL_WORDS = {
     "nine": "ninth", "twelve": "twelfth",
 }  # fmt: skip
 
-# Abbreviations whose reading does not depend on context. "St." (saint/street) and "No." are not here:
-# a sentence holding them is dropped.
+# Abbreviations whose reading does not depend on context ("St.", saint/street, is dropped below).
 _ABBREVIATIONS = {
     "Mr.": "Mister", "Mrs.": "Missus", "Dr.": "Doctor", "Prof.": "Professor", "Jr.": "Junior",
     "Sr.": "Senior", "Mt.": "Mount", "vs.": "versus", "etc.": "et cetera", "e.g.": "for example",
     "i.e.": "that is", "Gen.": "General", "Capt.": "Captain", "Lt.": "Lieutenant", "Sgt.": "Sergeant",
 }  # fmt: skip
+# Abbreviations that engines expand in their own way ("St." saint/street, "Co." company, "lbs." pounds):
+# a sentence holding one is dropped. Anywhere for these (not ordinary words, case-sensitive) ...
+_ABBREVIATION_ANYWHERE = re.compile(
+    r"\b(St|Co|Inc|Ltd|Corp|Bros|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|Mon|Tue|Tues|Wed|Thu|Thur|"
+    r"Thurs|Fri|Sat|Sun|No|Nos|Ave|Rd|Blvd|Esq|Messrs|Mme|Mlle|Ms|Jas|Wm|Chas|Geo|Thos|Gov|Sen|Rep|Rev|Col|Maj|"
+    r"Cpl|Pvt|Adm|Ft|Pt|Fr|Vol|Ch|Fig|Dept|Univ|lbs|lb|oz|ft|mph|hrs|hr|yds|kg|km|cm|mm|ml|approx|viz|cf|esp|"
+    r"misc|vol|pp)\."
+)
+# ... and any word followed by a period and a lower-case word ("in. of", "ed. by", "min. later").
+_ABBREVIATION_MID = re.compile(r"\b[A-Za-z]+\.\s+[a-z]")
 # Capitalised words that are ordinary words, not acronyms (the KJV writes LORD and GOD in capitals).
 _CAPS_WORDS = {"LORD": "Lord", "GOD": "God", "JEHOVAH": "Jehovah", "JESUS": "Jesus", "OK": "okay"}
 _SINGLE_LETTERS = {"A", "I", "O", "a"}
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u201c": '"', "\u201d": '"'})
+_CLOCK = re.compile(r"\b(\d{1,2}):([1-5]\d)\b")
 _MONEY = re.compile(r"\$(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{2}))?\b")
 _PERCENT = re.compile(r"\b(\d+(?:\.\d+)?)\s?%")
 _ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
@@ -139,6 +149,11 @@ def _expand_numbers(text: str) -> str:
             raise ValueError(m.group(0))
         return ordinal_to_words(value)
 
+    # Clock times "7:30" -> "seven thirty"; "7:00"/"7:05" stay and are refused (o'clock/oh readings vary).
+    def clock(m: re.Match) -> str:
+        return f"{number_to_words(int(m.group(1)))} {number_to_words(int(m.group(2)))}"
+
+    text = _CLOCK.sub(clock, text)
     text = _MONEY.sub(money, text)
     text = _PERCENT.sub(percent, text)
     text = _ORDINAL.sub(ordinal, text)
@@ -188,7 +203,10 @@ def to_spoken(text: str) -> Optional[str]:
     text = re.sub(r"\s+", " ", text).strip()
     if not text or not text.isascii():
         return None
-    text = text.replace("--", ", ")
+    text = re.sub(r"\s*--\s*", ", ", text)
+    expanded = _expand_abbreviations(text)
+    if _ABBREVIATION_ANYWHERE.search(expanded) or _ABBREVIATION_MID.search(expanded):
+        return None
     try:
         text = _expand_numbers(_expand_abbreviations(text))
     except ValueError:
