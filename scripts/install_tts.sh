@@ -64,6 +64,8 @@ if [ "$WITH_NONFREE" = 1 ]; then
     priv=$(mktemp -d)
     trap 'rm -rf "$priv"' EXIT
     mkdir -p "$priv/lists/partial" "$priv/cache/archives/partial" "$priv/parts"
+    chmod 755 "$priv"  # apt's download user (_apt) must reach the private lists and cache
+    if id _apt >/dev/null 2>&1; then chown -R _apt "$priv/lists" "$priv/cache"; fi
     echo "deb $mirror $codename main contrib non-free" > "$priv/sources.list"
     opts=(-o "Dir::Etc::SourceList=$priv/sources.list" -o "Dir::Etc::SourceParts=$priv/parts"
           -o "Dir::State::Lists=$priv/lists" -o "Dir::Cache=$priv/cache")
@@ -85,7 +87,7 @@ if [ "$WITH_PYPI" = 1 ]; then
 fi
 
 echo "install_tts.sh: engines now available:"
-python3 -m train.corpus --list-engines 2>/dev/null || {
+(cd "$(dirname "$0")/.." && python3 -m train.corpus --list-engines 2>/dev/null) || {
   for b in espeak-ng flite text2wave pico2wave; do
     if command -v "$b" >/dev/null; then echo "  $b: yes"; else echo "  $b: no"; fi
   done
