@@ -188,12 +188,12 @@ def build(options: CorpusOptions) -> CorpusResult:
     if (options.hours or options.count or 0) <= 0:
         raise CorpusError("--hours / --count must be positive")
     out = Path(options.out)
+    splits = split_of_speakers(options)
     voices, skipped = available_voices(options)
     for key, reason in sorted(skipped.items()):
         log.warning("voice %s skipped: %s", key, reason)
     if not voices:
         raise CorpusError("no voice of the chosen engines is installed: run scripts/install_tts.sh")
-    splits = split_of_speakers(options)
     present = {v.speaker for v in voices}
     for name in SPLITS[1:]:
         if not any(splits.get(s) == name for s in present):
