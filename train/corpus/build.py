@@ -22,6 +22,7 @@ import json
 import logging
 import multiprocessing
 import signal
+import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -242,7 +243,8 @@ def build(options: CorpusOptions) -> CorpusResult:
 
     pool = multiprocessing.Pool(options.workers, initializer=_worker_init) if options.workers > 1 else None
     # SIGTERM (kill, a session ending) stops like Ctrl-C: the tables still get written.
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
     try:
         for batch in _batches(options, planner, lambda: totals["seconds"]):
             todo = []
@@ -261,7 +263,8 @@ def build(options: CorpusOptions) -> CorpusResult:
                     account(by_id[result.id], result.duration, new=True)
     finally:
         bar.close()
-        signal.signal(signal.SIGTERM, previous_term)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_term)
         if pool:
             pool.terminate()
             pool.join()
