@@ -351,3 +351,22 @@ def test_manifest_formats(tmp_path):
     with pytest.raises(ManifestError, match="no utterances"):
         read_manifest(empty)
     assert os.path.exists(tmp_path / "wavs" / "a.wav")
+
+
+def test_requantize_and_report_an_existing_bundle(converted, tmp_path):
+    root, model, manifest, out, _ = converted
+    requantized = tmp_path / "per-tensor"
+    assert main(["-q", "quantize", "--bundle", str(out), "--out", str(requantized), "--per-tensor"]) == 0
+    bundle = load_bundle(requantized)
+    bundle.verify()
+    assert bundle.metadata.extra["int8"]["options"]["per_channel"] is False
+    assert "evaluation" not in bundle.metadata.extra  # the old int8's figures do not describe the new one
+    assert not (requantized / "report.json").exists()
+    assert (requantized / "model.onnx").read_bytes() == (out / "model.onnx").read_bytes()
+    reports = tmp_path / "reports"
+    argv = ["-q", "report", "--bundle", str(requantized), "--model", str(model), "--eval", str(manifest)]
+    assert main([*argv, "--out", str(reports), "--max-cer-increase", "0.5"]) == 0
+    report = json.loads((reports / "report.json").read_text())
+    assert report["int8"]["options"]["per_channel"] is False
+    assert report["variants"]["fp32"]["identical_to_pytorch"] == len(TEXTS)
+    assert sorted(p.name for p in reports.iterdir()) == ["report.json", "report.md", "report.png"]
