@@ -256,6 +256,7 @@ class Stream:
         def frames(seconds: float) -> int:
             return max(1, round(seconds / self.frame_seconds))
 
+        self._hop_frames = frames(opts.hop_seconds)
         self._min_speech_frames = frames(opts.min_speech_seconds)
         self._max_frames = frames(opts.max_utterance_seconds)
         self._rule2_frames = frames(opts.endpoint_silence)
@@ -336,7 +337,7 @@ class Stream:
             return events
         frames = buffer[: count * self.frame_length].reshape(count, self.frame_length)
         speech = self.vad(frames)
-        hop = self.plan.chunk_frames
+        hop = self._hop_frames
         for i in range(count):
             index = self._frames_seen
             self._frames_seen += 1

@@ -259,6 +259,8 @@ def test_a_model_with_5_ms_frames_streams_the_offline_text(tmp_path, monkeypatch
     assert stream.frame_length == 320  # the VAD still sees 20 ms frames
     events = feed(stream, audio, block=999)
     assert [e.text for e in finals(events)] == ["ab cd", "fe"]
+    # one partial chance per hop whatever the block size
+    assert [e.text for e in feed(asr.stream(), audio, block=48000)] == [e.text for e in events]
     offline = asr.transcribe(audio[: len(tone_audio("ab cd"))], sample_rate=SAMPLE_RATE)
     assert [(w.text, w.start, w.end) for w in finals(events)[0].words] == [
         (w.text, w.start, w.end) for w in offline.words
