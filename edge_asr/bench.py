@@ -74,10 +74,14 @@ class BenchOptions:
 
 @dataclass
 class ClipResult:
+    """One clip length. `cpu_s` is CPU time over all threads: far below `processing_s` x threads means
+    other programs had the cores (a busy board gives slow figures)."""
+
     seconds: float
     processing_s: float
     rtf: float
     peak_rss_mb: float
+    cpu_s: float = 0.0
 
 
 @dataclass
@@ -325,10 +329,12 @@ def run_configuration(
     )
     for length in sorted(seconds):
         audio = clip_audio(length, rate, source)
-        best = float("inf")
+        best, best_cpu = float("inf"), 0.0
         for _ in range(max(1, repeats)):
+            cpu = time.process_time()
             transcript = transcriber.transcribe(audio, sample_rate=rate)
-            best = min(best, transcript.processing_time)
+            if transcript.processing_time < best:
+                best, best_cpu = transcript.processing_time, time.process_time() - cpu
         if source is not None and length == max(seconds):
             result.text = transcript.text
         result.clips.append(
@@ -337,6 +343,7 @@ def run_configuration(
                 processing_s=round(best, 6),
                 rtf=round(best / length, 6),
                 peak_rss_mb=round(peak_rss_mb(), 1),
+                cpu_s=round(best_cpu, 6),
             )
         )
     return result
@@ -440,14 +447,14 @@ def format_table(report: BenchReport) -> str:
     ]
     seconds = report.settings["seconds"]
     head = ["variant", "threads", "file MB", "load s", "1st run s"]
-    head += [f"RTF {s:g}s" for s in seconds] + ["RSS before load MB", "peak RSS MB"]
+    head += [f"RTF {s:g}s" for s in seconds] + ["CPU %", "RSS before load MB", "peak RSS MB"]
     rows = []
     for r in report.results:
         by_len = {c.seconds: c for c in r.clips}
         rows.append(
             [r.variant, str(r.threads), f"{r.model_mb:.3g}", f"{r.load_s:.2f}", f"{r.first_run_s:.2f}"]
             + [f"{by_len[s].rtf:.3g}" if s in by_len else "-" for s in seconds]
-            + [f"{r.rss_before_load_mb:.0f}", f"{r.peak_rss_mb:.0f}"]
+            + [_cpu_percent(r), f"{r.rss_before_load_mb:.0f}", f"{r.peak_rss_mb:.0f}"]
         )
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
     lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
@@ -455,10 +462,18 @@ def format_table(report: BenchReport) -> str:
         lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
     lines.append("")
     lines.append(
-        "RTF = processing time / audio length (below 1 is faster than real time). Peak RSS includes "
-        "Python, numpy and onnxruntime themselves (the 'before load' column)."
+        "RTF = processing time / audio length (below 1 is faster than real time). CPU % = CPU time / "
+        "processing time on the longest clip: well below 100 x threads, other programs had the cores.\n"
+        "Peak RSS includes Python, numpy and onnxruntime themselves (the 'before load' column)."
     )
     return "\n".join(lines) + "\n"
+
+
+def _cpu_percent(result: ConfigResult) -> str:
+    if not result.clips or result.clips[-1].processing_s <= 0:
+        return "-"
+    longest = result.clips[-1]
+    return f"{100 * longest.cpu_s / longest.processing_s:.0f}"
 
 
 def write_report(report: BenchReport, path: str) -> Path:

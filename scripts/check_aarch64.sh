@@ -150,7 +150,7 @@ for VARIANT in $VARIANTS; do
         echo "$VARIANT: SAME transcript"
     else
         FAILED="$FAILED $VARIANT"
-        python -c "import difflib,sys; print('$VARIANT: DIFFERENT transcript, similarity %.3f' % difflib.SequenceMatcher(None, sys.argv[1], sys.argv[2]).ratio())" "$X86_TEXT" "$ARM_TEXT"
+        python -c "import difflib,sys; print('$VARIANT: DIFFERENT transcript, similarity %.3f' % difflib.SequenceMatcher(None, sys.argv[1], sys.argv[2], autojunk=False).ratio())" "$X86_TEXT" "$ARM_TEXT"
     fi
 done
 

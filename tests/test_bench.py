@@ -28,7 +28,7 @@ def test_in_process_times_every_variant_and_clip(tone_bundle):
     for result in report.results:
         assert [c.seconds for c in result.clips] == [0.5, 1.0]  # shortest first: RSS peaks in order
         for clip in result.clips:
-            assert clip.processing_s > 0
+            assert clip.processing_s > 0 and clip.cpu_s > 0
             assert clip.rtf == pytest.approx(clip.processing_s / clip.seconds, rel=1e-3, abs=1e-5)
             assert clip.peak_rss_mb >= result.rss_after_load_mb >= result.rss_before_load_mb > 0
         assert result.load_s >= 0 and result.model_mb > 0
