@@ -42,3 +42,12 @@ def test_json_and_atomic_write(tmp_path):
     assert abs(data["real_time_factor"] - 0.2 / 4.5) < 1e-9
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.json"]  # no temp files left
     assert [w.extension for w in get_writers("all")] == ["txt", "json", "srt", "vtt"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    path = get_writer("txt").write(TRANSCRIPT, tmp_path, "clip")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
