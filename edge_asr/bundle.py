@@ -182,7 +182,10 @@ class ModelBundle:
         """Check the sha256 of the named files (default: all of them)."""
         for name in filenames if filenames is not None else list(self.metadata.files):
             expected = self.metadata.files[name]
-            actual = sha256_file(self.path / name)
+            try:
+                actual = sha256_file(self.path / name)
+            except OSError as exc:
+                raise BundleError(f"{self.path / name}: cannot read ({exc.strerror}); check its permissions") from None
             if actual != expected:
                 raise BundleError(
                     f"{self.path / name}: checksum mismatch (expected sha256 {expected[:12]}..., "
@@ -228,6 +231,8 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
         raise BundleError(f"{folder}: not a model bundle ({METADATA_FILE} is missing)")
     try:
         data = json.loads(meta_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BundleError(f"{meta_path}: cannot read ({exc.strerror}); check its permissions") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{meta_path}: not valid JSON ({exc})") from None
     metadata = BundleMetadata.from_dict(data, where=str(meta_path))
