@@ -108,6 +108,7 @@ def tiny_config(tmp_path: Path, data: Sequence[Path], **overrides) -> TrainConfi
         learning_rate=2e-3,
         warmup=0.0,
         num_workers=0,
+        cpu_threads=1,
         augment=False,
         validation_fraction=0.25,
         log_level="warning",

@@ -140,11 +140,11 @@ def test_bad_rows_are_reported_and_the_good_ones_train(tmp_path, capsys, caplog)
             "--num-workers",
             "0",
             "--no-augment",
-            # large/lv60-style geometry: layer norm, so the attention-mask path is trained too
+            # base-style geometry: group norm, no attention mask (the tiny preset is layer-norm)
             "--model-override",
-            "feat_extract_norm=layer",
+            "feat_extract_norm=group",
             "--model-override",
-            "do_stable_layer_norm=true",
+            "do_stable_layer_norm=false",
         ]
     )
     assert status == 0
@@ -165,9 +165,9 @@ def test_bad_rows_are_reported_and_the_good_ones_train(tmp_path, capsys, caplog)
     assert "missing.wav" in dropped and "garbage.wav" in dropped
     trained = (out / "splits" / "train.csv").read_text()
     assert "good0.wav" in trained and "garbage.wav" not in trained and "short.wav" not in trained
-    assert json.loads((out / "model" / "config.json").read_text())["feat_extract_norm"] == "layer"
+    assert json.loads((out / "model" / "config.json").read_text())["feat_extract_norm"] == "group"
     assert (
-        json.loads((out / "model" / "preprocessor_config.json").read_text())["return_attention_mask"] is True
+        json.loads((out / "model" / "preprocessor_config.json").read_text())["return_attention_mask"] is False
     )
 
 

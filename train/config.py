@@ -99,6 +99,7 @@ class TrainConfig:
     early_stopping_threshold: float = _opt(0.0, "a CER improvement smaller than this does not count")
     save_total_limit: int = _opt(2, "checkpoints kept (the best one is always kept)")
     num_workers: int = _opt(2, "DataLoader worker processes (0: load in the training process)")
+    cpu_threads: int = _opt(0, "PyTorch CPU threads (0: PyTorch's default); 1 is fastest on a busy machine")
     group_by_length: bool = _opt(True, "batch utterances of similar length to cut padding")
     logged_examples: int = _opt(4, "decoded validation examples written to TensorBoard per evaluation")
     # --- augmentation (training split only) ---
@@ -146,8 +147,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.num_workers < 0 or self.early_stopping_patience < 0:
-            raise ConfigError("num_workers and early_stopping_patience cannot be negative")
+        if self.num_workers < 0 or self.early_stopping_patience < 0 or self.cpu_threads < 0:
+            raise ConfigError("num_workers, cpu_threads and early_stopping_patience cannot be negative")
         for name in ("noise_p", "pitch_p", "stretch_p", "gain_p", "reverb_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} is a probability (0..1), got {getattr(self, name)}")

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 # Small configs for training from scratch on a CPU. "tiny" is for tests (seconds per step on a
 # laptop core); "small" is a starting point for a real model. Both use a smaller conv downsampling
 # than wav2vec2's 320 samples: more frames per character helps CTC leave its all-blank plateau.
+# Both are layer-norm (lv60-style, with attention mask): from scratch, the group-norm variant's
+# statistics shift with each batch's zero padding, and in a probe here the tiny group-norm model
+# stalled at CER 0.05-0.1 on four utterances where the layer-norm one reached 0 within 300 steps.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "tiny": {
         "hidden_size": 32,
@@ -32,8 +35,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "conv_stride": [5, 4, 4],
         "num_conv_pos_embeddings": 16,
         "num_conv_pos_embedding_groups": 4,
-        "feat_extract_norm": "group",
-        "do_stable_layer_norm": False,
+        "feat_extract_norm": "layer",
+        "do_stable_layer_norm": True,
         "hidden_dropout": 0.0,
         "attention_dropout": 0.0,
         "activation_dropout": 0.0,

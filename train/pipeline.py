@@ -260,6 +260,8 @@ def run_training(config: TrainConfig) -> RunResult:
     checkpoint = _check_resume(config, run_dir, normalization)
     resuming = config.resume and (run_dir / "splits").is_dir()
     use_cpu, precision = _resolve_device(config)
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
     from_scratch = bool(config.init_from_config)
 
     probe_config = M.load_model_config(config.model, config.init_from_config, config.model_overrides)
