@@ -115,8 +115,9 @@ def load_model_config(
         try:
             config = Wav2Vec2Config.from_pretrained(model)
         except OSError as exc:
+            reason = str(exc).splitlines()[0].rstrip(".")
             raise ModelError(
-                f"cannot load the config of {model!r}: {str(exc).splitlines()[0]}. Pass a local model folder "
+                f"cannot load the config of {model!r}: {reason}. Pass a local model folder "
                 "(with config.json), check the hub name and network, or train from scratch with "
                 "--init-from-config tiny|small|base|CONFIG.json"
             ) from None
@@ -191,7 +192,9 @@ def build_model(config, model: str, from_scratch: bool, freeze_feature_encoder: 
                 ignore_mismatched_sizes=True,
             )
         except OSError as exc:
-            raise ModelError(f"cannot load weights of {model!r}: {str(exc).splitlines()[0]}") from None
+            raise ModelError(
+                f"cannot load weights of {model!r}: {str(exc).splitlines()[0].rstrip('.')}"
+            ) from None
     freeze = (not from_scratch) if freeze_feature_encoder is None else freeze_feature_encoder
     if freeze:
         net.freeze_feature_encoder()

@@ -161,7 +161,11 @@ class MetricComputer:
             for row in np.asarray(prediction.label_ids)
         ]
         counts = count_errors(refs, hyps, self.normalization)
-        self.examples = list(zip(refs, hyps))[: self.keep_examples]
+        # Spread over the split (it is sorted by length), not just the shortest few.
+        picks = sorted(
+            set(np.linspace(0, len(refs) - 1, min(self.keep_examples, len(refs))).astype(int).tolist())
+        )
+        self.examples = [(refs[i], hyps[i]) for i in picks] if self.keep_examples > 0 else []
         return counts.as_dict()
 
 
