@@ -106,6 +106,10 @@ def test_resume_continues_from_the_saved_step(tmp_path, dataset):
     assert steps[:2] == [1, 2]  # restored from checkpoint-2's state ...
     assert steps[2:] == [3, 4]  # ... and only steps 3 and 4 were trained now
     assert (second.run_dir / "checkpoints" / "checkpoint-4").is_dir()
+    assert (second.run_dir / "train_config.yaml").read_text() != (
+        second.run_dir / "train_config.resumed.yaml"
+    ).read_text()
+    assert (second.run_dir / "versions.resumed.json").is_file() and (second.run_dir / "dropped.csv").is_file()
 
 
 def test_early_stopping_triggers_when_cer_stops_improving(tmp_path, dataset):

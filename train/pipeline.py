@@ -4,6 +4,7 @@ Run folder (``--output-dir``)::
 
     train_config.yaml        the resolved options (feed back with --config)
     versions.json            exact package versions
+    *.resumed.*              the same records for the latest --resume (the originals are kept)
     text_normalization.json  how labels were normalized
     vocab.json               the vocabulary (id 0 = [PAD] = CTC blank)
     splits/train.csv         the rows trained on (path,text,seconds,origin)
@@ -143,15 +144,20 @@ def prepare_data(config: TrainConfig, run_dir: Path, model_config, normalization
     return train_rows, val_rows, vocabulary, report
 
 
-def _write_run_files(config, run_dir, normalization, vocabulary, train_rows, val_rows, report) -> None:
+def _write_run_files(
+    config, run_dir, normalization, vocabulary, train_rows, val_rows, report, resuming
+) -> None:
+    """The run's record. A resumed run keeps the first invocation's files and adds *.resumed.* ones."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "train_config.yaml")
-    write_text_atomic(run_dir / "versions.json", json.dumps(package_versions(), indent=2) + "\n")
+    suffix = ".resumed" if resuming else ""
+    save_config(config, run_dir / f"train_config{suffix}.yaml")
+    write_text_atomic(run_dir / f"versions{suffix}.json", json.dumps(package_versions(), indent=2) + "\n")
+    if not resuming or report.dropped:
+        report.write_csv(run_dir / f"dropped{suffix}.csv")
     write_text_atomic(run_dir / NORMALIZATION_FILE, json.dumps(normalization.to_dict(), indent=2) + "\n")
     V.save_vocabulary(vocabulary, run_dir / "vocab.json")
     D.write_split(train_rows, run_dir / "splits" / "train.csv")
     D.write_split(val_rows, run_dir / "splits" / "validation.csv")
-    report.write_csv(run_dir / "dropped.csv")
 
 
 def _check_resume(config: TrainConfig, run_dir: Path, normalization) -> Optional[Path]:
@@ -278,7 +284,7 @@ def run_training(config: TrainConfig) -> RunResult:
         len(vocabulary),
     )
     if main_process:
-        _write_run_files(config, run_dir, normalization, vocabulary, train_rows, val_rows, report)
+        _write_run_files(config, run_dir, normalization, vocabulary, train_rows, val_rows, report, resuming)
 
     blank_id = vocabulary[V.PAD]
     model_config = M.load_model_config(
