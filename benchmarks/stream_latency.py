@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_asr import EdgeTranscriber  # noqa: E402
 from edge_asr.audio import resample  # noqa: E402
+from edge_asr.listen import limit_heap_growth  # noqa: E402
 from edge_asr.stream import StreamOptions  # noqa: E402
 
 RATE = 16000
@@ -120,6 +121,10 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def latency(asr: EdgeTranscriber, utterances: List[np.ndarray], options: StreamOptions) -> Dict[str, float]:
@@ -255,7 +260,7 @@ def session(
         "rss_mb_min_after_1min": min(after_warmup),
         "rss_mb_max_after_1min": max(after_warmup),
         "rss_mb_last": rss[-1],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -271,6 +276,9 @@ def main() -> None:
     parser.add_argument("--session-minutes", type=float, default=30.0)
     parser.add_argument("--skip", nargs="*", default=[], choices=("latency", "hop", "session"))
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="skip listen's limit_heap_growth() (to compare RSS)"
+    )
     args = parser.parse_args()
     if args.build_random:
         model = str(build_random(args.build_random, Path(args.work)))
@@ -278,22 +286,32 @@ def main() -> None:
         model = args.model
     else:
         parser.error("give --model BUNDLE or --build-random base|tiny")
+    if not args.default_malloc:
+        limit_heap_growth()  # as `edge-asr listen` does
     asr = EdgeTranscriber(model, quantized=not args.fp32, threads=args.threads)
     options = StreamOptions()
     utterances = synthesize()
     report: Dict[str, object] = {
         "model": str(asr.model_path),
         "threads": asr.model.threads,
+        "mmap_threshold_pinned": not args.default_malloc,
         "options": options.__dict__,
         "speech_seconds": round(sum(u.size for u in utterances) / RATE, 1),
     }
     asr.stream(options).accept(np.zeros(RATE, np.float32), RATE)  # load/warm onnxruntime
     asr.model.log_probs(np.zeros(3 * RATE, np.float32))
+    report["rss_mb_loaded"] = rss_mb()
+    print(json.dumps({"rss_mb_loaded": report["rss_mb_loaded"], "peak": peak_rss_mb()}), flush=True)
     if "latency" not in args.skip:
         report["latency"] = latency(asr, utterances, options)
+        report["latency"]["rss_mb_after"], report["latency"]["peak_rss_mb_so_far"] = rss_mb(), peak_rss_mb()
         print(json.dumps({"latency": report["latency"]}), flush=True)
     if "hop" not in args.skip:
         report["per_hop"] = [per_hop(asr, utterances, s, options) for s in (5, 60)]
+        report["per_hop"][-1]["rss_mb_after"], report["per_hop"][-1]["peak_rss_mb_so_far"] = (
+            rss_mb(),
+            peak_rss_mb(),
+        )
         print(json.dumps({"per_hop": report["per_hop"]}), flush=True)
     if "session" not in args.skip:
         report["session"] = session(asr, utterances, args.session_minutes, options)
