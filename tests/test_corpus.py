@@ -327,6 +327,20 @@ def test_all_engines_parallel_resume_and_extend(tmp_path, capsys):
     assert not list((out / "wavs").glob(".*"))  # no temp files left
 
 
+def test_hours_target_with_progress_bar(tmp_path):
+    pytest.importorskip("tqdm")
+    if engine_missing("espeak"):
+        pytest.skip(engine_missing("espeak"))
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("\n".join(f"Here is a short line about {w} and more." for w in SENTENCES[0].split()))
+    options = CorpusOptions(
+        out=tmp_path / "c", hours=0.004, engines=("espeak",), sources=(f"file:{sentences}",), workers=1
+    )
+    result = build(options)  # the bar overshoots its total on the last utterance: must not fail
+    assert 0.004 * 3600 <= result.seconds < 0.004 * 3600 + 10
+    assert len(check_ljspeech_folder(tmp_path / "c")) == result.utterances
+
+
 def test_cli_errors(tmp_path, capsys):
     assert main(["--list-engines"]) == 0
     assert "espeak:en-US" in capsys.readouterr().out

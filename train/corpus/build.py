@@ -230,8 +230,8 @@ def build(options: CorpusOptions) -> CorpusResult:
         disable=not options.progress,
         smoothing=0.05,
         mininterval=2.0,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}, {rate_fmt}]",
     )
+    shown = {"n": 0}
 
     def account(item: PlannedUtterance, duration: float, new: bool) -> None:
         results[item.index] = (item, duration)
@@ -239,7 +239,10 @@ def build(options: CorpusOptions) -> CorpusResult:
         if new:
             totals["new_seconds"] += duration
             totals["new"] += 1
-        bar.update(1 if options.count else round(duration, 3))
+        # Whole units only: tqdm prints fractional counts with every digit.
+        now = len(results) if options.count else int(totals["seconds"])
+        bar.update(now - shown["n"])
+        shown["n"] = now
 
     pool = multiprocessing.Pool(options.workers, initializer=_worker_init) if options.workers > 1 else None
     # SIGTERM (kill, a session ending) stops like Ctrl-C: the tables still get written.
@@ -262,16 +265,17 @@ def build(options: CorpusOptions) -> CorpusResult:
                 else:
                     account(by_id[result.id], result.duration, new=True)
     finally:
-        bar.close()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_term)
         if pool:
             pool.terminate()
             pool.join()
-        # Write the tables for whatever exists, also after an interruption: the folder stays usable.
+        # Write the tables for whatever exists, also after an interruption or an error: the folder
+        # stays usable and a rerun resumes.
         wall = time.monotonic() - started
         done = [results[i] for i in sorted(results)]
         per_split, per_speaker = write_tables(out, done, identity, wall, totals)
+        bar.close()
     return CorpusResult(
         out=out,
         utterances=len(results),
