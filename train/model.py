@@ -201,7 +201,7 @@ def build_model(config, model: str, from_scratch: bool, freeze_feature_encoder: 
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     total = sum(p.numel() for p in net.parameters())
     log.info(
-        "model: %s, %.1fM parameters (%.1fM trainable), feature encoder %s, attention mask %s",
+        "model: %s, %.2fM parameters (%.2fM trainable), feature encoder %s, attention mask %s",
         "random init" if from_scratch else model,
         total / 1e6,
         trainable / 1e6,
