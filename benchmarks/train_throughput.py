@@ -37,7 +37,9 @@ def model_throughput(steps: int, batch: int, seconds: float) -> List[Dict[str, o
     for frozen in (True, False):
         for precision in ("fp32", "bf16"):
             torch.manual_seed(0)
-            config = Wav2Vec2Config(vocab_size=32, pad_token_id=0, ctc_loss_reduction="mean", ctc_zero_infinity=True)
+            config = Wav2Vec2Config(
+                vocab_size=32, pad_token_id=0, ctc_loss_reduction="mean", ctc_zero_infinity=True
+            )
             model = Wav2Vec2ForCTC(config).train()
             if frozen:
                 model.freeze_feature_encoder()
@@ -46,9 +48,8 @@ def model_throughput(steps: int, batch: int, seconds: float) -> List[Dict[str, o
             lengths = torch.full((batch,), samples, dtype=torch.long)
             labels = torch.randint(3, 32, (batch, int(seconds * 14)))
             frames = output_frames_tensor(config, lengths)
-            autocast = (
-                torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-            )
+            bf16 = precision == "bf16"
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
             times = []
             for step in range(steps + 1):  # the first step warms up allocators and kernels
                 start = time.perf_counter()
@@ -94,7 +95,8 @@ def loader_throughput(files: int, seconds: float, batch: int, workers: List[int]
             wave = 0.3 * np.sin(2 * np.pi * (200 + 20 * i) * t) + 0.02 * rng.standard_normal(t.size)
             path = folder / f"f{i}.wav"
             sf.write(str(path), wave.astype(np.float32), 22050)
-            rows.append(Utterance(str(path), "a test sentence", f"bench:{i}", int(seconds * 16000), "a test sentence"))
+            label = "a test sentence"
+            rows.append(Utterance(str(path), label, f"bench:{i}", int(seconds * 16000), label))
         irs = make_impulse_responses(folder / "irs", (0.15, 0.6))
         vocabulary = V.build_vocabulary([r.label for r in rows])
         config = M.load_model_config("", "base", {})
