@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
@@ -295,7 +296,7 @@ def main() -> None:
         "model": str(asr.model_path),
         "threads": asr.model.threads,
         "mmap_threshold_pinned": not args.default_malloc,
-        "options": options.__dict__,
+        "options": asdict(options),
         "speech_seconds": round(sum(u.size for u in utterances) / RATE, 1),
     }
     asr.stream(options).accept(np.zeros(RATE, np.float32), RATE)  # load/warm onnxruntime
