@@ -48,15 +48,24 @@ def expand_inputs(paths: Sequence[str]) -> List[InputItem]:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", metavar="DIR", help="model bundle folder (default: the bundled model)")
+    parser.add_argument(
+        "--model", "-m", metavar="DIR", help="model bundle folder (default: the bundled model)"
+    )
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     _add_model_options(parser)
-    parser.add_argument("--threads", "-t", type=int, help="onnxruntime threads (default: physical cores, max 4)")
-    parser.add_argument("--fp32", action="store_true", help="run the float32 graph even if the bundle has int8")
     parser.add_argument(
-        "--blank-penalty", type=float, default=0.0, help="subtract from the blank score; >0 emits more letters"
+        "--threads", "-t", type=int, help="onnxruntime threads (default: physical cores, max 4)"
+    )
+    parser.add_argument(
+        "--fp32", action="store_true", help="run the float32 graph even if the bundle has int8"
+    )
+    parser.add_argument(
+        "--blank-penalty",
+        type=float,
+        default=0.0,
+        help="subtract from the blank score; >0 emits more letters",
     )
 
 
@@ -77,17 +86,31 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     file_cmd.add_argument("paths", nargs="+", metavar="PATH", help="audio file, folder, or - for stdin")
     _add_runtime_options(file_cmd)
-    file_cmd.add_argument("--format", "-f", choices=FORMATS, default="txt", help="output format (default txt)")
-    file_cmd.add_argument("--output-dir", "-o", metavar="DIR", help="write one file per input (and format) here")
     file_cmd.add_argument(
-        "--chunk-seconds", type=float, default=TranscribeOptions.chunk_seconds, help="window core for long audio"
+        "--format", "-f", choices=FORMATS, default="txt", help="output format (default txt)"
     )
-    file_cmd.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                          help="progress line on stderr (default: when stderr is a terminal)")
+    file_cmd.add_argument(
+        "--output-dir", "-o", metavar="DIR", help="write one file per input (and format) here"
+    )
+    file_cmd.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=TranscribeOptions.chunk_seconds,
+        help="window core for long audio",
+    )
+    file_cmd.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress line on stderr (default: when stderr is a terminal)",
+    )
     file_cmd.set_defaults(handler=run_file)
 
-    info_cmd = commands.add_parser("info", help="show what a model bundle holds",
-                                   description="Print a model bundle's metadata and check its files.")
+    info_cmd = commands.add_parser(
+        "info",
+        help="show what a model bundle holds",
+        description="Print a model bundle's metadata and check its files.",
+    )
     _add_model_options(info_cmd)
     info_cmd.add_argument("--verify", action="store_true", help="check the sha256 of every file")
     info_cmd.add_argument("--json", action="store_true", help="print bundle.json as loaded")
@@ -178,13 +201,17 @@ def run_file(args: argparse.Namespace, out: TextIO) -> int:
             progress.clear()
             if args.output_dir:
                 for writer in writers:
-                    writer.write(transcript, Path(args.output_dir) / item.output_stem.parent, item.output_stem.name)
+                    writer.write(
+                        transcript, Path(args.output_dir) / item.output_stem.parent, item.output_stem.name
+                    )
             elif len(items) > 1:
                 print(f"{item.source}: {transcript.text}", file=out, flush=True)
             else:
                 out.write(writers[0].render(transcript))
                 out.flush()
-            log.info("%s: %.1f s of audio in %.2f s", item.source, transcript.duration, transcript.processing_time)
+            log.info(
+                "%s: %.1f s of audio in %.2f s", item.source, transcript.duration, transcript.processing_time
+            )
         except (EdgeASRError, OSError) as exc:
             progress.clear()
             print(f"edge-asr: {exc}", file=sys.stderr)
@@ -268,7 +295,9 @@ def run_devices(args: argparse.Namespace, out: TextIO) -> int:
 
 def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     """Run a parsed command; errors meant for the user become a one-line message and exit status."""
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         return int(args.handler(args, out or sys.stdout))
     except EdgeASRError as exc:
