@@ -185,7 +185,9 @@ class ModelBundle:
             try:
                 actual = sha256_file(self.path / name)
             except OSError as exc:
-                raise BundleError(f"{self.path / name}: cannot read ({exc.strerror}); check its permissions") from None
+                raise BundleError(
+                    f"{self.path / name}: cannot read ({exc.strerror}); check its permissions"
+                ) from None
             if actual != expected:
                 raise BundleError(
                     f"{self.path / name}: checksum mismatch (expected sha256 {expected[:12]}..., "

@@ -67,7 +67,7 @@ class InputDevice:
 
 def _default_input_index(sd: Any) -> int:
     """sounddevice's default input index (its default.device is an (input, output) pair); -1 if none."""
-    device = getattr(getattr(sd, "default", None), "device", -1)
+    device: Any = getattr(getattr(sd, "default", None), "device", -1)
     try:
         index = device[0]
     except (TypeError, IndexError):
