@@ -1,0 +1,174 @@
+"""Turn a trained default-model checkpoint into the bundle that ships inside edge_asr.
+
+    python scripts/package_default_model.py --model /work/runs/default-model/model \
+        --corpus /work/data/corpus-v1 [--eval-limit 400]
+
+1. `python -m quantize convert` with the corpus's test split (voices never heard in training) as the
+   evaluation set: ONNX export, parity, int8, fp32-vs-int8 report.
+2. The shipped bundle, edge_asr/models/default: the int8 graph only (the size budget is 15 MB) plus
+   the report, with bundle.json rewritten through edge_asr.bundle.write_bundle.
+3. Samples, edge_asr/samples: one short test-split utterance per held-out speaker, picked by a fixed
+   rule (not by how well the model does on them), with transcripts.csv.
+4. The Hugging Face checkpoint, models/default-model-hf, so a later session can continue training it
+   (`python -m train --model models/default-model-hf --vocab models/default-model-hf/vocab.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_asr.bundle import BundleMetadata, load_bundle, write_bundle  # noqa: E402
+
+SHIPPED = ROOT / "edge_asr" / "models" / "default"
+SAMPLES = ROOT / "edge_asr" / "samples"
+CHECKPOINT = ROOT / "models" / "default-model-hf"
+CHECKPOINT_FILES = (
+    "config.json",
+    "model.safetensors",
+    "vocab.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+    "text_normalization.json",
+)
+REPORT_FILES = ("report.md", "report.json", "report.png")
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Swap `staging` into place; the old folder is removed only after the new one is complete."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def convert(model: Path, corpus: Path, work: Path, eval_limit: int) -> Path:
+    full = work / "default-bundle-full"
+    cmd = [
+        sys.executable,
+        "-m",
+        "quantize",
+        "convert",
+        "--model",
+        str(model),
+        "--out",
+        str(full),
+        "--force",
+        "--name",
+        "edge-asr-default-en",
+        "--eval",
+        str(corpus / "test.csv"),
+        "--eval-limit",
+        str(eval_limit),
+        "--no-guard",
+    ]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return full
+
+
+def ship_int8(full: Path, training: dict) -> None:
+    source = load_bundle(full, verify=True, quantized=True)
+    staging = SHIPPED.with_name(".default.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    int8_name = source.metadata.models["int8"]
+    shutil.copy2(full / int8_name, staging / int8_name)
+    for name in REPORT_FILES:
+        if (full / name).exists():
+            shutil.copy2(full / name, staging / name)
+    meta = BundleMetadata.from_dict(json.loads((full / "bundle.json").read_text()))
+    meta.models = {"int8": int8_name}
+    meta.files = {}
+    meta.source = {**meta.source, "training": training}
+    write_bundle(staging, meta)
+    replace_folder(staging, SHIPPED)
+    size = sum(p.stat().st_size for p in SHIPPED.iterdir()) / 1e6
+    print(f"shipped bundle: {SHIPPED} ({size:.1f} MB)")
+
+
+def pick_samples(corpus: Path, per_speaker: int = 1) -> None:
+    with open(corpus / "utterances.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "test"]
+    labels = {}
+    with open(corpus / "metadata.csv", newline="") as handle:
+        for line in handle:
+            uid, _spoken, label = line.rstrip("\n").split("|", 2)
+            labels[uid] = label
+    staging = SAMPLES.with_name(".samples.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    chosen = []
+    for speaker in sorted({r["speaker"] for r in rows}):
+        # Fixed rule: the first utterances by id of 3-6 s with 8 or more words.
+        candidates = [
+            r
+            for r in sorted(rows, key=lambda r: r["id"])
+            if r["speaker"] == speaker
+            and 3.0 <= float(r["duration"]) <= 6.0
+            and len(labels[r["id"]].split()) >= 8
+        ]
+        for row in candidates[:per_speaker]:
+            name = f"{speaker}-{row['id']}.wav"
+            shutil.copy2(corpus / "wavs" / f"{row['id']}.wav", staging / name)
+            chosen.append(
+                {
+                    "file": name,
+                    "text": labels[row["id"]],
+                    "speaker": speaker,
+                    "engine": row["engine"],
+                    "licence": row["licence"],
+                }
+            )
+    with open(staging / "transcripts.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "text", "speaker", "engine", "licence"])
+        writer.writeheader()
+        writer.writerows(chosen)
+    replace_folder(staging, SAMPLES)
+    print(f"samples: {', '.join(c['file'] for c in chosen)}")
+
+
+def keep_checkpoint(model: Path) -> None:
+    staging = CHECKPOINT.with_name(".default-model-hf.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for name in CHECKPOINT_FILES:
+        if (model / name).exists():
+            shutil.copy2(model / name, staging / name)
+    replace_folder(staging, CHECKPOINT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, required=True, help="trained Hugging Face model folder")
+    parser.add_argument("--corpus", type=Path, required=True, help="the corpus folder (train.corpus output)")
+    parser.add_argument("--work", type=Path, default=Path("/work/runs"), help="scratch folder")
+    parser.add_argument("--eval-limit", type=int, default=400, help="test utterances in the report")
+    parser.add_argument("--training-note", default="{}", help="JSON facts about the run (steps, hours)")
+    args = parser.parse_args()
+    full = convert(args.model, args.corpus, args.work, args.eval_limit)
+    ship_int8(full, json.loads(args.training_note))
+    pick_samples(args.corpus)
+    keep_checkpoint(args.model)
+
+
+if __name__ == "__main__":
+    main()
