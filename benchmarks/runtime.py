@@ -71,17 +71,30 @@ def make_audio(path: Path, seconds: float) -> Path:
     return path
 
 
+def peak_rss_kb() -> int:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child
+    started by a parent that had loaded torch would report the parent's peak."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def child(bundle: str, audio: str, int8: bool, threads: int) -> None:
-    """One measurement, printed as JSON: import, load, transcribe, peak RSS of this process."""
+    """One measurement, as `edge-asr file` runs it, printed as JSON: import, load, transcribe, peak RSS."""
     t0 = time.perf_counter()
     from edge_asr import EdgeTranscriber
 
     t1 = time.perf_counter()
+    from edge_asr.model import limit_heap_growth
+
+    limit_heap_growth()  # as `edge-asr file` does
     asr = EdgeTranscriber(bundle, quantized=int8, threads=threads)
     t2 = time.perf_counter()
     result = asr.transcribe(audio)
     t3 = time.perf_counter()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = peak_rss_kb()
     print(
         json.dumps(
             {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from . import __version__
 from .audio import STDIN, is_audio_path
 from .bundle import load_bundle
 from .errors import EdgeASRError, InputError
+from .model import limit_heap_growth
 from .progress import Progress
 from .transcriber import EdgeTranscriber, TranscribeOptions
 from .writers import FORMATS, get_writers
@@ -298,6 +300,10 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    # The CLI owns the process, so it may tune the allocator (see limit_heap_growth); bench's child
+    # processes get the same setting through the environment glibc reads at start-up.
+    limit_heap_growth()
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
     try:
         return int(args.handler(args, out or sys.stdout))
     except EdgeASRError as exc:

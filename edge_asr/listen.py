@@ -23,6 +23,7 @@ from typing import Any, Iterator, Optional, TextIO, Union
 import numpy as np
 
 from .errors import InputError
+from .model import limit_heap_growth
 from .stream import Stream, StreamEvent, StreamOptions
 from .vad import EnergyVadOptions
 
@@ -127,29 +128,6 @@ class ListenSummary:
         if self.audio_seconds:
             parts.append(f"model time {self.model_seconds / self.audio_seconds:.2f} s per audio s")
         return "listened to " + ", ".join(parts)
-
-
-def limit_heap_growth(threshold_bytes: int = 1 << 20) -> bool:
-    """Pin glibc's mmap threshold so that a long session's RSS stays flat; False where unsupported.
-
-    glibc raises its mmap threshold each time a large block is freed, after which onnxruntime's
-    per-run activation buffers come from the heap, which fragments: over a 30-minute session with a
-    wav2vec2-base graph RSS crept from ~670 MB to ~970 MB. With the threshold pinned at 1 MB those
-    buffers are mmapped and returned after every run (RSS stayed at ~250 MB; the cost is a few page
-    faults per run). Same effect as MALLOC_MMAP_THRESHOLD_=1048576 in the environment.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes))
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
-        return False
-
-
-_M_MMAP_THRESHOLD = -3  # from glibc's <malloc.h>
 
 
 class StopFlag(threading.Event):
