@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
-VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"'abcdefghijklmnopqrstuvwxyz"]
+sys.path.insert(0, str(ROOT))
 CONFIGS: Dict[str, Dict[str, object]] = {
     "base": {},  # Wav2Vec2Config() defaults are the wav2vec2-base architecture
     "tiny": {
@@ -40,18 +40,9 @@ def build_bundle(name: str, work: Path) -> Path:
     bundle = work / f"{name}-bundle"
     if (bundle / "bundle.json").exists():
         return bundle
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+    from quantize.synthetic import make_random_model
 
-    torch.manual_seed(0)
-    hf_dir = work / f"{name}-hf"
-    hf_dir.mkdir(parents=True, exist_ok=True)
-    (hf_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
-    tokenizer = Wav2Vec2CTCTokenizer(str(hf_dir / "vocab.json"), pad_token="<pad>", word_delimiter_token="|")
-    config = Wav2Vec2Config(vocab_size=len(VOCAB), pad_token_id=0, **CONFIGS[name])  # type: ignore[arg-type]
-    Wav2Vec2ForCTC(config).eval().save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(hf_dir)
+    hf_dir = make_random_model(work / f"{name}-hf", config=CONFIGS[name])
     cmd = [sys.executable, "-m", "quantize", "convert", "--model", str(hf_dir), "--out", str(bundle)]
     subprocess.run(cmd, check=True, cwd=ROOT)
     return bundle

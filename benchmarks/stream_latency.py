@@ -53,7 +53,6 @@ SENTENCES = [
     "it is easy to tell the depth of a well",
     "these days a chicken leg is a rare dish",
 ]
-VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"'abcdefghijklmnopqrstuvwxyz"]
 TINY = {
     "hidden_size": 64,
     "num_hidden_layers": 2,
@@ -70,19 +69,10 @@ def build_random(kind: str, work: Path) -> Path:
     bundle = work / f"random-{kind}"
     if (bundle / "bundle.json").is_file():
         return bundle
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+    sys.path.insert(0, str(ROOT))
+    from quantize.synthetic import make_random_model
 
-    torch.manual_seed(0)
-    hf = work / f"random-{kind}-hf"
-    hf.mkdir(parents=True, exist_ok=True)
-    (hf / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
-    Wav2Vec2CTCTokenizer(str(hf / "vocab.json"), pad_token="<pad>", word_delimiter_token="|").save_pretrained(
-        hf
-    )
-    config = Wav2Vec2Config(vocab_size=len(VOCAB), pad_token_id=0, **(TINY if kind == "tiny" else {}))
-    Wav2Vec2ForCTC(config).eval().save_pretrained(hf)
-    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(hf)
+    hf = make_random_model(work / f"random-{kind}-hf", config=TINY if kind == "tiny" else {})
     cmd = [sys.executable, "-m", "quantize", "convert", "--model", str(hf), "--out", str(bundle)]
     subprocess.run(cmd, check=True, cwd=ROOT)
     return bundle

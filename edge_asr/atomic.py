@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Union
@@ -35,3 +36,18 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
             os.unlink(tmp_name)
         raise
     return target
+
+
+def replace_folder(staging: PathLike, target: PathLike) -> Path:
+    """Swap a fully written `staging` folder into place of `target`: a reader sees the old folder or
+    the new one, never a mix (the old one is removed only after the rename)."""
+    new, dest = Path(staging), Path(target)
+    old = dest.with_name(f".{dest.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dest.exists():
+        dest.rename(old)
+    new.rename(dest)
+    if old.exists():
+        shutil.rmtree(old)
+    return dest

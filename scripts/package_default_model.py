@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_asr.atomic import replace_folder  # noqa: E402
 from edge_asr.bundle import BundleMetadata, load_bundle, write_bundle  # noqa: E402
 
 SHIPPED = ROOT / "edge_asr" / "models" / "default"
@@ -41,18 +42,6 @@ CHECKPOINT_FILES = (
     "text_normalization.json",
 )
 REPORT_FILES = ("report.md", "report.json", "report.png")
-
-
-def replace_folder(staging: Path, target: Path) -> None:
-    """Swap `staging` into place; the old folder is removed only after the new one is complete."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def convert(model: Path, corpus: Path, work: Path, eval_limit: int) -> Path:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from edge_asr.atomic import write_text_atomic
+from edge_asr.atomic import replace_folder, write_text_atomic
 
 from . import data as D
 from . import model as M
@@ -403,7 +403,7 @@ def run_training(config: TrainConfig) -> RunResult:
             "validation_utterances": len(val_rows),
         }
         write_text_atomic(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
-        _replace_folder(partial, model_dir)
+        replace_folder(partial, model_dir)
         for stray in run_dir.glob(".*.rank*"):
             shutil.rmtree(stray, ignore_errors=True) if stray.is_dir() else stray.unlink(missing_ok=True)
         log.info(
@@ -424,15 +424,3 @@ def run_training(config: TrainConfig) -> RunResult:
         report=report,
         log_history=list(trainer.state.log_history),
     )
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Swap `new` into place of `target` so a reader sees the old model or the new one, never a mix."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    if old.exists():
-        shutil.rmtree(old)
