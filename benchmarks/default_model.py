@@ -1,0 +1,105 @@
+"""The default model against issue 5's targets, on this machine.
+
+    python benchmarks/default_model.py [--threads N]
+
+Accuracy comes from the report that `scripts/package_default_model.py` stored in the bundle (the corpus
+test split: voices never heard in training). Speed and memory are measured here: a 10 s clip (a bundled
+sample tiled) in a child process as `edge-asr file` runs it, and a 5 s clip end to end through the real
+command (process start, imports, model load, transcription), median of 5 runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_asr.bundle import DEFAULT_BUNDLE_DIR  # noqa: E402
+
+SAMPLES = ROOT / "edge_asr" / "samples"
+TARGETS = {
+    "cer": 0.08,
+    "wer": 0.20,
+    "int8_cer_cost": 0.005,
+    "size_mb": 15.0,
+    "rtf": 0.05,
+    "rss_mb": 150.0,
+    "wall_5s": 1.0,
+}
+
+
+def tiled_clip(seconds: float, path: Path) -> Path:
+    first = sorted(SAMPLES.glob("*.wav"))[0]
+    audio, rate = sf.read(first, dtype="float32")
+    reps = int(np.ceil(seconds * rate / audio.size))
+    sf.write(path, np.tile(audio, reps)[: int(seconds * rate)], rate)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    report = json.loads((DEFAULT_BUNDLE_DIR / "report.json").read_text())
+    fp32, int8 = report["variants"]["fp32"], report["variants"]["int8"]
+    size_mb = sum(p.stat().st_size for p in DEFAULT_BUNDLE_DIR.iterdir() if p.is_file()) / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        clip10 = tiled_clip(10.0, Path(tmp) / "clip10.wav")
+        clip5 = tiled_clip(5.0, Path(tmp) / "clip5.wav")
+        child = [sys.executable, str(ROOT / "benchmarks" / "runtime.py"), "--child", str(DEFAULT_BUNDLE_DIR)]
+        runs = [
+            json.loads(
+                subprocess.run(
+                    [*child, str(clip10), "1", str(args.threads)], check=True, capture_output=True, text=True
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            for _ in range(3)
+        ]
+        walls = []
+        for _ in range(5):
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "edge_asr", "file", str(clip5), "--threads", str(args.threads)],
+                check=True,
+                capture_output=True,
+                cwd=tmp,
+            )
+            walls.append(time.perf_counter() - started)
+    rtf = statistics.median(r["rtf"] for r in runs)
+    rss = statistics.median(r["peak_rss_mb"] for r in runs)
+    wall = statistics.median(walls)
+    rows = [
+        ("CER, held-out voices (int8)", int8["cer"], TARGETS["cer"], "<="),
+        ("WER, held-out voices (int8)", int8["wer"], TARGETS["wer"], "<="),
+        ("CER int8 - fp32", int8["cer"] - fp32["cer"], TARGETS["int8_cer_cost"], "<="),
+        ("bundle size, MB", size_mb, TARGETS["size_mb"], "<="),
+        ("RTF, 10 s clip", rtf, TARGETS["rtf"], "<="),
+        ("peak RSS, 10 s clip, MB", rss, TARGETS["rss_mb"], "<="),
+        ("5 s clip end to end, s", wall, TARGETS["wall_5s"], "<="),
+    ]
+    print(
+        f"default model: {report.get('utterances_count')} test utterances "
+        f"({report.get('audio_seconds')} s); fp32 CER {fp32['cer']:.4f} WER {fp32['wer']:.4f}"
+    )
+    print(f"{'measure':32} {'value':>9} {'target':>8}  met")
+    for name, value, target, _ in rows:
+        print(f"{name:32} {value:9.4f} {target:8.3f}  {'yes' if value <= target else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
