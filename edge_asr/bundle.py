@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -25,6 +26,7 @@ from .atomic import PathLike, write_text_atomic
 from .errors import BundleError
 from .text import TextNormalization
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 METADATA_FILE = "bundle.json"
 SUPPORTED_SAMPLE_RATES = range(8000, 48001)
@@ -176,7 +178,10 @@ class ModelBundle:
             return self.path / models["int8"]
         if "fp32" in models:
             return self.path / models["fp32"]
-        return self.path / next(iter(models.values()))
+        variant, name = next(iter(models.items()))
+        if not quantized:
+            log.warning("%s has no fp32 graph; running its %s graph (%s)", self.path, variant, name)
+        return self.path / name
 
     def verify(self, filenames: Optional[List[str]] = None) -> None:
         """Check the sha256 of the named files (default: all of them)."""
