@@ -171,17 +171,18 @@ class ModelBundle:
     path: Path
     metadata: BundleMetadata
 
-    def model_file(self, quantized: bool = True) -> Path:
-        """The ONNX file to run: int8 when asked for and present, else fp32."""
+    def select_model(self, quantized: bool = True) -> str:
+        """The ONNX file name to run: int8 when asked for and present, else fp32, else the only one."""
         models = self.metadata.models
         if quantized and "int8" in models:
-            return self.path / models["int8"]
-        if "fp32" in models:
-            return self.path / models["fp32"]
-        variant, name = next(iter(models.items()))
-        if not quantized:
-            log.warning("%s has no fp32 graph; running its %s graph (%s)", self.path, variant, name)
-        return self.path / name
+            return models["int8"]
+        return models.get("fp32", next(iter(models.values())))
+
+    def model_file(self, quantized: bool = True) -> Path:
+        """The path of `select_model`'s file; warns when fp32 was asked of a bundle without it."""
+        if not quantized and "fp32" not in self.metadata.models:
+            log.warning("%s has no fp32 graph; running %s", self.path, self.select_model(quantized))
+        return self.path / self.select_model(quantized)
 
     def verify(self, filenames: Optional[List[str]] = None) -> None:
         """Check the sha256 of the named files (default: all of them)."""
@@ -248,7 +249,7 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
             raise BundleError(f"{folder / name}: missing from the bundle (listed in {METADATA_FILE})")
     bundle = ModelBundle(path=folder, metadata=metadata)
     if verify:
-        bundle.verify([bundle.model_file(quantized).name])
+        bundle.verify([bundle.select_model(quantized)])
     return bundle
 
 
