@@ -9,7 +9,7 @@ from edge_asr import EdgeTranscriber
 from edge_asr.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 
 SAMPLES = Path(__file__).resolve().parents[1] / "edge_asr" / "samples"
-# The v0 model (2,400 CPU training steps) reads its samples at CER 0.35 / 0.55 / 0.66 (README,
+# The v0 model (3,600 CPU training steps) reads its samples at CER 0.32 / 0.47 / 0.66 (README,
 # default-model section). The bound sits ~0.1 above the worst so onnxruntime versions and CPUs that
 # flip near-tie frames pass, while a broken export or a wrong vocabulary (CER ~1) fails. Tighten it
 # with every better model.
