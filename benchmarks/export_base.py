@@ -44,11 +44,9 @@ class Variant:
 
 
 def _peak_rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
+    from edge_asr.bench import peak_rss_kib
+
+    return peak_rss_kib() / 1024.0
 
 
 def _signal(seconds: float, rate: int = 16000):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -62,16 +61,6 @@ def make_audio(path: Path, seconds: float) -> Path:
     return path
 
 
-def peak_rss_kb() -> int:
-    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child
-    started by a parent that had loaded torch would report the parent's peak."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def child(bundle: str, audio: str, int8: bool, threads: int) -> None:
     """One measurement, as `edge-asr file` runs it, printed as JSON: import, load, transcribe, peak RSS."""
     t0 = time.perf_counter()
@@ -85,7 +74,9 @@ def child(bundle: str, audio: str, int8: bool, threads: int) -> None:
     t2 = time.perf_counter()
     result = asr.transcribe(audio)
     t3 = time.perf_counter()
-    peak_kb = peak_rss_kb()
+    from edge_asr.bench import peak_rss_kib
+
+    peak_kb = peak_rss_kib()
     print(
         json.dumps(
             {

@@ -130,11 +130,26 @@ class BenchReport:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
 
+def peak_rss_kib() -> float:
+    """This process's peak resident set size so far, in KiB.
+
+    VmHWM first: Linux carries ru_maxrss across exec, so a child started by a bigger process (one
+    holding torch, say) would report its parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform == "darwin" else float(peak)  # macOS reports bytes
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports kilobytes, macOS bytes.
-    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+    return peak_rss_kib() * 1024 / 1e6
 
 
 def parse_seconds(text: str) -> List[float]:

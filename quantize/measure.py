@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from edge_asr.bench import peak_rss_kib
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,19 +57,7 @@ class VariantRun:
 
 
 def _peak_rss_mb() -> float:
-    """This process's peak resident memory in MB.
-
-    VmHWM first: ru_maxrss survives exec on Linux, so in a child forked from a process that holds
-    torch it reports the parent's size rather than the child's own peak.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    return peak_rss_kib() / 1024.0
 
 
 def _measure(bundle: Path, variant: str, paths: Sequence[str], threads: Optional[int]) -> Dict[str, object]:
