@@ -5,12 +5,14 @@
 Accuracy comes from the report that `scripts/package_default_model.py` stored in the bundle (the corpus
 test split: voices never heard in training). Speed and memory are measured here: a 10 s clip (a bundled
 sample tiled) in a child process as `edge-asr file` runs it, and a 5 s clip end to end through the real
-command (process start, imports, model load, transcription), median of 5 runs.
+command (process start, imports, model load, transcription), median of 5 runs. When the corpus the
+report names is on this machine, CER and WER are also broken down per held-out voice.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import subprocess
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_asr.bundle import DEFAULT_BUNDLE_DIR  # noqa: E402
+from train.metrics import ErrorCounts, count_errors  # noqa: E402
 
 SAMPLES = ROOT / "edge_asr" / "samples"
 TARGETS = {
@@ -45,6 +48,22 @@ def tiled_clip(seconds: float, path: Path) -> Path:
     reps = int(np.ceil(seconds * rate / audio.size))
     sf.write(path, np.tile(audio, reps)[: int(seconds * rate)], rate)
     return path
+
+
+def per_voice_errors(report: dict, variant: str) -> dict[str, ErrorCounts] | None:
+    """Errors of one variant per speaker, from the report's transcripts and the corpus' utterances.csv."""
+    table = Path(report["manifest"]).parent / "utterances.csv"
+    if not table.is_file():
+        return None
+    with table.open(newline="", encoding="utf-8") as handle:
+        speaker_of = {row["id"]: row["speaker"] for row in csv.DictReader(handle)}
+    by_voice: dict[str, tuple[list[str], list[str]]] = {}
+    for item in report["utterances"]:
+        speaker = speaker_of.get(Path(item["path"]).stem, "unknown")
+        refs, hyps = by_voice.setdefault(speaker, ([], []))
+        refs.append(item["reference"])
+        hyps.append(item[variant])
+    return {speaker: count_errors(refs, hyps) for speaker, (refs, hyps) in sorted(by_voice.items())}
 
 
 def main() -> None:
@@ -99,6 +118,13 @@ def main() -> None:
     print(f"{'measure':32} {'value':>9} {'target':>8}  met")
     for name, value, target, _ in rows:
         print(f"{name:32} {value:9.4f} {target:8.3f}  {'yes' if value <= target else 'NO'}")
+    voices = per_voice_errors(report, "int8")
+    if voices is None:
+        print(f"per-voice breakdown skipped: {report['manifest']} is not on this machine")
+        return
+    print(f"\n{'held-out voice (int8)':32} {'utts':>5} {'CER':>7} {'WER':>7}")
+    for speaker, counts in voices.items():
+        print(f"{speaker:32} {counts.utterances:5d} {counts.cer:7.4f} {counts.wer:7.4f}")
 
 
 if __name__ == "__main__":
