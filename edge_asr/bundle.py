@@ -5,6 +5,7 @@ A bundle is a folder::
     bundle.json        metadata below (JSON, never pickle)
     model.onnx         float32 graph: input float32 [batch, samples] -> output float32 [batch, frames, vocab]
     model.int8.onnx    optional dynamically quantized twin of model.onnx
+    lm.arpa.gz         optional character n-gram language model for beam search (see edge_asr.lm)
     ...                any other file (report.md, samples) listed in "files" with its sha256
 
 The graph may take a second input ``input_lengths`` (int64 [batch]) so that normalization baked into
@@ -31,6 +32,7 @@ FORMAT_VERSION = 1
 METADATA_FILE = "bundle.json"
 SUPPORTED_SAMPLE_RATES = range(8000, 48001)
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "models" / "default"
+LM_KIND = "char-ngram-arpa"
 
 
 @dataclass
@@ -56,6 +58,8 @@ class BundleMetadata:
         int8_recommended: false when quantization cost more accuracy than its guard allowed.
         name: a short human name for the model.
         source: where the model came from (base checkpoint, training run, tool versions).
+        language_model: optional beam-search LM: {"file", "kind": "char-ngram-arpa", "order",
+            "beam_size", "lm_weight", "insertion_bonus"}; the settings were tuned for this model.
         extra: free-form facts (e.g. the int8 report's headline figures).
     """
 
@@ -75,6 +79,7 @@ class BundleMetadata:
     int8_recommended: bool = True
     name: str = ""
     source: Dict[str, Any] = field(default_factory=dict)
+    language_model: Optional[Dict[str, Any]] = None
     extra: Dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -162,6 +167,21 @@ class BundleMetadata:
         for variant, filename in self.models.items():
             if filename not in self.files:
                 raise BundleError(f"{where}: model {variant!r} ({filename}) has no sha256 in 'files'")
+        if self.language_model is not None:
+            self._validate_language_model(where)
+
+    def _validate_language_model(self, where: str) -> None:
+        lm = self.language_model
+        if not isinstance(lm, dict) or lm.get("kind") != LM_KIND:
+            raise BundleError(f'{where}: language_model must be an object with "kind": "{LM_KIND}"')
+        if lm.get("file") not in self.files:
+            raise BundleError(f"{where}: language_model file {lm.get('file')!r} has no sha256 in 'files'")
+        for key in ("lm_weight", "insertion_bonus"):
+            if not isinstance(lm.get(key), (int, float)) or isinstance(lm.get(key), bool):
+                raise BundleError(f"{where}: language_model.{key} should be a number, got {lm.get(key)!r}")
+        beam = lm.get("beam_size")
+        if not isinstance(beam, int) or isinstance(beam, bool) or beam < 1:
+            raise BundleError(f"{where}: language_model.beam_size should be a positive integer, got {beam!r}")
 
 
 @dataclass
@@ -183,6 +203,11 @@ class ModelBundle:
         if not quantized and "fp32" not in self.metadata.models:
             log.warning("%s has no fp32 graph; running %s", self.path, self.select_model(quantized))
         return self.path / self.select_model(quantized)
+
+    @property
+    def language_model_file(self) -> Optional[Path]:
+        lm = self.metadata.language_model
+        return self.path / lm["file"] if lm else None
 
     def verify(self, filenames: Optional[List[str]] = None) -> None:
         """Check the sha256 of the named files (default: all of them)."""

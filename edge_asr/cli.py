@@ -100,6 +100,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=TranscribeOptions.chunk_seconds,
         help="window core for long audio",
     )
+    decoding = file_cmd.add_argument_group(
+        "language model", "beam search with the bundle's LM, when it has one (see `edge-asr info`)"
+    )
+    decoding.add_argument(
+        "--no-lm", dest="use_lm", action="store_false", help="decode greedily even if the bundle has an LM"
+    )
+    decoding.add_argument("--beam-size", type=int, help="prefixes kept per frame (default: the bundle's)")
+    decoding.add_argument("--lm-weight", type=float, help="LM score scale (default: the bundle's, tuned)")
+    decoding.add_argument(
+        "--insertion-bonus", type=float, help="score added per character (default: the bundle's, tuned)"
+    )
     file_cmd.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -179,7 +190,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def run_file(args: argparse.Namespace, out: TextIO) -> int:
-    options = TranscribeOptions(blank_penalty=args.blank_penalty, chunk_seconds=args.chunk_seconds)
+    options = TranscribeOptions(
+        blank_penalty=args.blank_penalty,
+        chunk_seconds=args.chunk_seconds,
+        use_lm=args.use_lm,
+        beam_size=args.beam_size,
+        lm_weight=args.lm_weight,
+        insertion_bonus=args.insertion_bonus,
+    )
     items: List[InputItem] = []
     failures = 0
     for raw in args.paths:  # one bad folder must not stop the other inputs
@@ -249,6 +267,15 @@ def run_info(args: argparse.Namespace, out: TextIO) -> int:
     for variant, name in meta.models.items():
         size = (bundle.path / name).stat().st_size / 1e6
         lines.append(f"model {variant + ':':<9} {name} ({size:.1f} MB)")
+    lm = meta.language_model
+    if lm is not None:
+        size = (bundle.path / lm["file"]).stat().st_size / 1e6
+        lines.append(
+            f"language model:  {lm['file']} ({size:.1f} MB, {lm['kind']}, order {lm.get('order', '?')}); "
+            f"beam {lm['beam_size']}, lm_weight {lm['lm_weight']}, insertion_bonus {lm['insertion_bonus']}"
+        )
+    else:
+        lines.append("language model:  none (greedy decoding)")
     if meta.source:
         lines.append(f"source:          {json.dumps(meta.source)}")
     if args.verify:

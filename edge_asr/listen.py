@@ -217,6 +217,12 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--samplerate", "-r", type=int, help="capture rate in Hz (default: the device's own)")
     parser.add_argument(
+        "--no-lm",
+        dest="use_lm",
+        action="store_false",
+        help="greedy finals even if the bundle has a language model (partials are always greedy)",
+    )
+    parser.add_argument(
         "--input",
         "-i",
         metavar="FILE",
@@ -306,7 +312,7 @@ def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[Text
         args.model,
         quantized=not args.fp32,
         threads=args.threads,
-        options=TranscribeOptions(blank_penalty=args.blank_penalty),
+        options=TranscribeOptions(blank_penalty=args.blank_penalty, use_lm=args.use_lm),
     )
     stream = transcriber.stream(options)
     printer = EventPrinter(out, args.format, args.output)

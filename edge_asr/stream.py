@@ -21,6 +21,9 @@ How it works, and why the cost per hop is bounded:
   (rule 1: a cough or a door, no final line), or when it reaches `max_utterance_seconds` (rule 3).
   At the end, the remaining frames run once (`WindowedRunner.finish`) and the committed frame labels
   are decoded by `ctc.decode`, exactly as for a file, into the final event with word times.
+* With a bundle language model, core frames also feed a beam search (`beam.PrefixBeamDecoder`) and
+  the final event is its best hypothesis; partials stay greedy, so they cost nothing extra and a
+  final may correct the spelling its partials showed.
 
 Memory holds one window of samples plus one token id per frame of the current utterance (bounded by
 the maximum utterance length), so a session of any length runs in flat memory.
@@ -31,11 +34,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .audio import _Resampler, as_float32, check_sample_rate, to_mono
+from .beam import PrefixBeamDecoder
 from .bundle import BundleMetadata
 from .ctc import Vocabulary, best_path, decode
 from .errors import InputError
@@ -195,6 +199,7 @@ class _Utterance:
     pending: List[np.ndarray] = field(default_factory=list)  # frames not yet pushed to the runner
     ids: List[np.ndarray] = field(default_factory=list)
     scores: List[np.ndarray] = field(default_factory=list)
+    beam: Optional[PrefixBeamDecoder] = None
     frames: int = 0
     trailing: int = 0  # consecutive non-speech frames at the end
     last_speech_frame: int = 0
@@ -217,6 +222,7 @@ class Stream:
         options: latency, cost and endpointing settings.
         vad: a voice activity detector fed frames of `frame_length` samples (whole model frames,
             about 20 ms: `frame_seconds`).
+        beam: makes a beam-search decoder per utterance for the final text (None: greedy finals).
     """
 
     def __init__(
@@ -226,8 +232,10 @@ class Stream:
         vocabulary: Vocabulary,
         options: Optional[StreamOptions] = None,
         vad: Optional[VoiceActivityDetector] = None,
+        beam: Optional[Callable[[], PrefixBeamDecoder]] = None,
     ):
         self.options = options or StreamOptions()
+        self._beam = beam
         self.options.validate()
         self.metadata = metadata
         self.vocabulary = vocabulary
@@ -374,6 +382,7 @@ class Stream:
             pending=list(self._preroll),
             frames=len(self._preroll),
             last_speech_frame=start_frame + len(self._preroll) - 1,
+            beam=self._beam() if self._beam is not None else None,
         )
         self._preroll.clear()
         self._onset = 0
@@ -396,6 +405,8 @@ class Stream:
             utt.ids.append(ids)
             utt.scores.append(scores)
             utt.text.add(ids)
+            if utt.beam is not None:
+                utt.beam.push(core)
 
     def _push(self, utt: _Utterance, events: List[StreamEvent]) -> None:
         samples = np.concatenate(utt.pending) if len(utt.pending) > 1 else utt.pending[0]
@@ -440,8 +451,11 @@ class Stream:
             utt.pending.clear()
             self._commit(utt, list(utt.runner.push(samples)))
         self._commit(utt, list(utt.runner.finish()))
-        ids = np.concatenate(utt.ids) if utt.ids else np.zeros(0, dtype=np.int32)
-        scores = np.concatenate(utt.scores) if utt.scores else np.zeros(0, dtype=np.float32)
+        if utt.beam is not None:
+            ids, scores = utt.beam.finish()
+        else:
+            ids = np.concatenate(utt.ids) if utt.ids else np.zeros(0, dtype=np.int32)
+            scores = np.concatenate(utt.scores) if utt.scores else np.zeros(0, dtype=np.float32)
         text, _, words = decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)
         if not text and not utt.shown:
             return  # noise: nothing was shown, nothing to finish

@@ -6,15 +6,18 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .audio import AudioSource, open_audio, prepare_array, source_name
+from .beam import BeamOptions, PrefixBeamDecoder
 from .bundle import ModelBundle, load_bundle
 from .ctc import Vocabulary, best_path, decode
 from .errors import EdgeASRError, InputError
+from .lm import CharNgramLM
 from .model import CtcModel
 from .results import Transcript
 from .stream import Stream, StreamOptions
@@ -40,12 +43,20 @@ class TranscribeOptions:
         context_seconds: audio added on each side of a window's core and then discarded, so that every
             kept frame was computed with context on both sides.
         block_seconds: how much of a file is decoded and resampled at a time.
+        use_lm: decode with the bundle's language model (beam search) when it has one; False, or a
+            bundle without one, decodes greedily. `blank_penalty` applies to greedy decoding only.
+        beam_size, lm_weight, insertion_bonus: override the values tuned for the bundle's LM (see
+            `edge_asr.beam.BeamOptions`); None keeps the bundle's.
     """
 
     blank_penalty: float = 0.0
     chunk_seconds: float = 10.0
     context_seconds: float = 1.0
     block_seconds: float = 5.0
+    use_lm: bool = True
+    beam_size: Optional[int] = None
+    lm_weight: Optional[float] = None
+    insertion_bonus: Optional[float] = None
 
 
 @dataclass
@@ -103,6 +114,31 @@ class EdgeTranscriber:
             meta.frame_stride,
             meta.receptive_field,
         )
+        self.lm, self.beam_options = self._load_lm(verify)
+
+    def _load_lm(self, verify: bool) -> Tuple[Optional[CharNgramLM], Optional[BeamOptions]]:
+        settings = self.metadata.language_model
+        lm_file = self.bundle.language_model_file
+        if not self.options.use_lm or settings is None or lm_file is None:
+            return None, None
+        if verify:
+            self.bundle.verify([settings["file"]])
+        started = time.perf_counter()
+        lm = CharNgramLM.load(lm_file, self.metadata.vocabulary)
+        log.debug("language model %s loaded in %.2f s", lm_file.name, time.perf_counter() - started)
+        chosen = self.options
+        beam = BeamOptions(
+            beam_size=chosen.beam_size if chosen.beam_size is not None else settings["beam_size"],
+            lm_weight=chosen.lm_weight if chosen.lm_weight is not None else settings["lm_weight"],
+            insertion_bonus=(
+                chosen.insertion_bonus if chosen.insertion_bonus is not None else settings["insertion_bonus"]
+            ),
+        )
+        try:
+            beam.validate()
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        return lm, beam
 
     @property
     def sample_rate(self) -> int:
@@ -132,9 +168,17 @@ class EdgeTranscriber:
             name, total = info.name, info.duration
         runner = WindowedRunner(self.model.log_probs, self.plan)
         collected = _FrameCollector()
+        beam = (
+            PrefixBeamDecoder(self.vocabulary, self.lm, self.beam_options)
+            if self.lm is not None and self.beam_options is not None
+            else None
+        )
 
         def keep(frames: Iterator) -> None:
             for _, log_probs in frames:
+                if beam is not None:
+                    beam.push(log_probs)
+                    continue
                 ids, scores = best_path(log_probs, self.metadata.blank_id, self.options.blank_penalty)
                 collected.ids.append(ids)
                 collected.scores.append(scores)
@@ -144,8 +188,11 @@ class EdgeTranscriber:
             if progress is not None:
                 progress(runner.samples_received / self.sample_rate, total)
         keep(runner.finish())
-        ids = np.concatenate(collected.ids) if collected.ids else np.zeros(0, dtype=np.int32)
-        scores = np.concatenate(collected.scores) if collected.scores else np.zeros(0, dtype=np.float32)
+        if beam is not None:
+            ids, scores = beam.finish()
+        else:
+            ids = np.concatenate(collected.ids) if collected.ids else np.zeros(0, dtype=np.int32)
+            scores = np.concatenate(collected.scores) if collected.scores else np.zeros(0, dtype=np.float32)
         text, chars, words = decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)
         return Transcript(
             text=text,
@@ -177,11 +224,15 @@ class EdgeTranscriber:
         """A streaming recognizer on this model: `accept(samples, sample_rate)` -> partial/final events.
 
         Each stream has its own state (use one per audio source); they share this model's session.
-        `options.blank_penalty` defaults to this transcriber's. See `edge_asr.stream`.
+        `options.blank_penalty` defaults to this transcriber's. Final events use the bundle's LM
+        when this transcriber does. See `edge_asr.stream`.
         """
         if options is None:
             options = StreamOptions(blank_penalty=self.options.blank_penalty)
-        return Stream(self.model.log_probs, self.metadata, self.vocabulary, options, vad)
+        beam: Optional[Callable[[], PrefixBeamDecoder]] = None
+        if self.lm is not None and self.beam_options is not None:
+            beam = partial(PrefixBeamDecoder, self.vocabulary, self.lm, self.beam_options)
+        return Stream(self.model.log_probs, self.metadata, self.vocabulary, options, vad, beam)
 
     def __repr__(self) -> str:
         return f"EdgeTranscriber(model={str(self.bundle.path)!r}, file={Path(self.model_path).name!r})"

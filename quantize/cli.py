@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   python -m quantize export --model runs/tiny/final --out bundles/tiny-fp32
   python -m quantize quantize --bundle bundles/tiny-fp32 --out bundles/tiny-gemm --int8-ops MatMul,Gemm
   python -m quantize report --bundle bundles/tiny --model runs/tiny/final --eval dev.csv --out rep/
+  python -m quantize lm --bundle bundles/tiny --text data/train.csv more-text.txt --tune data/dev.csv
 """
 
 
@@ -113,6 +114,36 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="folder for report.json/.md/.png")
     _add_eval_args(p, required=True)
     p.add_argument("--max-cer-increase", type=float, default=0.01, help="guard, as for convert")
+
+    p = sub.add_parser("lm", help="build a character n-gram LM from text and add it to a bundle")
+    p.add_argument("--bundle", required=True, type=Path, help="the bundle to add the LM to")
+    p.add_argument(
+        "--text",
+        required=True,
+        nargs="+",
+        type=Path,
+        help="sentences: .txt (one per line, .txt.gz too) or manifests (CSV path,text; metadata.csv; JSONL)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="write a new bundle here (default: update --bundle in place)"
+    )
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--order", type=int, default=6, help="longest n-gram, in characters (default: 6)")
+    p.add_argument(
+        "--min-count", type=int, default=2, help="drop 3-grams and longer seen fewer times (default: 2)"
+    )
+    p.add_argument("--beam-size", type=int, default=8, help="beam the device uses (default: 8)")
+    p.add_argument(
+        "--tune",
+        dest="eval_manifest",
+        type=Path,
+        default=None,
+        help="manifest to pick lm_weight and insertion_bonus on (voices/text not in --text)",
+    )
+    p.add_argument(
+        "--eval-limit", type=int, default=200, help="tune on the first N utterances (default: 200)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads when tuning")
     return parser.parse_args(argv)
 
 
@@ -182,6 +213,24 @@ def run(args: argparse.Namespace) -> int:
         passed = report_bundle(args, say)
         say(f"report written to {args.out} in {time.perf_counter() - started:.1f} s")
         return 0 if passed else 1
+    if args.command == "lm":
+        from .lm import add_lm
+
+        out = add_lm(
+            args.bundle,
+            args.out or args.bundle,
+            args.text,
+            args.force,
+            say,
+            order=args.order,
+            min_count=args.min_count,
+            beam_size=args.beam_size,
+            tune_manifest=args.eval_manifest,
+            tune_limit=args.eval_limit,
+            threads=args.threads,
+        )
+        say(f"bundle with language model written to {out} in {time.perf_counter() - started:.1f} s")
+        return 0
     raise QuantizeError(f"unknown command {args.command!r}")
 
 

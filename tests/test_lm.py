@@ -1,0 +1,319 @@
+"""Character LM (quantize/lm.py builds, edge_asr/lm.py reads) and the CTC prefix beam search."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+from tone_model import VOCAB, tone_audio
+
+from edge_asr.beam import BeamOptions, PrefixBeamDecoder
+from edge_asr.bundle import load_bundle
+from edge_asr.cli import main as edge_main
+from edge_asr.ctc import Vocabulary, decode, greedy_decode
+from edge_asr.errors import BundleError
+from edge_asr.lm import WORD_BOUNDARY, CharNgramLM, tokens_of
+from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
+from quantize.cli import main as quantize_main
+from quantize.lm import LM_FILE, estimate, write_lm
+
+TEXT = [
+    "the cat sat on the mat",
+    "a cat and a hat",
+    "the cat ate the rat",
+    "that cat is fat",
+    "the hat is on the cat",
+] * 3
+CHARS = sorted({c for s in TEXT for c in s if c != " "})
+SPEECH_VOCAB = ["<pad>", WORD_BOUNDARY, *CHARS]
+
+
+def build_lm(tmp_path: Path, sentences: List[str] = TEXT, order: int = 4, min_count: int = 1) -> CharNgramLM:
+    path = tmp_path / LM_FILE
+    write_lm(path, estimate([tokens_of(s) for s in sentences], order=order, min_count=min_count))
+    return CharNgramLM.load(path, SPEECH_VOCAB)
+
+
+@pytest.mark.parametrize("min_count", [1, 2])
+def test_every_context_is_a_probability_distribution(tmp_path: Path, min_count: int) -> None:
+    lm = build_lm(tmp_path, order=5, min_count=min_count)
+    outcomes = [WORD_BOUNDARY, *CHARS, lm.end]
+    for text in ["", "the c", "a hat", "zzzz", "cat|is|f", "qqq|t"]:
+        context = lm.start
+        for token in tokens_of(text.replace("|", " ")):
+            context = lm.extend(context, token)
+        total = sum(math.exp(lm.logprob(context, t)) for t in outcomes)
+        assert total == pytest.approx(1.0, abs=2e-3), (text, total)
+
+
+def test_lm_prefers_the_spelling_it_was_trained_on(tmp_path: Path) -> None:
+    lm = build_lm(tmp_path)
+    assert lm.sentence_logprob(tokens_of("the cat sat")) > lm.sentence_logprob(tokens_of("tha cet sat")) + 5
+    assert lm.order == 4
+
+
+def test_pruning_drops_rare_long_ngrams_and_keeps_short_ones(tmp_path: Path) -> None:
+    sentences = [tokens_of(s) for s in ["abcd", "abcd", "abce"]]
+    full = estimate(sentences, order=4, min_count=1)
+    pruned = estimate(sentences, order=4, min_count=2)
+    grams = lambda entries: {" ".join(g) for level in entries for g, _, _ in level}  # noqa: E731
+    assert "b c e" in grams(full) and "b c e" not in grams(pruned)
+    assert "c e" in grams(pruned) and "b c d" in grams(pruned)
+
+
+def test_plain_arpa_from_another_tool_is_read(tmp_path: Path) -> None:
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text(
+        "\\data\\\nngram 1=4\nngram 2=2\n\n\\1-grams:\n-99\t<s>\t-0.3\n-0.5\ta\t-0.2\n-0.4\tb\n-0.6\t</s>\n"
+        "\n\\2-grams:\n-0.1\t<s> a\n-0.2\ta b\n\n\\end\\\n"
+    )
+    lm = CharNgramLM.load(arpa)
+    ln10 = math.log(10)
+    assert lm.logprob(lm.start, "a") == pytest.approx(-0.1 * ln10)
+    assert lm.logprob("a", "b") == pytest.approx(-0.2 * ln10)
+    assert lm.logprob("a", "a") == pytest.approx((-0.2 - 0.5) * ln10)  # backoff weight of "a"
+    assert lm.logprob("b", "a") == pytest.approx(-0.5 * ln10)  # no backoff listed for "b"
+
+
+def test_bad_lm_files_are_refused_with_a_reason(tmp_path: Path) -> None:
+    lm_path = tmp_path / LM_FILE
+    write_lm(lm_path, estimate([tokens_of("xyz")], order=2))
+    with pytest.raises(BundleError, match="vocabulary lacks"):
+        CharNgramLM.load(lm_path, SPEECH_VOCAB)
+    (tmp_path / "junk.arpa").write_text("hello\n")
+    with pytest.raises(BundleError, match="not an ARPA"):
+        CharNgramLM.load(tmp_path / "junk.arpa")
+    (tmp_path / "broken.arpa.gz").write_bytes(gzip.compress(b"\\data\\\nngram 1=1\n")[:-8])
+    with pytest.raises(BundleError, match="cannot read"):
+        CharNgramLM.load(tmp_path / "broken.arpa.gz")
+    (tmp_path / "words.arpa").write_text("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\thello\n\n\\end\\\n")
+    with pytest.raises(BundleError, match="not a single character"):
+        CharNgramLM.load(tmp_path / "words.arpa")
+
+
+# --- beam search on synthetic log-probabilities -------------------------------------------------
+
+
+def frames_for(spelling: str, vocab: List[str], sharp: float = 0.9, seed: int = 0) -> np.ndarray:
+    """Log-probs that spell `spelling`: each character for 2 frames then 2 blank frames.
+
+    "_" is an explicit blank frame; (x/y) puts 52% on x and 40% on y in those frames.
+    """
+    rng = np.random.default_rng(seed)
+    rows: List[np.ndarray] = []
+    i = 0
+    while i < len(spelling):
+        if spelling[i] == "(":
+            close = spelling.index(")", i)
+            first, second = spelling[i + 1 : close].split("/")
+            weights = {vocab.index(first): 0.52, vocab.index(second): 0.40}
+            i = close + 1
+        else:
+            char = spelling[i]
+            weights = {0 if char == "_" else vocab.index(WORD_BOUNDARY if char == " " else char): sharp}
+            i += 1
+        for _ in range(2):
+            row = rng.uniform(0.5, 1.0, len(vocab))
+            rest = 1.0 - sum(weights.values())
+            row = row / row.sum() * rest
+            for index, weight in weights.items():
+                row[index] = weight
+            rows.append(np.log(row))
+        blank = np.full(len(vocab), (1.0 - sharp) / (len(vocab) - 1))
+        blank[0] = sharp
+        rows.extend([np.log(blank)] * 2)
+    return np.array(rows, dtype=np.float32)
+
+
+def beam_text(log_probs: np.ndarray, lm, options: BeamOptions, chunks: int = 1) -> str:
+    vocab = Vocabulary(SPEECH_VOCAB, blank_id=0)
+    decoder = PrefixBeamDecoder(vocab, lm, options)
+    for piece in np.array_split(log_probs, chunks):
+        decoder.push(piece)
+    ids, scores = decoder.finish()
+    return decode(ids, vocab, 0.02, scores)[0]
+
+
+def test_beam_without_lm_matches_greedy_on_clear_frames() -> None:
+    vocab = Vocabulary(SPEECH_VOCAB, blank_id=0)
+    log_probs = frames_for("the cat sat on the mat", SPEECH_VOCAB)
+    greedy = greedy_decode(log_probs, vocab, 0.02)[0]
+    assert greedy == "the cat sat on the mat"
+    assert beam_text(log_probs, None, BeamOptions(beam_size=4, insertion_bonus=0.0)) == greedy
+
+
+def test_lm_turns_a_close_call_into_the_known_word(tmp_path: Path) -> None:
+    vocab = Vocabulary(SPEECH_VOCAB, blank_id=0)
+    log_probs = frames_for("the c(e/a)t s(e/a)t", SPEECH_VOCAB)
+    assert greedy_decode(log_probs, vocab, 0.02)[0] == "the cet set"
+    lm = build_lm(tmp_path)
+    assert beam_text(log_probs, lm, BeamOptions(beam_size=8, lm_weight=0.7)) == "the cat sat"
+    # Weight 0 leaves the acoustics in charge.
+    assert (
+        beam_text(log_probs, lm, BeamOptions(beam_size=8, lm_weight=0.0, insertion_bonus=0.0))
+        == "the cet set"
+    )
+
+
+def test_chunked_pushes_decode_like_one_push(tmp_path: Path) -> None:
+    lm = build_lm(tmp_path)
+    log_probs = frames_for("a c(e/a)t and a h(e/a)t _ the rat", SPEECH_VOCAB, seed=3)
+    whole = beam_text(log_probs, lm, BeamOptions())
+    assert whole == "a cat and a hat the rat"
+    assert beam_text(log_probs, lm, BeamOptions(), chunks=7) == whole
+
+
+def test_doubled_letters_need_a_blank_between() -> None:
+    vocab = ["<pad>", WORD_BOUNDARY, "a", "l"]
+    # "al_l" spells "all"; "all" without the blank frame between the l's would collapse to "al".
+    rows = frames_for("al_l", vocab)
+    decoder = PrefixBeamDecoder(Vocabulary(vocab, 0), None, BeamOptions(insertion_bonus=0.0))
+    decoder.push(rows)
+    ids, scores = decoder.finish()
+    assert decode(ids, Vocabulary(vocab, 0), 0.02, scores)[0] == "all"
+
+
+def test_word_times_come_from_emission_frames(tmp_path: Path) -> None:
+    vocab = Vocabulary(SPEECH_VOCAB, blank_id=0)
+    log_probs = frames_for("a cat", SPEECH_VOCAB)  # a:0-1 blank:2-3 |:4-5 blank c:8 ... t:16
+    decoder = PrefixBeamDecoder(vocab, build_lm(tmp_path), BeamOptions())
+    decoder.push(log_probs)
+    ids, scores = decoder.finish()
+    _, _, words = decode(ids, vocab, 0.02, scores)
+    assert [w.text for w in words] == ["a", "cat"]
+    assert words[0].start == 0.0 and words[1].start == pytest.approx(8 * 0.02)
+    assert words[1].end == pytest.approx(17 * 0.02)
+    assert all(0.5 < w.confidence <= 1.0 for w in words)
+
+
+def test_bad_beam_options_and_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="beam_size"):
+        PrefixBeamDecoder(Vocabulary(SPEECH_VOCAB, 0), None, BeamOptions(beam_size=0))
+    decoder = PrefixBeamDecoder(Vocabulary(SPEECH_VOCAB, 0), None, BeamOptions())
+    with pytest.raises(ValueError, match="log-probabilities"):
+        decoder.push(np.zeros((3, 2), dtype=np.float32))
+
+
+# --- bundles with a language model ---------------------------------------------------------------
+
+
+@pytest.fixture()
+def lm_bundle(tone_bundle: Path, tmp_path: Path) -> Path:
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(["abc fed", "bad cab", "face bead", "deaf cafe", "a b c"] * 4) + "\nzebra\n")
+    out = tmp_path / "with-lm"
+    assert (
+        quantize_main(["-q", "lm", "--bundle", str(tone_bundle), "--out", str(out), "--text", str(text)]) == 0
+    )
+    return out
+
+
+def test_quantize_lm_adds_a_checked_lm_to_a_new_bundle(lm_bundle: Path, tone_bundle: Path) -> None:
+    bundle = load_bundle(lm_bundle)
+    bundle.verify()
+    lm = bundle.metadata.language_model
+    assert lm is not None and lm["file"] == LM_FILE and lm["order"] >= 3
+    assert bundle.metadata.extra["language_model"]["skipped"] == 1  # "zebra" cannot be spelled
+    assert load_bundle(tone_bundle).metadata.language_model is None  # the source is untouched
+    CharNgramLM.load(lm_bundle / LM_FILE, VOCAB)
+
+
+def test_transcriber_decodes_with_the_bundle_lm(lm_bundle: Path) -> None:
+    audio = tone_audio("bad cafe")
+    with_lm = EdgeTranscriber(lm_bundle)
+    greedy = EdgeTranscriber(lm_bundle, options=TranscribeOptions(use_lm=False))
+    assert with_lm.lm is not None and greedy.lm is None
+    beam_result = with_lm.transcribe(audio, sample_rate=16000)
+    greedy_result = greedy.transcribe(audio, sample_rate=16000)
+    assert beam_result.text == greedy_result.text == "bad cafe"
+    assert [w.start for w in beam_result.words] == [w.start for w in greedy_result.words]
+
+
+def test_corrupt_lm_is_caught_by_its_checksum(lm_bundle: Path) -> None:
+    with gzip.open(lm_bundle / LM_FILE, "at") as handle:
+        handle.write("\n")
+    with pytest.raises(BundleError, match="checksum"):
+        EdgeTranscriber(lm_bundle)
+    EdgeTranscriber(lm_bundle, options=TranscribeOptions(use_lm=False))  # greedy never reads it
+
+
+def test_lm_listed_without_its_file_is_refused(lm_bundle: Path) -> None:
+    data = json.loads((lm_bundle / "bundle.json").read_text())
+    data["language_model"]["file"] = "other.arpa.gz"
+    (lm_bundle / "bundle.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="language_model file"):
+        load_bundle(lm_bundle)
+
+
+def test_cli_lm_flags_and_info(lm_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import soundfile as sf
+
+    wav = tmp_path / "x.wav"
+    sf.write(wav, tone_audio("deaf cab"), 16000)
+    assert edge_main(["file", str(wav), "--model", str(lm_bundle), "--beam-size", "4"]) == 0
+    assert capsys.readouterr().out.strip() == "deaf cab"
+    assert edge_main(["file", str(wav), "--model", str(lm_bundle), "--no-lm"]) == 0
+    assert capsys.readouterr().out.strip() == "deaf cab"
+    assert edge_main(["file", str(wav), "--model", str(lm_bundle), "--beam-size", "0"]) == 2
+    assert "beam_size" in capsys.readouterr().err
+    assert edge_main(["info", "--model", str(lm_bundle)]) == 0
+    assert f"language model:  {LM_FILE}" in capsys.readouterr().out
+
+
+def test_quantize_lm_refuses_text_it_cannot_spell(tone_bundle: Path, tmp_path: Path, capsys) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("xyz\nhello world\n")
+    status = quantize_main(
+        ["lm", "--bundle", str(tone_bundle), "--out", str(tmp_path / "o"), "--text", str(text)]
+    )
+    assert status == 2
+    assert "none of the 2 sentence(s) can be spelled" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_quantize_lm_updates_in_place_and_guards_other_folders(lm_bundle: Path, tmp_path: Path) -> None:
+    text = tmp_path / "more.txt"
+    text.write_text("cafe\n" * 5)
+    copy = tmp_path / "copy"
+    shutil.copytree(lm_bundle, copy)
+    assert quantize_main(["-q", "lm", "--bundle", str(copy), "--text", str(text), "--order", "3"]) == 0
+    assert load_bundle(copy).metadata.language_model["order"] == 3  # type: ignore[index]
+    status = quantize_main(["-q", "lm", "--bundle", str(copy), "--out", str(lm_bundle), "--text", str(text)])
+    assert status == 2  # --out exists and is another bundle: needs --force
+    assert load_bundle(lm_bundle).metadata.language_model["order"] > 3  # type: ignore[index]
+
+
+def test_stream_finals_use_the_lm_and_match_the_file_result(
+    lm_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finished = []
+    original = PrefixBeamDecoder.finish
+    monkeypatch.setattr(PrefixBeamDecoder, "finish", lambda self: finished.append(1) or original(self))
+    audio = np.concatenate([tone_audio("bad cafe"), np.zeros(16000, dtype=np.float32)])
+    asr = EdgeTranscriber(lm_bundle)
+    stream = asr.stream()
+    events = []
+    for start in range(0, audio.size, 1600):
+        events.extend(stream.accept(audio[start : start + 1600], 16000))
+    events.extend(stream.flush())
+    finals = [e for e in events if e.is_final]
+    assert [e.text for e in finals] == ["bad cafe"]
+    assert len(finished) == 1  # the final came from the beam search
+    offline = asr.transcribe(audio, sample_rate=16000)
+    assert [w.start for w in finals[0].words] == pytest.approx([w.start for w in offline.words], abs=0.021)
+
+
+def test_listen_no_lm_flag(lm_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import soundfile as sf
+
+    wav = tmp_path / "x.wav"
+    sf.write(wav, tone_audio("face bead"), 16000)
+    for extra in ([], ["--no-lm"]):
+        assert edge_main(["listen", "-m", str(lm_bundle), "--input", str(wav), "-q", *extra]) == 0
+        assert capsys.readouterr().out == "face bead\n"
