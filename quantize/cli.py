@@ -22,7 +22,7 @@ EXAMPLES = """examples:
   python -m quantize export --model runs/tiny/final --out bundles/tiny-fp32
   python -m quantize quantize --bundle bundles/tiny-fp32 --out bundles/tiny-gemm --int8-ops MatMul,Gemm
   python -m quantize report --bundle bundles/tiny --model runs/tiny/final --eval dev.csv --out rep/
-  python -m quantize lm --bundle bundles/tiny --text data/train.csv more-text.txt --tune data/dev.csv
+  python -m quantize lm --bundle bundles/tiny --text data/train.csv --tune data/dev.csv --eval data/test.csv
 """
 
 
@@ -135,15 +135,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--beam-size", type=int, default=8, help="beam the device uses (default: 8)")
     p.add_argument(
         "--tune",
-        dest="eval_manifest",
+        dest="tune_manifest",
         type=Path,
         default=None,
         help="manifest to pick lm_weight and insertion_bonus on (voices/text not in --text)",
     )
     p.add_argument(
-        "--eval-limit", type=int, default=200, help="tune on the first N utterances (default: 200)"
+        "--tune-limit", type=int, default=200, help="tune on the first N utterances (default: 200)"
     )
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads when tuning")
+    _add_eval_args(p)
     return parser.parse_args(argv)
 
 
@@ -225,8 +225,10 @@ def run(args: argparse.Namespace) -> int:
             order=args.order,
             min_count=args.min_count,
             beam_size=args.beam_size,
-            tune_manifest=args.eval_manifest,
-            tune_limit=args.eval_limit,
+            tune_manifest=args.tune_manifest,
+            tune_limit=args.tune_limit,
+            eval_manifest=args.eval_manifest,
+            eval_limit=args.eval_limit,
             threads=args.threads,
         )
         say(f"bundle with language model written to {out} in {time.perf_counter() - started:.1f} s")

@@ -5,9 +5,9 @@ has (their own transcripts, a list of voice commands). N-grams of order 3 and up
 `min_count` times are pruned, then every context gets the backoff weight that keeps its distribution
 summing to one, and the model is written as gzipped ARPA for `edge_asr.lm` to read.
 
-With an evaluation manifest, the LM weight and insertion bonus are picked on it by a small grid
-search over the bundle's own ONNX output (computed once), and the CER with and without the LM is
-stored in bundle.json.
+With a tuning manifest, the LM weight and insertion bonus are picked on it by a small grid search
+over the bundle's own ONNX output (computed once). With an evaluation manifest (other voices, other
+text), CER and WER with and without the LM are measured there. Both go into bundle.json.
 """
 
 from __future__ import annotations
@@ -22,17 +22,19 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edge_asr.audio import open_audio
 from edge_asr.beam import BeamOptions, PrefixBeamDecoder
 from edge_asr.bundle import load_bundle, write_bundle
-from edge_asr.ctc import Vocabulary, best_path, decode
+from edge_asr.ctc import best_path, decode
 from edge_asr.errors import BundleError
 from edge_asr.lm import BOS, EOS, WORD_BOUNDARY, CharNgramLM, open_text, tokens_of, write_arpa
 from edge_asr.text import TextNormalization
-from train.metrics import count_errors
+from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
+from train.metrics import ErrorCounts, count_errors
 
 from .convert import place_bundle
 from .errors import QuantizeError
@@ -163,48 +165,56 @@ def write_lm(path: Path, entries: ArpaEntries) -> None:
         write_arpa(handle, entries)
 
 
-def decode_all(
-    log_probs: Sequence[np.ndarray],
-    vocabulary: Vocabulary,
-    frame_seconds: float,
-    lm: Optional[CharNgramLM],
-    options: Optional[BeamOptions],
-) -> List[str]:
-    texts = []
-    for lp in log_probs:
-        if lm is None or options is None:
-            ids, scores = best_path(lp, vocabulary.blank_id)
-        else:
-            decoder = PrefixBeamDecoder(vocabulary, lm, options)
-            decoder.push(lp)
-            ids, scores = decoder.finish()
-        texts.append(decode(ids, vocabulary, frame_seconds, scores)[0])
-    return texts
+class LmScorer:
+    """The bundle's ONNX log-probabilities of a manifest, computed once, scored under any decoding."""
+
+    def __init__(self, bundle_dir: Path, items: Sequence[EvalItem], threads: Optional[int]):
+        asr = EdgeTranscriber(
+            bundle_dir, threads=threads, verify=False, options=TranscribeOptions(use_lm=False)
+        )
+        self.metadata = asr.metadata
+        self.vocabulary = asr.vocabulary
+        self.references = [item.text for item in items]
+        self.log_probs = []
+        for item in items:
+            _, blocks = open_audio(item.path, self.metadata.sample_rate)
+            self.log_probs.append(asr.model.log_probs(np.concatenate(list(blocks))))
+
+    def transcripts(self, lm: Optional[CharNgramLM], options: Optional[BeamOptions]) -> List[str]:
+        texts = []
+        for log_probs in self.log_probs:
+            if lm is None or options is None:
+                ids, scores = best_path(log_probs, self.vocabulary.blank_id)
+            else:
+                decoder = PrefixBeamDecoder(self.vocabulary, lm, options)
+                decoder.push(log_probs)
+                ids, scores = decoder.finish()
+            texts.append(decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)[0])
+        return texts
+
+    def errors(self, lm: Optional[CharNgramLM] = None, options: Optional[BeamOptions] = None) -> ErrorCounts:
+        hypotheses = self.transcripts(lm, options)
+        return count_errors(self.references, hypotheses, self.metadata.text_normalization)
+
+    def compare(self, lm: CharNgramLM, options: BeamOptions) -> Dict[str, float]:
+        """Greedy against beam search with `lm`: CER and WER of both."""
+        greedy, with_lm = self.errors(), self.errors(lm, options)
+        return {
+            "utterances": len(self.references),
+            "cer_greedy": round(greedy.cer, 4),
+            "wer_greedy": round(greedy.wer, 4),
+            "cer_lm": round(with_lm.cer, 4),
+            "wer_lm": round(with_lm.wer, 4),
+        }
 
 
-def tune(
-    bundle_dir: Path, lm: CharNgramLM, items: Sequence[EvalItem], beam_size: int, threads: Optional[int], say
-) -> Dict[str, float]:
-    """Grid-search lm_weight x insertion_bonus on `items`; returns the best with CER/WER with and without."""
-    from edge_asr.audio import open_audio
-    from edge_asr.transcriber import EdgeTranscriber
-
-    asr = EdgeTranscriber(bundle_dir, threads=threads, verify=False)
-    meta = asr.metadata
-    log_probs = []
-    for item in items:
-        _, blocks = open_audio(item.path, meta.sample_rate)
-        log_probs.append(asr.model.log_probs(np.concatenate(list(blocks))))
-    refs = [item.text for item in items]
-    norm = meta.text_normalization
-    greedy = count_errors(refs, decode_all(log_probs, asr.vocabulary, meta.frame_seconds, None, None), norm)
-    say(f"  greedy: CER {greedy.cer:.4f} WER {greedy.wer:.4f} on {len(items)} utterances")
-    best: Optional[Tuple[float, float, float, float]] = None
+def tune(scorer: LmScorer, lm: CharNgramLM, beam_size: int) -> BeamOptions:
+    """The lm_weight x insertion_bonus pair of the grid with the lowest CER (then WER) on `scorer`."""
+    best: Optional[Tuple[Tuple[float, float], BeamOptions]] = None
     for weight in WEIGHTS:
         for bonus in BONUSES:
             options = BeamOptions(beam_size=beam_size, lm_weight=weight, insertion_bonus=bonus)
-            hyps = decode_all(log_probs, asr.vocabulary, meta.frame_seconds, lm, options)
-            scored = count_errors(refs, hyps, norm)
+            scored = scorer.errors(lm, options)
             log.info(
                 "lm_weight %.2f insertion_bonus %.1f: CER %.4f WER %.4f",
                 weight,
@@ -212,19 +222,17 @@ def tune(
                 scored.cer,
                 scored.wer,
             )
-            if best is None or (scored.cer, scored.wer) < (best[2], best[3]):
-                best = (weight, bonus, scored.cer, scored.wer)
+            if best is None or (scored.cer, scored.wer) < best[0]:
+                best = ((scored.cer, scored.wer), options)
     assert best is not None
-    say(f"  with LM: CER {best[2]:.4f} WER {best[3]:.4f} (lm_weight {best[0]}, insertion_bonus {best[1]})")
-    return {
-        "lm_weight": best[0],
-        "insertion_bonus": best[1],
-        "utterances": len(items),
-        "cer_greedy": round(greedy.cer, 4),
-        "wer_greedy": round(greedy.wer, 4),
-        "cer_lm": round(best[2], 4),
-        "wer_lm": round(best[3], 4),
-    }
+    return best[1]
+
+
+def _say_comparison(say: ProgressFn, name: str, figures: Dict[str, Any]) -> None:
+    say(
+        f"  {name} ({figures['utterances']} utterances): greedy CER {figures['cer_greedy']:.4f} "
+        f"WER {figures['wer_greedy']:.4f} -> with LM CER {figures['cer_lm']:.4f} WER {figures['wer_lm']:.4f}"
+    )
 
 
 def add_lm(
@@ -238,6 +246,8 @@ def add_lm(
     beam_size: int = 8,
     tune_manifest: Optional[Path] = None,
     tune_limit: Optional[int] = None,
+    eval_manifest: Optional[Path] = None,
+    eval_limit: Optional[int] = None,
     threads: Optional[int] = None,
 ) -> Path:
     """Copy a bundle to `out` with a language model; when `out` is the bundle itself, replace it.
@@ -270,21 +280,25 @@ def add_lm(
         shutil.copytree(bundle.path, tmp, dirs_exist_ok=True)
         write_lm(tmp / LM_FILE, entries)
         lm = CharNgramLM.load(tmp / LM_FILE, meta.vocabulary)
-        settings: Dict[str, object] = {
-            "lm_weight": BeamOptions.lm_weight,
-            "insertion_bonus": BeamOptions.insertion_bonus,
-        }
-        evaluation = None
+        options = BeamOptions(beam_size=beam_size)
+        figures: Dict[str, Dict[str, Any]] = {}
         if tune_manifest is not None:
-            say(f"tuning on {tune_manifest} ...")
-            evaluation = tune(tmp, lm, read_manifest(tune_manifest, tune_limit), beam_size, threads, say)
-            settings = {k: evaluation.pop(k) for k in ("lm_weight", "insertion_bonus")}
+            say(f"tuning lm_weight and insertion_bonus on {tune_manifest} ...")
+            scorer = LmScorer(tmp, read_manifest(tune_manifest, tune_limit), threads)
+            options = tune(scorer, lm, beam_size)
+            figures["tuning"] = {"manifest": tune_manifest.name, **scorer.compare(lm, options)}
+            _say_comparison(say, "tuning set", figures["tuning"])
+        if eval_manifest is not None:
+            scorer = LmScorer(tmp, read_manifest(eval_manifest, eval_limit), threads)
+            figures["evaluation"] = {"manifest": eval_manifest.name, **scorer.compare(lm, options)}
+            _say_comparison(say, "evaluation set", figures["evaluation"])
         meta.language_model = {
             "file": LM_FILE,
             "kind": "char-ngram-arpa",
             "order": len(sizes),
             "beam_size": beam_size,
-            **settings,
+            "lm_weight": options.lm_weight,
+            "insertion_bonus": options.insertion_bonus,
         }
         meta.extra["language_model"] = {
             "sentences": len(sentences),
@@ -292,7 +306,7 @@ def add_lm(
             "ngrams": sizes,
             "min_count": min_count,
             "size_bytes": (tmp / LM_FILE).stat().st_size,
-            **({"evaluation": evaluation} if evaluation else {}),
+            **figures,
         }
         write_bundle(tmp, meta)
         place_bundle(tmp, out, force or in_place)

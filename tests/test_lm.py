@@ -317,3 +317,24 @@ def test_listen_no_lm_flag(lm_bundle: Path, tmp_path: Path, capsys: pytest.Captu
     for extra in ([], ["--no-lm"]):
         assert edge_main(["listen", "-m", str(lm_bundle), "--input", str(wav), "-q", *extra]) == 0
         assert capsys.readouterr().out == "face bead\n"
+
+
+def test_quantize_lm_tunes_and_evaluates_on_manifests(tone_bundle: Path, tmp_path: Path) -> None:
+    import soundfile as sf
+
+    lines = ["path,text"]
+    for index, text in enumerate(["bad cafe", "face", "deaf bead"]):
+        sf.write(tmp_path / f"{index}.wav", tone_audio(text), 16000)
+        lines.append(f"{index}.wav,{text}")
+    manifest = tmp_path / "dev.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    text = tmp_path / "text.txt"
+    text.write_text("bad cafe\nface bead\ndeaf cab\n" * 3)
+    out = tmp_path / "tuned"
+    argv = ["-q", "lm", "--bundle", str(tone_bundle), "--out", str(out), "--text", str(text)]
+    assert quantize_main([*argv, "--tune", str(manifest), "--eval", str(manifest), "--eval-limit", "2"]) == 0
+    meta = load_bundle(out).metadata
+    figures = meta.extra["language_model"]
+    assert figures["tuning"]["utterances"] == 3 and figures["evaluation"]["utterances"] == 2
+    assert figures["evaluation"]["cer_lm"] == 0.0 == figures["evaluation"]["cer_greedy"]
+    assert meta.language_model is not None and meta.language_model["lm_weight"] in (0.2, 0.35, 0.5, 0.7, 1.0)
