@@ -5,7 +5,7 @@ A bundle is a folder::
     bundle.json        metadata below (JSON, never pickle)
     model.onnx         float32 graph: input float32 [batch, samples] -> output float32 [batch, frames, vocab]
     model.int8.onnx    optional dynamically quantized twin of model.onnx
-    lm.arpa.gz         optional character n-gram language model for beam search (see edge_asr.lm)
+    lm.npz             optional character n-gram language model for beam search (see edge_asr.lm)
     ...                any other file (report.md, samples) listed in "files" with its sha256
 
 The graph may take a second input ``input_lengths`` (int64 [batch]) so that normalization baked into
@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 METADATA_FILE = "bundle.json"
 SUPPORTED_SAMPLE_RATES = range(8000, 48001)
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "models" / "default"
-LM_KIND = "char-ngram-arpa"
+LM_KIND = "char-ngram"
 
 
 @dataclass
@@ -58,7 +58,7 @@ class BundleMetadata:
         int8_recommended: false when quantization cost more accuracy than its guard allowed.
         name: a short human name for the model.
         source: where the model came from (base checkpoint, training run, tool versions).
-        language_model: optional beam-search LM: {"file", "kind": "char-ngram-arpa", "order",
+        language_model: optional beam-search LM: {"file", "kind": "char-ngram", "order",
             "beam_size", "lm_weight", "insertion_bonus"}; the settings were tuned for this model.
         extra: free-form facts (e.g. the int8 report's headline figures).
     """

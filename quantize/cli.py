@@ -117,13 +117,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
     p = sub.add_parser("lm", help="build a character n-gram LM from text and add it to a bundle")
     p.add_argument("--bundle", required=True, type=Path, help="the bundle to add the LM to")
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--text",
-        required=True,
         nargs="+",
         type=Path,
         help="sentences: .txt (one per line, .txt.gz too) or manifests (CSV path,text; metadata.csv; JSONL)",
     )
+    source.add_argument("--arpa", type=Path, help="import this character ARPA LM (.arpa or .arpa.gz) instead")
     p.add_argument(
         "--out", type=Path, default=None, help="write a new bundle here (default: update --bundle in place)"
     )
@@ -219,9 +220,10 @@ def run(args: argparse.Namespace) -> int:
         out = add_lm(
             args.bundle,
             args.out or args.bundle,
-            args.text,
+            args.text or [],
             args.force,
             say,
+            arpa=args.arpa,
             order=args.order,
             min_count=args.min_count,
             beam_size=args.beam_size,

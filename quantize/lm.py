@@ -3,7 +3,8 @@
 The estimate is interpolated Witten-Bell, which needs no tuning and behaves on the small texts a user
 has (their own transcripts, a list of voice commands). N-grams of order 3 and up seen fewer than
 `min_count` times are pruned, then every context gets the backoff weight that keeps its distribution
-summing to one, and the model is written as gzipped ARPA for `edge_asr.lm` to read.
+summing to one. An ARPA file made elsewhere (KenLM) can be imported instead with --arpa. The bundle
+gets the model as lm.npz, the format `edge_asr.lm` loads fast.
 
 With a tuning manifest, the LM weight and insertion bonus are picked on it by a small grid search
 over the bundle's own ONNX output (computed once). With an evaluation manifest (other voices, other
@@ -12,7 +13,6 @@ text), CER and WER with and without the LM are measured there. Both go into bund
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import math
@@ -28,7 +28,7 @@ import numpy as np
 
 from edge_asr.audio import open_audio
 from edge_asr.beam import BeamOptions, PrefixBeamDecoder
-from edge_asr.bundle import load_bundle, write_bundle
+from edge_asr.bundle import LM_KIND, load_bundle, write_bundle
 from edge_asr.ctc import best_path, decode
 from edge_asr.errors import BundleError
 from edge_asr.lm import BOS, EOS, WORD_BOUNDARY, CharNgramLM, open_text, tokens_of, write_arpa
@@ -42,7 +42,7 @@ from .manifest import EvalItem, read_manifest
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[str], None]
-LM_FILE = "lm.arpa.gz"
+LM_FILE = "lm.npz"
 WEIGHTS = (0.2, 0.35, 0.5, 0.7, 1.0)
 BONUSES = (0.0, 0.5, 1.0, 1.5, 2.5)
 
@@ -155,14 +155,43 @@ def estimate(sentences: Sequence[Sequence[str]], order: int = 6, min_count: int 
     return [level for level in entries if level]
 
 
-def write_lm(path: Path, entries: ArpaEntries) -> None:
-    # mtime=0: the same text gives the same bytes, hence the same sha256 in bundle.json.
-    with (
-        open(path, "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped,
-        io.TextIOWrapper(zipped, encoding="utf-8") as handle,
-    ):
-        write_arpa(handle, entries)
+def to_model(entries: ArpaEntries) -> CharNgramLM:
+    """ARPA entries as the model the device reads (through ARPA text, so both paths parse the same)."""
+    text = io.StringIO()
+    write_arpa(text, entries)
+    text.seek(0)
+    return CharNgramLM.from_arpa_lines(text, "<estimated model>")
+
+
+def ngram_counts(lm: CharNgramLM) -> List[int]:
+    """How many n-grams of each order (every token is one character, so a key's length is its n)."""
+    by_order = Counter(len(key) for key in lm.ngrams)
+    return [by_order[n] for n in range(1, lm.order + 1)]
+
+
+def _model_from(
+    texts: Sequence[Path],
+    arpa: Optional[Path],
+    normalization: TextNormalization,
+    vocabulary: Sequence[str],
+    order: int,
+    min_count: int,
+    say: ProgressFn,
+) -> Tuple[CharNgramLM, Dict[str, Any]]:
+    """The LM from an ARPA file or estimated from text, and facts about how it was made."""
+    if arpa is not None:
+        say(f"reading {arpa} ...")
+        return CharNgramLM.from_arpa(arpa, vocabulary), {"from_arpa": arpa.name}
+    sentences, skipped = lm_token_sentences(read_sentences(texts), normalization, vocabulary)
+    if not sentences:
+        raise QuantizeError(
+            f"none of the {skipped} sentence(s) can be spelled with the model's vocabulary; check --text"
+        )
+    if skipped:
+        say(f"  skipped {skipped} sentence(s) with characters outside the model's vocabulary")
+    say(f"  estimating an order-{order} model from {len(sentences)} sentences ...")
+    built = {"sentences": len(sentences), "skipped": skipped, "min_count": min_count}
+    return to_model(estimate(sentences, order, min_count)), built
 
 
 class LmScorer:
@@ -241,6 +270,7 @@ def add_lm(
     texts: Sequence[Path],
     force: bool,
     say: ProgressFn,
+    arpa: Optional[Path] = None,
     order: int = 6,
     min_count: int = 2,
     beam_size: int = 8,
@@ -264,21 +294,19 @@ def add_lm(
     if out.exists() and not force and not in_place:
         raise QuantizeError(f"{out}: already exists; pass --force to replace it")
     started = time.perf_counter()
-    sentences, skipped = lm_token_sentences(read_sentences(texts), meta.text_normalization, meta.vocabulary)
-    if not sentences:
-        raise QuantizeError(
-            f"none of the {skipped} sentence(s) can be spelled with the model's vocabulary; check --text"
-        )
-    if skipped:
-        say(f"  skipped {skipped} sentence(s) with characters outside the model's vocabulary")
-    entries = estimate(sentences, order, min_count)
-    sizes = [len(level) for level in entries]
-    say(f"  {len(sentences)} sentences -> {sum(sizes)} n-grams (orders 1-{len(sizes)}: {sizes})")
+    try:
+        lm, built = _model_from(texts, arpa, meta.text_normalization, meta.vocabulary, order, min_count, say)
+    except BundleError as exc:
+        raise QuantizeError(str(exc)) from None
+    sizes = ngram_counts(lm)
+    say(f"  {sum(sizes)} n-grams (orders 1-{len(sizes)}: {sizes})")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         shutil.copytree(bundle.path, tmp, dirs_exist_ok=True)
-        write_lm(tmp / LM_FILE, entries)
+        if meta.language_model is not None:
+            (tmp / meta.language_model["file"]).unlink(missing_ok=True)
+        lm.save(tmp / LM_FILE)
         lm = CharNgramLM.load(tmp / LM_FILE, meta.vocabulary)
         options = BeamOptions(beam_size=beam_size)
         figures: Dict[str, Dict[str, Any]] = {}
@@ -294,17 +322,15 @@ def add_lm(
             _say_comparison(say, "evaluation set", figures["evaluation"])
         meta.language_model = {
             "file": LM_FILE,
-            "kind": "char-ngram-arpa",
+            "kind": LM_KIND,
             "order": len(sizes),
             "beam_size": beam_size,
             "lm_weight": options.lm_weight,
             "insertion_bonus": options.insertion_bonus,
         }
         meta.extra["language_model"] = {
-            "sentences": len(sentences),
-            "skipped": skipped,
+            **built,
             "ngrams": sizes,
-            "min_count": min_count,
             "size_bytes": (tmp / LM_FILE).stat().st_size,
             **figures,
         }

@@ -21,7 +21,7 @@ from edge_asr.errors import BundleError
 from edge_asr.lm import WORD_BOUNDARY, CharNgramLM, tokens_of
 from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
 from quantize.cli import main as quantize_main
-from quantize.lm import LM_FILE, estimate, write_lm
+from quantize.lm import LM_FILE, estimate, to_model
 
 TEXT = [
     "the cat sat on the mat",
@@ -35,8 +35,9 @@ SPEECH_VOCAB = ["<pad>", WORD_BOUNDARY, *CHARS]
 
 
 def build_lm(tmp_path: Path, sentences: List[str] = TEXT, order: int = 4, min_count: int = 1) -> CharNgramLM:
+    """Estimate, save as the bundle's lm.npz and load back, as `quantize lm` does."""
     path = tmp_path / LM_FILE
-    write_lm(path, estimate([tokens_of(s) for s in sentences], order=order, min_count=min_count))
+    to_model(estimate([tokens_of(s) for s in sentences], order=order, min_count=min_count)).save(path)
     return CharNgramLM.load(path, SPEECH_VOCAB)
 
 
@@ -73,7 +74,7 @@ def test_plain_arpa_from_another_tool_is_read(tmp_path: Path) -> None:
         "\\data\\\nngram 1=4\nngram 2=2\n\n\\1-grams:\n-99\t<s>\t-0.3\n-0.5\ta\t-0.2\n-0.4\tb\n-0.6\t</s>\n"
         "\n\\2-grams:\n-0.1\t<s> a\n-0.2\ta b\n\n\\end\\\n"
     )
-    lm = CharNgramLM.load(arpa)
+    lm = CharNgramLM.from_arpa(arpa)
     ln10 = math.log(10)
     assert lm.logprob(lm.start, "a") == pytest.approx(-0.1 * ln10)
     assert lm.logprob("a", "b") == pytest.approx(-0.2 * ln10)
@@ -81,20 +82,37 @@ def test_plain_arpa_from_another_tool_is_read(tmp_path: Path) -> None:
     assert lm.logprob("b", "a") == pytest.approx(-0.5 * ln10)  # no backoff listed for "b"
 
 
+def test_saved_model_loads_back_identical(tmp_path: Path) -> None:
+    built = to_model(estimate([tokens_of(s) for s in TEXT], order=5))
+    built.save(tmp_path / "lm.npz")
+    loaded = CharNgramLM.load(tmp_path / "lm.npz", SPEECH_VOCAB)
+    assert loaded.order == 5 and loaded.ngrams.keys() == built.ngrams.keys()
+    assert loaded.backoffs.keys() == built.backoffs.keys()
+    for text in ["the cat", "a rat sat", "qq"]:
+        tokens = tokens_of(text.replace("q", "t"))
+        assert loaded.sentence_logprob(tokens) == pytest.approx(built.sentence_logprob(tokens), abs=1e-4)
+
+
 def test_bad_lm_files_are_refused_with_a_reason(tmp_path: Path) -> None:
     lm_path = tmp_path / LM_FILE
-    write_lm(lm_path, estimate([tokens_of("xyz")], order=2))
+    to_model(estimate([tokens_of("xyz")], order=2)).save(lm_path)
     with pytest.raises(BundleError, match="vocabulary lacks"):
         CharNgramLM.load(lm_path, SPEECH_VOCAB)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(BundleError, match="cannot read"):
+        CharNgramLM.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", weights=np.zeros(3))
+    with pytest.raises(BundleError, match="cannot read"):
+        CharNgramLM.load(tmp_path / "other.npz")
     (tmp_path / "junk.arpa").write_text("hello\n")
     with pytest.raises(BundleError, match="not an ARPA"):
-        CharNgramLM.load(tmp_path / "junk.arpa")
+        CharNgramLM.from_arpa(tmp_path / "junk.arpa")
     (tmp_path / "broken.arpa.gz").write_bytes(gzip.compress(b"\\data\\\nngram 1=1\n")[:-8])
     with pytest.raises(BundleError, match="cannot read"):
-        CharNgramLM.load(tmp_path / "broken.arpa.gz")
+        CharNgramLM.from_arpa(tmp_path / "broken.arpa.gz")
     (tmp_path / "words.arpa").write_text("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\thello\n\n\\end\\\n")
     with pytest.raises(BundleError, match="not a single character"):
-        CharNgramLM.load(tmp_path / "words.arpa")
+        CharNgramLM.from_arpa(tmp_path / "words.arpa")
 
 
 # --- beam search on synthetic log-probabilities -------------------------------------------------
@@ -236,8 +254,8 @@ def test_transcriber_decodes_with_the_bundle_lm(lm_bundle: Path) -> None:
 
 
 def test_corrupt_lm_is_caught_by_its_checksum(lm_bundle: Path) -> None:
-    with gzip.open(lm_bundle / LM_FILE, "at") as handle:
-        handle.write("\n")
+    with open(lm_bundle / LM_FILE, "ab") as handle:
+        handle.write(b"\0")
     with pytest.raises(BundleError, match="checksum"):
         EdgeTranscriber(lm_bundle)
     EdgeTranscriber(lm_bundle, options=TranscribeOptions(use_lm=False))  # greedy never reads it
@@ -338,3 +356,20 @@ def test_quantize_lm_tunes_and_evaluates_on_manifests(tone_bundle: Path, tmp_pat
     assert figures["tuning"]["utterances"] == 3 and figures["evaluation"]["utterances"] == 2
     assert figures["evaluation"]["cer_lm"] == 0.0 == figures["evaluation"]["cer_greedy"]
     assert meta.language_model is not None and meta.language_model["lm_weight"] in (0.2, 0.35, 0.5, 0.7, 1.0)
+
+
+def test_quantize_lm_imports_an_arpa_file(tone_bundle: Path, tmp_path: Path) -> None:
+    arpa = tmp_path / "kenlm.arpa"
+    arpa.write_text(
+        "\\data\\\nngram 1=5\nngram 2=1\n\n\\1-grams:\n-99\t<s>\t-0.3\n-0.5\ta\t-0.2\n-0.6\tb\n-0.7\t|\n"
+        "-0.8\t</s>\n\n\\2-grams:\n-0.1\ta b\n\n\\end\\\n"
+    )
+    out = tmp_path / "imported"
+    assert (
+        quantize_main(["-q", "lm", "--bundle", str(tone_bundle), "--out", str(out), "--arpa", str(arpa)]) == 0
+    )
+    meta = load_bundle(out).metadata
+    assert meta.language_model is not None and meta.language_model["order"] == 2
+    assert meta.extra["language_model"]["from_arpa"] == "kenlm.arpa"
+    lm = CharNgramLM.load(out / LM_FILE, VOCAB)
+    assert lm.logprob("a", "b") == pytest.approx(-0.1 * math.log(10), abs=1e-6)
