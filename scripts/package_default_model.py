@@ -7,9 +7,11 @@
    evaluation set: ONNX export, parity, int8, fp32-vs-int8 report.
 2. The shipped bundle, edge_asr/models/default: the int8 graph only (the size budget is 15 MB) plus
    the report, with bundle.json rewritten through edge_asr.bundle.write_bundle.
-3. Samples, edge_asr/samples: one short test-split utterance per held-out speaker, picked by a fixed
+3. Its language model: `python -m quantize lm` on the corpus's training sentences, the weight tuned on
+   the validation voices and the result measured on the same test utterances as the int8 report.
+4. Samples, edge_asr/samples: one short test-split utterance per held-out speaker, picked by a fixed
    rule (not by how well the model does on them), with transcripts.csv.
-4. The Hugging Face checkpoint, models/default-model-hf, so a later session can continue training it
+5. The Hugging Face checkpoint, models/default-model-hf, so a later session can continue training it
    (`python -m train --model models/default-model-hf --vocab models/default-model-hf/vocab.json`).
 """
 
@@ -90,6 +92,29 @@ def ship_int8(full: Path, training: dict) -> None:
     print(f"shipped bundle: {SHIPPED} ({size:.1f} MB)")
 
 
+def add_language_model(corpus: Path, eval_limit: int) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "quantize",
+        "lm",
+        "--bundle",
+        str(SHIPPED),
+        "--text",
+        str(corpus / "train.csv"),
+        "--tune",
+        str(corpus / "valid.csv"),
+        "--tune-limit",
+        "200",
+        "--eval",
+        str(corpus / "test.csv"),
+        "--eval-limit",
+        str(eval_limit),
+    ]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
 def pick_samples(corpus: Path, per_speaker: int = 1) -> None:
     with open(corpus / "utterances.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == "test"]
@@ -155,6 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     full = convert(args.model, args.corpus, args.work, args.eval_limit)
     ship_int8(full, json.loads(args.training_note))
+    add_language_model(args.corpus, args.eval_limit)
     pick_samples(args.corpus)
     keep_checkpoint(args.model)
 
