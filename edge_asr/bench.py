@@ -60,6 +60,7 @@ class BenchOptions:
         isolate: one child process per configuration, so each gets its own peak RSS. None: only when
             there is more than one configuration.
         first_variant_only: time only the first of `variants` that the bundle has (for --quick).
+        use_lm: decode as `edge-asr file` does: beam search with the bundle's LM when it has one.
     """
 
     model: Optional[str] = None
@@ -70,6 +71,7 @@ class BenchOptions:
     repeats: int = 1
     isolate: Optional[bool] = None
     first_variant_only: bool = False
+    use_lm: bool = True
 
 
 @dataclass
@@ -315,14 +317,16 @@ def run_configuration(
     seconds: Sequence[float],
     input_path: Optional[str],
     repeats: int,
+    use_lm: bool = True,
 ) -> ConfigResult:
     """Time one configuration in this process. Runs in the child when configurations are isolated."""
     from .audio import read_audio
-    from .transcriber import EdgeTranscriber
+    from .transcriber import EdgeTranscriber, TranscribeOptions
 
     rss_before = peak_rss_mb()
     started = time.perf_counter()
-    transcriber = EdgeTranscriber(model, quantized=variant == "int8", threads=threads)
+    options = TranscribeOptions(use_lm=use_lm)
+    transcriber = EdgeTranscriber(model, quantized=variant == "int8", threads=threads, options=options)
     load_s = time.perf_counter() - started
     rss_loaded = peak_rss_mb()
     rate = transcriber.sample_rate
@@ -399,7 +403,7 @@ def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchRe
     machine = machine_info()  # before the runs, so the load average is other programs' load
     results: List[ConfigResult] = []
     for variant, count in configs:
-        args = (model_arg, variant, count, seconds, options.input, options.repeats)
+        args = (model_arg, variant, count, seconds, options.input, options.repeats, options.use_lm)
         log.info("bench: %s, %d thread(s)%s", variant, count, " (child process)" if isolate else "")
         result = _in_child(args) if isolate else run_configuration(*args)
         results.append(result)
@@ -424,9 +428,16 @@ def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchRe
             "audio": "file" if options.input else "generated noise and tones",
             "isolated": isolate,
             "chunk_seconds": _default_chunk_seconds(),
+            "decoding": _decoding(meta.language_model, options.use_lm),
         },
         results=results,
     )
+
+
+def _decoding(language_model: Optional[Dict[str, Any]], use_lm: bool) -> str:
+    if language_model is None or not use_lm:
+        return "greedy"
+    return f"beam search (beam {language_model['beam_size']}) with the bundle's language model"
 
 
 def _default_chunk_seconds() -> float:
@@ -458,6 +469,7 @@ def format_table(report: BenchReport) -> str:
         + (f", {m['throttled']}" if m.get("throttled") else ""),
         f"model:   {report.model['path']} ({report.model['name'] or 'unnamed'}), "
         f"audio: {report.settings['audio']}",
+        f"decoding: {report.settings.get('decoding', 'greedy')}",
         "",
     ]
     seconds = report.settings["seconds"]
@@ -520,6 +532,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         repeats=args.repeats,
         isolate=False if args.in_process else None,
         first_variant_only=bool(args.quick and args.variant == "all"),
+        use_lm=getattr(args, "use_lm", True),
     )
 
 

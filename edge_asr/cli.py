@@ -178,6 +178,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action="store_true",
         help="no child processes (peak RSS then accumulates across configurations)",
     )
+    bench_cmd.add_argument(
+        "--no-lm", dest="use_lm", action="store_false", help="time greedy decoding even with a bundle LM"
+    )
     bench_cmd.add_argument("--json", metavar="OUT", help="also write the results (with machine info) as JSON")
     bench_cmd.set_defaults(handler=run_bench)
 

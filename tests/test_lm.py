@@ -373,3 +373,11 @@ def test_quantize_lm_imports_an_arpa_file(tone_bundle: Path, tmp_path: Path) -> 
     assert meta.extra["language_model"]["from_arpa"] == "kenlm.arpa"
     lm = CharNgramLM.load(out / LM_FILE, VOCAB)
     assert lm.logprob("a", "b") == pytest.approx(-0.1 * math.log(10), abs=1e-6)
+
+
+def test_bench_times_the_decoding_file_uses(lm_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "--quick", "--in-process", "--model", str(lm_bundle), "--seconds", "2"]
+    assert edge_main(argv) == 0
+    assert "decoding: beam search (beam 8) with the bundle's language model" in capsys.readouterr().out
+    assert edge_main([*argv, "--no-lm"]) == 0
+    assert "decoding: greedy" in capsys.readouterr().out
