@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_asr.audio import read_audio
 from edge_asr.bundle import FORMAT_VERSION, BundleMetadata, write_bundle
+from edge_asr.errors import BundleError
 
 from .errors import GuardError, QuantizeError
 from .evaluate import Evaluation, evaluate
@@ -169,6 +170,25 @@ def _open_permissions(folder: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
+@contextmanager
+def staged_bundle(out: Path) -> Iterator[Path]:
+    """A hidden folder beside `out` to build a bundle in, for `place_bundle` to rename into place.
+
+    If the build fails, the folder is removed so nothing half-written is left, and a BundleError
+    from edge_asr (a bundle that does not validate) becomes a QuantizeError with its message.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BundleError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise QuantizeError(str(exc)) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def place_bundle(tmp: Path, out: Path, force: bool) -> None:
     """Move the finished bundle into place; an existing one is replaced only with `force`."""
     _open_permissions(tmp)
@@ -196,14 +216,9 @@ def convert(options: ConvertOptions, progress: Optional[ProgressFn] = None) -> C
         say(f"evaluation set: {len(items)} utterance(s) from {options.eval_manifest}")
     with steps.step(f"loading {options.model}", "load"):
         source = load_source(options.model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_bundle(out) as tmp:
         result = _build(source, options, items, tmp, steps, say)
         place_bundle(tmp, out, options.force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     result.bundle = out
     evaluation = result.evaluation
     if evaluation is not None and not evaluation.guard_passed:

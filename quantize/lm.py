@@ -17,7 +17,6 @@ import io
 import logging
 import math
 import shutil
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from edge_asr.text import TextNormalization
 from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
 from train.metrics import ErrorCounts, count_errors
 
-from .convert import place_bundle
+from .convert import place_bundle, staged_bundle
 from .errors import QuantizeError
 from .manifest import EvalItem, read_manifest
 
@@ -300,9 +299,7 @@ def add_lm(
         raise QuantizeError(str(exc)) from None
     sizes = ngram_counts(lm)
     say(f"  {sum(sizes)} n-grams (orders 1-{len(sizes)}: {sizes})")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_bundle(out) as tmp:
         shutil.copytree(bundle.path, tmp, dirs_exist_ok=True)
         if meta.language_model is not None:
             (tmp / meta.language_model["file"]).unlink(missing_ok=True)
@@ -336,12 +333,6 @@ def add_lm(
         }
         write_bundle(tmp, meta)
         place_bundle(tmp, out, force or in_place)
-    except BundleError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise QuantizeError(str(exc)) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     size_mb = (out / LM_FILE).stat().st_size / 1e6
     say(f"  language model: {size_mb:.2f} MB in {time.perf_counter() - started:.1f} s")
     return out

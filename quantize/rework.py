@@ -11,7 +11,7 @@ from typing import Callable
 from edge_asr.bundle import FORMAT_VERSION, load_bundle, write_bundle
 from edge_asr.errors import BundleError
 
-from .convert import FP32_FILE, INT8_FILE, int8_smoke, place_bundle
+from .convert import FP32_FILE, INT8_FILE, int8_smoke, place_bundle, staged_bundle
 from .errors import QuantizeError
 from .evaluate import evaluate
 from .int8 import Int8Options, quantize_int8
@@ -41,9 +41,7 @@ def add_int8(bundle_dir: Path, out: Path, options: Int8Options, force: bool, say
         raise QuantizeError(f"{out}: already exists; pass --force to replace it")
     if out.resolve() == bundle.path.resolve():
         raise QuantizeError("--out must differ from --bundle (the new bundle replaces nothing in place)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_bundle(out) as tmp:
         shutil.copytree(bundle.path, tmp, dirs_exist_ok=True)
         bundle.verify([fp32_name])
         for stale in (REPORT_JSON, REPORT_MD, REPORT_PNG, INT8_FILE):
@@ -59,12 +57,6 @@ def add_int8(bundle_dir: Path, out: Path, options: Int8Options, force: bool, say
         meta.extra["int8"] = {"options": options.to_dict(), "probe_agreement": smoke}
         write_bundle(tmp, meta)
         place_bundle(tmp, out, force)
-    except BundleError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise QuantizeError(str(exc)) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
