@@ -20,7 +20,7 @@ import math
 import zipfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Sequence, Set, TextIO, Tuple
+from typing import Dict, Iterable, List, Sequence, Set, TextIO, Tuple
 
 import numpy as np
 
@@ -237,13 +237,6 @@ def write_arpa(handle: TextIO, entries: Sequence[Sequence[Tuple[Tuple[str, ...],
     handle.write("\n\\end\\\n")
 
 
-def iter_tokens(text: str) -> Iterator[str]:
-    """A normalized sentence as LM tokens: its characters, with WORD_BOUNDARY between words."""
-    for word_index, word in enumerate(text.split()):
-        if word_index:
-            yield WORD_BOUNDARY
-        yield from word
-
-
 def tokens_of(text: str) -> List[str]:
-    return list(iter_tokens(text))
+    """A normalized sentence as LM tokens: its characters, with WORD_BOUNDARY between words."""
+    return list(WORD_BOUNDARY.join(text.split()))

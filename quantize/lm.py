@@ -19,7 +19,6 @@ import math
 import shutil
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -47,14 +46,6 @@ BONUSES = (0.0, 0.5, 1.0, 1.5, 2.5)
 
 History = Tuple[str, ...]
 ArpaEntries = List[List[Tuple[History, float, float]]]
-
-
-@dataclass
-class LmStats:
-    sentences: int
-    skipped: int
-    tokens: int
-    ngrams: List[int]
 
 
 def read_sentences(paths: Sequence[Path]) -> List[str]:
