@@ -331,6 +331,38 @@ def test_augmentation_only_on_the_training_split(tmp_path):
     assert abs(float(stretched.mean())) < 1e-3 and float(stretched.std()) == pytest.approx(1.0, abs=1e-2)
 
 
+@pytest.mark.parametrize("rate", [0.9, 1.1])
+def test_speed_perturbation_moves_tempo_and_pitch_together(rate):
+    from train.augment import speed_perturb
+
+    t = np.arange(16000) / 16000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    out = speed_perturb(tone, rate)
+    assert out.dtype == np.float32 and len(out) == pytest.approx(16000 / rate, abs=2)
+    spectrum = np.abs(np.fft.rfft(out[1000:-1000]))
+    peak_hz = np.argmax(spectrum) * 16000 / len(out[1000:-1000])
+    assert peak_hz == pytest.approx(440 * rate, abs=3)
+
+
+def test_speed_perturbation_in_the_training_split(tmp_path):
+    from train.augment import AugmentOptions
+
+    say("go right now", tmp_path / "a.wav")
+    row = D.Utterance(str(tmp_path / "a.wav"), "go right now", "m:1", label="go right now")
+    row.samples = len(D.load_audio(row.path))
+    options = AugmentOptions(speed_p=1.0, speed_rate=(1.2, 1.25), noise_p=0, pitch_p=0, stretch_p=0, gain_p=0)
+    config = M.load_model_config("", "tiny", {})
+    train = SpeechDataset(
+        [row],
+        V.encoder(V.build_vocabulary([row.label])),
+        lambda n: M.output_frames(config, n),
+        False,
+        options,
+    )
+    faster = train[0]["input_values"]
+    assert row.samples / 1.26 < len(faster) < row.samples / 1.19
+
+
 def test_workers_fall_back_to_in_process(monkeypatch):
     assert usable_workers(2) == 2
 

@@ -1,7 +1,8 @@
 """Training-split audio augmentation, built on audiomentations.
 
-Each transform has its own probability: noise (coloured noise at a random SNR, or recordings from a
-noise folder), pitch shift, time stretch (length changes, labels do not), gain, and room reverb.
+Each transform has its own probability: speed perturbation, noise (coloured noise at a random SNR, or
+recordings from a noise folder), pitch shift, time stretch (length changes, labels do not), gain, and
+room reverb.
 audiomentations' RoomSimulator needs pyroomacoustics, which we do not want as a dependency, so the
 reverb is `ApplyImpulseResponse` fed with synthetic impulse responses (exponentially decaying noise,
 random RT60) written once per run: one FFT convolution per utterance, i.e. cheap.
@@ -15,12 +16,15 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
 class AugmentOptions:
+    speed_p: float = 0.0
+    speed_rate: Tuple[float, float] = (0.9, 1.1)
     noise_p: float = 0.3
     noise_snr_db: Tuple[float, float] = (10.0, 40.0)
     noise_dir: Optional[str] = None
@@ -60,11 +64,42 @@ def make_impulse_responses(
     return paths
 
 
+def speed_perturb(samples: np.ndarray, rate: float) -> np.ndarray:
+    """Play `samples` `rate` times faster: tempo, pitch and formants all move, as a shorter or longer
+    vocal tract would (Ko et al. 2015, Kaldi's 0.9/1.0/1.1). Pitch shift and time stretch each keep
+    the formants where they were, so they cannot stand in for a new speaker the way this does.
+    Reading the samples as if recorded at 16 kHz x rate and resampling to 16 kHz is one soxr call."""
+    out = soxr.resample(samples, SAMPLE_RATE * rate, SAMPLE_RATE, quality="MQ")
+    return np.asarray(out, dtype=np.float32)
+
+
+def _speed_transform(min_rate: float, max_rate: float, p: float):
+    # Built inside a function so that importing this module does not import audiomentations.
+    import random
+
+    from audiomentations.core.transforms_interface import BaseWaveformTransform
+
+    class SpeedPerturb(BaseWaveformTransform):
+        supports_multichannel = False
+
+        def randomize_parameters(self, samples, sample_rate):
+            super().randomize_parameters(samples, sample_rate)
+            if self.parameters["should_apply"]:
+                self.parameters["rate"] = random.uniform(min_rate, max_rate)
+
+        def apply(self, samples, sample_rate):
+            return speed_perturb(samples, self.parameters["rate"])
+
+    return SpeedPerturb(p=p)
+
+
 def build_augmenter(options: AugmentOptions):
     """An audiomentations Compose applying each enabled transform with its own probability."""
     import audiomentations as am
 
     transforms = []
+    if options.speed_p > 0:
+        transforms.append(_speed_transform(*options.speed_rate, p=options.speed_p))
     if options.noise_p > 0:
         low, high = options.noise_snr_db
         if options.noise_dir:

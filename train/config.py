@@ -104,6 +104,10 @@ class TrainConfig:
     logged_examples: int = _opt(4, "decoded validation examples written to TensorBoard per evaluation")
     # --- augmentation (training split only) ---
     augment: bool = _opt(True, "augment training audio")
+    speed_p: float = _opt(
+        0.0, "probability of speed perturbation (tempo, pitch and formants together: a new 'speaker')"
+    )
+    speed_rate: Tuple[float, float] = _opt((0.9, 1.1), "speed perturbation range (>1 is faster)")
     noise_p: float = _opt(0.3, "probability of added noise")
     noise_snr_db: Tuple[float, float] = _opt((10.0, 40.0), "noise SNR range in dB")
     noise_dir: Optional[str] = _opt(None, "folder of background-noise recordings (default: coloured noise)")
@@ -149,15 +153,22 @@ class TrainConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.num_workers < 0 or self.early_stopping_patience < 0 or self.cpu_threads < 0:
             raise ConfigError("num_workers, cpu_threads and early_stopping_patience cannot be negative")
-        for name in ("noise_p", "pitch_p", "stretch_p", "gain_p", "reverb_p"):
+        for name in ("speed_p", "noise_p", "pitch_p", "stretch_p", "gain_p", "reverb_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} is a probability (0..1), got {getattr(self, name)}")
-        for name in ("noise_snr_db", "pitch_semitones", "stretch_rate", "gain_db", "reverb_rt60"):
+        for name in (
+            "speed_rate",
+            "noise_snr_db",
+            "pitch_semitones",
+            "stretch_rate",
+            "gain_db",
+            "reverb_rt60",
+        ):
             low, high = getattr(self, name)
             if low > high:
                 raise ConfigError(f"{name}: the range ({low}, {high}) is reversed; give LOW HIGH")
-        if self.stretch_rate[0] <= 0 or self.reverb_rt60[0] <= 0:
-            raise ConfigError("stretch_rate and reverb_rt60 must be positive")
+        if self.speed_rate[0] <= 0 or self.stretch_rate[0] <= 0 or self.reverb_rt60[0] <= 0:
+            raise ConfigError("speed_rate, stretch_rate and reverb_rt60 must be positive")
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -310,6 +310,8 @@ def run_training(config: TrainConfig) -> RunResult:
                 impulse_dir = run_dir / f".impulse_responses.rank{_rank()}"
                 make_impulse_responses(impulse_dir, config.reverb_rt60, seed=config.seed)
         augment_options = AugmentOptions(
+            speed_p=config.speed_p,
+            speed_rate=config.speed_rate,
             noise_p=config.noise_p,
             noise_snr_db=config.noise_snr_db,
             noise_dir=config.noise_dir,
