@@ -212,6 +212,19 @@ def test_fp16_on_cpu_is_refused_with_advice(tmp_path, dataset, capsys):
     assert "bf16" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_precision_auto_follows_native_bf16(monkeypatch, caplog, native):
+    import train.pipeline as P
+    from train.config import TrainConfig
+
+    monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: native)
+    assert P._resolve_device(TrainConfig(device="cpu")) == (True, "bf16" if native else "fp32")
+    caplog.clear()
+    assert P._resolve_device(TrainConfig(device="cpu", precision="bf16")) == (True, "bf16")
+    emulated = [r for r in caplog.records if "without native bf16" in r.getMessage()]
+    assert bool(emulated) is not native
+
+
 def test_ddp_with_two_cpu_processes(tmp_path, dataset):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -88,7 +88,10 @@ class TrainConfig:
     warmup: float = _opt(0.1, "linear warmup: a fraction of all steps if < 1, else a step count")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm")
     precision: str = _opt(
-        "auto", "fp32, bf16 or fp16 (GPU only); auto = bf16/fp16 on GPU, fp32 on CPU", choices=PRECISIONS
+        "auto",
+        "fp32, bf16 or fp16 (GPU only); auto = bf16/fp16 on GPU, bf16 on CPUs with native bf16 "
+        "(AVX512-BF16/AMX), fp32 on other CPUs",
+        choices=PRECISIONS,
     )
     device: str = _opt("auto", "auto, cpu or cuda", choices=DEVICES)
     eval_steps: int = _opt(500, "evaluate (and checkpoint) every N optimizer steps")
