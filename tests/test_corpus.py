@@ -351,3 +351,45 @@ def test_cli_errors(tmp_path, capsys):
     both = ["--test-speakers", "rms", "--valid-speakers", "rms"]
     assert main(["--out", str(tmp_path / "x"), "--count", "3", *both]) == 2
     assert "both valid and test" in capsys.readouterr().err
+
+
+def test_exclude_keeps_another_corpus_sentences_out(tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    if engine_missing("espeak"):
+        pytest.skip(engine_missing("espeak"))
+    sentences = _write_sentences(tmp_path)
+    norm = TextNormalization()
+    banned = [norm(to_spoken(SENTENCES[0])), norm(to_spoken(SENTENCES[3]))]
+    manifest = tmp_path / "held_out.csv"
+    manifest.write_text("path,text\n" + "".join(f"wavs/x{i}.wav,{t}\n" for i, t in enumerate(banned)))
+    args = ["--out", str(tmp_path / "c"), "--count", "10", "--engines", "espeak", "--workers", "1",
+            "--sources", f"file:{sentences}", "--exclude", str(manifest), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    labels = {line.split("|")[2] for line in (tmp_path / "c" / "metadata.csv").read_text().splitlines()}
+    assert len(labels) == 3 and not labels & set(banned)  # 5 speakable sentences, 2 excluded
+    # The exclusion is part of the plan: the same folder without it is refused.
+    assert main(args[:-3] + ["--no-progress"]) == 2
+    assert "other options" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\nwavs/a.wav,hello\n")
+    assert main([*args[:-2], str(bad), "--no-progress"]) == 2
+    assert "no 'text' column" in capsys.readouterr().err
+
+
+def test_kokoro_plan_blends_speakers():
+    voices = [v for v in VOICES.values() if v.engine == "kokoro"]
+    assert {v.speaker for v in voices} == {f"kokoro-{n}" for n in ("jf_alpha", "jf_gongitsune", "jf_nezumi",
+                                                                  "jf_tebukuro", "jm_kumo")}  # fmt: skip
+    sentences = [make_sentence("t", f"This is sentence number {i} of the list.") for i in range(3)]
+    sentences = [s for s in sentences if s] * 20
+    plan = [Planner(sentences, voices, {}, seed=1).item(i) for i in range(60)]
+    blends = [p for u in plan for p in u.variant.split("+") if "@" in p]
+    british = [u for u in plan if "gb" in u.variant.split("+")]
+    assert 15 < len(blends) < 45 and 15 < len(british) < 45  # about half each
+    for u in plan:
+        for part in u.variant.split("+"):
+            if "@" in part:
+                other, share = part.split("@")
+                assert other != u.voice.voice and f"kokoro:{other}" in VOICES and float(share) in (0.25, 0.5)
+            else:
+                assert part in ("", "gb")

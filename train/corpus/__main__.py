@@ -40,6 +40,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=tuple(SOURCES),
         help=f"comma list from {','.join(SOURCES)} or file:PATH (one sentence a line)",
     )
+    p.add_argument("--exclude", type=Path, nargs="+", default=(), metavar="MANIFEST",
+                   help="never say a sentence of these path,text manifests (e.g. another corpus's "
+                   "valid.csv and test.csv)")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="parallel synthesis processes (default 2)")
     p.add_argument("--valid-speakers", type=_csv_list, default=DEFAULT_VALID_SPEAKERS)
     p.add_argument("--test-speakers", type=_csv_list, default=DEFAULT_TEST_SPEAKERS)
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         valid_speakers=tuple(args.valid_speakers), test_speakers=tuple(args.test_speakers),
         min_words=args.min_words, max_words=args.max_words,
         prosody=ProsodyRange(args.rate[0], args.rate[1], args.pitch[0], args.pitch[1]),
-        progress=not args.no_progress,
+        progress=not args.no_progress, exclude=tuple(args.exclude),
     )  # fmt: skip
     try:
         result = build(options)

