@@ -374,3 +374,23 @@ def test_workers_fall_back_to_in_process(monkeypatch):
 
     monkeypatch.setattr(torch.utils.data, "DataLoader", NoWorkers)
     assert usable_workers(2) == 0
+
+
+def test_lowpass_and_eq_reshape_the_spectrum_not_the_length():
+    from train.augment import AugmentOptions, apply, build_augmenter
+
+    noise = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+
+    def high_band_share(x):
+        power = np.abs(np.fft.rfft(x)) ** 2
+        return power[len(power) // 2 :].sum() / power.sum()  # share above 4 kHz
+
+    off = dict(noise_p=0.0, pitch_p=0.0, stretch_p=0.0, gain_p=0.0, reverb_p=0.0)
+    lowpass = build_augmenter(AugmentOptions(lowpass_p=1.0, lowpass_hz=(2000.0, 2000.0), **off))
+    filtered = apply(lowpass, noise)
+    assert len(filtered) == len(noise)
+    assert high_band_share(noise) > 0.4 and high_band_share(filtered) < 0.05
+    eq = build_augmenter(AugmentOptions(eq_p=1.0, eq_gain_db=12.0, **off))
+    shaped = apply(eq, noise)
+    assert len(shaped) == len(noise) and not np.allclose(shaped, noise, atol=1e-3)
+    assert build_augmenter(AugmentOptions(**off)) is None  # both default off

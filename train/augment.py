@@ -1,8 +1,9 @@
 """Training-split audio augmentation, built on audiomentations.
 
 Each transform has its own probability: speed perturbation, noise (coloured noise at a random SNR, or
-recordings from a noise folder), pitch shift, time stretch (length changes, labels do not), gain, and
-room reverb.
+recordings from a noise folder), pitch shift, time stretch (length changes, labels do not), a random
+seven-band EQ and a low-pass filter (engines, microphones and rooms differ most in their spectra: a
+model can otherwise learn a voice by its bandwidth), gain, and room reverb.
 audiomentations' RoomSimulator needs pyroomacoustics, which we do not want as a dependency, so the
 reverb is `ApplyImpulseResponse` fed with synthetic impulse responses (exponentially decaying noise,
 random RT60) written once per run: one FFT convolution per utterance, i.e. cheap.
@@ -32,6 +33,10 @@ class AugmentOptions:
     pitch_semitones: Tuple[float, float] = (-2.0, 2.0)
     stretch_p: float = 0.2
     stretch_rate: Tuple[float, float] = (0.9, 1.1)
+    eq_p: float = 0.0
+    eq_gain_db: float = 8.0  # each band's gain is drawn from +-this
+    lowpass_p: float = 0.0
+    lowpass_hz: Tuple[float, float] = (3000.0, 7500.0)
     gain_p: float = 0.3
     gain_db: Tuple[float, float] = (-6.0, 6.0)
     reverb_p: float = 0.1
@@ -118,6 +123,12 @@ def build_augmenter(options: AugmentOptions):
         transforms.append(
             am.TimeStretch(min_rate=low, max_rate=high, leave_length_unchanged=False, p=options.stretch_p)
         )
+    if options.eq_p > 0:
+        gain = options.eq_gain_db
+        transforms.append(am.SevenBandParametricEQ(min_gain_db=-gain, max_gain_db=gain, p=options.eq_p))
+    if options.lowpass_p > 0:
+        low, high = options.lowpass_hz
+        transforms.append(am.LowPassFilter(min_cutoff_freq=low, max_cutoff_freq=high, p=options.lowpass_p))
     if options.reverb_p > 0 and options.impulse_dir:
         transforms.append(am.ApplyImpulseResponse(ir_path=options.impulse_dir, p=options.reverb_p))
     if options.gain_p > 0:

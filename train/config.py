@@ -118,6 +118,10 @@ class TrainConfig:
     pitch_semitones: Tuple[float, float] = _opt((-2.0, 2.0), "pitch shift range in semitones")
     stretch_p: float = _opt(0.2, "probability of a time stretch")
     stretch_rate: Tuple[float, float] = _opt((0.9, 1.1), "time stretch rate range (>1 is faster)")
+    eq_p: float = _opt(0.0, "probability of a random seven-band EQ (a new microphone or engine)")
+    eq_gain_db: float = _opt(8.0, "EQ band gains are drawn from +-this many dB")
+    lowpass_p: float = _opt(0.0, "probability of a low-pass filter (band-limited engines and phones)")
+    lowpass_hz: Tuple[float, float] = _opt((3000.0, 7500.0), "low-pass cutoff range in Hz")
     gain_p: float = _opt(0.3, "probability of a gain change")
     gain_db: Tuple[float, float] = _opt((-6.0, 6.0), "gain range in dB")
     reverb_p: float = _opt(0.1, "probability of synthetic room reverb")
@@ -156,7 +160,7 @@ class TrainConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.num_workers < 0 or self.early_stopping_patience < 0 or self.cpu_threads < 0:
             raise ConfigError("num_workers, cpu_threads and early_stopping_patience cannot be negative")
-        for name in ("speed_p", "noise_p", "pitch_p", "stretch_p", "gain_p", "reverb_p"):
+        for name in ("speed_p", "noise_p", "pitch_p", "stretch_p", "eq_p", "lowpass_p", "gain_p", "reverb_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} is a probability (0..1), got {getattr(self, name)}")
         for name in (
@@ -164,6 +168,7 @@ class TrainConfig:
             "noise_snr_db",
             "pitch_semitones",
             "stretch_rate",
+            "lowpass_hz",
             "gain_db",
             "reverb_rt60",
         ):
@@ -172,6 +177,10 @@ class TrainConfig:
                 raise ConfigError(f"{name}: the range ({low}, {high}) is reversed; give LOW HIGH")
         if self.speed_rate[0] <= 0 or self.stretch_rate[0] <= 0 or self.reverb_rt60[0] <= 0:
             raise ConfigError("speed_rate, stretch_rate and reverb_rt60 must be positive")
+        if not (self.lowpass_hz[0] > 0 and self.lowpass_hz[1] < 8000):
+            raise ConfigError(f"lowpass_hz must lie within 0..8000 Hz (16 kHz audio), got {self.lowpass_hz}")
+        if self.eq_gain_db < 0:
+            raise ConfigError(f"eq_gain_db cannot be negative, got {self.eq_gain_db}")
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
