@@ -193,6 +193,30 @@ def test_pretrained_folder_gets_a_new_head_and_a_frozen_feature_encoder(tmp_path
     assert not torch.equal(tuned.state_dict()[proj], base.state_dict()[proj])  # the rest trained
 
 
+def test_growing_a_checkpoint_adds_identity_layers(tmp_path):
+    from transformers import Wav2Vec2ForCTC
+
+    from train.model import build_model, load_model_config
+
+    torch.manual_seed(0)
+    small = Wav2Vec2ForCTC(load_model_config("", "tiny", {}, vocab_size=12)).eval()
+    for p in small.parameters():  # trained-looking weights: random init leaves some biases at zero
+        p.data.add_(0.05 * torch.randn_like(p))
+    small.save_pretrained(tmp_path / "small")
+    overrides = {"num_hidden_layers": small.config.num_hidden_layers + 2}
+    config = load_model_config(str(tmp_path / "small"), None, overrides, vocab_size=12)
+    grown = build_model(config, str(tmp_path / "small"), False, False, seed=1).eval()
+    assert len(grown.wav2vec2.encoder.layers) == len(small.wav2vec2.encoder.layers) + 2
+    audio = torch.randn(2, 8000)
+    with torch.no_grad():
+        assert torch.allclose(grown(audio).logits, small(audio).logits, atol=1e-5)
+    # The new layers still learn: their zeroed projections get gradients.
+    grown.train()
+    grown(audio).logits.square().mean().backward()
+    new = grown.wav2vec2.encoder.layers[-1]
+    assert new.feed_forward.output_dense.weight.grad.abs().sum() > 0
+
+
 def test_fp16_on_cpu_is_refused_with_advice(tmp_path, dataset, capsys):
     status = cli_main(
         [

@@ -186,15 +186,26 @@ def build_model(config, model: str, from_scratch: bool, freeze_feature_encoder: 
         net = Wav2Vec2ForCTC(config)
     else:
         try:
-            net = Wav2Vec2ForCTC.from_pretrained(
+            net, loading = Wav2Vec2ForCTC.from_pretrained(
                 model,
                 config=config,
                 ignore_mismatched_sizes=True,
+                output_loading_info=True,
             )
         except OSError as exc:
             raise ModelError(
                 f"cannot load weights of {model!r}: {str(exc).splitlines()[0].rstrip('.')}"
             ) from None
+        grown = init_new_layers_as_identity(net, loading["missing_keys"])
+        if grown:
+            log.info(
+                "transformer layers %s are not in %s: added as identity blocks (%s)",
+                ", ".join(map(str, grown)),
+                model,
+                "the model computes what the checkpoint did until they learn"
+                if config.do_stable_layer_norm
+                else "post-norm layers: close to, not exactly, the checkpoint's function",
+            )
     freeze = (not from_scratch) if freeze_feature_encoder is None else freeze_feature_encoder
     if freeze:
         net.freeze_feature_encoder()
@@ -209,6 +220,29 @@ def build_model(config, model: str, from_scratch: bool, freeze_feature_encoder: 
         "used" if uses_attention_mask(config) else "not used (group-norm config)",
     )
     return net
+
+
+def init_new_layers_as_identity(net, missing_keys) -> list:
+    """Zero the residual-branch outputs of transformer layers the checkpoint did not have.
+
+    Growing a trained model (`--model-override num_hidden_layers=8` on a 4-layer checkpoint) otherwise
+    appends randomly initialised layers that scramble what it learnt. With the attention output and
+    feed-forward output projections at zero, a pre-norm layer (do_stable_layer_norm) adds nothing to
+    its residual stream: the grown model starts as the checkpoint's function, and gradients still
+    reach the zeroed projections, whose inputs are not zero. Returns the indices of the new layers.
+    """
+    import torch
+
+    prefix = "wav2vec2.encoder.layers."
+    missing = {k[len(prefix) :].split(".", 1)[0] for k in missing_keys if k.startswith(prefix)}
+    grown = sorted(int(i) for i in missing)
+    with torch.no_grad():
+        for index in grown:
+            layer = net.wav2vec2.encoder.layers[index]
+            for projection in (layer.attention.out_proj, layer.feed_forward.output_dense):
+                projection.weight.zero_()
+                projection.bias.zero_()
+    return grown
 
 
 def pretrained_do_normalize(model: str, from_scratch: bool) -> bool:
