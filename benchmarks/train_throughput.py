@@ -1,8 +1,10 @@
 """Training throughput on this machine: wav2vec2-base steps and DataLoader items per second.
 
     nice python benchmarks/train_throughput.py [--steps 3] [--threads 2] [--skip-model] [--skip-loader]
+    python benchmarks/train_throughput.py --config recipes/default-model-config.json --batch 12 --skip-loader
 
-Model part: a random-init wav2vec2-base (transformers' default Wav2Vec2Config) doing full training
+Model part: a random-init wav2vec2-base (transformers' default Wav2Vec2Config; `--config` takes a
+preset name or config.json as `python -m train --init-from-config` does) doing full training
 steps (forward, the trainer's true-length CTC loss, backward, AdamW) on a batch of 4 x 5 s, in fp32 and
 under bf16 autocast, with the conv feature encoder frozen and trained. Loader part: train/'s
 SpeechDataset + CTCCollator through a DataLoader over 5 s files stored at 22.05 kHz (so resampling is
@@ -26,10 +28,11 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def model_throughput(steps: int, batch: int, seconds: float) -> List[Dict[str, object]]:
+def model_throughput(steps: int, batch: int, seconds: float, source: str = "base") -> List[Dict[str, object]]:
     import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+    from transformers import Wav2Vec2ForCTC
 
+    from train.model import load_model_config
     from train.trainer import ctc_loss, output_frames_tensor
 
     results = []
@@ -37,9 +40,7 @@ def model_throughput(steps: int, batch: int, seconds: float) -> List[Dict[str, o
     for frozen in (True, False):
         for precision in ("fp32", "bf16"):
             torch.manual_seed(0)
-            config = Wav2Vec2Config(
-                vocab_size=32, pad_token_id=0, ctc_loss_reduction="mean", ctc_zero_infinity=True
-            )
+            config = load_model_config("", source, {}, vocab_size=32)
             model = Wav2Vec2ForCTC(config).train()
             if frozen:
                 model.freeze_feature_encoder()
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--files", type=int, default=32, help="files for the loader part")
+    parser.add_argument("--config", default="base", help="model: a preset (tiny, small, base) or config.json")
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-loader", action="store_true")
     args = parser.parse_args()
@@ -145,8 +147,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if not args.skip_model:
-        print(f"wav2vec2-base training step, batch {args.batch} x {args.seconds:g} s:")
-        model_throughput(args.steps, args.batch, args.seconds)
+        print(f"{args.config} training step, batch {args.batch} x {args.seconds:g} s:")
+        model_throughput(args.steps, args.batch, args.seconds, args.config)
     if not args.skip_loader:
         print(f"DataLoader, {args.files} files of {args.seconds:g} s at 22.05 kHz, batch {args.batch}:")
         loader_throughput(args.files, args.seconds, args.batch, [0, 2])
