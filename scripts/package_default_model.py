@@ -7,8 +7,9 @@
    evaluation set: ONNX export, parity, int8, fp32-vs-int8 report.
 2. The shipped bundle, edge_asr/models/default: the int8 graph only (the size budget is 15 MB) plus
    the report, with bundle.json rewritten through edge_asr.bundle.write_bundle.
-3. Its language model: `python -m quantize lm` on the corpus's training sentences, the weight tuned on
-   the validation voices and the result measured on the same test utterances as the int8 report.
+3. Its language model: `python -m quantize lm` on the corpus's training sentences (plus those of
+   `--lm-text`, e.g. the train.csv of corpus-v1-extra), the weight tuned on the validation voices and
+   the result measured on the same test utterances as the int8 report.
 4. Samples, edge_asr/samples: one short test-split utterance per held-out speaker, picked by a fixed
    rule (not by how well the model does on them), with transcripts.csv.
 5. The Hugging Face checkpoint, models/default-model-hf, so a later session can continue training it
@@ -24,6 +25,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -92,7 +94,7 @@ def ship_int8(full: Path, training: dict) -> None:
     print(f"shipped bundle: {SHIPPED} ({size:.1f} MB)")
 
 
-def add_language_model(corpus: Path, eval_limit: int) -> None:
+def add_language_model(corpus: Path, eval_limit: int, extra_text: Sequence[Path] = ()) -> None:
     cmd = [
         sys.executable,
         "-m",
@@ -102,6 +104,7 @@ def add_language_model(corpus: Path, eval_limit: int) -> None:
         str(SHIPPED),
         "--text",
         str(corpus / "train.csv"),
+        *map(str, extra_text),
         "--tune",
         str(corpus / "valid.csv"),
         "--tune-limit",
@@ -177,10 +180,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/work/runs"), help="scratch folder")
     parser.add_argument("--eval-limit", type=int, default=400, help="test utterances in the report")
     parser.add_argument("--training-note", default="{}", help="JSON facts about the run (steps, hours)")
+    parser.add_argument(
+        "--lm-text", type=Path, nargs="*", default=[], help="more training-sentence manifests for the LM"
+    )
     args = parser.parse_args()
     full = convert(args.model, args.corpus, args.work, args.eval_limit)
     ship_int8(full, json.loads(args.training_note))
-    add_language_model(args.corpus, args.eval_limit)
+    add_language_model(args.corpus, args.eval_limit, args.lm_text)
     pick_samples(args.corpus)
     keep_checkpoint(args.model)
 
