@@ -2,7 +2,8 @@
 
 bash scripts/install_tts.sh                       # engines + Debian text packages
 python -m train.corpus --list-engines             # what is installed, and why not
-nice python -m train.corpus --out /work/data/corpus-v1 --hours 15 --seed 1
+nice python -m train.corpus --out /work/data/corpus-v1 --hours 15 --seed 1 --workers 2 \\
+    --engines espeak,flite,festival,pico,hibari     # corpus-v1 (train/corpus/RECIPE.md)
 """
 
 from __future__ import annotations
