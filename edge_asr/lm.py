@@ -6,11 +6,12 @@ text spelled one token per "word"). Its tokens are the bundle's vocabulary token
 and "|" (`WORD_BOUNDARY`) for the space between words whatever the vocabulary calls it.
 
 Why our own code instead of kenlm: kenlm needs a C++ build on the device, and a character LM of a
-few hundred thousand n-grams fits in Python dicts with lookups fast enough for a beam of 8 at 50
-frames per second. Every token is mapped to one character, so an n-gram is a plain `str` key and a
-context is a suffix of the decoded text. In a bundle it is stored as lm.npz (plain arrays, no
-pickle): for the same 158k n-grams on our busy 2-core x86, parsing ARPA text took 1.8 s and
-loading the npz 0.3 s.
+few hundred thousand n-grams fits in two sorted integer arrays (`NgramTable`) with lookups fast
+enough for a beam of 8 at 50 frames per second. Every token is mapped to one character, so a context
+is a suffix of the decoded text. In a bundle it is stored as lm.npz (plain arrays, no pickle).
+Measured on our 2-core x86 with the default model's 188k n-grams: the npz loads in 0.07 s and adds
+11 MB of RSS (dicts of str keys added 38 MB); a beam of 8 over 10 s of audio takes 0.06 s (0.04 s
+with dicts, an RTF cost of 0.002 we pay for the memory).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from __future__ import annotations
 import gzip
 import math
 import zipfile
+from array import array
+from bisect import bisect_left
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Set, TextIO, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
 
 import numpy as np
 
@@ -42,25 +46,178 @@ def open_text(path: PathLike) -> TextIO:
     return open(path, encoding="utf-8")
 
 
+class NgramTable:
+    """N-grams and backoff weights as sorted packed integers, looked up by bisection.
+
+    Why not a dict: a `str -> float` dict costs ~200 bytes an entry, so the default model's 190k
+    n-grams took 38 MB of a device's memory; packed they take 12 bytes an entry. Each character gets
+    a code 1..K (K + 1 for a character the table never saw), `bits` wide; an n-gram is its codes with
+    the first character most significant, so appending a token is a shift and dropping the oldest
+    character of a context is a mask. Codes start at 1, so keys of different lengths never collide.
+
+    Args:
+        alphabet: every character the n-grams use, sorted; a character's code is its index + 1.
+        ngram_keys, ngram_logprobs: packed n-grams, ascending, and their natural-log probabilities.
+        backoff_keys, backoff_values: packed contexts, ascending, and their natural-log backoff weights.
+    """
+
+    def __init__(
+        self,
+        alphabet: str,
+        ngram_keys: np.ndarray,
+        ngram_logprobs: np.ndarray,
+        backoff_keys: np.ndarray,
+        backoff_values: np.ndarray,
+    ):
+        self.alphabet = alphabet
+        self.codes = {ch: code for code, ch in enumerate(alphabet, 1)}
+        self.unknown = len(alphabet) + 1
+        self.bits = self.unknown.bit_length()
+        # array.array, not numpy: bisect indexes it element by element, and numpy scalars are slow.
+        self.ngram_keys = _int64_array(ngram_keys)
+        self.ngram_logprobs = _float_array(ngram_logprobs)
+        self.backoff_keys = _int64_array(backoff_keys)
+        self.backoff_values = _float_array(backoff_values)
+
+    @classmethod
+    def from_dicts(cls, ngrams: Mapping[str, float], backoffs: Mapping[str, float]) -> NgramTable:
+        alphabet = "".join(sorted({ch for key in ngrams for ch in key}))
+        codes = {ch: code for code, ch in enumerate(alphabet, 1)}
+        bits = (len(alphabet) + 1).bit_length()
+        _check_fits(max(map(len, ngrams), default=1), len(alphabet))
+
+        def packed(table: Mapping[str, float]) -> Tuple[np.ndarray, np.ndarray]:
+            keys = np.array([_pack(key, codes, bits, len(codes) + 1) for key in table], dtype=np.int64)
+            values = np.array(list(table.values()), dtype=np.float32)
+            order = np.argsort(keys, kind="stable")
+            return keys[order], values[order]
+
+        return cls(alphabet, *packed(ngrams), *packed(backoffs))
+
+    def pack(self, text: str) -> int:
+        return _pack(text, self.codes, self.bits, self.unknown)
+
+    def unpack(self, key: int) -> str:
+        mask, chars = (1 << self.bits) - 1, []
+        while key:
+            chars.append(self.alphabet[(key & mask) - 1])
+            key >>= self.bits
+        return "".join(reversed(chars))
+
+    def ngram(self, key: int) -> Optional[float]:
+        return _lookup(self.ngram_keys, self.ngram_logprobs, key)
+
+    def backoff(self, key: int) -> float:
+        found = _lookup(self.backoff_keys, self.backoff_values, key)
+        return 0.0 if found is None else found
+
+    def ngram_dict(self) -> Dict[str, float]:
+        return {self.unpack(k): v for k, v in zip(self.ngram_keys, self.ngram_logprobs)}
+
+    def backoff_dict(self) -> Dict[str, float]:
+        return {self.unpack(k): v for k, v in zip(self.backoff_keys, self.backoff_values)}
+
+    def ngram_lengths(self) -> Counter[int]:
+        """How many n-grams there are of each length."""
+        return Counter(-(-k.bit_length() // self.bits) for k in self.ngram_keys)
+
+
+def _check_fits(order: int, tokens: int) -> None:
+    longest = 63 // (tokens + 1).bit_length()
+    if order > longest:
+        raise ValueError(
+            f"a {order}-gram of {tokens} tokens does not fit in 63 bits; use order {longest} or less"
+        )
+
+
+def _pack(text: str, codes: Mapping[str, int], bits: int, unknown: int) -> int:
+    key = 0
+    for ch in text:
+        key = (key << bits) | codes.get(ch, unknown)
+    return key
+
+
+def _lookup(keys: array, values: array, key: int) -> Optional[float]:
+    at = bisect_left(keys, key)
+    if at < len(keys) and keys[at] == key:
+        return values[at]
+    return None
+
+
+def _int64_array(values: np.ndarray) -> array:
+    packed = array("q")
+    packed.frombytes(np.ascontiguousarray(values, dtype=np.int64).tobytes())
+    return packed
+
+
+def _float_array(values: np.ndarray) -> array:
+    packed = array("f")
+    packed.frombytes(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+    return packed
+
+
+def _pack_blob(blob: np.ndarray, alphabet: str, bits: int, where: str) -> np.ndarray:
+    """Pack newline-separated UTF-8 keys into int64s without building a Python object per key.
+
+    One pass per character position over arrays of one entry per key, so that a device loading a
+    few hundred thousand n-grams never holds several int64 copies of every character at once.
+    """
+    if blob.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if int(blob.max()) < 0x80:  # ASCII: the bytes are the code points
+        points: np.ndarray = blob
+    else:
+        points = np.frombuffer(blob.tobytes().decode("utf-8").encode("utf-32-le"), dtype="<u4")
+    code_of = np.full(max(int(points.max()), *map(ord, alphabet)) + 1, len(alphabet) + 1, dtype=np.uint16)
+    code_of[[ord(ch) for ch in alphabet]] = np.arange(1, len(alphabet) + 1)
+    codes = code_of[points]
+    newlines = np.flatnonzero(points == ord("\n"))
+    starts = np.concatenate([[0], newlines + 1])
+    lengths = np.concatenate([newlines, [len(points)]]) - starts
+    if (lengths < 1).any():
+        raise BundleError(f"{where}: the language model has an empty n-gram")
+    keys = np.zeros(len(starts), dtype=np.int64)
+    for position in range(int(lengths.max())):
+        longer = np.flatnonzero(lengths > position)
+        keys[longer] = (keys[longer] << bits) | codes[starts[longer] + position]
+    return keys
+
+
+def _sorted_pair(keys: np.ndarray, values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(keys, kind="stable")
+    return keys[order], values[order]
+
+
 class CharNgramLM:
     """Backoff character n-gram model; `logprob(context, token)` in natural log.
 
+    Build one with `from_dicts`, `from_arpa` or `load`.
+
     Args:
-        ngrams: n-gram (context + token, one character per token) -> natural-log probability.
-        backoffs: context -> natural-log backoff weight (absent means 0).
+        table: the n-grams and backoff weights.
         order: the longest n-gram.
     """
 
-    def __init__(self, ngrams: Dict[str, float], backoffs: Dict[str, float], order: int):
+    def __init__(self, table: NgramTable, order: int):
         if order < 1:
             raise ValueError(f"order must be 1 or more, got {order}")
-        self.ngrams = ngrams
-        self.backoffs = backoffs
+        _check_fits(order, len(table.alphabet))
+        self.table = table
         self.order = order
         # Anything the LM never saw (a token outside its text) gets the rarest unigram's probability.
-        unigrams = [p for key, p in ngrams.items() if len(key) == 1 and key != _BOS]
-        self.floor = min(unigrams) if unigrams else math.log(1e-6)
-        self.logprob = lru_cache(maxsize=1 << 16)(self._logprob)
+        unigrams = [table.ngram(code) for code in range(1, table.unknown) if table.alphabet[code - 1] != _BOS]
+        known = [p for p in unigrams if p is not None]
+        self.floor = min(known) if known else math.log(1e-6)
+        # Small on purpose: a beam revisits few (context, token) pairs, and each entry costs ~200 bytes.
+        self.logprob = lru_cache(maxsize=1 << 13)(self._logprob)
+
+    @classmethod
+    def from_dicts(
+        cls, ngrams: Mapping[str, float], backoffs: Mapping[str, float], order: int
+    ) -> CharNgramLM:
+        """`ngrams`: context + token (one character per token) -> natural-log probability;
+        `backoffs`: context -> natural-log backoff weight (absent means 0)."""
+        return cls(NgramTable.from_dicts(ngrams, backoffs), order)
 
     @property
     def start(self) -> str:
@@ -78,16 +235,21 @@ class CharNgramLM:
         return (context + token)[-keep:] if keep else ""
 
     def _logprob(self, context: str, token: str) -> float:
+        table = self.table
         context = context[-(self.order - 1) :] if self.order > 1 else ""
+        bits, length = table.bits, len(context)
+        context_key = table.pack(context)
+        token_code = table.codes.get(token, table.unknown)
         penalty = 0.0
         while True:
-            found = self.ngrams.get(context + token)
+            found = table.ngram((context_key << bits) | token_code)
             if found is not None:
                 return penalty + found
-            if not context:
+            if not length:
                 return penalty + self.floor
-            penalty += self.backoffs.get(context, 0.0)
-            context = context[1:]
+            penalty += table.backoff(context_key)
+            length -= 1
+            context_key &= (1 << (bits * length)) - 1
 
     def sentence_logprob(self, tokens: Sequence[str]) -> float:
         """Log-probability of a whole token sequence, </s> included (for tests and diagnostics)."""
@@ -97,10 +259,16 @@ class CharNgramLM:
             context = self.extend(context, token)
         return total
 
+    def ngram_counts(self) -> List[int]:
+        """How many n-grams of each order, unigrams first."""
+        by_length = self.table.ngram_lengths()
+        return [by_length[n] for n in range(1, self.order + 1)]
+
     def save(self, path: PathLike) -> None:
         """Write the model as a compressed .npz of plain arrays (no pickle), the bundle's LM format."""
-        blob = "\n".join(self.ngrams)
-        if blob.count("\n") != len(self.ngrams) - 1:
+        ngrams, backoffs = self.table.ngram_dict(), self.table.backoff_dict()
+        blob = "\n".join(ngrams)
+        if blob.count("\n") != len(ngrams) - 1:
             raise ValueError("a language model token may not be a newline")
         with open(path, "wb") as handle:
             np.savez_compressed(
@@ -108,9 +276,9 @@ class CharNgramLM:
                 format=np.array(NPZ_FORMAT),
                 order=np.array(self.order),
                 ngram_keys=np.frombuffer(blob.encode("utf-8"), dtype=np.uint8),
-                ngram_logprobs=np.array(list(self.ngrams.values()), dtype=np.float32),
-                backoff_keys=np.frombuffer("\n".join(self.backoffs).encode("utf-8"), dtype=np.uint8),
-                backoff_values=np.array(list(self.backoffs.values()), dtype=np.float32),
+                ngram_logprobs=np.array(list(ngrams.values()), dtype=np.float32),
+                backoff_keys=np.frombuffer("\n".join(backoffs).encode("utf-8"), dtype=np.uint8),
+                backoff_values=np.array(list(backoffs.values()), dtype=np.float32),
             )
 
     @classmethod
@@ -129,15 +297,24 @@ class CharNgramLM:
                         "rebuild it with this version's `python -m quantize lm`"
                     )
                 order = int(data["order"])
-                ngram_blob = data["ngram_keys"].tobytes().decode("utf-8")
-                ngrams = dict(zip(ngram_blob.split("\n"), data["ngram_logprobs"].tolist()))
-                backoff_blob = data["backoff_keys"].tobytes().decode("utf-8")
-                values = data["backoff_values"].tolist()
-                backoffs = dict(zip(backoff_blob.split("\n"), values)) if values else {}
+                ngram_blob, logprobs = data["ngram_keys"], data["ngram_logprobs"]
+                backoff_blob, backoff_values = data["backoff_keys"], data["backoff_values"]
+            alphabet = "".join(sorted(set(ngram_blob.tobytes().decode("utf-8")) - {"\n"}))
+            bits = (len(alphabet) + 1).bit_length()
+            ngram_keys = _pack_blob(ngram_blob, alphabet, bits, str(path))
+            backoff_keys = _pack_blob(backoff_blob, alphabet, bits, str(path))
+            if len(ngram_keys) != len(logprobs) or len(backoff_keys) != len(backoff_values):
+                raise ValueError("n-gram keys and values differ in number")
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise BundleError(f"{path}: cannot read the language model ({exc})") from None
-        _check_vocabulary(set(ngram_blob) - {"\n"}, vocabulary, str(path))
-        return cls(ngrams, backoffs, order)
+        _check_vocabulary(set(alphabet), vocabulary, str(path))
+        table = NgramTable(
+            alphabet, *_sorted_pair(ngram_keys, logprobs), *_sorted_pair(backoff_keys, backoff_values)
+        )
+        try:
+            return cls(table, order)
+        except ValueError as exc:
+            raise BundleError(f"{path}: {exc}") from None
 
     @classmethod
     def from_arpa(cls, path: PathLike, vocabulary: Iterable[str] = ()) -> CharNgramLM:
@@ -157,7 +334,10 @@ class CharNgramLM:
         """Parse ARPA text; `where` names it in error messages."""
         ngrams, backoffs, order = _parse_arpa(lines, where)
         _check_vocabulary({ch for key in ngrams for ch in key}, vocabulary, where)
-        return cls(ngrams, backoffs, order)
+        try:
+            return cls.from_dicts(ngrams, backoffs, order)
+        except ValueError as exc:
+            raise BundleError(f"{where}: {exc}") from None
 
 
 def _check_vocabulary(used: Set[str], vocabulary: Iterable[str], where: str) -> None:

@@ -153,12 +153,6 @@ def to_model(entries: ArpaEntries) -> CharNgramLM:
     return CharNgramLM.from_arpa_lines(text, "<estimated model>")
 
 
-def ngram_counts(lm: CharNgramLM) -> List[int]:
-    """How many n-grams of each order (every token is one character, so a key's length is its n)."""
-    by_order = Counter(len(key) for key in lm.ngrams)
-    return [by_order[n] for n in range(1, lm.order + 1)]
-
-
 def _model_from(
     texts: Sequence[Path],
     arpa: Optional[Path],
@@ -288,7 +282,7 @@ def add_lm(
         lm, built = _model_from(texts, arpa, meta.text_normalization, meta.vocabulary, order, min_count, say)
     except BundleError as exc:
         raise QuantizeError(str(exc)) from None
-    sizes = ngram_counts(lm)
+    sizes = lm.ngram_counts()
     say(f"  {sum(sizes)} n-grams (orders 1-{len(sizes)}: {sizes})")
     with staged_bundle(out) as tmp:
         shutil.copytree(bundle.path, tmp, dirs_exist_ok=True)

@@ -86,11 +86,30 @@ def test_saved_model_loads_back_identical(tmp_path: Path) -> None:
     built = to_model(estimate([tokens_of(s) for s in TEXT], order=5))
     built.save(tmp_path / "lm.npz")
     loaded = CharNgramLM.load(tmp_path / "lm.npz", SPEECH_VOCAB)
-    assert loaded.order == 5 and loaded.ngrams.keys() == built.ngrams.keys()
-    assert loaded.backoffs.keys() == built.backoffs.keys()
+    assert loaded.order == 5 and loaded.ngram_counts() == built.ngram_counts()
+    assert loaded.table.ngram_dict() == pytest.approx(built.table.ngram_dict(), abs=1e-6)
+    assert loaded.table.backoff_dict() == pytest.approx(built.table.backoff_dict(), abs=1e-6)
     for text in ["the cat", "a rat sat", "qq"]:
         tokens = tokens_of(text.replace("q", "t"))
         assert loaded.sentence_logprob(tokens) == pytest.approx(built.sentence_logprob(tokens), abs=1e-4)
+
+
+def test_non_ascii_tokens_survive_the_packed_format(tmp_path: Path) -> None:
+    sentences = ["café au lait", "crème brûlée", "naïve café"]
+    built = to_model(estimate([tokens_of(s) for s in sentences], order=4))
+    built.save(tmp_path / "lm.npz")
+    loaded = CharNgramLM.load(tmp_path / "lm.npz")
+    assert loaded.table.ngram_dict() == pytest.approx(built.table.ngram_dict(), abs=1e-6)
+    for text in ["café", "brûlée au lait", "xyz"]:
+        tokens = tokens_of(text)
+        assert loaded.sentence_logprob(tokens) == pytest.approx(built.sentence_logprob(tokens), abs=1e-4)
+    assert loaded.sentence_logprob(tokens_of("café")) > loaded.sentence_logprob(tokens_of("cafe")) + 1
+
+
+def test_an_order_too_long_to_pack_is_refused(tmp_path: Path) -> None:
+    many_tokens = "".join(chr(ord("a") + i % 26) + chr(0x400 + i) for i in range(200))
+    with pytest.raises(BundleError, match="does not fit in 63 bits"):
+        to_model(estimate([tokens_of(many_tokens)] * 2, order=8, min_count=1))
 
 
 def test_bad_lm_files_are_refused_with_a_reason(tmp_path: Path) -> None:
