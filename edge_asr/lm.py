@@ -74,28 +74,29 @@ class NgramTable:
         self.unknown = len(alphabet) + 1
         self.bits = self.unknown.bit_length()
         # array.array, not numpy: bisect indexes it element by element, and numpy scalars are slow.
-        self.ngram_keys = _int64_array(ngram_keys)
-        self.ngram_logprobs = _float_array(ngram_logprobs)
-        self.backoff_keys = _int64_array(backoff_keys)
-        self.backoff_values = _float_array(backoff_values)
+        self.ngram_keys = _as_array(ngram_keys, "q")
+        self.ngram_logprobs = _as_array(ngram_logprobs, "f")
+        self.backoff_keys = _as_array(backoff_keys, "q")
+        self.backoff_values = _as_array(backoff_values, "f")
 
     @classmethod
     def from_dicts(cls, ngrams: Mapping[str, float], backoffs: Mapping[str, float]) -> NgramTable:
         alphabet = "".join(sorted({ch for key in ngrams for ch in key}))
-        codes = {ch: code for code, ch in enumerate(alphabet, 1)}
-        bits = (len(alphabet) + 1).bit_length()
         _check_fits(max(map(len, ngrams), default=1), len(alphabet))
+        empty = np.zeros(0)
+        packer = cls(alphabet, empty, empty, empty, empty)
 
         def packed(table: Mapping[str, float]) -> Tuple[np.ndarray, np.ndarray]:
-            keys = np.array([_pack(key, codes, bits, len(codes) + 1) for key in table], dtype=np.int64)
-            values = np.array(list(table.values()), dtype=np.float32)
-            order = np.argsort(keys, kind="stable")
-            return keys[order], values[order]
+            keys = np.array([packer.pack(key) for key in table], dtype=np.int64)
+            return _sorted_pair(keys, np.array(list(table.values()), dtype=np.float32))
 
         return cls(alphabet, *packed(ngrams), *packed(backoffs))
 
     def pack(self, text: str) -> int:
-        return _pack(text, self.codes, self.bits, self.unknown)
+        key = 0
+        for ch in text:
+            key = (key << self.bits) | self.codes.get(ch, self.unknown)
+        return key
 
     def unpack(self, key: int) -> str:
         mask, chars = (1 << self.bits) - 1, []
@@ -130,13 +131,6 @@ def _check_fits(order: int, tokens: int) -> None:
         )
 
 
-def _pack(text: str, codes: Mapping[str, int], bits: int, unknown: int) -> int:
-    key = 0
-    for ch in text:
-        key = (key << bits) | codes.get(ch, unknown)
-    return key
-
-
 def _lookup(keys: array, values: array, key: int) -> Optional[float]:
     at = bisect_left(keys, key)
     if at < len(keys) and keys[at] == key:
@@ -144,15 +138,9 @@ def _lookup(keys: array, values: array, key: int) -> Optional[float]:
     return None
 
 
-def _int64_array(values: np.ndarray) -> array:
-    packed = array("q")
-    packed.frombytes(np.ascontiguousarray(values, dtype=np.int64).tobytes())
-    return packed
-
-
-def _float_array(values: np.ndarray) -> array:
-    packed = array("f")
-    packed.frombytes(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+def _as_array(values: np.ndarray, typecode: str) -> array:
+    packed = array(typecode)
+    packed.frombytes(np.ascontiguousarray(values, dtype=packed.typecode).tobytes())
     return packed
 
 
