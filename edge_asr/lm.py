@@ -49,7 +49,7 @@ def open_text(path: PathLike) -> TextIO:
 class NgramTable:
     """N-grams and backoff weights as sorted packed integers, looked up by bisection.
 
-    Why not a dict: a `str -> float` dict costs ~200 bytes an entry, so the default model's 190k
+    Why not a dict: a `str -> float` dict costs ~200 bytes an entry, so the default model's 188k
     n-grams took 38 MB of a device's memory; packed they take 12 bytes an entry. Each character gets
     a code 1..K (K + 1 for a character the table never saw), `bits` wide; an n-gram is its codes with
     the first character most significant, so appending a token is a shift and dropping the oldest
@@ -98,6 +98,32 @@ class NgramTable:
             key = (key << self.bits) | self.codes.get(ch, self.unknown)
         return key
 
+    def pack_lines(self, blob: np.ndarray, where: str) -> np.ndarray:
+        """Pack newline-separated UTF-8 keys into int64s without building a Python object per key.
+
+        One pass per character position over arrays of one entry per key, so that a device loading a
+        few hundred thousand n-grams never holds several int64 copies of every character at once.
+        """
+        if blob.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if int(blob.max()) < 0x80:  # ASCII: the bytes are the code points
+            points: np.ndarray = blob
+        else:
+            points = np.frombuffer(blob.tobytes().decode("utf-8").encode("utf-32-le"), dtype="<u4")
+        code_of = np.full(max(int(points.max()), *map(ord, self.alphabet)) + 1, self.unknown, dtype=np.uint16)
+        code_of[[ord(ch) for ch in self.alphabet]] = np.arange(1, self.unknown)
+        codes = code_of[points]
+        newlines = np.flatnonzero(points == ord("\n"))
+        starts = np.concatenate([[0], newlines + 1])
+        lengths = np.concatenate([newlines, [len(points)]]) - starts
+        if (lengths < 1).any():
+            raise BundleError(f"{where}: the language model has an empty n-gram")
+        keys = np.zeros(len(starts), dtype=np.int64)
+        for position in range(int(lengths.max())):
+            longer = np.flatnonzero(lengths > position)
+            keys[longer] = (keys[longer] << self.bits) | codes[starts[longer] + position]
+        return keys
+
     def unpack(self, key: int) -> str:
         mask, chars = (1 << self.bits) - 1, []
         while key:
@@ -142,33 +168,6 @@ def _as_array(values: np.ndarray, typecode: str) -> array:
     packed = array(typecode)
     packed.frombytes(np.ascontiguousarray(values, dtype=packed.typecode).tobytes())
     return packed
-
-
-def _pack_blob(blob: np.ndarray, alphabet: str, bits: int, where: str) -> np.ndarray:
-    """Pack newline-separated UTF-8 keys into int64s without building a Python object per key.
-
-    One pass per character position over arrays of one entry per key, so that a device loading a
-    few hundred thousand n-grams never holds several int64 copies of every character at once.
-    """
-    if blob.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if int(blob.max()) < 0x80:  # ASCII: the bytes are the code points
-        points: np.ndarray = blob
-    else:
-        points = np.frombuffer(blob.tobytes().decode("utf-8").encode("utf-32-le"), dtype="<u4")
-    code_of = np.full(max(int(points.max()), *map(ord, alphabet)) + 1, len(alphabet) + 1, dtype=np.uint16)
-    code_of[[ord(ch) for ch in alphabet]] = np.arange(1, len(alphabet) + 1)
-    codes = code_of[points]
-    newlines = np.flatnonzero(points == ord("\n"))
-    starts = np.concatenate([[0], newlines + 1])
-    lengths = np.concatenate([newlines, [len(points)]]) - starts
-    if (lengths < 1).any():
-        raise BundleError(f"{where}: the language model has an empty n-gram")
-    keys = np.zeros(len(starts), dtype=np.int64)
-    for position in range(int(lengths.max())):
-        longer = np.flatnonzero(lengths > position)
-        keys[longer] = (keys[longer] << bits) | codes[starts[longer] + position]
-    return keys
 
 
 def _sorted_pair(keys: np.ndarray, values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -288,9 +287,10 @@ class CharNgramLM:
                 ngram_blob, logprobs = data["ngram_keys"], data["ngram_logprobs"]
                 backoff_blob, backoff_values = data["backoff_keys"], data["backoff_values"]
             alphabet = "".join(sorted(set(ngram_blob.tobytes().decode("utf-8")) - {"\n"}))
-            bits = (len(alphabet) + 1).bit_length()
-            ngram_keys = _pack_blob(ngram_blob, alphabet, bits, str(path))
-            backoff_keys = _pack_blob(backoff_blob, alphabet, bits, str(path))
+            empty = np.zeros(0)
+            packer = NgramTable(alphabet, empty, empty, empty, empty)
+            ngram_keys = packer.pack_lines(ngram_blob, str(path))
+            backoff_keys = packer.pack_lines(backoff_blob, str(path))
             if len(ngram_keys) != len(logprobs) or len(backoff_keys) != len(backoff_values):
                 raise ValueError("n-gram keys and values differ in number")
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
