@@ -5,6 +5,14 @@ spells words the way they sound ("probeble"). The beam keeps the `beam_size` bes
 every frame path that spells the same text, and adds `lm_weight` x the LM's log-probability plus an
 `insertion_bonus` for each character, so that spellings the language knows win close calls.
 
+With a word LM as well, each word is scored twice over as it grows: letter by letter by the
+character LM, which ranks partial words, and once finished (at the next word boundary or the end) by
+the word LM, whose score then replaces the character LM's for that word when the word LM knows it
+(Hori et al., "Multi-level language modeling and decoding for open vocabulary end-to-end speech
+recognition", ASRU 2017). A word it does not know keeps its character score plus
+`unknown_word_penalty`, so names and rare words can still be spelled; the penalty falls as soon as
+the letters begin no known word, so that the beam keeps spellings that can still become words.
+
 The decoder takes log-probabilities in chunks as the windowed runner produces them, so a long file
 needs no more memory than its prefixes. Prefixes are linked nodes (parent, token, frame), not
 strings, so extending one costs the same at the first frame and after an hour. The result is a frame
@@ -23,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from .ctc import Vocabulary
-from .lm import WORD_BOUNDARY, CharNgramLM
+from .lm import WORD_BOUNDARY, CharNgramLM, WordNgramLM
 
 NEG_INF = -math.inf
 
@@ -38,24 +46,48 @@ class BeamOptions:
         insertion_bonus: added per emitted character, balancing the LM's pull towards short output.
         token_min_logprob: tokens below this log-probability in a frame are not tried there; it
             decides the speed more than the beam size does.
+        word_weight: scale of the word LM's natural-log probability of a finished word (with a word LM).
+        unknown_word_penalty: added for each finished word the word LM does not know (0 or less).
     """
 
     beam_size: int = 8
     lm_weight: float = 0.5
     insertion_bonus: float = 1.0
     token_min_logprob: float = -8.0
+    word_weight: float = 0.5
+    unknown_word_penalty: float = -2.0
 
     def validate(self) -> None:
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be 1 or more, got {self.beam_size}")
         if self.lm_weight < 0:
             raise ValueError(f"lm_weight must be 0 or more, got {self.lm_weight}")
+        if self.word_weight < 0:
+            raise ValueError(f"word_weight must be 0 or more, got {self.word_weight}")
+        if self.unknown_word_penalty > 0:
+            raise ValueError(f"unknown_word_penalty must be 0 or less, got {self.unknown_word_penalty}")
+
+
+class _WordState:
+    """A prefix as the word LM sees it: the words before the one being spelled, that word's letters so
+    far, the character LM's weighted score of them (replaced by the word LM's if the word is known),
+    and whether the letters still begin some known word."""
+
+    __slots__ = ("context", "letters", "char_score", "in_lexicon")
+
+    def __init__(
+        self, context: Tuple[int, ...], letters: str = "", char_score: float = 0.0, in_lexicon: bool = True
+    ):
+        self.context = context
+        self.letters = letters
+        self.char_score = char_score
+        self.in_lexicon = in_lexicon
 
 
 class _Prefix:
-    """One decoded prefix: the last token, when it was emitted, and the LM state after it."""
+    """One decoded prefix: the last token, when it was emitted, and the LM states after it."""
 
-    __slots__ = ("parent", "token", "frame", "logprob", "context", "lm_score")
+    __slots__ = ("parent", "token", "frame", "logprob", "context", "lm_score", "word")
 
     def __init__(
         self,
@@ -65,6 +97,7 @@ class _Prefix:
         logprob: float,
         context: str,
         lm_score: float,
+        word: Optional[_WordState] = None,
     ):
         self.parent = parent
         self.token = token
@@ -72,6 +105,7 @@ class _Prefix:
         self.logprob = logprob
         self.context = context
         self.lm_score = lm_score
+        self.word = word
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -91,18 +125,36 @@ class PrefixBeamDecoder:
         vocabulary: the bundle's vocabulary (blank, special tokens, word delimiter).
         lm: a character LM over the vocabulary's tokens, or None for a plain prefix beam search.
         options: see `BeamOptions`.
+        words: a word LM to score finished words with (needs `lm`), or None.
     """
 
-    def __init__(self, vocabulary: Vocabulary, lm: Optional[CharNgramLM], options: BeamOptions):
+    def __init__(
+        self,
+        vocabulary: Vocabulary,
+        lm: Optional[CharNgramLM],
+        options: BeamOptions,
+        words: Optional[WordNgramLM] = None,
+    ):
         options.validate()
+        if words is not None and lm is None:
+            raise ValueError("a word LM scores words in place of the character LM: give both")
         self.vocabulary = vocabulary
         self.lm = lm
+        self.words = words
         self.options = options
         self.frames = 0
         self._silent = vocabulary.silent_ids()
         self._is_boundary = [vocabulary.is_delimiter(t) for t in vocabulary.tokens]
         self._lm_token = [WORD_BOUNDARY if b else t for t, b in zip(vocabulary.tokens, self._is_boundary)]
-        self._root = _Prefix(None, -1, -1, 0.0, lm.start if lm else "", 0.0)
+        self._root = _Prefix(
+            None,
+            -1,
+            -1,
+            0.0,
+            lm.start if lm else "",
+            0.0,
+            _WordState(words.start) if words is not None else None,
+        )
         # prefix -> [log P(prefix, last frame blank), log P(prefix, last frame its last token)]
         self._beams: Dict[_Prefix, List[float]] = {self._root: [0.0, NEG_INF]}
 
@@ -123,8 +175,34 @@ class PrefixBeamDecoder:
         if self.lm is None:
             return _Prefix(prefix, token, self.frames, logprob, "", prefix.lm_score + bonus)
         char = self._lm_token[token]
-        lm_score = prefix.lm_score + self.options.lm_weight * self.lm.logprob(prefix.context, char) + bonus
-        return _Prefix(prefix, token, self.frames, logprob, self.lm.extend(prefix.context, char), lm_score)
+        char_score = self.options.lm_weight * self.lm.logprob(prefix.context, char)
+        context = self.lm.extend(prefix.context, char)
+        lm_score = prefix.lm_score + char_score + bonus
+        word = prefix.word
+        if self.words is None or word is None:
+            return _Prefix(prefix, token, self.frames, logprob, context, lm_score)
+        if self._is_boundary[token]:
+            change, words = self._close_word(word, word.char_score + char_score)
+            return _Prefix(prefix, token, self.frames, logprob, context, lm_score + change, _WordState(words))
+        letters = word.letters + self.vocabulary.tokens[token]
+        in_lexicon = word.in_lexicon and self.words.begins_word(letters)
+        if word.in_lexicon and not in_lexicon:
+            # Penalised as soon as no known word starts so, rather than at the word's end: the beam
+            # then spends its places on spellings that can still become words.
+            lm_score += self.options.unknown_word_penalty
+        state = _WordState(word.context, letters, word.char_score + char_score, in_lexicon)
+        return _Prefix(prefix, token, self.frames, logprob, context, lm_score, state)
+
+    def _close_word(self, word: _WordState, char_score: float) -> Tuple[float, Tuple[int, ...]]:
+        """The score change when `word` is finished, the character LM having scored its letters and
+        its end `char_score`, and the word context after it."""
+        assert self.words is not None
+        code = self.words.code(word.letters)
+        if code != self.words.unknown:
+            change = self.options.word_weight * self.words.logprob(word.context, code) - char_score
+        else:  # a word that left the lexicon on the way paid its penalty then
+            change = self.options.unknown_word_penalty if word.in_lexicon else 0.0
+        return change, self.words.extend(word.context, code)
 
     def _step(self, row: List[float], candidates: List[int]) -> None:
         blank = row[self.vocabulary.blank_id]
@@ -173,9 +251,17 @@ class PrefixBeamDecoder:
 
     def _final_score(self, prefix: _Prefix, probs: List[float]) -> float:
         score = self._score(prefix, probs)
-        if self.lm is not None:
-            score += self.options.lm_weight * self.lm.logprob(prefix.context, self.lm.end)
-        return score
+        if self.lm is None:
+            return score
+        end = self.options.lm_weight * self.lm.logprob(prefix.context, self.lm.end)
+        word = prefix.word
+        if self.words is None or word is None:
+            return score + end
+        words = word.context
+        if word.letters:
+            change, words = self._close_word(word, word.char_score + end)
+            score += change
+        return score + end + self.options.word_weight * self.words.logprob(words, self.words.end)
 
     def best(self, final: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """The best prefix so far as (frame token ids, scores) for `ctc.decode`.

@@ -6,6 +6,7 @@ A bundle is a folder::
     model.onnx         float32 graph: input float32 [batch, samples] -> output float32 [batch, frames, vocab]
     model.int8.onnx    optional dynamically quantized twin of model.onnx
     lm.npz             optional character n-gram language model for beam search (see edge_asr.lm)
+    words.npz          optional word n-gram language model that scores finished words in that search
     ...                any other file (report.md, samples) listed in "files" with its sha256
 
 The graph may take a second input ``input_lengths`` (int64 [batch]) so that normalization baked into
@@ -59,7 +60,10 @@ class BundleMetadata:
         name: a short human name for the model.
         source: where the model came from (base checkpoint, training run, tool versions).
         language_model: optional beam-search LM: {"file", "kind": "char-ngram", "order",
-            "beam_size", "lm_weight", "insertion_bonus"}; the settings were tuned for this model.
+            "beam_size", "lm_weight", "insertion_bonus"}, and optionally "words": {"file", "order",
+            "word_weight", "unknown_word_penalty"} for a word LM beside it (a reader that ignores
+            "words" still decodes correctly, with the character LM alone); the settings were tuned
+            for this model.
         extra: free-form facts (e.g. the int8 report's headline figures).
     """
 
@@ -177,11 +181,25 @@ class BundleMetadata:
         if lm.get("file") not in self.files:
             raise BundleError(f"{where}: language_model file {lm.get('file')!r} has no sha256 in 'files'")
         for key in ("lm_weight", "insertion_bonus"):
-            if not isinstance(lm.get(key), (int, float)) or isinstance(lm.get(key), bool):
+            if not _is_number(lm.get(key)):
                 raise BundleError(f"{where}: language_model.{key} should be a number, got {lm.get(key)!r}")
         beam = lm.get("beam_size")
         if not isinstance(beam, int) or isinstance(beam, bool) or beam < 1:
             raise BundleError(f"{where}: language_model.beam_size should be a positive integer, got {beam!r}")
+        words = lm.get("words")
+        if words is None:
+            return
+        if not isinstance(words, dict) or words.get("file") not in self.files:
+            raise BundleError(f"{where}: language_model.words must name a file with a sha256 in 'files'")
+        for key in ("word_weight", "unknown_word_penalty"):
+            if not _is_number(words.get(key)):
+                raise BundleError(
+                    f"{where}: language_model.words.{key} should be a number, got {words.get(key)!r}"
+                )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -208,6 +226,11 @@ class ModelBundle:
     def language_model_file(self) -> Optional[Path]:
         lm = self.metadata.language_model
         return self.path / lm["file"] if lm else None
+
+    @property
+    def word_model_file(self) -> Optional[Path]:
+        words = (self.metadata.language_model or {}).get("words")
+        return self.path / words["file"] if words else None
 
     def verify(self, filenames: Optional[List[str]] = None) -> None:
         """Check the sha256 of the named files (default: all of them)."""

@@ -106,6 +106,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     decoding.add_argument(
         "--no-lm", dest="use_lm", action="store_false", help="decode greedily even if the bundle has an LM"
     )
+    decoding.add_argument(
+        "--no-word-lm",
+        dest="use_word_lm",
+        action="store_false",
+        help="leave the bundle's word LM out of the beam search (character LM alone)",
+    )
     decoding.add_argument("--beam-size", type=int, help="prefixes kept per frame (default: the bundle's)")
     decoding.add_argument("--lm-weight", type=float, help="LM score scale (default: the bundle's, tuned)")
     decoding.add_argument(
@@ -200,6 +206,7 @@ def run_file(args: argparse.Namespace, out: TextIO) -> int:
         beam_size=args.beam_size,
         lm_weight=args.lm_weight,
         insertion_bonus=args.insertion_bonus,
+        use_word_lm=args.use_word_lm,
     )
     items: List[InputItem] = []
     failures = 0
@@ -277,6 +284,13 @@ def run_info(args: argparse.Namespace, out: TextIO) -> int:
             f"language model:  {lm['file']} ({size:.1f} MB, {lm['kind']}, order {lm.get('order', '?')}); "
             f"beam {lm['beam_size']}, lm_weight {lm['lm_weight']}, insertion_bonus {lm['insertion_bonus']}"
         )
+        words = lm.get("words")
+        if words is not None:
+            size = (bundle.path / words["file"]).stat().st_size / 1e6
+            lines.append(
+                f"word LM:         {words['file']} ({size:.1f} MB, order {words.get('order', '?')}); "
+                f"word_weight {words['word_weight']}, unknown_word_penalty {words['unknown_word_penalty']}"
+            )
     else:
         lines.append("language model:  none (greedy decoding)")
     if meta.source:

@@ -24,7 +24,7 @@ from bisect import bisect_left
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, TextIO, Tuple, TypeVar
 
 import numpy as np
 
@@ -32,9 +32,11 @@ from .atomic import PathLike
 from .errors import BundleError
 
 NPZ_FORMAT = 1
+WORDS_FORMAT = 1
 BOS, EOS = "<s>", "</s>"
 WORD_BOUNDARY = "|"
 LN10 = math.log(10.0)
+SymbolsT = TypeVar("SymbolsT", bound=Sequence[str])  # an n-gram: a str of characters or a tuple of words
 # Internal one-character codes for the sentence markers; vocabulary tokens keep their own character.
 _BOS, _EOS = "\x02", "\x03"
 
@@ -55,15 +57,17 @@ class NgramTable:
     the first character most significant, so appending a token is a shift and dropping the oldest
     character of a context is a mask. Codes start at 1, so keys of different lengths never collide.
 
+    The symbols are characters for `CharNgramLM` and whole words for `WordNgramLM`.
+
     Args:
-        alphabet: every character the n-grams use, sorted; a character's code is its index + 1.
+        alphabet: every symbol the n-grams use, sorted; a symbol's code is its index + 1.
         ngram_keys, ngram_logprobs: packed n-grams, ascending, and their natural-log probabilities.
         backoff_keys, backoff_values: packed contexts, ascending, and their natural-log backoff weights.
     """
 
     def __init__(
         self,
-        alphabet: str,
+        alphabet: Sequence[str],
         ngram_keys: np.ndarray,
         ngram_logprobs: np.ndarray,
         backoff_keys: np.ndarray,
@@ -80,22 +84,31 @@ class NgramTable:
         self.backoff_values = _as_array(backoff_values, "f")
 
     @classmethod
-    def from_dicts(cls, ngrams: Mapping[str, float], backoffs: Mapping[str, float]) -> NgramTable:
-        alphabet = "".join(sorted({ch for key in ngrams for ch in key}))
+    def from_dicts(cls, ngrams: Mapping[SymbolsT, float], backoffs: Mapping[SymbolsT, float]) -> NgramTable:
+        """Keys are symbol sequences: strings of characters, or tuples of words."""
+        alphabet = sorted({symbol for key in ngrams for symbol in key})
         _check_fits(max(map(len, ngrams), default=1), len(alphabet))
-        empty = np.zeros(0)
-        packer = cls(alphabet, empty, empty, empty, empty)
+        packer = cls.packer(alphabet)
 
-        def packed(table: Mapping[str, float]) -> Tuple[np.ndarray, np.ndarray]:
+        def packed(table: Mapping[SymbolsT, float]) -> Tuple[np.ndarray, np.ndarray]:
             keys = np.array([packer.pack(key) for key in table], dtype=np.int64)
             return _sorted_pair(keys, np.array(list(table.values()), dtype=np.float32))
 
         return cls(alphabet, *packed(ngrams), *packed(backoffs))
 
-    def pack(self, text: str) -> int:
+    @classmethod
+    def packer(cls, alphabet: Sequence[str]) -> NgramTable:
+        """An empty table over `alphabet`, for packing keys before the real one is built."""
+        empty = np.zeros(0)
+        return cls(alphabet, empty, empty, empty, empty)
+
+    def pack(self, symbols: Iterable[str]) -> int:
+        return self.pack_codes(self.codes.get(symbol, self.unknown) for symbol in symbols)
+
+    def pack_codes(self, codes: Iterable[int]) -> int:
         key = 0
-        for ch in text:
-            key = (key << self.bits) | self.codes.get(ch, self.unknown)
+        for code in codes:
+            key = (key << self.bits) | code
         return key
 
     def pack_lines(self, blob: np.ndarray, where: str) -> np.ndarray:
@@ -137,6 +150,22 @@ class NgramTable:
     def backoff(self, key: int) -> float:
         found = _lookup(self.backoff_keys, self.backoff_values, key)
         return 0.0 if found is None else found
+
+    def logprob(self, context_key: int, length: int, code: int, floor: float) -> float:
+        """Backoff log-probability of `code` after a packed context of `length` symbols.
+
+        Where not even the symbol's unigram is known, `floor` stands in for it, after every backoff.
+        """
+        bits, penalty = self.bits, 0.0
+        while True:
+            found = self.ngram((context_key << bits) | code)
+            if found is not None:
+                return penalty + found
+            if not length:
+                return penalty + floor
+            penalty += self.backoff(context_key)
+            length -= 1
+            context_key &= (1 << (bits * length)) - 1
 
     def ngram_dict(self) -> Dict[str, float]:
         return {self.unpack(k): v for k, v in zip(self.ngram_keys, self.ngram_logprobs)}
@@ -224,19 +253,8 @@ class CharNgramLM:
     def _logprob(self, context: str, token: str) -> float:
         table = self.table
         context = context[-(self.order - 1) :] if self.order > 1 else ""
-        bits, length = table.bits, len(context)
-        context_key = table.pack(context)
-        token_code = table.codes.get(token, table.unknown)
-        penalty = 0.0
-        while True:
-            found = table.ngram((context_key << bits) | token_code)
-            if found is not None:
-                return penalty + found
-            if not length:
-                return penalty + self.floor
-            penalty += table.backoff(context_key)
-            length -= 1
-            context_key &= (1 << (bits * length)) - 1
+        code = table.codes.get(token, table.unknown)
+        return table.logprob(table.pack(context), len(context), code, self.floor)
 
     def sentence_logprob(self, tokens: Sequence[str]) -> float:
         """Log-probability of a whole token sequence, </s> included (for tests and diagnostics)."""
@@ -287,8 +305,7 @@ class CharNgramLM:
                 ngram_blob, logprobs = data["ngram_keys"], data["ngram_logprobs"]
                 backoff_blob, backoff_values = data["backoff_keys"], data["backoff_values"]
             alphabet = "".join(sorted(set(ngram_blob.tobytes().decode("utf-8")) - {"\n"}))
-            empty = np.zeros(0)
-            packer = NgramTable(alphabet, empty, empty, empty, empty)
+            packer = NgramTable.packer(alphabet)
             ngram_keys = packer.pack_lines(ngram_blob, str(path))
             backoff_keys = packer.pack_lines(backoff_blob, str(path))
             if len(ngram_keys) != len(logprobs) or len(backoff_keys) != len(backoff_values):
@@ -326,6 +343,125 @@ class CharNgramLM:
             return cls.from_dicts(ngrams, backoffs, order)
         except ValueError as exc:
             raise BundleError(f"{where}: {exc}") from None
+
+
+class WordNgramLM:
+    """Backoff word n-gram model; `logprob(context, code)` in natural log.
+
+    The beam search scores each word it finishes with this model in place of the character LM's
+    score for the same letters (`beam.PrefixBeamDecoder`), so that in-vocabulary words get a longer
+    context than a character LM's few letters. A word it never saw is left to the character LM.
+    Words are coded 1..V by their sorted order and a context is a tuple of the last order-1 codes,
+    small enough for every beam prefix to carry its own. Build one with `from_dicts` or `load`.
+    """
+
+    def __init__(self, table: NgramTable, order: int):
+        if order < 1:
+            raise ValueError(f"order must be 1 or more, got {order}")
+        _check_fits(order, len(table.alphabet))
+        self.table = table
+        self.order = order
+        unigrams = [table.ngram(code) for code in range(1, table.unknown)]
+        known = [p for p in unigrams if p is not None]
+        self.floor = min(known) if known else math.log(1e-6)
+        self.unknown = table.unknown
+        self.start: Tuple[int, ...] = (table.codes[BOS],) if BOS in table.codes and order > 1 else ()
+        self.end = self.code(EOS)
+        self.logprob = lru_cache(maxsize=1 << 13)(self._logprob)
+
+    @classmethod
+    def from_dicts(
+        cls, ngrams: Mapping[Tuple[str, ...], float], backoffs: Mapping[Tuple[str, ...], float], order: int
+    ) -> WordNgramLM:
+        """`ngrams`: word tuple (context + word) -> natural-log probability; `backoffs`: context ->
+        natural-log backoff weight (absent means 0). <s> and </s> mark the sentence's ends."""
+        return cls(NgramTable.from_dicts(ngrams, backoffs), order)
+
+    @property
+    def vocabulary_size(self) -> int:
+        """Words known, sentence markers left out."""
+        return sum(1 for word in self.table.alphabet if word not in (BOS, EOS))
+
+    def code(self, word: str) -> int:
+        """The word's code, `unknown` for a word the model never saw."""
+        return self.table.codes.get(word, self.unknown)
+
+    def begins_word(self, letters: str) -> bool:
+        """Whether some known word starts with `letters` (the words are sorted: one bisection)."""
+        words = self.table.alphabet
+        at = bisect_left(words, letters)
+        return at < len(words) and words[at].startswith(letters)
+
+    def extend(self, context: Tuple[int, ...], code: int) -> Tuple[int, ...]:
+        keep = self.order - 1
+        return (context + (code,))[-keep:] if keep else ()
+
+    def _logprob(self, context: Tuple[int, ...], code: int) -> float:
+        return self.table.logprob(self.table.pack_codes(context), len(context), code, self.floor)
+
+    def sentence_logprob(self, words: Sequence[str]) -> float:
+        """Log-probability of a whole sentence, </s> included (for tests and diagnostics)."""
+        context, total = self.start, 0.0
+        for code in [*map(self.code, words), self.end]:
+            total += self.logprob(context, code)
+            context = self.extend(context, code)
+        return total
+
+    def ngram_counts(self) -> List[int]:
+        """How many n-grams of each order, unigrams first."""
+        by_length = self.table.ngram_lengths()
+        return [by_length[n] for n in range(1, self.order + 1)]
+
+    def save(self, path: PathLike) -> None:
+        """Write the model as a compressed .npz of plain arrays (no pickle).
+
+        Keys are stored as differences from the previous (sorted) key: small numbers that compress
+        to about a third of the packed keys' size.
+        """
+        table = self.table
+        words = "\n".join(table.alphabet)
+        if words.count("\n") != len(table.alphabet) - 1 or any(not w or " " in w for w in table.alphabet):
+            raise ValueError("a word may not be empty or hold a space or a newline")
+        with open(path, "wb") as handle:
+            np.savez_compressed(
+                handle,
+                format=np.array(WORDS_FORMAT),
+                order=np.array(self.order),
+                words=np.frombuffer(words.encode("utf-8"), dtype=np.uint8),
+                ngram_key_steps=np.diff(np.asarray(table.ngram_keys, dtype=np.int64), prepend=0),
+                ngram_logprobs=np.asarray(table.ngram_logprobs, dtype=np.float32),
+                backoff_key_steps=np.diff(np.asarray(table.backoff_keys, dtype=np.int64), prepend=0),
+                backoff_values=np.asarray(table.backoff_values, dtype=np.float32),
+            )
+
+    @classmethod
+    def load(cls, path: PathLike) -> WordNgramLM:
+        """Read a model written by `save` (a bundle's word LM file)."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["format"]) != WORDS_FORMAT:
+                    raise BundleError(
+                        f"{path}: word language model format {int(data['format'])} is not {WORDS_FORMAT}; "
+                        "rebuild it with this version's `python -m quantize lm --word-order N`"
+                    )
+                order = int(data["order"])
+                words = data["words"].tobytes().decode("utf-8").split("\n")
+                ngram_keys = np.cumsum(data["ngram_key_steps"])
+                logprobs = data["ngram_logprobs"]
+                backoff_keys = np.cumsum(data["backoff_key_steps"])
+                backoff_values = data["backoff_values"]
+            if len(ngram_keys) != len(logprobs) or len(backoff_keys) != len(backoff_values):
+                raise ValueError("n-gram keys and values differ in number")
+            if (
+                words != sorted(words)
+                or (np.diff(ngram_keys) <= 0).any()
+                or (np.diff(backoff_keys) <= 0).any()
+            ):
+                raise ValueError("the words or the keys are not in ascending order")
+            return cls(NgramTable(words, ngram_keys, logprobs, backoff_keys, backoff_values), order)
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path}: cannot read the word language model ({exc})") from None
 
 
 def _check_vocabulary(used: Set[str], vocabulary: Iterable[str], where: str) -> None:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from .beam import BeamOptions, PrefixBeamDecoder
 from .bundle import ModelBundle, load_bundle
 from .ctc import Vocabulary, best_path, decode
 from .errors import EdgeASRError, InputError
-from .lm import CharNgramLM
+from .lm import CharNgramLM, WordNgramLM
 from .model import CtcModel
 from .results import Transcript
 from .stream import Stream, StreamOptions
@@ -47,6 +47,8 @@ class TranscribeOptions:
             bundle without one, decodes greedily. `blank_penalty` applies to greedy decoding only.
         beam_size, lm_weight, insertion_bonus: override the values tuned for the bundle's LM (see
             `edge_asr.beam.BeamOptions`); None keeps the bundle's.
+        use_word_lm: with `use_lm`, also score finished words with the bundle's word LM when it has
+            one; False decodes with the character LM alone.
     """
 
     blank_penalty: float = 0.0
@@ -57,6 +59,7 @@ class TranscribeOptions:
     beam_size: Optional[int] = None
     lm_weight: Optional[float] = None
     insertion_bonus: Optional[float] = None
+    use_word_lm: bool = True
 
 
 @dataclass
@@ -114,18 +117,16 @@ class EdgeTranscriber:
             meta.frame_stride,
             meta.receptive_field,
         )
-        self.lm, self.beam_options = self._load_lm(verify)
+        self.lm: Optional[CharNgramLM] = None
+        self.word_lm: Optional[WordNgramLM] = None
+        self.make_beam: Optional[Callable[[], PrefixBeamDecoder]] = self._load_lm(verify)
 
-    def _load_lm(self, verify: bool) -> Tuple[Optional[CharNgramLM], Optional[BeamOptions]]:
+    def _load_lm(self, verify: bool) -> Optional[Callable[[], PrefixBeamDecoder]]:
+        """Load the bundle's LM(s) as the options ask; a maker of beam decoders, or None for greedy."""
         settings = self.metadata.language_model
         lm_file = self.bundle.language_model_file
         if not self.options.use_lm or settings is None or lm_file is None:
-            return None, None
-        if verify:
-            self.bundle.verify([settings["file"]])
-        started = time.perf_counter()
-        lm = CharNgramLM.load(lm_file, self.metadata.vocabulary)
-        log.debug("language model %s loaded in %.2f s", lm_file.name, time.perf_counter() - started)
+            return None
         chosen = self.options
         beam = BeamOptions(
             beam_size=chosen.beam_size if chosen.beam_size is not None else settings["beam_size"],
@@ -134,11 +135,23 @@ class EdgeTranscriber:
                 chosen.insertion_bonus if chosen.insertion_bonus is not None else settings["insertion_bonus"]
             ),
         )
+        words = settings.get("words") if chosen.use_word_lm else None
+        if words is not None:
+            beam.word_weight = words["word_weight"]
+            beam.unknown_word_penalty = words["unknown_word_penalty"]
         try:
             beam.validate()
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        return lm, beam
+        files = [lm_file] + ([self.bundle.path / words["file"]] if words is not None else [])
+        if verify:
+            self.bundle.verify([f.name for f in files])
+        started = time.perf_counter()
+        self.lm = CharNgramLM.load(lm_file, self.metadata.vocabulary)
+        if words is not None:
+            self.word_lm = WordNgramLM.load(files[1])
+        log.debug("language model(s) loaded in %.2f s", time.perf_counter() - started)
+        return partial(PrefixBeamDecoder, self.vocabulary, self.lm, beam, self.word_lm)
 
     @property
     def sample_rate(self) -> int:
@@ -168,11 +181,7 @@ class EdgeTranscriber:
             name, total = info.name, info.duration
         runner = WindowedRunner(self.model.log_probs, self.plan)
         collected = _FrameCollector()
-        beam = (
-            PrefixBeamDecoder(self.vocabulary, self.lm, self.beam_options)
-            if self.lm is not None and self.beam_options is not None
-            else None
-        )
+        beam = self.make_beam() if self.make_beam is not None else None
 
         def keep(frames: Iterator) -> None:
             for _, log_probs in frames:
@@ -229,10 +238,7 @@ class EdgeTranscriber:
         """
         if options is None:
             options = StreamOptions(blank_penalty=self.options.blank_penalty)
-        beam: Optional[Callable[[], PrefixBeamDecoder]] = None
-        if self.lm is not None and self.beam_options is not None:
-            beam = partial(PrefixBeamDecoder, self.vocabulary, self.lm, self.beam_options)
-        return Stream(self.model.log_probs, self.metadata, self.vocabulary, options, vad, beam)
+        return Stream(self.model.log_probs, self.metadata, self.vocabulary, options, vad, self.make_beam)
 
     def __repr__(self) -> str:
         return f"EdgeTranscriber(model={str(self.bundle.path)!r}, file={Path(self.model_path).name!r})"

@@ -115,7 +115,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     _add_eval_args(p, required=True)
     p.add_argument("--max-cer-increase", type=float, default=0.01, help="guard, as for convert")
 
-    p = sub.add_parser("lm", help="build a character n-gram LM from text and add it to a bundle")
+    p = sub.add_parser("lm", help="build character and word n-gram LMs from text and add them to a bundle")
     p.add_argument("--bundle", required=True, type=Path, help="the bundle to add the LM to")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -131,7 +131,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--order", type=int, default=6, help="longest n-gram, in characters (default: 6)")
     p.add_argument(
-        "--min-count", type=int, default=2, help="drop 3-grams and longer seen fewer times (default: 2)"
+        "--min-count",
+        type=int,
+        default=2,
+        help="drop character 3-grams and longer seen fewer times (default: 2)",
+    )
+    p.add_argument(
+        "--word-order",
+        type=int,
+        default=3,
+        help="longest n-gram of the word LM built from --text beside the character LM; 0: none (default: 3)",
+    )
+    p.add_argument(
+        "--word-min-count",
+        type=int,
+        default=2,
+        help="drop word 2-grams and 3-grams seen fewer times; every word stays known (default: 2)",
     )
     p.add_argument("--beam-size", type=int, default=8, help="beam the device uses (default: 8)")
     p.add_argument(
@@ -232,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
             eval_manifest=args.eval_manifest,
             eval_limit=args.eval_limit,
             threads=args.threads,
+            word_order=args.word_order,
+            word_min_count=args.word_min_count,
         )
         say(f"bundle with language model written to {out} in {time.perf_counter() - started:.1f} s")
         return 0

@@ -19,6 +19,7 @@ import math
 import shutil
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -29,7 +30,17 @@ from edge_asr.beam import BeamOptions, PrefixBeamDecoder
 from edge_asr.bundle import LM_KIND, load_bundle, write_bundle
 from edge_asr.ctc import best_path, decode
 from edge_asr.errors import BundleError
-from edge_asr.lm import BOS, EOS, WORD_BOUNDARY, CharNgramLM, open_text, tokens_of, write_arpa
+from edge_asr.lm import (
+    BOS,
+    EOS,
+    LN10,
+    WORD_BOUNDARY,
+    CharNgramLM,
+    WordNgramLM,
+    open_text,
+    tokens_of,
+    write_arpa,
+)
 from edge_asr.text import TextNormalization
 from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
 from train.metrics import ErrorCounts, count_errors
@@ -41,8 +52,14 @@ from .manifest import EvalItem, read_manifest
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[str], None]
 LM_FILE = "lm.npz"
+WORDS_FILE = "words.npz"
 WEIGHTS = (0.2, 0.35, 0.5, 0.7, 1.0)
 BONUSES = (0.0, 0.5, 1.0, 1.5, 2.5)
+# The word weight as a multiple of the tuned character LM weight: both scale log-probabilities of the
+# same words, and on the default model the best ratio was ~1.4 whatever the character weight.
+WORD_WEIGHT_RATIOS = (1.0, 1.4, 2.0)
+UNKNOWN_WORD_PENALTIES = (-2.0, -4.0, -7.0)
+WORD_BONUS_SHIFTS = (0.0, 1.0)
 
 History = Tuple[str, ...]
 ArpaEntries = List[List[Tuple[History, float, float]]]
@@ -78,8 +95,13 @@ def lm_token_sentences(
     return kept, skipped
 
 
-def estimate(sentences: Sequence[Sequence[str]], order: int = 6, min_count: int = 2) -> ArpaEntries:
-    """Interpolated Witten-Bell n-grams, pruned and renormalized into ARPA entries (log10)."""
+def estimate(
+    sentences: Sequence[Sequence[str]], order: int = 6, min_count: int = 2, prune_from: int = 3
+) -> ArpaEntries:
+    """Interpolated Witten-Bell n-grams, pruned and renormalized into ARPA entries (log10).
+
+    N-grams of `prune_from` tokens or more seen fewer than `min_count` times are pruned.
+    """
     if order < 1:
         raise QuantizeError(f"--order must be 1 or more, got {order}")
     counts: Dict[History, Counter] = defaultdict(Counter)
@@ -109,7 +131,9 @@ def estimate(sentences: Sequence[Sequence[str]], order: int = 6, min_count: int 
     kept: Dict[History, Dict[str, float]] = {}
     for history, following in counts.items():
         n = len(history) + 1
-        chosen = {t: interpolated(history, t) for t, c in following.items() if n <= 2 or c >= min_count}
+        chosen = {
+            t: interpolated(history, t) for t, c in following.items() if n < prune_from or c >= min_count
+        }
         if chosen:
             kept[history] = chosen
 
@@ -153,19 +177,36 @@ def to_model(entries: ArpaEntries) -> CharNgramLM:
     return CharNgramLM.from_arpa_lines(text, "<estimated model>")
 
 
+def word_model(sentences: Sequence[Sequence[str]], order: int = 3, min_count: int = 2) -> WordNgramLM:
+    """A word n-gram LM from LM-token sentences (`lm_token_sentences`); n-grams of two words and more
+    seen fewer than `min_count` times are pruned (every word of the text stays known)."""
+    words = ["".join(tokens).split(WORD_BOUNDARY) for tokens in sentences]
+    ngrams: Dict[Tuple[str, ...], float] = {}
+    backoffs: Dict[Tuple[str, ...], float] = {}
+    for level in estimate(words, order, min_count, prune_from=2):
+        for gram, logprob, backoff in level:
+            ngrams[tuple(gram)] = logprob * LN10
+            if backoff:
+                backoffs[tuple(gram)] = backoff * LN10
+    return WordNgramLM.from_dicts(ngrams, backoffs, order)
+
+
 def _model_from(
     texts: Sequence[Path],
     arpa: Optional[Path],
     normalization: TextNormalization,
     vocabulary: Sequence[str],
-    order: int,
-    min_count: int,
+    orders: Tuple[int, int],
+    min_counts: Tuple[int, int],
     say: ProgressFn,
-) -> Tuple[CharNgramLM, Dict[str, Any]]:
-    """The LM from an ARPA file or estimated from text, and facts about how it was made."""
+) -> Tuple[CharNgramLM, Optional[WordNgramLM], Dict[str, Any]]:
+    """The character LM from an ARPA file or estimated from text, the word LM of that text (with a
+    word order above 0), and facts about how they were made. `orders` and `min_counts` are the
+    character model's, then the word model's."""
+    (order, word_order), (min_count, word_min_count) = orders, min_counts
     if arpa is not None:
         say(f"reading {arpa} ...")
-        return CharNgramLM.from_arpa(arpa, vocabulary), {"from_arpa": arpa.name}
+        return CharNgramLM.from_arpa(arpa, vocabulary), None, {"from_arpa": arpa.name}
     sentences, skipped = lm_token_sentences(read_sentences(texts), normalization, vocabulary)
     if not sentences:
         raise QuantizeError(
@@ -173,9 +214,13 @@ def _model_from(
         )
     if skipped:
         say(f"  skipped {skipped} sentence(s) with characters outside the model's vocabulary")
-    say(f"  estimating an order-{order} model from {len(sentences)} sentences ...")
-    built = {"sentences": len(sentences), "skipped": skipped, "min_count": min_count}
-    return to_model(estimate(sentences, order, min_count)), built
+    say(f"  estimating an order-{order} character model from {len(sentences)} sentences ...")
+    built: Dict[str, Any] = {"sentences": len(sentences), "skipped": skipped, "min_count": min_count}
+    chars = to_model(estimate(sentences, order, min_count))
+    if not word_order:
+        return chars, None, built
+    say(f"  estimating an order-{word_order} word model ...")
+    return chars, word_model(sentences, word_order, word_min_count), built
 
 
 class LmScorer:
@@ -193,58 +238,98 @@ class LmScorer:
             _, blocks = open_audio(item.path, self.metadata.sample_rate)
             self.log_probs.append(asr.model.log_probs(np.concatenate(list(blocks))))
 
-    def transcripts(self, lm: Optional[CharNgramLM], options: Optional[BeamOptions]) -> List[str]:
+    def transcripts(
+        self, lm: Optional[CharNgramLM], options: Optional[BeamOptions], words: Optional[WordNgramLM] = None
+    ) -> List[str]:
         texts = []
         for log_probs in self.log_probs:
             if lm is None or options is None:
                 ids, scores = best_path(log_probs, self.vocabulary.blank_id)
             else:
-                decoder = PrefixBeamDecoder(self.vocabulary, lm, options)
+                decoder = PrefixBeamDecoder(self.vocabulary, lm, options, words)
                 decoder.push(log_probs)
                 ids, scores = decoder.finish()
             texts.append(decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)[0])
         return texts
 
-    def errors(self, lm: Optional[CharNgramLM] = None, options: Optional[BeamOptions] = None) -> ErrorCounts:
-        hypotheses = self.transcripts(lm, options)
+    def errors(
+        self,
+        lm: Optional[CharNgramLM] = None,
+        options: Optional[BeamOptions] = None,
+        words: Optional[WordNgramLM] = None,
+    ) -> ErrorCounts:
+        hypotheses = self.transcripts(lm, options, words)
         return count_errors(self.references, hypotheses, self.metadata.text_normalization)
 
-    def compare(self, lm: CharNgramLM, options: BeamOptions) -> Dict[str, float]:
-        """Greedy against beam search with `lm`: CER and WER of both."""
-        greedy, with_lm = self.errors(), self.errors(lm, options)
-        return {
+    def compare(
+        self, lm: CharNgramLM, options: BeamOptions, words: Optional[WordNgramLM] = None
+    ) -> Dict[str, float]:
+        """Greedy against beam search with the LM(s): CER and WER of both ("lm"); with a word LM, the
+        character LM alone too ("chars")."""
+        greedy, with_lm = self.errors(), self.errors(lm, options, words)
+        figures = {
             "utterances": len(self.references),
             "cer_greedy": round(greedy.cer, 4),
             "wer_greedy": round(greedy.wer, 4),
             "cer_lm": round(with_lm.cer, 4),
             "wer_lm": round(with_lm.wer, 4),
         }
+        if words is not None:
+            chars = self.errors(lm, options)
+            figures.update(cer_chars=round(chars.cer, 4), wer_chars=round(chars.wer, 4))
+        return figures
+
+
+def _best_of(
+    scorer: LmScorer, lm: CharNgramLM, grid: Iterable[BeamOptions], words: Optional[WordNgramLM] = None
+) -> BeamOptions:
+    """The options of `grid` with the lowest CER (then WER) on `scorer`."""
+    best: Optional[Tuple[Tuple[float, float], BeamOptions]] = None
+    for options in grid:
+        scored = scorer.errors(lm, options, words)
+        log.info("%s: CER %.4f WER %.4f", options, scored.cer, scored.wer)
+        if best is None or (scored.cer, scored.wer) < best[0]:
+            best = ((scored.cer, scored.wer), options)
+    if best is None:
+        raise QuantizeError("the tuning grid is empty")
+    return best[1]
 
 
 def tune(scorer: LmScorer, lm: CharNgramLM, beam_size: int) -> BeamOptions:
     """The lm_weight x insertion_bonus pair of the grid with the lowest CER (then WER) on `scorer`."""
-    best: Optional[Tuple[Tuple[float, float], BeamOptions]] = None
-    for weight in WEIGHTS:
-        for bonus in BONUSES:
-            options = BeamOptions(beam_size=beam_size, lm_weight=weight, insertion_bonus=bonus)
-            scored = scorer.errors(lm, options)
-            log.info(
-                "lm_weight %.2f insertion_bonus %.1f: CER %.4f WER %.4f",
-                weight,
-                bonus,
-                scored.cer,
-                scored.wer,
-            )
-            if best is None or (scored.cer, scored.wer) < best[0]:
-                best = ((scored.cer, scored.wer), options)
-    assert best is not None
-    return best[1]
+    grid = (
+        BeamOptions(beam_size=beam_size, lm_weight=w, insertion_bonus=b) for w in WEIGHTS for b in BONUSES
+    )
+    return _best_of(scorer, lm, grid)
+
+
+def tune_words(scorer: LmScorer, lm: CharNgramLM, words: WordNgramLM, chars: BeamOptions) -> BeamOptions:
+    """The word_weight x unknown_word_penalty x insertion bonus of the grid that does best with the
+    character settings `chars` (tuned first, alone: a word LM rescores their spellings)."""
+    grid = (
+        replace(
+            chars,
+            word_weight=round(r * chars.lm_weight, 3),
+            unknown_word_penalty=p,
+            insertion_bonus=chars.insertion_bonus + b,
+        )
+        for r in WORD_WEIGHT_RATIOS
+        for p in UNKNOWN_WORD_PENALTIES
+        for b in WORD_BONUS_SHIFTS
+    )
+    return _best_of(scorer, lm, grid, words)
 
 
 def _say_comparison(say: ProgressFn, name: str, figures: Dict[str, Any]) -> None:
+    chars = (
+        f" (character LM alone: CER {figures['cer_chars']:.4f} WER {figures['wer_chars']:.4f})"
+        if "cer_chars" in figures
+        else ""
+    )
     say(
         f"  {name} ({figures['utterances']} utterances): greedy CER {figures['cer_greedy']:.4f} "
         f"WER {figures['wer_greedy']:.4f} -> with LM CER {figures['cer_lm']:.4f} WER {figures['wer_lm']:.4f}"
+        + chars
     )
 
 
@@ -263,12 +348,17 @@ def add_lm(
     eval_manifest: Optional[Path] = None,
     eval_limit: Optional[int] = None,
     threads: Optional[int] = None,
+    word_order: int = 3,
+    word_min_count: int = 2,
 ) -> Path:
     """Copy a bundle to `out` with a language model; when `out` is the bundle itself, replace it.
 
-    The bundle is rebuilt in a temporary folder beside `out` and renamed into place, so a failure
-    leaves the original untouched.
+    From text, a word LM of `word_order` (0: none) is built beside the character LM. The bundle is
+    rebuilt in a temporary folder beside `out` and renamed into place, so a failure leaves the
+    original untouched.
     """
+    if word_order < 0:
+        raise QuantizeError(f"--word-order must be 0 (no word LM) or more, got {word_order}")
     try:
         bundle = load_bundle(bundle_dir, verify=False)
     except BundleError as exc:
@@ -279,28 +369,50 @@ def add_lm(
         raise QuantizeError(f"{out}: already exists; pass --force to replace it")
     started = time.perf_counter()
     try:
-        lm, built = _model_from(texts, arpa, meta.text_normalization, meta.vocabulary, order, min_count, say)
-    except BundleError as exc:
+        lm, words, built = _model_from(
+            texts,
+            arpa,
+            meta.text_normalization,
+            meta.vocabulary,
+            (order, word_order),
+            (min_count, word_min_count),
+            say,
+        )
+    except (BundleError, ValueError) as exc:
         raise QuantizeError(str(exc)) from None
     sizes = lm.ngram_counts()
-    say(f"  {sum(sizes)} n-grams (orders 1-{len(sizes)}: {sizes})")
+    say(f"  {sum(sizes)} character n-grams (orders 1-{len(sizes)}: {sizes})")
+    if words is not None:
+        word_sizes = words.ngram_counts()
+        say(
+            f"  {words.vocabulary_size} words, {sum(word_sizes)} word n-grams "
+            f"(orders 1-{len(word_sizes)}: {word_sizes})"
+        )
     with staged_bundle(out) as tmp:
         shutil.copytree(bundle.path, tmp, dirs_exist_ok=True)
-        if meta.language_model is not None:
-            (tmp / meta.language_model["file"]).unlink(missing_ok=True)
+        old = meta.language_model or {}
+        for name in (old.get("file"), (old.get("words") or {}).get("file")):
+            if name:
+                (tmp / name).unlink(missing_ok=True)
         lm.save(tmp / LM_FILE)
         lm = CharNgramLM.load(tmp / LM_FILE, meta.vocabulary)
+        if words is not None:
+            words.save(tmp / WORDS_FILE)
+            words = WordNgramLM.load(tmp / WORDS_FILE)
         options = BeamOptions(beam_size=beam_size)
         figures: Dict[str, Dict[str, Any]] = {}
         if tune_manifest is not None:
             say(f"tuning lm_weight and insertion_bonus on {tune_manifest} ...")
             scorer = LmScorer(tmp, read_manifest(tune_manifest, tune_limit), threads)
             options = tune(scorer, lm, beam_size)
-            figures["tuning"] = {"manifest": tune_manifest.name, **scorer.compare(lm, options)}
+            if words is not None:
+                say("tuning word_weight and unknown_word_penalty ...")
+                options = tune_words(scorer, lm, words, options)
+            figures["tuning"] = {"manifest": tune_manifest.name, **scorer.compare(lm, options, words)}
             _say_comparison(say, "tuning set", figures["tuning"])
         if eval_manifest is not None:
             scorer = LmScorer(tmp, read_manifest(eval_manifest, eval_limit), threads)
-            figures["evaluation"] = {"manifest": eval_manifest.name, **scorer.compare(lm, options)}
+            figures["evaluation"] = {"manifest": eval_manifest.name, **scorer.compare(lm, options, words)}
             _say_comparison(say, "evaluation set", figures["evaluation"])
         meta.language_model = {
             "file": LM_FILE,
@@ -310,6 +422,19 @@ def add_lm(
             "lm_weight": options.lm_weight,
             "insertion_bonus": options.insertion_bonus,
         }
+        if words is not None:
+            meta.language_model["words"] = {
+                "file": WORDS_FILE,
+                "order": words.order,
+                "word_weight": options.word_weight,
+                "unknown_word_penalty": options.unknown_word_penalty,
+            }
+            built["words"] = {
+                "min_count": word_min_count,
+                "vocabulary": words.vocabulary_size,
+                "ngrams": words.ngram_counts(),
+                "size_bytes": (tmp / WORDS_FILE).stat().st_size,
+            }
         meta.extra["language_model"] = {
             **built,
             "ngrams": sizes,
@@ -318,6 +443,8 @@ def add_lm(
         }
         write_bundle(tmp, meta)
         place_bundle(tmp, out, force or in_place)
-    size_mb = (out / LM_FILE).stat().st_size / 1e6
-    say(f"  language model: {size_mb:.2f} MB in {time.perf_counter() - started:.1f} s")
+    size_mb = (
+        sum((out / name).stat().st_size for name in (LM_FILE, WORDS_FILE) if (out / name).exists()) / 1e6
+    )
+    say(f"  language model(s): {size_mb:.2f} MB in {time.perf_counter() - started:.1f} s")
     return out

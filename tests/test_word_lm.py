@@ -1,0 +1,204 @@
+"""Word LM (quantize/lm.py builds, edge_asr/lm.py reads) and its part in the beam search."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+from test_lm import frames_for
+from tone_model import tone_audio
+
+from edge_asr.beam import BeamOptions, PrefixBeamDecoder
+from edge_asr.bundle import load_bundle
+from edge_asr.cli import main as edge_main
+from edge_asr.ctc import Vocabulary, decode
+from edge_asr.errors import BundleError
+from edge_asr.lm import BOS, CharNgramLM, WordNgramLM, tokens_of
+from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
+from quantize.cli import main as quantize_main
+from quantize.lm import WORDS_FILE, estimate, to_model, word_model
+
+TEXT = ["the cat sat on the mat", "the bat flew at dusk", "a cat sat", "a bat flew", "the cat sat down"] * 3
+SPEECH_VOCAB_WORDS = ["<pad>", "|", *sorted({c for s in [*TEXT, "dog"] for c in s if c != " "})]
+
+
+def build_words(
+    tmp_path: Path, sentences: List[str] = TEXT, order: int = 2, min_count: int = 1
+) -> WordNgramLM:
+    """Estimate, save as the bundle's words.npz and load back, as `quantize lm` does."""
+    path = tmp_path / WORDS_FILE
+    word_model([tokens_of(s) for s in sentences], order=order, min_count=min_count).save(path)
+    return WordNgramLM.load(path)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_every_word_context_is_a_probability_distribution(tmp_path: Path, order: int) -> None:
+    words = build_words(tmp_path, order=order)
+    outcomes = [code for code in range(1, words.unknown) if words.table.alphabet[code - 1] != BOS]
+    for history in ([], ["the"], ["the", "cat"], ["cat", "flew"], ["dog"], ["sat", "dog"]):
+        context = words.start
+        for word in history:
+            context = words.extend(context, words.code(word))
+        total = sum(math.exp(words.logprob(context, code)) for code in outcomes)
+        assert total == pytest.approx(1.0, abs=2e-3), (history, total)
+
+
+def test_word_lm_knows_word_order_and_its_vocabulary(tmp_path: Path) -> None:
+    words = build_words(tmp_path)
+    assert words.vocabulary_size == len({w for s in TEXT for w in s.split()})
+    assert words.code("zebra") == words.unknown and words.code("cat") != words.unknown
+    assert words.sentence_logprob(["the", "cat", "sat"]) > words.sentence_logprob(["the", "bat", "sat"]) + 1
+    assert words.ngram_counts()[1] > 0
+
+
+def test_pruning_keeps_every_word_and_drops_rare_pairs(tmp_path: Path) -> None:
+    pruned = build_words(tmp_path, TEXT + ["the dog barked"], min_count=2)
+    assert pruned.code("barked") != pruned.unknown
+    full = build_words(tmp_path, TEXT + ["the dog barked"], min_count=1)
+    assert pruned.ngram_counts()[1] < full.ngram_counts()[1]
+
+
+def test_saved_word_model_loads_back_identical(tmp_path: Path) -> None:
+    built = word_model([tokens_of(s) for s in TEXT], order=3, min_count=1)
+    built.save(tmp_path / "w.npz")
+    loaded = WordNgramLM.load(tmp_path / "w.npz")
+    for sentence in ["the cat sat on the mat", "a bat sat", "dusk at the bat"]:
+        assert loaded.sentence_logprob(sentence.split()) == pytest.approx(
+            built.sentence_logprob(sentence.split())
+        )
+
+
+def test_bad_word_lm_files_are_refused_with_a_reason(tmp_path: Path) -> None:
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(BundleError, match="cannot read the word language model"):
+        WordNgramLM.load(tmp_path / "junk.npz")
+    build_words(tmp_path)
+    with np.load(tmp_path / WORDS_FILE) as data:
+        arrays = dict(data)
+    np.savez(tmp_path / "future.npz", **{**arrays, "format": np.array(99)})
+    with pytest.raises(BundleError, match="format 99"):
+        WordNgramLM.load(tmp_path / "future.npz")
+    steps = arrays["ngram_key_steps"].copy()
+    steps[3] = 0  # two n-grams with one key
+    np.savez(tmp_path / "doubled.npz", **{**arrays, "ngram_key_steps": steps})
+    with pytest.raises(BundleError, match="ascending"):
+        WordNgramLM.load(tmp_path / "doubled.npz")
+
+
+def beam_text(log_probs: np.ndarray, lm: CharNgramLM, words, options: BeamOptions) -> str:
+    vocab = Vocabulary(SPEECH_VOCAB_WORDS, blank_id=0)
+    decoder = PrefixBeamDecoder(vocab, lm, options, words)
+    decoder.push(log_probs)
+    ids, scores = decoder.finish()
+    return decode(ids, vocab, 0.02, scores)[0]
+
+
+def build_chars(sentences: List[str], order: int) -> CharNgramLM:
+    return to_model(estimate([tokens_of(s) for s in sentences], order=order, min_count=1))
+
+
+def test_word_lm_settles_what_letters_alone_cannot(tmp_path: Path) -> None:
+    # A character bigram cannot tell "cat" from "bat" after "the " (both follow a space equally
+    # often); the word LM knows that it is the cat that sat.
+    chars = build_chars(TEXT, order=2)
+    words = build_words(tmp_path)
+    log_probs = frames_for("the (b/c)at sat", SPEECH_VOCAB_WORDS)
+    options = BeamOptions(beam_size=8, lm_weight=0.5, insertion_bonus=1.0, word_weight=1.0)
+    assert beam_text(log_probs, chars, None, options) == "the bat sat"
+    assert beam_text(log_probs, chars, words, options) == "the cat sat"
+    # The last word is closed by the end of the audio, not by a boundary.
+    assert beam_text(frames_for("a (b/c)at sat", SPEECH_VOCAB_WORDS), chars, words, options) == "a cat sat"
+
+
+def test_unknown_words_are_still_spelled(tmp_path: Path) -> None:
+    chars = build_chars(TEXT + ["the dog"], order=3)
+    words = build_words(tmp_path)  # never saw "dog"
+    log_probs = frames_for("the dog sat", SPEECH_VOCAB_WORDS)
+    assert (
+        beam_text(log_probs, chars, words, BeamOptions(word_weight=1.0, unknown_word_penalty=-2.0))
+        == "the dog sat"
+    )
+
+
+def test_word_lm_needs_a_character_lm_and_sane_options(tmp_path: Path) -> None:
+    vocab = Vocabulary(SPEECH_VOCAB_WORDS, 0)
+    with pytest.raises(ValueError, match="give both"):
+        PrefixBeamDecoder(vocab, None, BeamOptions(), build_words(tmp_path))
+    with pytest.raises(ValueError, match="unknown_word_penalty"):
+        BeamOptions(unknown_word_penalty=1.0).validate()
+    with pytest.raises(ValueError, match="word_weight"):
+        BeamOptions(word_weight=-1.0).validate()
+
+
+# --- bundles with a word LM -----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def words_bundle(tone_bundle: Path, tmp_path: Path) -> Path:
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(["abc fed", "bad cab", "face bead", "deaf cafe", "a b c"] * 4) + "\n")
+    out = tmp_path / "with-words"
+    argv = ["-q", "lm", "--bundle", str(tone_bundle), "--out", str(out), "--text", str(text)]
+    assert quantize_main(argv) == 0
+    return out
+
+
+def test_quantize_lm_writes_a_checked_word_lm(words_bundle: Path, tone_bundle: Path, tmp_path: Path) -> None:
+    bundle = load_bundle(words_bundle)
+    bundle.verify()
+    settings = bundle.metadata.language_model
+    assert (
+        settings is not None and settings["words"]["file"] == WORDS_FILE and settings["words"]["order"] == 3
+    )
+    assert (
+        bundle.metadata.extra["language_model"]["words"]["vocabulary"] == 11
+    )  # abc fed bad cab face bead deaf cafe a b c
+    assert WordNgramLM.load(words_bundle / WORDS_FILE).code("cafe") > 0
+    text = tmp_path / "t.txt"
+    text.write_text("bad cafe\n")
+    no_words = tmp_path / "no-words"
+    argv = ["-q", "lm", "--bundle", str(words_bundle), "--out", str(no_words), "--text", str(text)]
+    assert quantize_main([*argv, "--word-order", "0"]) == 0
+    assert "words" not in load_bundle(no_words).metadata.language_model  # type: ignore[operator]
+    assert not (no_words / WORDS_FILE).exists()  # the old word LM does not linger
+    assert quantize_main([*argv, "--force", "--word-order", "-1"]) == 2
+
+
+def test_transcriber_uses_the_word_lm_unless_told_not_to(words_bundle: Path) -> None:
+    audio = tone_audio("bad cafe")
+    with_words = EdgeTranscriber(words_bundle)
+    chars_only = EdgeTranscriber(words_bundle, options=TranscribeOptions(use_word_lm=False))
+    assert with_words.word_lm is not None and chars_only.word_lm is None and chars_only.lm is not None
+    assert with_words.transcribe(audio, sample_rate=16000).text == "bad cafe"
+    assert chars_only.transcribe(audio, sample_rate=16000).text == "bad cafe"
+
+
+def test_corrupt_or_unlisted_word_lm_is_refused(words_bundle: Path) -> None:
+    with open(words_bundle / WORDS_FILE, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(BundleError, match="checksum"):
+        EdgeTranscriber(words_bundle)
+    EdgeTranscriber(words_bundle, options=TranscribeOptions(use_word_lm=False))  # never reads it
+    data = json.loads((words_bundle / "bundle.json").read_text())
+    data["language_model"]["words"]["file"] = "other.npz"
+    (words_bundle / "bundle.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="language_model.words"):
+        load_bundle(words_bundle)
+
+
+def test_cli_word_lm_flag_and_info(
+    words_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import soundfile as sf
+
+    wav = tmp_path / "x.wav"
+    sf.write(wav, tone_audio("deaf cab"), 16000)
+    for extra in ([], ["--no-word-lm"]):
+        assert edge_main(["file", str(wav), "--model", str(words_bundle), *extra]) == 0
+        assert capsys.readouterr().out.strip() == "deaf cab"
+    assert edge_main(["info", "--model", str(words_bundle)]) == 0
+    assert f"word LM:         {WORDS_FILE}" in capsys.readouterr().out
