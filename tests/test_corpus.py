@@ -393,3 +393,21 @@ def test_kokoro_plan_blends_speakers():
                 assert other != u.voice.voice and f"kokoro:{other}" in VOICES and float(share) in (0.25, 0.5)
             else:
                 assert part in ("", "gb")
+
+
+def test_sentences_out_writes_lm_text_without_held_out_sentences(tmp_path, capsys):
+    sentences = _write_sentences(tmp_path)
+    norm = TextNormalization()
+    banned = norm(to_spoken(SENTENCES[0]))
+    manifest = tmp_path / "test.csv"
+    manifest.write_text(f"path,text\nwavs/x.wav,{banned}\n")
+    out = tmp_path / "lm" / "text.txt"
+    args = ["--sentences-out", str(out), "--sources", f"file:{sentences}", "--exclude", str(manifest)]
+    assert main(args) == 0  # no --out, --hours or engines needed
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4 and banned not in lines  # 5 speakable sentences, 1 excluded
+    assert "mister brown paid five dollars and fifty cents for the second ticket" in lines  # labels
+    assert f"{out}: 4 sentences" in capsys.readouterr().out
+    assert main(["--sentences-out", str(out), "--sources", "nope"]) == 2
+    assert "unknown text source" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 4  # a failed run leaves the old file whole

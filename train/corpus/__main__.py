@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .build import CorpusError, CorpusOptions, build
+from .build import CorpusError, CorpusOptions, build, write_sentences
 from .engines import ENGINES, voice_missing
 from .plan import ProsodyRange
 from .sources import SOURCES
@@ -53,13 +53,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="tempo factor range (1 = engine default)")  # fmt: skip
     p.add_argument("--pitch", type=float, nargs=2, default=(-3.0, 3.0), metavar=("MIN", "MAX"),
                    help="pitch shift range in semitones")  # fmt: skip
+    p.add_argument("--sentences-out", type=Path, metavar="FILE",
+                   help="write the label of every usable sentence (less --exclude's) to FILE, one a "
+                   "line, and stop: language-model text (`python -m quantize lm --text FILE`)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--list-engines", action="store_true", help="show each voice, its licence and status")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
-    if not args.list_engines and args.out is None:
+    only_lists = args.list_engines or args.sentences_out is not None
+    if not only_lists and args.out is None:
         p.error("--out is required")
-    if not args.list_engines and args.hours is None and args.count is None:
+    if not only_lists and args.hours is None and args.count is None:
         p.error("give --hours or --count")
     if args.workers < 1:
         p.error("--workers must be at least 1")
@@ -85,6 +89,14 @@ def run(args: argparse.Namespace) -> int:
         prosody=ProsodyRange(args.rate[0], args.rate[1], args.pitch[0], args.pitch[1]),
         progress=not args.no_progress, exclude=tuple(args.exclude),
     )  # fmt: skip
+    if args.sentences_out is not None:
+        try:
+            written = write_sentences(options, args.sentences_out)
+        except CorpusError as exc:
+            print(f"train.corpus: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.sentences_out}: {written} sentences")
+        return 0
     try:
         result = build(options)
     except CorpusError as exc:

@@ -37,7 +37,7 @@ from edge_asr.atomic import write_text_atomic
 from .engines import ENGINES, native_settings, prepare, voice_missing
 from .plan import PlannedUtterance, Planner, ProsodyRange, pool_digest, prefer_short
 from .render import RenderResult, render
-from .sources import SOURCES, load_sentences
+from .sources import SOURCES, Sentence, load_sentences
 from .voices import DEFAULT_TEST_SPEAKERS, DEFAULT_VALID_SPEAKERS, VOICES, Voice
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,28 @@ def excluded_labels(manifests: Sequence[Path]) -> set:
     return labels
 
 
+def usable_sentences(options: CorpusOptions) -> Tuple[List[Sentence], set]:
+    """The sentences of `options.sources` a corpus may say, and the excluded labels left out."""
+    try:
+        sentences = load_sentences(options.sources, options.min_words, options.max_words, options.seed)
+    except (ValueError, OSError) as exc:
+        raise CorpusError(f"cannot read the sentences: {exc}") from exc
+    banned = excluded_labels(options.exclude)
+    if banned:
+        before = len(sentences)
+        sentences = [s for s in sentences if s.label not in banned]
+        log.info("--exclude: %d of %d sentences dropped", before - len(sentences), before)
+    return sentences, banned
+
+
+def write_sentences(options: CorpusOptions, path: Path) -> int:
+    """Write the label of every usable sentence, one a line: language-model text that never holds an
+    excluded (e.g. validation or test) sentence. Returns how many were written."""
+    sentences, _ = usable_sentences(options)
+    write_text_atomic(path, "".join(f"{s.label}\n" for s in sentences))
+    return len(sentences)
+
+
 def plan_identity(
     options: CorpusOptions, planner: Planner, excluded: Sequence[str] = ()
 ) -> Dict[str, object]:
@@ -225,15 +247,7 @@ def build(options: CorpusOptions) -> CorpusResult:
         if not any(splits.get(s) == name for s in present):
             log.warning("split %s has no installed speaker: it will be empty", name)
 
-    try:
-        sentences = load_sentences(options.sources, options.min_words, options.max_words, options.seed)
-    except (ValueError, OSError) as exc:
-        raise CorpusError(f"cannot read the sentences: {exc}") from exc
-    banned = excluded_labels(options.exclude)
-    if banned:
-        before = len(sentences)
-        sentences = [s for s in sentences if s.label not in banned]
-        log.info("--exclude: %d of %d sentences dropped", before - len(sentences), before)
+    sentences, banned = usable_sentences(options)
     planner = Planner(prefer_short(sentences, options.seed), voices, splits, options.seed, options.prosody)
     if options.count is not None and options.count > len(planner):
         log.warning(
