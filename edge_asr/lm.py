@@ -24,7 +24,7 @@ from bisect import bisect_left
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, TextIO, Tuple, TypeVar
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, TextIO, Tuple, TypeVar
 
 import numpy as np
 
@@ -204,28 +204,45 @@ def _sorted_pair(keys: np.ndarray, values: np.ndarray) -> Tuple[np.ndarray, np.n
     return keys[order], values[order]
 
 
-class CharNgramLM:
-    """Backoff character n-gram model; `logprob(context, token)` in natural log.
-
-    Build one with `from_dicts`, `from_arpa` or `load`.
+class _BackoffLM:
+    """What the character and word models share: the table, its order, and a cached scorer.
 
     Args:
         table: the n-grams and backoff weights.
         order: the longest n-gram.
+        sentence_start: the table's symbol for <s>, which is a context and never an outcome.
     """
 
-    def __init__(self, table: NgramTable, order: int):
+    def __init__(self, table: NgramTable, order: int, sentence_start: str):
         if order < 1:
             raise ValueError(f"order must be 1 or more, got {order}")
         _check_fits(order, len(table.alphabet))
         self.table = table
         self.order = order
         # Anything the LM never saw (a token outside its text) gets the rarest unigram's probability.
-        unigrams = [table.ngram(code) for code in range(1, table.unknown) if table.alphabet[code - 1] != _BOS]
-        known = [p for p in unigrams if p is not None]
+        outcomes = [code for code, symbol in enumerate(table.alphabet, 1) if symbol != sentence_start]
+        known = [p for p in map(table.ngram, outcomes) if p is not None]
         self.floor = min(known) if known else math.log(1e-6)
         # Small on purpose: a beam revisits few (context, token) pairs, and each entry costs ~200 bytes.
         self.logprob = lru_cache(maxsize=1 << 13)(self._logprob)
+
+    def _logprob(self, context: Any, token: Any) -> float:
+        raise NotImplementedError
+
+    def ngram_counts(self) -> List[int]:
+        """How many n-grams of each order, unigrams first."""
+        by_length = self.table.ngram_lengths()
+        return [by_length[n] for n in range(1, self.order + 1)]
+
+
+class CharNgramLM(_BackoffLM):
+    """Backoff character n-gram model; `logprob(context, token)` in natural log.
+
+    Build one with `from_dicts`, `from_arpa` or `load`.
+    """
+
+    def __init__(self, table: NgramTable, order: int):
+        super().__init__(table, order, _BOS)
 
     @classmethod
     def from_dicts(
@@ -263,11 +280,6 @@ class CharNgramLM:
             total += self.logprob(context, token)
             context = self.extend(context, token)
         return total
-
-    def ngram_counts(self) -> List[int]:
-        """How many n-grams of each order, unigrams first."""
-        by_length = self.table.ngram_lengths()
-        return [by_length[n] for n in range(1, self.order + 1)]
 
     def save(self, path: PathLike) -> None:
         """Write the model as a compressed .npz of plain arrays (no pickle), the bundle's LM format."""
@@ -345,7 +357,7 @@ class CharNgramLM:
             raise BundleError(f"{where}: {exc}") from None
 
 
-class WordNgramLM:
+class WordNgramLM(_BackoffLM):
     """Backoff word n-gram model; `logprob(context, code)` in natural log.
 
     The beam search scores each word it finishes with this model in place of the character LM's
@@ -356,18 +368,10 @@ class WordNgramLM:
     """
 
     def __init__(self, table: NgramTable, order: int):
-        if order < 1:
-            raise ValueError(f"order must be 1 or more, got {order}")
-        _check_fits(order, len(table.alphabet))
-        self.table = table
-        self.order = order
-        unigrams = [table.ngram(code) for code in range(1, table.unknown)]
-        known = [p for p in unigrams if p is not None]
-        self.floor = min(known) if known else math.log(1e-6)
+        super().__init__(table, order, BOS)
         self.unknown = table.unknown
         self.start: Tuple[int, ...] = (table.codes[BOS],) if BOS in table.codes and order > 1 else ()
         self.end = self.code(EOS)
-        self.logprob = lru_cache(maxsize=1 << 13)(self._logprob)
 
     @classmethod
     def from_dicts(
@@ -406,11 +410,6 @@ class WordNgramLM:
             total += self.logprob(context, code)
             context = self.extend(context, code)
         return total
-
-    def ngram_counts(self) -> List[int]:
-        """How many n-grams of each order, unigrams first."""
-        by_length = self.table.ngram_lengths()
-        return [by_length[n] for n in range(1, self.order + 1)]
 
     def save(self, path: PathLike) -> None:
         """Write the model as a compressed .npz of plain arrays (no pickle).
