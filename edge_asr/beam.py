@@ -157,6 +157,8 @@ class PrefixBeamDecoder:
         )
         # prefix -> [log P(prefix, last frame blank), log P(prefix, last frame its last token)]
         self._beams: Dict[_Prefix, List[float]] = {self._root: [0.0, NEG_INF]}
+        # (id(parent), token) -> the extension made from a prefix in the beam.
+        self._children: Dict[Tuple[int, int], _Prefix] = {}
 
     def push(self, log_probs: np.ndarray) -> None:
         """Advance over a chunk of frames (consecutive with the previous chunk)."""
@@ -207,10 +209,9 @@ class PrefixBeamDecoder:
     def _step(self, row: List[float], candidates: List[int]) -> None:
         blank = row[self.vocabulary.blank_id]
         following: Dict[_Prefix, List[float]] = {}
-        # An extension that spells a prefix already in the beam must add to it, not compete with it.
-        children: Dict[Tuple[int, int], _Prefix] = {
-            (id(p.parent), p.token): p for p in self._beams if p.parent is not None
-        }
+        # An extension that spells a prefix already in the beam must add to it, not compete with it;
+        # and one made on an earlier frame is the same prefix with the same LM score, so it is reused.
+        children = self._children
         for prefix, (p_blank, p_token) in self._beams.items():
             total = _logaddexp(p_blank, p_token)
             here = following.setdefault(prefix, [NEG_INF, NEG_INF])
@@ -244,6 +245,8 @@ class PrefixBeamDecoder:
             )
             following = dict(kept)
         self._beams = following
+        # Only prefixes still in the beam can be extended again (and, being alive, keep their id).
+        self._children = {key: child for key, child in children.items() if child.parent in following}
 
     @staticmethod
     def _score(prefix: _Prefix, probs: List[float]) -> float:
