@@ -157,8 +157,10 @@ class PrefixBeamDecoder:
         )
         # prefix -> [log P(prefix, last frame blank), log P(prefix, last frame its last token)]
         self._beams: Dict[_Prefix, List[float]] = {self._root: [0.0, NEG_INF]}
-        # (id(parent), token) -> the extension made from a prefix in the beam.
-        self._children: Dict[Tuple[int, int], _Prefix] = {}
+        # A prefix stays in the beam for many frames and tries the same letters in each; what the LMs
+        # say of each extension is kept, (id(prefix), token) -> (prefix, context, lm_score, word), as
+        # nodes themselves cannot be: their emission frame changes.
+        self._scored: Dict[Tuple[int, int], Tuple[_Prefix, str, float, Optional[_WordState]]] = {}
 
     def push(self, log_probs: np.ndarray) -> None:
         """Advance over a chunk of frames (consecutive with the previous chunk)."""
@@ -173,27 +175,34 @@ class PrefixBeamDecoder:
             self.frames += 1
 
     def _extend(self, prefix: _Prefix, token: int, logprob: float) -> _Prefix:
+        key = (id(prefix), token)
+        scored = self._scored.get(key)
+        if scored is None:
+            scored = self._scored[key] = (prefix, *self._score_extension(prefix, token))
+        return _Prefix(prefix, token, self.frames, logprob, *scored[1:])
+
+    def _score_extension(self, prefix: _Prefix, token: int) -> Tuple[str, float, Optional[_WordState]]:
+        """The LM context, LM score and word state of `prefix` + `token`."""
         bonus = self.options.insertion_bonus
         if self.lm is None:
-            return _Prefix(prefix, token, self.frames, logprob, "", prefix.lm_score + bonus)
+            return "", prefix.lm_score + bonus, None
         char = self._lm_token[token]
         char_score = self.options.lm_weight * self.lm.logprob(prefix.context, char)
         context = self.lm.extend(prefix.context, char)
         lm_score = prefix.lm_score + char_score + bonus
         word = prefix.word
         if self.words is None or word is None:
-            return _Prefix(prefix, token, self.frames, logprob, context, lm_score)
+            return context, lm_score, None
         if self._is_boundary[token]:
             change, words = self._close_word(word, word.char_score + char_score)
-            return _Prefix(prefix, token, self.frames, logprob, context, lm_score + change, _WordState(words))
+            return context, lm_score + change, _WordState(words)
         letters = word.letters + self.vocabulary.tokens[token]
         in_lexicon = word.in_lexicon and self.words.begins_word(letters)
         if word.in_lexicon and not in_lexicon:
             # Penalised as soon as no known word starts so, rather than at the word's end: the beam
             # then spends its places on spellings that can still become words.
             lm_score += self.options.unknown_word_penalty
-        state = _WordState(word.context, letters, word.char_score + char_score, in_lexicon)
-        return _Prefix(prefix, token, self.frames, logprob, context, lm_score, state)
+        return context, lm_score, _WordState(word.context, letters, word.char_score + char_score, in_lexicon)
 
     def _close_word(self, word: _WordState, char_score: float) -> Tuple[float, Tuple[int, ...]]:
         """The score change when `word` is finished, the character LM having scored its letters and
@@ -209,9 +218,10 @@ class PrefixBeamDecoder:
     def _step(self, row: List[float], candidates: List[int]) -> None:
         blank = row[self.vocabulary.blank_id]
         following: Dict[_Prefix, List[float]] = {}
-        # An extension that spells a prefix already in the beam must add to it, not compete with it;
-        # and one made on an earlier frame is the same prefix with the same LM score, so it is reused.
-        children = self._children
+        # An extension that spells a prefix already in the beam must add to it, not compete with it.
+        children: Dict[Tuple[int, int], _Prefix] = {
+            (id(p.parent), p.token): p for p in self._beams if p.parent is not None
+        }
         for prefix, (p_blank, p_token) in self._beams.items():
             total = _logaddexp(p_blank, p_token)
             here = following.setdefault(prefix, [NEG_INF, NEG_INF])
@@ -245,8 +255,8 @@ class PrefixBeamDecoder:
             )
             following = dict(kept)
         self._beams = following
-        # Only prefixes still in the beam can be extended again (and, being alive, keep their id).
-        self._children = {key: child for key, child in children.items() if child.parent in following}
+        # Keep the scores of extensions of prefixes still in the beam (alive, so their ids stay theirs).
+        self._scored = {key: scored for key, scored in self._scored.items() if scored[0] in following}
 
     @staticmethod
     def _score(prefix: _Prefix, probs: List[float]) -> float:
