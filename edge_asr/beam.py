@@ -85,9 +85,14 @@ class _WordState:
 
 
 class _Prefix:
-    """One decoded prefix: the last token, when it was emitted, and the LM states after it."""
+    """One decoded prefix: the last token, when it was emitted, and the LM states after it.
 
-    __slots__ = ("parent", "token", "frame", "logprob", "context", "lm_score", "word")
+    `frame` and `logprob` move to a later frame whose path outweighs the earlier ones; `first` keeps
+    the frame and log-probability where the prefix was first reached, which always comes before any
+    of its extensions were (a later best frame may not).
+    """
+
+    __slots__ = ("parent", "token", "frame", "logprob", "first", "context", "lm_score", "word")
 
     def __init__(
         self,
@@ -103,6 +108,7 @@ class _Prefix:
         self.token = token
         self.frame = frame
         self.logprob = logprob
+        self.first = (frame, logprob)
         self.context = context
         self.lm_score = lm_score
         self.word = word
@@ -286,9 +292,13 @@ class PrefixBeamDecoder:
         ids = np.full(self.frames, self.vocabulary.blank_id, dtype=np.int32)
         scores = np.zeros(self.frames, dtype=np.float32)
         node: Optional[_Prefix] = prefix
+        after = self.frames  # the frame of the letter after this one
         while node is not None and node.parent is not None:
-            ids[node.frame] = node.token
-            scores[node.frame] = node.logprob
+            # A letter re-reached later than the next letter was emitted keeps its first frame.
+            frame, logprob = (node.frame, node.logprob) if node.frame < after else node.first
+            ids[frame] = node.token
+            scores[frame] = logprob
+            after = frame
             node = node.parent
         return ids, scores
 

@@ -202,3 +202,26 @@ def test_cli_word_lm_flag_and_info(
         assert capsys.readouterr().out.strip() == "deaf cab"
     assert edge_main(["info", "--model", str(words_bundle)]) == 0
     assert f"word LM:         {WORDS_FILE}" in capsys.readouterr().out
+
+
+def test_emission_frames_stay_in_order_on_noisy_frames(tmp_path: Path) -> None:
+    # Many letters in play each frame: prefixes leave the beam and come back, and a letter can be
+    # re-reached by a stronger path after the next letter was emitted; the alignment must still put
+    # every letter of the best hypothesis on its own frame, in order.
+    chars = build_chars(TEXT, order=3)
+    vocab = Vocabulary(SPEECH_VOCAB_WORDS, 0)
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0.0, 2.0, (400, len(SPEECH_VOCAB_WORDS)))
+    logits[:, 0] += 1.5
+    log_probs = (logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32)
+    for words in (None, build_words(tmp_path)):
+        decoder = PrefixBeamDecoder(vocab, chars, BeamOptions(beam_size=8, token_min_logprob=-6.0), words)
+        decoder.push(log_probs)
+        prefix = max(decoder._beams.items(), key=lambda kv: decoder._final_score(*kv))[0]
+        letters = []
+        while prefix.parent is not None:
+            letters.append(SPEECH_VOCAB_WORDS[prefix.token])
+            prefix = prefix.parent
+        assert len(letters) > 20
+        ids, _ = decoder.finish()
+        assert [SPEECH_VOCAB_WORDS[i] for i in ids if i != 0] == letters[::-1]
