@@ -54,8 +54,8 @@ class BeamOptions:
     lm_weight: float = 0.5
     insertion_bonus: float = 1.0
     token_min_logprob: float = -8.0
-    word_weight: float = 0.5
-    unknown_word_penalty: float = -2.0
+    word_weight: float = 0.7
+    unknown_word_penalty: float = -4.0
 
     def validate(self) -> None:
         if self.beam_size < 1:

@@ -437,7 +437,8 @@ def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchRe
 def _decoding(language_model: Optional[Dict[str, Any]], use_lm: bool) -> str:
     if language_model is None or not use_lm:
         return "greedy"
-    return f"beam search (beam {language_model['beam_size']}) with the bundle's language model"
+    lms = "character and word language models" if language_model.get("words") else "language model"
+    return f"beam search (beam {language_model['beam_size']}) with the bundle's {lms}"
 
 
 def _default_chunk_seconds() -> float:

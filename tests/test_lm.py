@@ -245,9 +245,8 @@ def lm_bundle(tone_bundle: Path, tmp_path: Path) -> Path:
     text = tmp_path / "text.txt"
     text.write_text("\n".join(["abc fed", "bad cab", "face bead", "deaf cafe", "a b c"] * 4) + "\nzebra\n")
     out = tmp_path / "with-lm"
-    assert (
-        quantize_main(["-q", "lm", "--bundle", str(tone_bundle), "--out", str(out), "--text", str(text)]) == 0
-    )
+    argv = ["-q", "lm", "--bundle", str(tone_bundle), "--out", str(out), "--text", str(text)]
+    assert quantize_main([*argv, "--word-order", "0"]) == 0  # the character LM alone (test_word_lm.py)
     return out
 
 

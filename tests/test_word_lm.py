@@ -202,6 +202,9 @@ def test_cli_word_lm_flag_and_info(
         assert capsys.readouterr().out.strip() == "deaf cab"
     assert edge_main(["info", "--model", str(words_bundle)]) == 0
     assert f"word LM:         {WORDS_FILE}" in capsys.readouterr().out
+    argv = ["bench", "--quick", "--in-process", "--model", str(words_bundle), "--seconds", "2"]
+    assert edge_main(argv) == 0
+    assert "with the bundle's character and word language models" in capsys.readouterr().out
 
 
 def test_emission_frames_stay_in_order_on_noisy_frames(tmp_path: Path) -> None:
