@@ -220,9 +220,10 @@ class _BackoffLM:
         self.table = table
         self.order = order
         # Anything the LM never saw (a token outside its text) gets the rarest unigram's probability.
-        outcomes = [code for code, symbol in enumerate(table.alphabet, 1) if symbol != sentence_start]
-        known = [p for p in map(table.ngram, outcomes) if p is not None]
-        self.floor = min(known) if known else math.log(1e-6)
+        keys = np.frombuffer(table.ngram_keys, dtype=np.int64)
+        unigrams = (keys < 1 << table.bits) & (keys != table.codes.get(sentence_start, 0))
+        known = np.frombuffer(table.ngram_logprobs, dtype=np.float32)[unigrams]
+        self.floor = float(known.min()) if known.size else math.log(1e-6)
         # Small on purpose: a beam revisits few (context, token) pairs, and each entry costs ~200 bytes.
         self.logprob = lru_cache(maxsize=1 << 13)(self._logprob)
 
