@@ -223,6 +223,17 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
         help="greedy finals even if the bundle has a language model (partials are always greedy)",
     )
     parser.add_argument(
+        "--no-word-lm",
+        dest="use_word_lm",
+        action="store_false",
+        help="leave the bundle's word LM out of the finals' beam search (character LM alone)",
+    )
+    parser.add_argument(
+        "--beam-size",
+        type=int,
+        help="prefixes kept per frame for finals (default: the bundle's; 8 halves the cost)",
+    )
+    parser.add_argument(
         "--input",
         "-i",
         metavar="FILE",
@@ -312,7 +323,12 @@ def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[Text
         args.model,
         quantized=not args.fp32,
         threads=args.threads,
-        options=TranscribeOptions(blank_penalty=args.blank_penalty, use_lm=args.use_lm),
+        options=TranscribeOptions(
+            blank_penalty=args.blank_penalty,
+            use_lm=args.use_lm,
+            use_word_lm=args.use_word_lm,
+            beam_size=args.beam_size,
+        ),
     )
     stream = transcriber.stream(options)
     printer = EventPrinter(out, args.format, args.output)

@@ -228,3 +228,15 @@ def test_emission_frames_stay_in_order_on_noisy_frames(tmp_path: Path) -> None:
         assert len(letters) > 20
         ids, _ = decoder.finish()
         assert [SPEECH_VOCAB_WORDS[i] for i in ids if i != 0] == letters[::-1]
+
+
+def test_listen_decoding_flags(words_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import soundfile as sf
+
+    wav = tmp_path / "x.wav"
+    sf.write(wav, tone_audio("face bead"), 16000)
+    for extra in ([], ["--no-word-lm"], ["--beam-size", "4"]):
+        assert edge_main(["listen", "-m", str(words_bundle), "--input", str(wav), "-q", *extra]) == 0
+        assert capsys.readouterr().out == "face bead\n"
+    assert edge_main(["listen", "-m", str(words_bundle), "--input", str(wav), "-q", "--beam-size", "0"]) == 2
+    assert "beam_size must be 1 or more" in capsys.readouterr().err
