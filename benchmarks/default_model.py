@@ -108,7 +108,9 @@ def main() -> None:
     lm_eval = bundle.get("extra", {}).get("language_model", {}).get("evaluation")
     # The accuracy that counts is the shipped decoding: beam search with the LM when the bundle has one.
     shipped = (lm_eval["cer_lm"], lm_eval["wer_lm"]) if lm_eval else (int8["cer"], int8["wer"])
-    decoding = "int8 + LM" if lm_eval else "int8, greedy"
+    decoding = "int8, greedy"
+    if lm_eval:
+        decoding = "int8 + char & word LMs" if "cer_chars" in lm_eval else "int8 + LM"
     rows = [
         (f"CER, held-out voices ({decoding})", shipped[0], TARGETS["cer"]),
         (f"WER, held-out voices ({decoding})", shipped[1], TARGETS["wer"]),
@@ -127,6 +129,11 @@ def main() -> None:
         print(
             f"language model on {lm_eval['utterances']} test utterances: CER {lm_eval['cer_greedy']:.4f} -> "
             f"{lm_eval['cer_lm']:.4f}, WER {lm_eval['wer_greedy']:.4f} -> {lm_eval['wer_lm']:.4f}"
+            + (
+                f" (character LM alone: CER {lm_eval['cer_chars']:.4f}, WER {lm_eval['wer_chars']:.4f})"
+                if "cer_chars" in lm_eval
+                else ""
+            )
         )
     print(f"{'measure':40} {'value':>9} {'target':>8}  met")
     for name, value, target in rows:
