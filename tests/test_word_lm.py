@@ -230,7 +230,9 @@ def test_emission_frames_stay_in_order_on_noisy_frames(tmp_path: Path) -> None:
         assert [SPEECH_VOCAB_WORDS[i] for i in ids if i != 0] == letters[::-1]
 
 
-def test_listen_decoding_flags(words_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_listen_decoding_flags(
+    words_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import soundfile as sf
 
     wav = tmp_path / "x.wav"
