@@ -143,13 +143,13 @@ class EdgeTranscriber:
             beam.validate()
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        files = [lm_file] + ([self.bundle.path / words["file"]] if words is not None else [])
         if verify:
-            self.bundle.verify([f.name for f in files])
+            self.bundle.verify([settings["file"]] + ([words["file"]] if words is not None else []))
         started = time.perf_counter()
         self.lm = CharNgramLM.load(lm_file, self.metadata.vocabulary)
-        if words is not None:
-            self.word_lm = WordNgramLM.load(files[1])
+        words_file = self.bundle.word_model_file
+        if words is not None and words_file is not None:
+            self.word_lm = WordNgramLM.load(words_file)
         log.debug("language model(s) loaded in %.2f s", time.perf_counter() - started)
         return partial(PrefixBeamDecoder, self.vocabulary, self.lm, beam, self.word_lm)
 
