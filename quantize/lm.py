@@ -1,14 +1,16 @@
-"""Build a character n-gram LM from text and add it to a bundle (`python -m quantize lm`).
+"""Build character and word n-gram LMs from text and add them to a bundle (`python -m quantize lm`).
 
 The estimate is interpolated Witten-Bell, which needs no tuning and behaves on the small texts a user
-has (their own transcripts, a list of voice commands). N-grams of order 3 and up seen fewer than
-`min_count` times are pruned, then every context gets the backoff weight that keeps its distribution
-summing to one. An ARPA file made elsewhere (KenLM) can be imported instead with --arpa. The bundle
-gets the model as lm.npz, the format `edge_asr.lm` loads fast.
+has (their own transcripts, a list of voice commands). Character n-grams of order 3 and up, and word
+n-grams of order 2 and up, seen fewer than their `min_count` times are pruned, then every context
+gets the backoff weight that keeps its distribution summing to one. An ARPA file made elsewhere
+(KenLM) can be imported instead with --arpa (character LM only). The bundle gets the models as
+lm.npz and words.npz, the formats `edge_asr.lm` loads fast.
 
-With a tuning manifest, the LM weight and insertion bonus are picked on it by a small grid search
-over the bundle's own ONNX output (computed once). With an evaluation manifest (other voices, other
-text), CER and WER with and without the LM are measured there. Both go into bundle.json.
+With a tuning manifest, the character LM's weight and insertion bonus are picked on it by a small
+grid search over the bundle's own ONNX output (computed once), then the word LM's weight and
+unknown-word penalty. With an evaluation manifest (other voices, other text), CER and WER greedy,
+with the character LM alone and with both are measured there. Both go into bundle.json.
 """
 
 from __future__ import annotations
