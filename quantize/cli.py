@@ -146,7 +146,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--word-min-count",
         type=int,
         default=2,
-        help="drop word 2-grams and 3-grams seen fewer times; every word stays known (default: 2)",
+        help="drop word 2-grams and longer seen fewer times; every word stays known (default: 2)",
     )
     p.add_argument("--beam-size", type=int, default=8, help="beam the device uses (default: 8)")
     p.add_argument(
@@ -154,7 +154,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         dest="tune_manifest",
         type=Path,
         default=None,
-        help="manifest to pick lm_weight and insertion_bonus on (voices/text not in --text)",
+        help="manifest to pick the LM weights, bonus and unknown-word penalty on (voices/text not in --text)",
     )
     p.add_argument(
         "--tune-limit", type=int, default=200, help="tune on the first N utterances (default: 200)"
