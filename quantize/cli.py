@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -150,6 +151,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--beam-size", type=int, default=8, help="beam the device uses (default: 8)")
     p.add_argument(
+        "--jobs",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes decoding --tune and --eval manifests (default: the CPUs, at most 8)",
+    )
+    p.add_argument(
         "--tune",
         dest="tune_manifest",
         type=Path,
@@ -249,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             word_order=args.word_order,
             word_min_count=args.word_min_count,
+            jobs=args.jobs,
         )
         say(f"bundle with language model written to {out} in {time.perf_counter() - started:.1f} s")
         return 0

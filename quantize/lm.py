@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import multiprocessing
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -225,34 +226,69 @@ def _model_from(
     return chars, word_model(sentences, word_order, word_min_count), built
 
 
-class LmScorer:
-    """The bundle's ONNX log-probabilities of a manifest, computed once, scored under any decoding."""
+Decoding = Tuple[Optional[CharNgramLM], Optional[BeamOptions], Optional[WordNgramLM]]
+# What forked decoding workers read (set just before the fork): pickling the LMs for every task would
+# cost more than decoding an utterance.
+_FORKED: Optional[Tuple[LmScorer, Decoding]] = None
 
-    def __init__(self, bundle_dir: Path, items: Sequence[EvalItem], threads: Optional[int]):
+
+def _transcript_in_fork(index: int) -> str:
+    assert _FORKED is not None
+    scorer, decoding = _FORKED
+    return scorer.transcript(index, *decoding)
+
+
+class LmScorer:
+    """The bundle's ONNX log-probabilities of a manifest, computed once, scored under any decoding.
+
+    With `jobs` above 1 (and where processes can fork), utterances are decoded by that many processes:
+    the beam search is pure Python, one core each, and tuning decodes the same manifest dozens of times.
+    """
+
+    def __init__(self, bundle_dir: Path, items: Sequence[EvalItem], threads: Optional[int], jobs: int = 1):
         asr = EdgeTranscriber(
             bundle_dir, threads=threads, verify=False, options=TranscribeOptions(use_lm=False)
         )
         self.metadata = asr.metadata
         self.vocabulary = asr.vocabulary
         self.references = [item.text for item in items]
+        self.jobs = jobs
         self.log_probs = []
         for item in items:
             _, blocks = open_audio(item.path, self.metadata.sample_rate)
             self.log_probs.append(asr.model.log_probs(np.concatenate(list(blocks))))
 
+    def transcript(
+        self,
+        index: int,
+        lm: Optional[CharNgramLM],
+        options: Optional[BeamOptions],
+        words: Optional[WordNgramLM] = None,
+    ) -> str:
+        """Utterance `index` decoded greedily (no `lm`) or by beam search with the LM(s)."""
+        log_probs = self.log_probs[index]
+        if lm is None or options is None:
+            ids, scores = best_path(log_probs, self.vocabulary.blank_id)
+        else:
+            decoder = PrefixBeamDecoder(self.vocabulary, lm, options, words)
+            decoder.push(log_probs)
+            ids, scores = decoder.finish()
+        return decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)[0]
+
     def transcripts(
         self, lm: Optional[CharNgramLM], options: Optional[BeamOptions], words: Optional[WordNgramLM] = None
     ) -> List[str]:
-        texts = []
-        for log_probs in self.log_probs:
-            if lm is None or options is None:
-                ids, scores = best_path(log_probs, self.vocabulary.blank_id)
-            else:
-                decoder = PrefixBeamDecoder(self.vocabulary, lm, options, words)
-                decoder.push(log_probs)
-                ids, scores = decoder.finish()
-            texts.append(decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)[0])
-        return texts
+        indices = range(len(self.log_probs))
+        forks = "fork" in multiprocessing.get_all_start_methods()
+        if self.jobs < 2 or lm is None or not forks or len(indices) < 2 * self.jobs:
+            return [self.transcript(i, lm, options, words) for i in indices]
+        global _FORKED
+        _FORKED = (self, (lm, options, words))
+        try:
+            with multiprocessing.get_context("fork").Pool(self.jobs) as pool:
+                return pool.map(_transcript_in_fork, indices, chunksize=4)
+        finally:
+            _FORKED = None
 
     def errors(
         self,
@@ -352,6 +388,7 @@ def add_lm(
     threads: Optional[int] = None,
     word_order: int = 3,
     word_min_count: int = 2,
+    jobs: int = 1,
 ) -> Path:
     """Copy a bundle to `out` with a language model; when `out` is the bundle itself, replace it.
 
@@ -359,6 +396,8 @@ def add_lm(
     rebuilt in a temporary folder beside `out` and renamed into place, so a failure leaves the
     original untouched.
     """
+    if jobs < 1:
+        raise QuantizeError(f"--jobs must be 1 or more, got {jobs}")
     if word_order < 0:
         raise QuantizeError(f"--word-order must be 0 (no word LM) or more, got {word_order}")
     try:
@@ -405,7 +444,7 @@ def add_lm(
         figures: Dict[str, Dict[str, Any]] = {}
         if tune_manifest is not None:
             say(f"tuning lm_weight and insertion_bonus on {tune_manifest} ...")
-            scorer = LmScorer(tmp, read_manifest(tune_manifest, tune_limit), threads)
+            scorer = LmScorer(tmp, read_manifest(tune_manifest, tune_limit), threads, jobs)
             options = tune(scorer, lm, beam_size)
             if words is not None:
                 say("tuning word_weight and unknown_word_penalty ...")
@@ -413,7 +452,7 @@ def add_lm(
             figures["tuning"] = {"manifest": tune_manifest.name, **scorer.compare(lm, options, words)}
             _say_comparison(say, "tuning set", figures["tuning"])
         if eval_manifest is not None:
-            scorer = LmScorer(tmp, read_manifest(eval_manifest, eval_limit), threads)
+            scorer = LmScorer(tmp, read_manifest(eval_manifest, eval_limit), threads, jobs)
             figures["evaluation"] = {"manifest": eval_manifest.name, **scorer.compare(lm, options, words)}
             _say_comparison(say, "evaluation set", figures["evaluation"])
         meta.language_model = {

@@ -166,6 +166,7 @@ def test_quantize_lm_writes_a_checked_word_lm(words_bundle: Path, tone_bundle: P
     assert "words" not in load_bundle(no_words).metadata.language_model  # type: ignore[operator]
     assert not (no_words / WORDS_FILE).exists()  # the old word LM does not linger
     assert quantize_main([*argv, "--force", "--word-order", "-1"]) == 2
+    assert quantize_main([*argv, "--force", "--jobs", "0"]) == 2
 
 
 def test_transcriber_uses_the_word_lm_unless_told_not_to(words_bundle: Path) -> None:
@@ -242,3 +243,24 @@ def test_listen_decoding_flags(
         assert capsys.readouterr().out == "face bead\n"
     assert edge_main(["listen", "-m", str(words_bundle), "--input", str(wav), "-q", "--beam-size", "0"]) == 2
     assert "beam_size must be 1 or more" in capsys.readouterr().err
+
+
+def test_forked_decoding_gives_the_serial_transcripts(words_bundle: Path, tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from quantize.lm import LmScorer
+    from quantize.manifest import read_manifest
+
+    texts = ["bad cafe", "face", "deaf bead", "abc fed", "cab", "a b c"]
+    lines = ["path,text"]
+    for index, text in enumerate(texts):
+        sf.write(tmp_path / f"{index}.wav", tone_audio(text), 16000)
+        lines.append(f"{index}.wav,{text}")
+    (tmp_path / "dev.csv").write_text("\n".join(lines) + "\n")
+    items = read_manifest(tmp_path / "dev.csv")
+    serial = LmScorer(words_bundle, items, threads=1, jobs=1)
+    forked = LmScorer(words_bundle, items, threads=1, jobs=2)
+    chars = CharNgramLM.load(words_bundle / "lm.npz")
+    words = WordNgramLM.load(words_bundle / WORDS_FILE)
+    options = BeamOptions(beam_size=4)
+    assert forked.transcripts(chars, options, words) == serial.transcripts(chars, options, words) == texts
