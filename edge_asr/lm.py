@@ -227,8 +227,28 @@ class _BackoffLM:
         # Small on purpose: a beam revisits few (context, token) pairs, and each entry costs ~200 bytes.
         self.logprob = lru_cache(maxsize=1 << 13)(self._logprob)
 
-    def _logprob(self, context: Any, token: Any) -> float:
+    # Set by each model: the context before a sentence's first token, and the symbol that closes it.
+    start: Any
+    end: Any
+
+    def _logprob(self, context: Any, symbol: Any) -> float:
         raise NotImplementedError
+
+    def _symbol(self, token: str) -> Any:
+        """What `logprob` takes for a token of a sentence."""
+        return token
+
+    def extend(self, context: Any, symbol: Any) -> Any:
+        raise NotImplementedError
+
+    def sentence_logprob(self, tokens: Sequence[str]) -> float:
+        """Log-probability of a whole sentence (characters or words), </s> included (for tests and
+        diagnostics)."""
+        context, total = self.start, 0.0
+        for symbol in [*map(self._symbol, tokens), self.end]:
+            total += self.logprob(context, symbol)
+            context = self.extend(context, symbol)
+        return total
 
     def ngram_counts(self) -> List[int]:
         """How many n-grams of each order, unigrams first."""
@@ -244,6 +264,8 @@ class CharNgramLM(_BackoffLM):
 
     def __init__(self, table: NgramTable, order: int):
         super().__init__(table, order, _BOS)
+        self.start = _BOS
+        self.end = _EOS
 
     @classmethod
     def from_dicts(
@@ -252,16 +274,6 @@ class CharNgramLM(_BackoffLM):
         """`ngrams`: context + token (one character per token) -> natural-log probability;
         `backoffs`: context -> natural-log backoff weight (absent means 0)."""
         return cls(NgramTable.from_dicts(ngrams, backoffs), order)
-
-    @property
-    def start(self) -> str:
-        """The context before the first token of a sentence."""
-        return _BOS
-
-    @property
-    def end(self) -> str:
-        """The token that closes a sentence; score it last."""
-        return _EOS
 
     def extend(self, context: str, token: str) -> str:
         """The context after `token`: the last order-1 characters."""
@@ -273,14 +285,6 @@ class CharNgramLM(_BackoffLM):
         context = context[-(self.order - 1) :] if self.order > 1 else ""
         code = table.codes.get(token, table.unknown)
         return table.logprob(table.pack(context), len(context), code, self.floor)
-
-    def sentence_logprob(self, tokens: Sequence[str]) -> float:
-        """Log-probability of a whole token sequence, </s> included (for tests and diagnostics)."""
-        context, total = self.start, 0.0
-        for token in [*tokens, self.end]:
-            total += self.logprob(context, token)
-            context = self.extend(context, token)
-        return total
 
     def save(self, path: PathLike) -> None:
         """Write the model as a compressed .npz of plain arrays (no pickle), the bundle's LM format."""
@@ -404,13 +408,8 @@ class WordNgramLM(_BackoffLM):
     def _logprob(self, context: Tuple[int, ...], code: int) -> float:
         return self.table.logprob(self.table.pack_codes(context), len(context), code, self.floor)
 
-    def sentence_logprob(self, words: Sequence[str]) -> float:
-        """Log-probability of a whole sentence, </s> included (for tests and diagnostics)."""
-        context, total = self.start, 0.0
-        for code in [*map(self.code, words), self.end]:
-            total += self.logprob(context, code)
-            context = self.extend(context, code)
-        return total
+    def _symbol(self, token: str) -> int:
+        return self.code(token)
 
     def save(self, path: PathLike) -> None:
         """Write the model as a compressed .npz of plain arrays (no pickle).
