@@ -103,7 +103,11 @@ class NgramTable:
         return cls(alphabet, empty, empty, empty, empty)
 
     def pack(self, symbols: Iterable[str]) -> int:
-        return self.pack_codes(self.codes.get(symbol, self.unknown) for symbol in symbols)
+        # The character LM packs every context it is asked about: a plain loop, no generator.
+        key, bits, codes, unknown = 0, self.bits, self.codes, self.unknown
+        for symbol in symbols:
+            key = (key << bits) | codes.get(symbol, unknown)
+        return key
 
     def pack_codes(self, codes: Iterable[int]) -> int:
         key = 0
