@@ -25,17 +25,22 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_asr.atomic import replace_folder  # noqa: E402
+from edge_asr.beam import BeamOptions  # noqa: E402
 from edge_asr.bundle import BundleMetadata, load_bundle, write_bundle  # noqa: E402
+from edge_asr.transcriber import EdgeTranscriber  # noqa: E402
+from quantize.lm import LmScorer  # noqa: E402
+from quantize.manifest import read_manifest  # noqa: E402
 
 SHIPPED = ROOT / "edge_asr" / "models" / "default"
 SAMPLES = ROOT / "edge_asr" / "samples"
@@ -77,7 +82,9 @@ def convert(model: Path, corpus: Path, work: Path, eval_limit: int) -> Path:
     return full
 
 
-def ship_int8(full: Path, training: dict, keep_lm: bool = False) -> None:
+def ship_int8(full: Path, training: dict, keep_lm_eval: Optional[Tuple[Path, int]] = None) -> None:
+    """Replace the shipped bundle with `full`'s int8 model and report. With `keep_lm_eval` (the corpus
+    and how many test utterances), the shipped LMs and weights stay, measured anew with the new model."""
     source = load_bundle(full, verify=True, quantized=True)
     staging = SHIPPED.with_name(".default.staging")
     if staging.exists():
@@ -92,16 +99,21 @@ def ship_int8(full: Path, training: dict, keep_lm: bool = False) -> None:
     meta.models = {"int8": int8_name}
     meta.files = {}
     meta.source = {**meta.source, "training": training}
-    if keep_lm:
-        meta.language_model = copy_language_models(staging)
+    if keep_lm_eval is not None:
+        meta.language_model, built = copy_language_models(staging)
+        write_bundle(staging, meta)
+        corpus, eval_limit = keep_lm_eval
+        evaluation = evaluate_language_models(staging, corpus / "test.csv", eval_limit)
+        meta.extra["language_model"] = {**built, "evaluation": evaluation}
     write_bundle(staging, meta)
     replace_folder(staging, SHIPPED)
     size = sum(p.stat().st_size for p in SHIPPED.iterdir()) / 1e6
     print(f"shipped bundle: {SHIPPED} ({size:.1f} MB)")
 
 
-def copy_language_models(staging: Path) -> Optional[Dict[str, Any]]:
-    """The shipped bundle's LM files, copied into `staging`, and its language_model settings."""
+def copy_language_models(staging: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Copy the shipped bundle's LM files into `staging`; its language_model settings, and how its LMs
+    were built (the tuning and evaluation figures, which belong to the old acoustic model, left out)."""
     shipped = load_bundle(SHIPPED, verify=False)
     settings = shipped.metadata.language_model
     if settings is None:
@@ -110,7 +122,34 @@ def copy_language_models(staging: Path) -> Optional[Dict[str, Any]]:
     for path in (shipped.language_model_file, shipped.word_model_file):
         if path is not None:
             shutil.copy2(path, staging / path.name)
-    return dict(settings)
+    built = dict(shipped.metadata.extra.get("language_model", {}))
+    built.pop("evaluation", None)
+    tuning = built.pop("tuning", None)
+    if tuning is not None:
+        built["weights_tuned_on"] = f"{tuning['manifest']}, {tuning['utterances']} utterances, previous model"
+    return dict(settings), built
+
+
+def evaluate_language_models(bundle_dir: Path, manifest: Path, limit: int) -> Dict[str, Any]:
+    """Greedy, character LM alone and both LMs on `manifest`, with the bundle's own beam settings."""
+    settings = load_bundle(bundle_dir, verify=False).metadata.language_model
+    assert settings is not None
+    options = BeamOptions(
+        beam_size=settings["beam_size"],
+        lm_weight=settings["lm_weight"],
+        insertion_bonus=settings["insertion_bonus"],
+    )
+    asr = EdgeTranscriber(bundle_dir, verify=False)
+    assert asr.lm is not None
+    if asr.word_lm is not None:
+        options.word_weight = settings["words"]["word_weight"]
+        options.unknown_word_penalty = settings["words"]["unknown_word_penalty"]
+    scorer = LmScorer(
+        bundle_dir, read_manifest(manifest, limit), threads=None, jobs=min(8, os.cpu_count() or 1)
+    )
+    figures = {"manifest": manifest.name, **scorer.compare(asr.lm, options, asr.word_lm)}
+    print(f"LMs kept, on {manifest} ({limit} utterances): {figures}", flush=True)
+    return figures
 
 
 def lm_text(corpus: Path, work: Path) -> Path:
@@ -243,7 +282,7 @@ def main() -> None:
         add_language_model(args.corpus, args.eval_limit, [lm_text(args.corpus, args.work), *args.lm_text])
         return
     full = convert(args.model, args.corpus, args.work, args.eval_limit)
-    ship_int8(full, json.loads(args.training_note), keep_lm=args.keep_lm)
+    ship_int8(full, json.loads(args.training_note), (args.corpus, args.eval_limit) if args.keep_lm else None)
     if not args.keep_lm:
         add_language_model(args.corpus, args.eval_limit, [lm_text(args.corpus, args.work), *args.lm_text])
     pick_samples(args.corpus)
