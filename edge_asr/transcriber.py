@@ -119,6 +119,7 @@ class EdgeTranscriber:
         )
         self.lm: Optional[CharNgramLM] = None
         self.word_lm: Optional[WordNgramLM] = None
+        self.beam_options: Optional[BeamOptions] = None
         self.make_beam: Optional[Callable[[], PrefixBeamDecoder]] = self._load_lm(verify)
 
     def _load_lm(self, verify: bool) -> Optional[Callable[[], PrefixBeamDecoder]]:
@@ -151,6 +152,7 @@ class EdgeTranscriber:
         if words is not None and words_file is not None:
             self.word_lm = WordNgramLM.load(words_file)
         log.debug("language model(s) loaded in %.2f s", time.perf_counter() - started)
+        self.beam_options = beam
         return partial(PrefixBeamDecoder, self.vocabulary, self.lm, beam, self.word_lm)
 
     @property

@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_asr.atomic import replace_folder  # noqa: E402
-from edge_asr.beam import BeamOptions  # noqa: E402
 from edge_asr.bundle import BundleMetadata, load_bundle, write_bundle  # noqa: E402
 from edge_asr.transcriber import EdgeTranscriber  # noqa: E402
 from quantize.lm import LmScorer  # noqa: E402
@@ -131,23 +130,13 @@ def copy_language_models(staging: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]
 
 
 def evaluate_language_models(bundle_dir: Path, manifest: Path, limit: int) -> Dict[str, Any]:
-    """Greedy, character LM alone and both LMs on `manifest`, with the bundle's own beam settings."""
-    settings = load_bundle(bundle_dir, verify=False).metadata.language_model
-    assert settings is not None
-    options = BeamOptions(
-        beam_size=settings["beam_size"],
-        lm_weight=settings["lm_weight"],
-        insertion_bonus=settings["insertion_bonus"],
-    )
+    """Greedy, character LM alone and both LMs on `manifest`, decoded as `edge-asr file` decodes."""
     asr = EdgeTranscriber(bundle_dir, verify=False)
-    assert asr.lm is not None
-    if asr.word_lm is not None:
-        options.word_weight = settings["words"]["word_weight"]
-        options.unknown_word_penalty = settings["words"]["unknown_word_penalty"]
+    assert asr.lm is not None and asr.beam_options is not None
     scorer = LmScorer(
         bundle_dir, read_manifest(manifest, limit), threads=None, jobs=min(8, os.cpu_count() or 1)
     )
-    figures = {"manifest": manifest.name, **scorer.compare(asr.lm, options, asr.word_lm)}
+    figures = {"manifest": manifest.name, **scorer.compare(asr.lm, asr.beam_options, asr.word_lm)}
     print(f"LMs kept, on {manifest} ({limit} utterances): {figures}", flush=True)
     return figures
 

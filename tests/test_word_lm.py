@@ -178,6 +178,25 @@ def test_transcriber_uses_the_word_lm_unless_told_not_to(words_bundle: Path) -> 
     assert chars_only.transcribe(audio, sample_rate=16000).text == "bad cafe"
 
 
+def test_transcriber_beam_options_come_from_the_bundle(words_bundle: Path) -> None:
+    data = json.loads((words_bundle / "bundle.json").read_text())
+    data["language_model"].update(beam_size=5, lm_weight=0.9)
+    data["language_model"]["words"].update(word_weight=1.3, unknown_word_penalty=-6.5)
+    (words_bundle / "bundle.json").write_text(json.dumps(data))
+    options = EdgeTranscriber(words_bundle).beam_options
+    assert options is not None
+    assert (options.beam_size, options.lm_weight, options.word_weight, options.unknown_word_penalty) == (
+        5,
+        0.9,
+        1.3,
+        -6.5,
+    )
+    narrower = EdgeTranscriber(words_bundle, options=TranscribeOptions(beam_size=2)).beam_options
+    assert narrower is not None and narrower.beam_size == 2
+    greedy = EdgeTranscriber(words_bundle, options=TranscribeOptions(use_lm=False))
+    assert greedy.beam_options is None and greedy.make_beam is None
+
+
 def test_corrupt_or_unlisted_word_lm_is_refused(words_bundle: Path) -> None:
     with open(words_bundle / WORDS_FILE, "ab") as handle:
         handle.write(b"\0")
