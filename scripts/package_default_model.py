@@ -265,8 +265,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.model is None and not args.lm_only:
         parser.error("--model is required (unless --lm-only)")
-    if args.keep_lm and args.lm_only:
-        parser.error("--keep-lm and --lm-only contradict each other")
+    if args.keep_lm and (args.lm_only or args.lm_text):
+        parser.error("--keep-lm keeps the shipped LMs: it cannot go with --lm-only or --lm-text")
     if args.lm_only:
         add_language_model(args.corpus, args.eval_limit, [lm_text(args.corpus, args.work), *args.lm_text])
         return
