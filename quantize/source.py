@@ -21,13 +21,17 @@ from .errors import SourceModelError, UnsupportedArchitectureError
 log = logging.getLogger(__name__)
 
 TEXT_NORMALIZATION_FILE = "text_normalization.json"
-# model_type -> why it is accepted. All of them share wav2vec2's strided conv feature encoder (so
-# frame_stride/receptive_field follow from conv_stride/conv_kernel) and a linear CTC head `lm_head`.
+# model_type -> its CTC class. The wav2vec2 family shares a strided conv feature encoder (so
+# frame_stride/receptive_field follow from conv_stride/conv_kernel); whisper-ctc (train.whisper_ctc)
+# has a log-mel front-end inside the model and states its geometry in its config. All end in a
+# linear CTC head `lm_head`.
 SUPPORTED_MODEL_TYPES = {
     "wav2vec2": "Wav2Vec2ForCTC",
     "hubert": "HubertForCTC",
     "data2vec-audio": "Data2VecAudioForCTC",
+    "whisper-ctc": "WhisperCtcForCTC",
 }
+WHISPER_CTC = "whisper-ctc"
 DEFAULT_SAMPLE_RATE = 16000
 
 
@@ -215,6 +219,9 @@ def load_source(name_or_path: str) -> SourceModel:
     """Load a CTC checkpoint (folder or hub name) in float32 eval mode and check it is exportable."""
     from transformers import AutoConfig, AutoModelForCTC
 
+    # Registers the whisper-ctc family with AutoConfig/AutoModelForCTC (torch is loaded anyway here).
+    import train.whisper_ctc  # noqa: F401
+
     warnings: List[str] = []
     folder = Path(name_or_path)
     local = folder.exists()
@@ -263,7 +270,10 @@ def load_source(name_or_path: str) -> SourceModel:
         warnings.append(
             f"no {TEXT_NORMALIZATION_FILE}: text normalization inferred from the vocabulary ({normalization})"
         )
-    stride, receptive = conv_geometry(list(config.conv_kernel), list(config.conv_stride))
+    if model_type == WHISPER_CTC:
+        stride, receptive = int(config.frame_stride), int(config.receptive_field)
+    else:
+        stride, receptive = conv_geometry(list(config.conv_kernel), list(config.conv_stride))
     for message in warnings:
         log.warning(message)
     return SourceModel(

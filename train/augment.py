@@ -143,3 +143,45 @@ def apply(augmenter, samples: np.ndarray) -> np.ndarray:
     """Augment one utterance; clip to [-1, 1] since gain and noise can push it past full scale."""
     out = augmenter(samples=samples, sample_rate=SAMPLE_RATE)
     return np.clip(np.asarray(out, dtype=np.float32), -1.0, 1.0)
+
+
+# Channel degradations: what a phone line, a cheap codec or an 8 kHz capture does to speech. Synthetic
+# voices are studio-clean; real recordings (the Asterisk prompts are 8 kHz telephone audio) are not.
+# Codecs go through libsndfile (soundfile), which encodes GSM 6.10, mu-law, MP3 and Opus in memory.
+CHANNELS = ("telephone", "mulaw", "gsm", "mp3", "opus")
+
+
+def _codec_round_trip(samples: np.ndarray, rate: int, format_: str, subtype: str, **kwargs) -> np.ndarray:
+    import io
+
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format=format_, subtype=subtype, **kwargs)
+    buffer.seek(0)
+    decoded, _ = sf.read(buffer, dtype="float32")
+    return decoded
+
+
+def degrade_channel(samples: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """`samples` (16 kHz) through one channel of `CHANNELS`; the length is kept (codec delay trimmed or
+    padded at the end) so labels and frame counts stay valid."""
+    x = np.clip(samples, -1.0, 1.0).astype(np.float32)
+    if kind in ("telephone", "mulaw", "gsm"):
+        narrow = np.asarray(soxr.resample(x, SAMPLE_RATE, 8000, quality="HQ"), dtype=np.float32)
+        if kind == "mulaw":
+            narrow = _codec_round_trip(narrow, 8000, "WAV", "ULAW")
+        elif kind == "gsm":
+            narrow = _codec_round_trip(narrow, 8000, "WAV", "GSM610")
+        out = np.asarray(soxr.resample(narrow, 8000, SAMPLE_RATE, quality="HQ"), dtype=np.float32)
+    elif kind == "mp3":
+        level = float(rng.uniform(0.3, 0.9))  # libsndfile's compression level: higher = lower bitrate
+        out = _codec_round_trip(x, SAMPLE_RATE, "MP3", "MPEG_LAYER_III", compression_level=level)
+    elif kind == "opus":
+        level = float(rng.uniform(0.3, 0.9))
+        out = _codec_round_trip(x, SAMPLE_RATE, "OGG", "OPUS", compression_level=level)
+    else:
+        raise ValueError(f"unknown channel {kind!r}; expected one of {', '.join(CHANNELS)}")
+    if out.ndim > 1:
+        out = out.mean(axis=1)
+    if len(out) >= len(x):
+        return np.ascontiguousarray(out[: len(x)], dtype=np.float32)
+    return np.concatenate([out, np.zeros(len(x) - len(out), dtype=np.float32)])

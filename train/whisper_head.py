@@ -1,0 +1,578 @@
+"""Train a whisper-ctc model's CTC head on a frozen encoder, with the encoder's outputs cached to disk.
+
+Why a separate loop: with the encoder frozen, each utterance's encoder states never change (for a
+given augmentation), so they are computed once per copy through an ONNX export of the encoder (6-7x
+faster than PyTorch eager on CPU) and the head then trains in minutes. Several augmented copies of
+the training split are cached (copy 0 clean, the others through `train.augment`'s transforms and a
+channel degradation); the head also sees SpecAugment-style time and channel masks on the states.
+
+    python -m train.whisper_head --encoder /work/data/whisper-tiny.en-hf \
+        --data corpus/train.csv --validation-data corpus/valid.csv --out runs/v2-head \
+        --vocab models/default-model-hf/vocab.json --copies 3 --steps 8000
+
+The run folder:
+    cache/<split>-<copy>.f16 + .json   encoder states (float16, frames x d_model) and their index
+    tensorboard/                       loss, learning rate, validation CER/WER
+    head-last.safetensors, state.pt     the head and the optimizer at the last evaluation (resume)
+    head-best.safetensors               the head with the best validation CER so far
+    metrics.json                        the validation history and the best step
+    model/                              the full model (encoder + best head): a Hugging Face folder
+                                        that `python -m quantize convert` takes
+The same command resumes: finished caches are reused and training continues from state.pt.
+Checkpoints are picked on the validation split only (synthetic voices), never on real recordings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge_asr.atomic import write_text_atomic
+from edge_asr.text import TextNormalization
+
+from . import data as D
+from . import vocab as V
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("train.whisper_head")
+
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class HeadOptions:
+    """What the head looks like and how it trains.
+
+    Attributes:
+        head_type, head_layers, head_dim, head_heads, head_ffn, head_dropout: see WhisperCtcConfig.
+        copies: cached copies of the training split (copy 0 is clean, the others augmented).
+        steps: optimizer steps; lr: peak learning rate (AdamW), warmup: linear warm-up steps, then cosine.
+        batch_frames: encoder frames per batch (padding included), about batch_frames / 50 seconds.
+        weight_decay: AdamW weight decay.
+        time_masks, time_mask_frames: SpecAugment time masks per utterance and their longest length.
+        channel_masks, channel_mask_width: masks over encoder-state dimensions.
+        eval_every: steps between validations; seed: every random choice.
+        max_seconds: utterances longer than this are left out (the encoder sees at most 30 s).
+    """
+
+    head_type: str = "transformer"
+    head_layers: int = 3
+    head_dim: int = 256
+    head_heads: int = 4
+    head_ffn: int = 1024
+    head_dropout: float = 0.1
+    copies: int = 2
+    steps: int = 6000
+    lr: float = 1e-3
+    warmup: int = 400
+    batch_frames: int = 12000
+    weight_decay: float = 0.01
+    time_masks: int = 2
+    time_mask_frames: int = 10
+    channel_masks: int = 2
+    channel_mask_width: int = 24
+    eval_every: int = 500
+    seed: int = 0
+    max_seconds: float = 28.0
+    augment: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CachedSplit:
+    """Encoder states of one copy of a split: a float16 memmap [frames, d_model] and its index."""
+
+    states: np.ndarray
+    offsets: List[int]
+    frames: List[int]
+    labels: List[List[int]]
+    texts: List[str]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def item(self, i: int) -> np.ndarray:
+        return self.states[self.offsets[i] : self.offsets[i] + self.frames[i]]
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+def read_rows(
+    sources: Sequence[str], normalization: TextNormalization, vocabulary: Dict[str, int], max_seconds: float
+) -> Tuple[List[D.Utterance], D.FilterReport]:
+    from .whisper_ctc import RECEPTIVE_FIELD, output_frames
+
+    report = D.FilterReport()
+    rows = D.normalize_labels(D.read_sources(sources, report), normalization, report)
+    limits = D.AudioLimits(
+        min_samples=RECEPTIVE_FIELD,
+        max_samples=int(max_seconds * SAMPLE_RATE),
+        min_frames=1,
+        frames=output_frames,
+    )
+    rows = D.check_audio(rows, limits, report)
+    rows = D.check_labels(rows, vocabulary, V.encoder(vocabulary), output_frames, report)
+    return rows, report
+
+
+def export_encoder(model, path: Path) -> None:
+    """The frozen encoder as an ONNX graph: raw samples [1, samples] -> states [1, frames, d_model]."""
+    import warnings
+
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, samples: torch.Tensor) -> torch.Tensor:
+            return self.net.encode(samples)
+
+    example = 0.1 * torch.randn(1, 2 * SAMPLE_RATE, generator=torch.Generator().manual_seed(0))
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Encoder(model).eval(),
+            (example,),
+            str(tmp),
+            input_names=["samples"],
+            output_names=["states"],
+            dynamic_axes={"samples": {1: "n"}, "states": {1: "frames"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    tmp.replace(path)
+
+
+class Augmenter:
+    """Waveform augmentation for cached copies: train.augment's transforms, then maybe a channel."""
+
+    def __init__(self, options: Dict[str, float], run_dir: Path, seed: int):
+        from .augment import AugmentOptions, build_augmenter, make_impulse_responses
+
+        impulse_dir = run_dir / "impulse_responses"
+        make_impulse_responses(impulse_dir, (0.15, 0.7), count=12, seed=seed)
+        values = {
+            "speed_p": 0.5,
+            "speed_rate": (0.9, 1.1),
+            "noise_p": 0.5,
+            "noise_snr_db": (0.0, 30.0),
+            "pitch_p": 0.2,
+            "stretch_p": 0.0,
+            "eq_p": 0.4,
+            "lowpass_p": 0.2,
+            "gain_p": 0.5,
+            "gain_db": (-18.0, 6.0),
+            "reverb_p": 0.35,
+            "reverb_rt60": (0.15, 0.7),
+        }
+        values.update({k: v for k, v in options.items() if k != "channel_p"})
+        self.augmenter = build_augmenter(AugmentOptions(**values, impulse_dir=str(impulse_dir)))  # type: ignore[arg-type]
+        self.channel_p = float(options.get("channel_p", 0.35))
+
+    def __call__(self, samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        from .augment import CHANNELS, apply, degrade_channel
+
+        random.seed(int(rng.integers(1 << 31)))  # audiomentations draws from the `random` module
+        np.random.seed(int(rng.integers(1 << 31)))
+        out = apply(self.augmenter, samples) if self.augmenter is not None else samples
+        if rng.random() < self.channel_p:
+            out = degrade_channel(out, str(rng.choice(CHANNELS)), rng)
+        peak = float(np.abs(out).max()) if out.size else 0.0
+        return out / peak * 0.95 if peak > 1.0 else out
+
+
+def cache_split(
+    encoder_onnx: Path,
+    rows: Sequence[D.Utterance],
+    encode: Callable[[str], List[int]],
+    path: Path,
+    d_model: int,
+    augmenter: Optional[Augmenter],
+    seed: int,
+    threads: int,
+) -> CachedSplit:
+    """Run every row through the encoder (augmented when `augmenter`), write the states, return them.
+
+    A cache already complete at `path` is read back instead (resume).
+    """
+    import onnxruntime as ort
+
+    index_path = path.with_suffix(".json")
+    if index_path.is_file() and path.is_file():
+        return load_cache(path, d_model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(encoder_onnx), options, providers=["CPUExecutionProvider"])
+    tmp = path.with_suffix(".tmp")
+    offsets: List[int] = []
+    frames: List[int] = []
+    labels: List[List[int]] = []
+    texts: List[str] = []
+    started, audio_seconds, total = time.perf_counter(), 0.0, 0
+    with open(tmp, "wb") as out:
+        for i, row in enumerate(rows):
+            samples = D.load_audio(row.path)
+            if augmenter is not None:
+                samples = augmenter(samples, np.random.default_rng([seed, i]))
+            states = session.run(None, {"samples": samples[None, :].astype(np.float32)})[0][0]
+            out.write(states.astype(np.float16).tobytes())
+            offsets.append(total)
+            frames.append(int(states.shape[0]))
+            labels.append(encode(row.label))
+            texts.append(row.label)
+            total += int(states.shape[0])
+            audio_seconds += len(samples) / SAMPLE_RATE
+            if (i + 1) % 1000 == 0:
+                elapsed = time.perf_counter() - started
+                log.info(
+                    "%s: %d/%d utterances, %.0f s of audio per second",
+                    path.name,
+                    i + 1,
+                    len(rows),
+                    audio_seconds / elapsed,
+                )
+    tmp.replace(path)
+    index = {"offsets": offsets, "frames": frames, "labels": labels, "texts": texts, "d_model": d_model}
+    write_text_atomic(index_path, json.dumps(index))
+    log.info(
+        "%s: %d utterances, %.2f h in %.0f s",
+        path.name,
+        len(rows),
+        audio_seconds / 3600,
+        time.perf_counter() - started,
+    )
+    return load_cache(path, d_model)
+
+
+def load_cache(path: Path, d_model: int) -> CachedSplit:
+    index = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    states = np.memmap(path, dtype=np.float16, mode="r").reshape(-1, d_model)
+    return CachedSplit(states, index["offsets"], index["frames"], index["labels"], index["texts"])
+
+
+# ----------------------------------------------------------------------------------------------
+# batches
+
+
+def batches(
+    splits: Sequence[CachedSplit], batch_frames: int, rng: random.Random
+) -> Iterator[List[Tuple[int, int]]]:
+    """Endless shuffled batches of (split, item), items of similar length together."""
+    items = [(s, i, split.frames[i]) for s, split in enumerate(splits) for i in range(len(split))]
+    while True:
+        rng.shuffle(items)
+        # Sort within large chunks so batches hold similar lengths but the order stays random.
+        chunk = 2000
+        groups: List[List[Tuple[int, int]]] = []
+        for start in range(0, len(items), chunk):
+            part = sorted(items[start : start + chunk], key=lambda t: t[2])
+            batch: List[Tuple[int, int]] = []
+            longest = 0
+            for s, i, n in part:
+                if batch and max(longest, n) * (len(batch) + 1) > batch_frames:
+                    groups.append(batch)
+                    batch, longest = [], 0
+                batch.append((s, i))
+                longest = max(longest, n)
+            if batch:
+                groups.append(batch)
+        rng.shuffle(groups)
+        yield from groups
+
+
+def collate(splits: Sequence[CachedSplit], batch: Sequence[Tuple[int, int]]):
+    import torch
+
+    frames = [splits[s].frames[i] for s, i in batch]
+    d_model = splits[0].states.shape[1]
+    x = np.zeros((len(batch), max(frames), d_model), dtype=np.float32)
+    for row, (s, i) in enumerate(batch):
+        x[row, : frames[row]] = splits[s].item(i)
+    labels = [splits[s].labels[i] for s, i in batch]
+    y = np.full((len(batch), max(len(label) for label in labels)), -100, dtype=np.int64)
+    for row, label in enumerate(labels):
+        y[row, : len(label)] = label
+    return torch.from_numpy(x), torch.tensor(frames), torch.from_numpy(y)
+
+
+def spec_augment(x, frames, options: HeadOptions, generator) -> None:
+    """In place: time masks (zeroed frames) and channel masks (zeroed dimensions) per utterance."""
+    import torch
+
+    batch, _, dims = x.shape
+    for b in range(batch):
+        n = int(frames[b])
+        for _ in range(options.time_masks):
+            width = int(torch.randint(0, options.time_mask_frames + 1, (1,), generator=generator))
+            if width and n > 2 * width:
+                start = int(torch.randint(0, n - width, (1,), generator=generator))
+                x[b, start : start + width] = 0
+        for _ in range(options.channel_masks):
+            width = int(torch.randint(0, options.channel_mask_width + 1, (1,), generator=generator))
+            if width:
+                start = int(torch.randint(0, dims - width, (1,), generator=generator))
+                x[b, :n, start : start + width] = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+
+def head_state(model) -> Dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if k.startswith(("head.", "lm_head."))}
+
+
+def evaluate(
+    model, split: CachedSplit, tokens: List[str], blank_id: int, batch_frames: int
+) -> Dict[str, float]:
+    import torch
+
+    from .metrics import count_errors, ids_to_text
+
+    model.eval()
+    order = sorted(range(len(split)), key=lambda i: split.frames[i])
+    hyps: Dict[int, str] = {}
+    with torch.no_grad():
+        start = 0
+        while start < len(order):
+            batch = [order[start]]
+            start += 1
+            while start < len(order) and split.frames[order[start]] * (len(batch) + 1) <= batch_frames:
+                batch.append(order[start])
+                start += 1
+            x, frames, _ = collate([split], [(0, i) for i in batch])
+            ids = model(encoder_states=x, frames=frames).logits.argmax(-1)
+            for row, i in enumerate(batch):
+                hyps[i] = ids_to_text(ids[row, : int(frames[row])].tolist(), tokens, blank_id, "|", (1,))
+    model.train()
+    counts = count_errors(split.texts, [hyps[i] for i in range(len(split))])
+    return {"cer": counts.cer, "wer": counts.wer}
+
+
+def train_head(args: argparse.Namespace) -> Path:
+    import torch
+    from safetensors.torch import load_file, save_file
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .trainer import ctc_loss
+    from .whisper_ctc import from_whisper
+
+    options = HeadOptions(
+        **{k: getattr(args, k) for k in HeadOptions.__dataclass_fields__ if hasattr(args, k)}
+    )
+    run_dir = Path(args.out).resolve()
+    cache_dir = run_dir / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    settings_path = run_dir / "head_options.json"
+    if settings_path.is_file() and not args.force:
+        saved = json.loads(settings_path.read_text(encoding="utf-8"))
+        if saved["options"] != json.loads(json.dumps(asdict(options))) or saved["encoder"] != args.encoder:
+            raise SystemExit(
+                f"{run_dir}: this run was started with other settings ({settings_path}); pass the same "
+                "ones to resume, another --out for a new run, or --force to start over here"
+            )
+    write_text_atomic(
+        settings_path,
+        json.dumps(
+            {
+                "options": asdict(options),
+                "encoder": args.encoder,
+                "data": args.data,
+                "validation_data": args.validation_data,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+
+    normalization = TextNormalization(lowercase=True, keep_punctuation="'")
+    vocabulary = V.load_vocabulary(Path(args.vocab))
+    tokens = [t for t, _ in sorted(vocabulary.items(), key=lambda kv: kv[1])]
+    blank_id = vocabulary[V.PAD]
+    V.save_vocabulary(vocabulary, run_dir / "vocab.json")
+    train_rows, report = read_rows(args.data, normalization, vocabulary, options.max_seconds)
+    val_rows, val_report = read_rows(args.validation_data, normalization, vocabulary, options.max_seconds)
+    for name, rep in (("train", report), ("validation", val_report)):
+        if rep.dropped:
+            log.warning("%s data: %s", name, rep.summary())
+    log.info("train: %s; validation: %s", D.summarize(train_rows), D.summarize(val_rows))
+
+    head_config = {
+        k: getattr(options, k)
+        for k in ("head_type", "head_layers", "head_dim", "head_heads", "head_ffn", "head_dropout")
+    }
+    model = from_whisper(args.encoder, len(vocabulary), blank_id, options.seed, **head_config)
+    d_model = int(model.config.encoder_config["d_model"])
+    encoder_onnx = cache_dir / "encoder.onnx"
+    if not encoder_onnx.is_file():
+        export_encoder(model, encoder_onnx)
+    encode = V.encoder(vocabulary)
+    augmenter = Augmenter(options.augment, run_dir, options.seed) if options.copies > 1 else None
+    val = cache_split(
+        encoder_onnx, val_rows, encode, cache_dir / "valid-0.f16", d_model, None, 0, args.threads
+    )
+    train_splits = [
+        cache_split(
+            encoder_onnx,
+            train_rows,
+            encode,
+            cache_dir / f"train-{c}.f16",
+            d_model,
+            augmenter if c else None,
+            options.seed * 1000 + c,
+            args.threads,
+        )
+        for c in range(options.copies)
+    ]
+    if args.cache_only:
+        return run_dir
+
+    model.train()
+    params = [p for n, p in model.named_parameters() if n.startswith(("head.", "lm_head."))]
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(("head.", "lm_head."))
+    optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < options.warmup:
+            return options.lr * (step + 1) / options.warmup
+        progress = (step - options.warmup) / max(1, options.steps - options.warmup)
+        return options.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    step, best, history = 0, math.inf, []
+    state_path = run_dir / "state.pt"
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(load_file(str(run_dir / "head-last.safetensors")), strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        step, best, history = state["step"], state["best"], state["history"]
+        log.info("resuming at step %d (best validation CER %.4f)", step, best)
+    rng = random.Random(options.seed + step)
+    generator = torch.Generator().manual_seed(options.seed + step)
+    stream = batches(train_splits, options.batch_frames, rng)
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    started, losses = time.perf_counter(), []
+    while step < options.steps:
+        x, frames, labels = collate(train_splits, next(stream))
+        spec_augment(x, frames, options, generator)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        logits = model(encoder_states=x, frames=frames).logits
+        loss = ctc_loss(logits, labels, frames, blank_id)
+        if not torch.isfinite(loss):
+            raise SystemExit(f"step {step}: the CTC loss is {loss.item()}; lower --lr (now {options.lr})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        losses.append(loss.item())
+        if step % 50 == 0:
+            writer.add_scalar("train/loss", float(np.mean(losses[-50:])), step)
+            writer.add_scalar("train/lr", lr_at(step), step)
+        if step % options.eval_every == 0 or step == options.steps:
+            scores = evaluate(model, val, tokens, blank_id, 4 * options.batch_frames)
+            history.append({"step": step, "loss": float(np.mean(losses[-options.eval_every :])), **scores})
+            writer.add_scalar("eval/cer", scores["cer"], step)
+            writer.add_scalar("eval/wer", scores["wer"], step)
+            log.info(
+                "step %d: loss %.3f, validation CER %.4f WER %.4f (%.1f s/100 steps)",
+                step,
+                history[-1]["loss"],
+                scores["cer"],
+                scores["wer"],
+                100 * (time.perf_counter() - started) / max(1, len(losses)),
+            )
+            weights = {k: v.contiguous() for k, v in head_state(model).items()}
+            if scores["cer"] < best:
+                best = scores["cer"]
+                save_file(weights, str(run_dir / "head-best.safetensors"))
+            save_file(weights, str(run_dir / "head-last.safetensors"))
+            tmp = state_path.with_suffix(".tmp")
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "step": step, "best": best, "history": history}, tmp
+            )
+            tmp.replace(state_path)
+            write_text_atomic(
+                run_dir / "metrics.json",
+                json.dumps({"best_cer": best, "history": history}, indent=2) + "\n",
+            )
+    writer.close()
+    return write_model_folder(model, run_dir, normalization)
+
+
+def write_model_folder(model, run_dir: Path, normalization: TextNormalization) -> Path:
+    """The encoder + the best head as a complete Hugging Face folder in run_dir/model."""
+    from safetensors.torch import load_file
+
+    from .trainer import complete_model_folder
+
+    model.load_state_dict(load_file(str(run_dir / "head-best.safetensors")), strict=False)
+    partial = run_dir / ".model.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(str(partial))
+    # The graph takes raw samples (the log-mel front-end is inside the model): no normalization, no mask.
+    processor = V.make_processor(run_dir / "vocab.json", use_attention_mask=False, do_normalize=False)
+    complete_model_folder(partial, processor, normalization)
+    final = run_dir / "model"
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    log.info("model written to %s", final)
+    return final
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m train.whisper_head", description=__doc__.split("\n")[0])
+    parser.add_argument("--encoder", required=True, help="Whisper checkpoint: hub name or local folder")
+    parser.add_argument(
+        "--data", nargs="+", required=True, help="training manifests (CSV path,text or LJSpeech)"
+    )
+    parser.add_argument("--validation-data", nargs="+", required=True, help="validation manifests")
+    parser.add_argument("--vocab", required=True, help="vocab.json of the CTC vocabulary")
+    parser.add_argument("--out", required=True, help="run folder (created; the same command resumes)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache-only", action="store_true", help="cache the encoder states and stop")
+    parser.add_argument("--force", action="store_true", help="accept settings that differ from the run's")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    defaults = HeadOptions()
+    for name, value in asdict(defaults).items():
+        if isinstance(value, dict):
+            continue
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument(
+        "--augment",
+        type=json.loads,
+        default={},
+        help='JSON overrides of the augmentation, e.g. \'{"noise_p": 0.6, "channel_p": 0.5}\'',
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train_head(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
