@@ -298,7 +298,10 @@ class WhisperCtcForCTC(WhisperCtcPreTrainedModel):
 
     def encode(self, input_values: torch.Tensor) -> torch.Tensor:
         """Raw samples [batch, samples] -> encoder states [batch, frames, d_model]."""
-        mel = self.front_end(input_values)
+        return self.encode_mel(self.front_end(input_values))
+
+    def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """Log-mel features [batch, n_mels, mel frames] -> encoder states [batch, frames, d_model]."""
         enc = self.encoder
         x = F.gelu(enc.conv1(mel))
         x = F.gelu(enc.conv2(x)).transpose(1, 2)

@@ -385,7 +385,11 @@ def train_head(args: argparse.Namespace) -> Path:
     settings_path = run_dir / "head_options.json"
     if settings_path.is_file() and not args.force:
         saved = json.loads(settings_path.read_text(encoding="utf-8"))
-        if saved["options"] != json.loads(json.dumps(asdict(options))) or saved["encoder"] != args.encoder:
+        # --steps and --eval-every may change on resume (a longer run stretches the cosine schedule).
+        free = ("steps", "eval_every")
+        now = {k: v for k, v in json.loads(json.dumps(asdict(options))).items() if k not in free}
+        before = {k: v for k, v in saved["options"].items() if k not in free}
+        if now != before or saved["encoder"] != args.encoder:
             raise SystemExit(
                 f"{run_dir}: this run was started with other settings ({settings_path}); pass the same "
                 "ones to resume, another --out for a new run, or --force to start over here"

@@ -1,0 +1,154 @@
+"""The whisper-ctc family: front-end and encoder parity with transformers' Whisper, frame geometry,
+save/load, and the head trainer end to end through quantize convert and EdgeTranscriber."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.desktop
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from train import whisper_ctc as W  # noqa: E402
+
+VOCAB = Path(__file__).resolve().parents[1] / "models" / "default-model-hf" / "vocab.json"
+
+
+def tiny_whisper(folder: Path) -> Path:
+    """A random 2-layer Whisper (d_model 64) saved as a Hugging Face folder."""
+    config = transformers.WhisperConfig(
+        d_model=64,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_layers=1,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        num_mel_bins=80,
+        vocab_size=100,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=3,
+    )
+    torch.manual_seed(0)
+    transformers.WhisperModel(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_whisper(tmp_path_factory.mktemp("whisper"))
+
+
+def test_log_mel_matches_whisper_feature_extractor_inside_the_edges() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * 16000) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    extractor = transformers.WhisperFeatureExtractor(feature_size=80)
+    reference = extractor(audio, sampling_rate=16000, return_tensors="np", padding="longest").input_features[
+        0
+    ]
+    ours = W.LogMel(80)(torch.from_numpy(audio)[None])[0].numpy()
+    assert ours.shape == reference.shape == (80, 300)
+    # Zero centre padding instead of reflection changes the first and last frame only.
+    assert np.abs(ours[:, 2:-2] - reference[:, 2:-2]).max() < 1e-4
+
+
+def test_encoder_states_match_transformers_whisper_encoder(whisper_dir: Path) -> None:
+    model = W.from_whisper(str(whisper_dir), vocab_size=29).eval()
+    reference = transformers.WhisperModel.from_pretrained(str(whisper_dir)).get_encoder().eval()
+    mel = torch.randn(1, 80, 3000)
+    with torch.no_grad():
+        ours = model.encode_mel(mel)
+        theirs = reference(mel).last_hidden_state
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    with torch.no_grad():  # any length, not only Whisper's 30 s
+        assert model.encode_mel(torch.randn(1, 80, 700)).shape == (1, 350, 64)
+
+
+@pytest.mark.parametrize("samples", [160, 319, 320, 321, 479, 480, 16000, 16159, 16160, 48321])
+def test_frame_count_is_the_runtime_formula(whisper_dir: Path, samples: int) -> None:
+    model = W.from_whisper(str(whisper_dir), vocab_size=29, head_type="linear").eval()
+    with torch.no_grad():
+        frames = model(torch.randn(1, samples)).logits.shape[1]
+    assert frames == W.output_frames(samples)
+    assert frames == (samples - W.RECEPTIVE_FIELD) // W.FRAME_STRIDE + 1  # edge_asr's windows use this
+    assert int(W.output_frames_tensor(torch.tensor([samples]))[0]) == frames
+
+
+def test_save_and_from_pretrained_round_trip(whisper_dir: Path, tmp_path: Path) -> None:
+    model = W.from_whisper(str(whisper_dir), vocab_size=29, head_layers=1, head_dim=32, head_ffn=64).eval()
+    model.save_pretrained(str(tmp_path))
+    loaded = transformers.AutoModelForCTC.from_pretrained(str(tmp_path)).eval()
+    assert type(loaded) is W.WhisperCtcForCTC
+    x = torch.randn(2, 8000)
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, loaded(x).logits)
+
+
+def test_padding_frames_do_not_change_the_head_output(whisper_dir: Path) -> None:
+    model = W.from_whisper(str(whisper_dir), vocab_size=29, head_layers=2, head_dim=32, head_ffn=64).eval()
+    states = torch.randn(1, 40, 64)
+    padded = torch.cat([states, torch.randn(1, 25, 64)], dim=1)
+    with torch.no_grad():
+        alone = model(encoder_states=states).logits
+        batched = model(encoder_states=padded, frames=torch.tensor([40])).logits[:, :40]
+    assert torch.allclose(alone, batched, atol=1e-5)
+
+
+def _noise_corpus(folder: Path, count: int = 6) -> Path:
+    """Manifest of short noise bursts with labels: enough to run the trainer, not to learn speech."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    words = ["on", "off", "light", "door", "music", "stop"]
+    rows = []
+    for i in range(count):
+        audio = (0.1 * rng.standard_normal(int(16000 * (0.8 + 0.1 * i)))).astype(np.float32)
+        sf.write(folder / f"u{i}.wav", audio, 16000)
+        rows.append({"path": str(folder / f"u{i}.wav"), "text": f"{words[i]} {words[(i + 1) % 6]}"})
+    manifest = folder / "data.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "text"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def test_head_trainer_caches_trains_resumes_and_the_model_converts(whisper_dir: Path, tmp_path: Path) -> None:
+    from edge_asr import EdgeTranscriber
+    from quantize.convert import ConvertOptions, convert
+    from train import whisper_head
+
+    manifest = _noise_corpus(tmp_path / "data")
+    run = tmp_path / "run"
+    common = [
+        "--encoder", str(whisper_dir), "--data", str(manifest), "--validation-data", str(manifest),
+        "--vocab", str(VOCAB), "--out", str(run), "--copies", "1", "--eval-every", "5",
+        "--head-layers", "1", "--head-dim", "32", "--head-ffn", "64", "--warmup", "2", "--threads", "1",
+    ]  # fmt: skip
+    whisper_head.train_head(whisper_head.parse_args([*common, "--steps", "5"]))
+    first = (run / "cache" / "train-0.f16").stat().st_mtime_ns
+    whisper_head.train_head(whisper_head.parse_args([*common, "--steps", "10"]))  # resumes at step 5
+    import json
+
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert [h["step"] for h in history] == [5, 10]
+    assert (run / "cache" / "train-0.f16").stat().st_mtime_ns == first  # the cache was reused
+    with pytest.raises(SystemExit, match="other settings"):
+        whisper_head.train_head(whisper_head.parse_args([*common, "--steps", "10", "--lr", "0.5"]))
+
+    bundle = tmp_path / "bundle"
+    result = convert(ConvertOptions(model=str(run / "model"), out=bundle, eval_manifest=manifest))
+    assert result.metadata.frame_stride == 320 and result.metadata.receptive_field == 160
+    assert result.report is not None
+    asr = EdgeTranscriber(bundle)
+    audio, _ = sf.read(tmp_path / "data" / "u3.wav", dtype="float32")
+    transcript = asr.transcribe(audio, sample_rate=16000)
+    assert isinstance(transcript.text, str)
+    assert transcript.duration == pytest.approx(len(audio) / 16000)
