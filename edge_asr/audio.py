@@ -8,6 +8,7 @@ band-limited resampler.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import struct
 import sys
@@ -21,6 +22,7 @@ import soxr
 
 from .errors import AudioError
 
+log = logging.getLogger(__name__)
 AudioSource = Union[str, "os.PathLike[str]", BinaryIO]
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
@@ -42,6 +44,10 @@ AUDIO_EXTENSIONS = frozenset(
     }
 )
 STDIN = "-"
+# Full scale. Integer PCM cannot exceed it; float audio beyond it is damaged or mis-scaled, and one such
+# sample dominates the variance that wav2vec2 normalizes each window by: a single 1e30 left the
+# rest of its 12 s window at ~1e-15 and the transcript empty.
+MAX_AMPLITUDE = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,67 @@ def as_float32(samples: np.ndarray) -> np.ndarray:
     raise AudioError(f"unsupported sample type {samples.dtype}; pass float or integer PCM")
 
 
+class SampleGuard:
+    """The one policy for samples that are not audio, which files, arrays and streams all pass through
+    (`clean_mono`): NaN and +-Inf become 0 (silence) and samples beyond full scale are clipped to
+    +-`MAX_AMPLITUDE`.
+
+    Why here, before anything else sees them: a NaN spreads. Window normalization turns one NaN into a
+    window of NaNs, the beam search keeps NaN scores in every prefix after it, and the live VAD's noise
+    floor becomes NaN, after which no frame ever counts as speech again. Zero is what a dropout sounds
+    like, so the words around a damaged stretch survive.
+
+    Counts what it changed; `report()` logs one warning per source with the counts, and only once.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.non_finite = 0
+        self.clipped = 0
+        self._warned = False
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        """Float samples -> the same array when all are fine, else a repaired copy (never in place:
+        the array may be the caller's)."""
+        if samples.size == 0:
+            return samples
+        low, high = samples.min(), samples.max()  # NaN makes both NaN and every test below False
+        if low >= -MAX_AMPLITUDE and high <= MAX_AMPLITUDE:
+            return samples
+        finite = np.isfinite(samples)
+        self.non_finite += samples.size - int(np.count_nonzero(finite))
+        repaired = np.where(finite, samples, np.float32(0.0)).astype(samples.dtype, copy=False)
+        self.clipped += int(np.count_nonzero(np.abs(repaired) > MAX_AMPLITUDE))
+        return np.clip(repaired, -MAX_AMPLITUDE, MAX_AMPLITUDE, out=repaired)
+
+    @property
+    def changed(self) -> int:
+        return self.non_finite + self.clipped
+
+    def report(self) -> None:
+        """Warn once (per guard) about what was repaired so far; nothing when nothing was."""
+        if self._warned or not self.changed:
+            return
+        self._warned = True
+        parts = []
+        if self.non_finite:
+            parts.append(f"{self.non_finite} NaN/Inf sample(s) replaced with silence")
+        if self.clipped:
+            parts.append(f"{self.clipped} sample(s) beyond full scale clipped to +-{MAX_AMPLITUDE:g}")
+        log.warning(
+            "%s: %s; the audio is damaged (or float audio not scaled to -1..1), so words there may be "
+            "missing",
+            self.name,
+            " and ".join(parts),
+        )
+
+
+def clean_mono(samples: np.ndarray, guard: SampleGuard) -> np.ndarray:
+    """Any PCM block (integer or float, mono or (frames, channels)) -> float32 mono with `guard`'s
+    policy applied. Files, arrays and streams all come through here."""
+    return guard(to_mono(as_float32(np.asarray(samples))))
+
+
 def check_sample_rate(rate: int, name: str) -> None:
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioError(
@@ -112,9 +179,11 @@ def prepare_array(
 ) -> np.ndarray:
     """An in-memory array (any dtype, mono or (frames, channels)) -> float32 mono at `target_rate`."""
     check_sample_rate(sample_rate, name)
-    mono = to_mono(as_float32(np.asarray(samples)))
+    guard = SampleGuard(name)
+    mono = clean_mono(samples, guard)
     if mono.size == 0:
         raise AudioError(f"{name}: contains no audio samples")
+    guard.report()
     return resample(mono, sample_rate, target_rate)
 
 
@@ -214,16 +283,18 @@ def open_audio(
 
     def blocks() -> Iterator[np.ndarray]:
         resampler = _Resampler(info.sample_rate, target_rate)
+        guard = SampleGuard(name)
         with snd:
             try:
                 for block in snd.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-                    out = resampler(to_mono(block))
+                    out = resampler(clean_mono(block, guard))
                     if out.size:
                         yield out
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise AudioError(
                     f"{name}: decoding failed part-way ({exc}); the file may be corrupt"
                 ) from None
+            guard.report()
             tail = resampler(np.zeros(0, dtype=np.float32), last=True)
             if tail.size:
                 yield tail

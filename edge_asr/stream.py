@@ -38,7 +38,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .audio import _Resampler, as_float32, check_sample_rate, to_mono
+from .audio import SampleGuard, _Resampler, check_sample_rate, clean_mono
 from .beam import PrefixBeamDecoder
 from .bundle import BundleMetadata
 from .ctc import Vocabulary, best_path, decode
@@ -276,6 +276,8 @@ class Stream:
         self._frames_seen = 0
         self._input_rate: Optional[int] = None
         self._resampler: Optional[_Resampler] = None
+        # One guard for the stream's life: it warns once, however long the session runs.
+        self._guard = SampleGuard("stream input")
         self._utterance: Optional[_Utterance] = None
         self._utterances_numbered = 0
 
@@ -322,7 +324,8 @@ class Stream:
         array = np.asarray(samples)
         if array.size == 0:
             return _EMPTY
-        mono = to_mono(as_float32(array))
+        mono = clean_mono(array, self._guard)
+        self._guard.report()
         if self._input_rate is None:
             check_sample_rate(int(sample_rate), "stream input")
             self._input_rate = int(sample_rate)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from tone_model import tone_audio
+from tone_model import tone_audio, write_tone_bundle
 
 from edge_asr import AudioError, EdgeTranscriber
 from edge_asr.audio import as_float32, open_audio, prepare_array, read_audio
@@ -122,3 +122,67 @@ def test_zero_length_truncated_and_missing(tmp_path, transcriber, speech):
         transcriber.transcribe(str(tmp_path / "missing.wav"))
     with pytest.raises(AudioError, match="sample rate"):
         prepare_array(speech, 4000, 16000)
+
+
+# -- samples that are not audio: NaN, Inf, far beyond full scale (issue 16, item 1) --------------
+
+
+@pytest.fixture(scope="module")
+def normalizing(tmp_path_factory):
+    """The tone model behind per-window normalization, as wav2vec2-base graphs have it: one bad sample
+    then spoils its whole window, which is what made these inputs lose their transcript."""
+    folder = write_tone_bundle(tmp_path_factory.mktemp("norm") / "bundle", do_normalize=True)
+    return EdgeTranscriber(folder)
+
+
+# kind -> (first sample, how many, value), at 16 kHz positions
+BAD_SAMPLES = {
+    "nan-burst": (50, 96, np.nan),  # 6 ms
+    "one-nan": (0, 1, np.nan),
+    "inf": (10, 1, -np.inf),
+    "huge": (5, 1, 1e30),
+}
+
+
+def spoiled(kind: str, rate: int = 16000) -> np.ndarray:
+    audio = tone_audio(TEXT)
+    if rate != 16000:
+        audio = soxr.resample(audio, 16000, rate).astype(np.float32)
+    first, count, value = BAD_SAMPLES[kind]
+    first, count = first * rate // 16000, max(1, count * rate // 16000)
+    audio[first : first + count] = value
+    return audio
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_SAMPLES))
+@pytest.mark.parametrize("rate, how", [(16000, "file"), (44100, "file"), (16000, "array"), (44100, "array")])
+def test_bad_samples_become_silence_with_one_warning(tmp_path, normalizing, caplog, kind, rate, how):
+    audio = spoiled(kind, rate)
+    path = tmp_path / "bad.wav"
+    sf.write(path, audio, rate, subtype="FLOAT")
+    with caplog.at_level("WARNING", logger="edge_asr"):
+        if how == "file":
+            result = normalizing.transcribe(str(path))
+        else:
+            result = normalizing.transcribe(audio, sample_rate=rate)
+    assert result.text == TEXT
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    count = np.count_nonzero(~np.isfinite(audio) | (np.abs(audio) > 1))
+    assert f" {count} " in warnings[0] and ("bad.wav" if how == "file" else "<array>") in warnings[0]
+
+
+def test_good_audio_is_not_copied_or_changed(caplog):
+    from edge_asr.audio import SampleGuard
+
+    audio = tone_audio(TEXT)
+    guard = SampleGuard("clip")
+    assert guard(audio) is audio
+    with caplog.at_level("WARNING"):
+        guard.report()
+    assert not caplog.records
+    bad = spoiled("nan-burst")
+    before = bad.copy()
+    fixed = guard(bad)
+    assert np.isfinite(fixed).all() and np.array_equal(np.isnan(bad), np.isnan(before))  # caller's array
+    assert (guard.non_finite, guard.clipped) == (96, 0)

@@ -272,3 +272,15 @@ def test_a_model_with_5_ms_frames_streams_the_offline_text(tmp_path, monkeypatch
     assert [(w.text, w.start, w.end) for w in finals(events)[0].words] == [
         (w.text, w.start, w.end) for w in offline.words
     ]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 1e30])
+def test_a_bad_sample_does_not_silence_the_rest_of_the_stream(transcriber, caplog, value):
+    spoiled = silence(0.5)
+    spoiled[100] = value
+    audio = np.concatenate([tone_audio("ab"), silence(1.0), spoiled, tone_audio("cd"), silence(1.0)])
+    with caplog.at_level("WARNING", logger="edge_asr"):
+        stream = transcriber.stream()
+        events = feed(stream, audio[: len(audio) // 2], flush=False) + feed(stream, audio[len(audio) // 2 :])
+    assert [e.text for e in finals(events)] == ["ab", "cd"]
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
