@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, TextIO
+from typing import Dict, List, Optional, Sequence, TextIO
 
 from . import __version__
 from .audio import STDIN, is_audio_path
@@ -47,6 +47,39 @@ def expand_inputs(paths: Sequence[str]) -> List[InputItem]:
         else:
             items.append(InputItem(raw, Path(path.stem)))
     return items
+
+
+def unique_output_names(items: Sequence[InputItem]) -> List[InputItem]:
+    """Give every input its own output name, so no transcript of a run overwrites another.
+
+    `c1/x.wav c2/x.wav`, or `x.wav` beside `x.flac`, would both write x.txt. The first input keeps
+    the name; each later one gets the first free `NAME-2`, `NAME-3`... that no input of the run holds
+    as its own name either, with a warning saying which is which. Names are compared case-folded:
+    on the FAT/exFAT cards and the macOS disks that outputs often land on, X.txt and x.txt are one file.
+    """
+    # A rename never takes a name that another input of the run has as its own (a real x-2.wav).
+    own = {item.output_stem.as_posix().casefold() for item in items}
+    taken: Dict[str, str] = {}  # case-folded name -> the input that writes it
+    unique: List[InputItem] = []
+    for item in items:
+        stem = item.output_stem
+        key = stem.as_posix().casefold()
+        if key in taken:
+            number = 2
+            while f"{key}-{number}" in taken or f"{key}-{number}" in own:
+                number += 1
+            renamed = stem.with_name(f"{stem.name}-{number}")
+            log.warning(
+                "%s: its output name %s is taken by %s in this run; writing %s.* instead",
+                item.source,
+                stem.as_posix(),
+                taken[key],
+                renamed.as_posix(),
+            )
+            stem, key = renamed, renamed.as_posix().casefold()
+        taken[key] = item.source
+        unique.append(InputItem(item.source, stem))
+    return unique
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -221,6 +254,8 @@ def run_file(args: argparse.Namespace, out: TextIO) -> int:
         raise InputError(f"--format {args.format} with several inputs needs --output-dir DIR")
     if not args.output_dir and args.format == "all":
         raise InputError("--format all needs --output-dir DIR")
+    if args.output_dir:
+        items = unique_output_names(items)
     transcriber = EdgeTranscriber(args.model, quantized=not args.fp32, threads=args.threads, options=options)
     writers = get_writers(args.format)
     progress = Progress(len(items), enabled=args.progress)

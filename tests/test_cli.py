@@ -116,3 +116,28 @@ def test_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
         write_text_atomic(target, "new content")
     assert target.read_text() == "old complete content"
     assert [p.name for p in tmp_path.iterdir()] == ["a.srt"]
+
+
+def test_inputs_with_the_same_name_keep_every_output(capsys, tone_bundle, tmp_path, caplog):
+    for folder, text in (("c1", "abc"), ("c2", "fed")):
+        (tmp_path / folder).mkdir()
+        sf.write(tmp_path / folder / "x.wav", tone_audio(text), 16000)
+    mixed = tmp_path / "mixed"
+    (mixed / "sub").mkdir(parents=True)
+    sf.write(mixed / "y.wav", tone_audio("ab"), 16000)
+    sf.write(mixed / "Y.flac", tone_audio("cd"), 16000)  # the same name on a case-insensitive card
+    sf.write(mixed / "y-2.wav", tone_audio("ef"), 16000)  # already holds the name a rename would pick
+    sf.write(mixed / "sub" / "z.wav", tone_audio("fa"), 16000)
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "c1" / "x.wav"), str(tmp_path / "c2" / "x.wav"), str(mixed)]
+    code = cli.main(["file", *inputs, "-m", str(tone_bundle), "-o", str(out), "-f", "all"])
+    assert code == 0
+    texts = {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*.txt")}
+    assert sorted(texts.values()) == sorted(f"{t}\n" for t in ("abc", "fed", "ab", "cd", "ef", "fa"))
+    assert texts["x.txt"] == "abc\n" and texts["y-2.txt"] == "ef\n" and texts["sub/z.txt"] == "fa\n"
+    assert len({name.casefold() for name in texts}) == len(texts) == 6
+    for name in texts:  # every format of an input went to the same name
+        source = json.loads((out / name).with_suffix(".json").read_text())["source"]
+        assert sf.info(source).duration > 0
+    (warning,) = [r.getMessage() for r in caplog.records if "c2/x.wav" in r.getMessage()]
+    assert "taken by" in warning and "x-2" in warning
