@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, TextIO
 from . import __version__
 from .audio import STDIN, is_audio_path
 from .bundle import load_bundle
-from .errors import EdgeASRError, InputError
+from .errors import BundleError, EdgeASRError, InputError
 from .model import limit_heap_growth
 from .progress import Progress
 from .transcriber import EdgeTranscriber, TranscribeOptions
@@ -277,6 +277,9 @@ def run_file(args: argparse.Namespace, out: TextIO) -> int:
             log.info(
                 "%s: %.1f s of audio in %.2f s", item.source, transcript.duration, transcript.processing_time
             )
+        except BundleError:
+            progress.clear()
+            raise  # the model, not this file: every other input would fail the same way (exit 2)
         except (EdgeASRError, OSError) as exc:
             progress.clear()
             print(f"edge-asr: {exc}", file=sys.stderr)

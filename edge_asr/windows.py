@@ -18,6 +18,8 @@ from typing import Callable, Iterator, Tuple
 
 import numpy as np
 
+from .errors import BundleError
+
 LogProbFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -121,9 +123,13 @@ class WindowedRunner:
         log_probs = self.fn(window)
         core = log_probs[core_start - first_frame : core_end - first_frame]
         if core.shape[0] != core_end - core_start:
-            raise RuntimeError(
-                f"window gave {log_probs.shape[0]} frames, expected at least {core_end - first_frame}: "
-                "the bundle's frame_stride/receptive_field do not match the graph"
+            # A BundleError, not a crash: every input would fail the same way, and callers that go on
+            # past a bad file (transcribe_many, `edge-asr file`) must be able to tell it apart.
+            raise BundleError(
+                f"the model gave {log_probs.shape[0]} frames for {window.size} samples where bundle.json's "
+                f"frame_stride {plan.frame_stride} and receptive_field {plan.receptive_field} promise "
+                f"{core_end - first_frame}: they do not match the graph. Re-export the bundle with "
+                "`python -m quantize convert`, or correct those two fields"
             )
         self._next_frame = core_end
         keep_from = max(0, core_end - plan.left_frames) * plan.frame_stride

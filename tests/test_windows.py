@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+import soundfile as sf
 from tone_model import FIELD, STRIDE, build_tone_graph, tone_audio, write_tone_bundle
 
-from edge_asr import EdgeTranscriber, TranscribeOptions
+from edge_asr import BundleError, EdgeTranscriber, TranscribeOptions, cli
 from edge_asr.bundle import load_bundle
 from edge_asr.model import CtcModel
 from edge_asr.windows import WindowedRunner, WindowPlan
@@ -77,5 +78,25 @@ def test_graph_plan_mismatch_is_reported(tmp_path):
     # A bundle that claims a 160-sample stride for a 320-stride graph cannot be stitched.
     folder = write_tone_bundle(tmp_path / "b", graph=build_tone_graph(), frame_stride=160)
     transcriber = EdgeTranscriber(folder, options=TranscribeOptions(chunk_seconds=0.5, context_seconds=0.1))
-    with pytest.raises(RuntimeError, match="frame_stride"):
+    with pytest.raises(BundleError, match="frame_stride"):
         transcriber.transcribe(tone_audio("abc abc abc"), sample_rate=16000)
+
+
+def test_frame_geometry_that_does_not_match_the_graph_is_a_bundle_error(tmp_path, capsys):
+    # bundle.json says 10 ms frames; the graph makes 20 ms ones, so every window comes up short.
+    folder = write_tone_bundle(tmp_path / "bundle", frame_stride=STRIDE // 2)
+    asr = EdgeTranscriber(folder, options=TranscribeOptions(chunk_seconds=2.0))
+    audio = np.tile(tone_audio("abc"), 8)
+    with pytest.raises(
+        BundleError, match="frame_stride 160 and receptive_field 400 promise .* do not match the graph"
+    ):
+        asr.transcribe(audio, sample_rate=16000)
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"{i}.wav")
+        sf.write(paths[-1], audio, 16000)
+    results = list(asr.transcribe_many([str(p) for p in paths]))
+    assert [isinstance(r.error, BundleError) for r in results] == [True, True]
+    assert cli.main(["file", *map(str, paths), "-m", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edge-asr: error:") and "frame_stride" in err and "Traceback" not in err
