@@ -133,13 +133,13 @@ def test_head_trainer_caches_trains_resumes_and_the_model_converts(whisper_dir: 
         "--head-layers", "1", "--head-dim", "32", "--head-ffn", "64", "--warmup", "2", "--threads", "1",
     ]  # fmt: skip
     whisper_head.train_head(whisper_head.parse_args([*common, "--steps", "5"]))
-    first = (run / "cache" / "train-0.f16").stat().st_mtime_ns
+    first = (run / "cache" / "train-data-data-0.f16").stat().st_mtime_ns
     whisper_head.train_head(whisper_head.parse_args([*common, "--steps", "10"]))  # resumes at step 5
     import json
 
     history = json.loads((run / "metrics.json").read_text())["history"]
     assert [h["step"] for h in history] == [5, 10]
-    assert (run / "cache" / "train-0.f16").stat().st_mtime_ns == first  # the cache was reused
+    assert (run / "cache" / "train-data-data-0.f16").stat().st_mtime_ns == first  # the cache was reused
     with pytest.raises(SystemExit, match="other settings"):
         whisper_head.train_head(whisper_head.parse_args([*common, "--steps", "10", "--lr", "0.5"]))
 

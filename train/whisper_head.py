@@ -11,14 +11,17 @@ channel degradation); the head also sees SpecAugment-style time and channel mask
         --vocab models/default-model-hf/vocab.json --copies 3 --steps 8000
 
 The run folder:
-    cache/<split>-<copy>.f16 + .json   encoder states (float16, frames x d_model) and their index
+    cache/train-<source>-<copy>.f16    encoder states (float16, frames x d_model) + .json index, one per
+                                        training manifest and copy; cache/valid.f16 likewise
     tensorboard/                       loss, learning rate, validation CER/WER
     head-last.safetensors, state.pt     the head and the optimizer at the last evaluation (resume)
     head-best.safetensors               the head with the best validation CER so far
     metrics.json                        the validation history and the best step
     model/                              the full model (encoder + best head): a Hugging Face folder
                                         that `python -m quantize convert` takes
-The same command resumes: finished caches are reused and training continues from state.pt.
+The same command resumes: finished caches are reused and training continues from state.pt. A larger
+--steps continues a finished run (the cosine schedule stretches); another --data manifest added on
+resume is cached and mixed in from then on.
 Checkpoints are picked on the validation split only (synthetic voices), never on real recordings.
 """
 
@@ -32,6 +35,7 @@ import random
 import shutil
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -127,6 +131,12 @@ def read_rows(
     rows = D.check_audio(rows, limits, report)
     rows = D.check_labels(rows, vocabulary, V.encoder(vocabulary), output_frames, report)
     return rows, report
+
+
+def source_slug(source: str) -> str:
+    """A cache name for a manifest: its folder and file names ("corpus-v1-train")."""
+    path = Path(source)
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{path.parent.name}-{path.stem}")
 
 
 def export_encoder(model, path: Path) -> None:
@@ -413,12 +423,20 @@ def train_head(args: argparse.Namespace) -> Path:
     tokens = [t for t, _ in sorted(vocabulary.items(), key=lambda kv: kv[1])]
     blank_id = vocabulary[V.PAD]
     V.save_vocabulary(vocabulary, run_dir / "vocab.json")
-    train_rows, report = read_rows(args.data, normalization, vocabulary, options.max_seconds)
     val_rows, val_report = read_rows(args.validation_data, normalization, vocabulary, options.max_seconds)
-    for name, rep in (("train", report), ("validation", val_report)):
-        if rep.dropped:
-            log.warning("%s data: %s", name, rep.summary())
-    log.info("train: %s; validation: %s", D.summarize(train_rows), D.summarize(val_rows))
+    if val_report.dropped:
+        log.warning("validation data: %s", val_report.summary())
+    sources = {}
+    for source in args.data:  # one cache per source and copy, so a source can be added later
+        rows, report = read_rows([source], normalization, vocabulary, options.max_seconds)
+        if report.dropped:
+            log.warning("%s: %s", source, report.summary())
+        sources[source_slug(source)] = rows
+    log.info(
+        "train: %s; validation: %s",
+        D.summarize([r for rows in sources.values() for r in rows]),
+        D.summarize(val_rows),
+    )
 
     head_config = {
         k: getattr(options, k)
@@ -431,20 +449,19 @@ def train_head(args: argparse.Namespace) -> Path:
         export_encoder(model, encoder_onnx)
     encode = V.encoder(vocabulary)
     augmenter = Augmenter(options.augment, run_dir, options.seed) if options.copies > 1 else None
-    val = cache_split(
-        encoder_onnx, val_rows, encode, cache_dir / "valid-0.f16", d_model, None, 0, args.threads
-    )
+    val = cache_split(encoder_onnx, val_rows, encode, cache_dir / "valid.f16", d_model, None, 0, args.threads)
     train_splits = [
         cache_split(
             encoder_onnx,
-            train_rows,
+            rows,
             encode,
-            cache_dir / f"train-{c}.f16",
+            cache_dir / f"train-{slug}-{c}.f16",
             d_model,
             augmenter if c else None,
-            options.seed * 1000 + c,
+            zlib.crc32(slug.encode()) + options.seed * 1000 + c,
             args.threads,
         )
+        for slug, rows in sources.items()
         for c in range(options.copies)
     ]
     if args.cache_only:
