@@ -176,3 +176,22 @@ def test_head_only_folder_reassembles_into_the_same_model(whisper_dir: Path, tmp
         a, b = model(x).logits, rebuilt(x).logits
     assert torch.equal(a.argmax(-1), b.argmax(-1))
     assert torch.allclose(a, b, atol=2e-2)  # the head is stored in float16
+
+
+def test_positions_are_computed_only_when_the_table_is_whispers_sinusoids(
+    whisper_dir: Path, tmp_path: Path
+) -> None:
+    model = W.from_whisper(str(whisper_dir), vocab_size=29, head_type="linear").eval()
+    assert model.config.sinusoidal_positions  # a Whisper checkpoint's table is the fixed sinusoids
+    table = model.encoder.embed_positions.weight
+    assert torch.allclose(table, W.sinusoids(*table.shape), atol=1e-5)
+
+    learnt = transformers.WhisperModel.from_pretrained(str(whisper_dir))
+    with torch.no_grad():
+        learnt.encoder.embed_positions.weight.add_(torch.randn_like(learnt.encoder.embed_positions.weight))
+    learnt.save_pretrained(str(tmp_path))
+    other = W.from_whisper(str(tmp_path), vocab_size=29, head_type="linear").eval()
+    assert not other.config.sinusoidal_positions
+    mel = torch.randn(1, 80, 200)
+    with torch.no_grad():
+        assert not torch.allclose(other.encode_mel(mel), model.encode_mel(mel), atol=1e-3)
