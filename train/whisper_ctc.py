@@ -7,11 +7,12 @@ not change: the log-mel front-end is part of the model (and of its ONNX graph).
 
 - `LogMel`: Whisper's log-mel spectrogram in torch ops that export to ONNX. The STFT is a strided
   conv1d with a fixed, windowed DFT basis (12x faster in onnxruntime than ONNX's STFT operator:
-  benchmarks/whisper_frontend.py, 9 vs 113 ms for 10 s on one thread), the same computation as `WhisperFeatureExtractor` (Hann
-  window 400, hop 160, centre padding, the last frame dropped, Slaney mel filters,
-  log10 floored at max - 8, scaled as (x + 4) / 4). Differences by design: no padding to 30 s,
-  so any length runs, and the floor's max is the utterance's (or window's) own; the centre padding
-  is zeros, not a reflection (the first and last frame differ; see `LogMel.forward`).
+  benchmarks/whisper_frontend.py, 9 vs 113 ms for 10 s on one thread), the same computation as
+  `WhisperFeatureExtractor` (Hann window 400, hop 160, centre padding, the last frame dropped,
+  Slaney mel filters, log10 floored at max - 8, scaled as (x + 4) / 4). Differences by design: no
+  padding to 30 s, so any length runs, and the floor's max is the utterance's (or window's) own;
+  the centre padding is zeros, not a reflection (the first and last frame differ; see
+  `LogMel.forward`).
 - `WhisperCtcForCTC`: `encoder` is transformers' `WhisperEncoder`, run layer by layer with the
   positional table sliced to the input's length (its own forward insists on 3000 mel frames),
   then `head`: a linear layer, or a small pre-norm transformer, and `lm_head` to the vocabulary.
