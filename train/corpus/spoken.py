@@ -168,6 +168,30 @@ def _decimal_words(token: str) -> str:
     return f"{number_to_words(int(whole))} point " + " ".join(_ONES[int(d)] for d in frac)
 
 
+def spell_numbers(text: str) -> str:
+    """`text` with its numbers written out the way corpus labels say them, and nothing else changed.
+
+    Cardinals, years, ordinals ("3rd"), decimals, clock times, "$" amounts and "%" become words exactly
+    as `to_spoken` writes them ("Press 1." -> "Press one.", "$5.50" -> "five dollars and fifty cents").
+    Unlike `to_spoken` it never refuses and never returns None: a number it cannot spell ("007", "1th",
+    a trillion, "7:00") is left as it was, and the other numbers of the text are still spelled.
+    """
+    try:
+        return _expand_numbers(text)
+    except ValueError:
+        pass
+    # Something was refused: spell piece by piece between spaces (not the one in "10 %"), keeping a
+    # refused piece as it was.
+    return "".join(_spell_piece(piece) for piece in re.split(r"(\s+(?!%))", text))
+
+
+def _spell_piece(piece: str) -> str:
+    try:
+        return _expand_numbers(piece)
+    except ValueError:
+        return piece
+
+
 def _expand_abbreviations(text: str) -> str:
     for short, long in _ABBREVIATIONS.items():
         text = re.sub(rf"(?<![A-Za-z]){re.escape(short)}", long, text)
