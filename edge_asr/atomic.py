@@ -51,3 +51,14 @@ def replace_folder(staging: PathLike, target: PathLike) -> Path:
     if old.exists():
         shutil.rmtree(old)
     return dest
+
+
+def publish_folder(staging: PathLike, target: PathLike) -> Path:
+    """Give a folder built in a private temporary place (mkdtemp: owner-only) the permissions a plain
+    mkdir/open would, then swap it into place of `target` with `replace_folder`."""
+    root = Path(staging)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+    return replace_folder(root, target)

@@ -10,7 +10,6 @@ then fails so that scripts notice.
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
+from edge_asr.atomic import publish_folder
 from edge_asr.audio import read_audio
 from edge_asr.bundle import FORMAT_VERSION, BundleMetadata, write_bundle
 from edge_asr.errors import BundleError
@@ -161,15 +161,6 @@ def int8_smoke(fp32: Path, int8: Path, rate: int) -> float:
     return float((a.argmax(-1) == b.argmax(-1)).mean())
 
 
-def _open_permissions(folder: Path) -> None:
-    """mkdtemp/mkstemp make owner-only folders and files; a bundle is meant to be copied and shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 @contextmanager
 def staged_bundle(out: Path) -> Iterator[Path]:
     """A hidden folder beside `out` to build a bundle in, for `place_bundle` to rename into place.
@@ -191,16 +182,9 @@ def staged_bundle(out: Path) -> Iterator[Path]:
 
 def place_bundle(tmp: Path, out: Path, force: bool) -> None:
     """Move the finished bundle into place; an existing one is replaced only with `force`."""
-    _open_permissions(tmp)
-    if out.exists():
-        if not force:
-            raise QuantizeError(f"{out}: already exists; pass --force to replace it")
-        old = out.with_name(f".{out.name}.old-{int(time.time())}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    if out.exists() and not force:
+        raise QuantizeError(f"{out}: already exists; pass --force to replace it")
+    publish_folder(tmp, out)
 
 
 def convert(options: ConvertOptions, progress: Optional[ProgressFn] = None) -> ConvertResult:

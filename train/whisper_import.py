@@ -48,6 +48,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from edge_asr.atomic import publish_folder
+
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
@@ -624,28 +626,11 @@ def _source_md(provenance: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _open_permissions(root: Path) -> None:
-    """mkdtemp makes a private folder; give the result the usual umask-based permissions."""
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [root, *root.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def _place(tmp: Path, out: Path, force: bool) -> None:
     """Rename the finished folder into place; an existing one is replaced only with `force`."""
-    _open_permissions(tmp)
-    if out.exists():
-        if not force:
-            raise WhisperImportError(f"{out}: already exists; pass --force to replace it")
-        old = out.with_name(f".{out.name}.old-{int(time.time())}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    if out.exists() and not force:
+        raise WhisperImportError(f"{out}: already exists; pass --force to replace it")
+    publish_folder(tmp, out)
 
 
 def import_whisper_ct2(
