@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from . import limits
 from .ctc import Vocabulary
 from .lm import WORD_BOUNDARY, CharNgramLM, WordNgramLM
 
@@ -58,14 +59,16 @@ class BeamOptions:
     unknown_word_penalty: float = -4.0
 
     def validate(self) -> None:
-        if self.beam_size < 1:
-            raise ValueError(f"beam_size must be 1 or more, got {self.beam_size}")
-        if self.lm_weight < 0:
-            raise ValueError(f"lm_weight must be 0 or more, got {self.lm_weight}")
-        if self.word_weight < 0:
-            raise ValueError(f"word_weight must be 0 or more, got {self.word_weight}")
-        if self.unknown_word_penalty > 0:
-            raise ValueError(f"unknown_word_penalty must be 0 or less, got {self.unknown_word_penalty}")
+        """ValueError naming the first setting outside its range (`edge_asr.limits`)."""
+        for name, allowed in (
+            ("beam_size", limits.BEAM_SIZE),
+            ("lm_weight", limits.LM_WEIGHT),
+            ("insertion_bonus", limits.INSERTION_BONUS),
+            ("token_min_logprob", limits.TOKEN_MIN_LOGPROB),
+            ("word_weight", limits.WORD_WEIGHT),
+            ("unknown_word_penalty", limits.UNKNOWN_WORD_PENALTY),
+        ):
+            allowed.check(getattr(self, name), name, ValueError)
 
 
 class _WordState:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
 import numpy as np
 
+from . import limits
 from .atomic import write_text_atomic
 from .errors import EdgeASRError, InputError
 
@@ -171,8 +172,12 @@ def parse_threads(text: str) -> List[int]:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise InputError(f"--threads {text!r}: expected comma-separated whole numbers, e.g. 1,2,4") from None
-    if not values or any(v < 1 for v in values):
-        raise InputError(f"--threads {text!r}: thread counts must be 1 or more")
+    bad = [v for v in values if limits.THREADS.problem(v)]
+    if not values or bad:
+        raise InputError(
+            f"--threads {text!r}: thread counts must be between {limits.THREADS.low:g} and "
+            f"{limits.THREADS.high:g}"
+        )
     return values
 
 
@@ -522,8 +527,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
             variants = ("int8", "fp32")  # the first one the bundle has, as `edge-asr file` picks
     elif seconds is None and not args.input:
         seconds = list(DEFAULT_SECONDS)
-    if args.repeats < 1:
-        raise InputError(f"--repeats must be 1 or more, got {args.repeats}")
+    limits.BENCH_REPEATS.check(args.repeats, "--repeats")
     return BenchOptions(
         model=args.model,
         input=args.input,

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from . import limits
 from .atomic import PathLike, write_text_atomic
 from .errors import BundleError
 from .text import TextNormalization
@@ -180,26 +181,22 @@ class BundleMetadata:
             raise BundleError(f'{where}: language_model must be an object with "kind": "{LM_KIND}"')
         if lm.get("file") not in self.files:
             raise BundleError(f"{where}: language_model file {lm.get('file')!r} has no sha256 in 'files'")
-        for key in ("lm_weight", "insertion_bonus"):
-            if not _is_number(lm.get(key)):
-                raise BundleError(f"{where}: language_model.{key} should be a number, got {lm.get(key)!r}")
-        beam = lm.get("beam_size")
-        if not isinstance(beam, int) or isinstance(beam, bool) or beam < 1:
-            raise BundleError(f"{where}: language_model.beam_size should be a positive integer, got {beam!r}")
+        for key, allowed in (
+            ("beam_size", limits.BEAM_SIZE),
+            ("lm_weight", limits.LM_WEIGHT),
+            ("insertion_bonus", limits.INSERTION_BONUS),
+        ):
+            allowed.check(lm.get(key), f"{where}: language_model.{key}", BundleError)
         words = lm.get("words")
         if words is None:
             return
         if not isinstance(words, dict) or words.get("file") not in self.files:
             raise BundleError(f"{where}: language_model.words must name a file with a sha256 in 'files'")
-        for key in ("word_weight", "unknown_word_penalty"):
-            if not _is_number(words.get(key)):
-                raise BundleError(
-                    f"{where}: language_model.words.{key} should be a number, got {words.get(key)!r}"
-                )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+        for key, allowed in (
+            ("word_weight", limits.WORD_WEIGHT),
+            ("unknown_word_penalty", limits.UNKNOWN_WORD_PENALTY),
+        ):
+            allowed.check(words.get(key), f"{where}: language_model.words.{key}", BundleError)
 
 
 @dataclass

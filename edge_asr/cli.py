@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO
 
-from . import __version__
+from . import __version__, limits
 from .audio import STDIN, is_audio_path
 from .bundle import load_bundle
 from .errors import BundleError, EdgeASRError, InputError
@@ -226,8 +226,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     _add_listen(commands)
 
     args = parser.parse_args(argv)
-    if getattr(args, "threads", None) is not None and args.threads < 1:
-        parser.error("--threads must be 1 or more")
+    threads = getattr(args, "threads", None)
+    if threads is not None and limits.THREADS.problem(threads):
+        parser.error(f"--threads {limits.THREADS.problem(threads)}")
     return args
 
 

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Optional, TextIO, Union
 
 import numpy as np
 
+from . import limits
 from .errors import InputError
 from .model import limit_heap_growth
 from .stream import Stream, StreamEvent, StreamOptions
@@ -309,8 +310,8 @@ def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[Text
         raise InputError("--realtime paces an --input FILE; a microphone is always real time")
     if args.input is not None and (args.device is not None or args.samplerate is not None):
         raise InputError("--device and --samplerate choose a microphone; they do not apply to --input FILE")
-    if args.samplerate is not None and args.samplerate <= 0:
-        raise InputError(f"--samplerate must be a positive rate in Hz, got {args.samplerate}")
+    if args.samplerate is not None:
+        limits.CAPTURE_SAMPLE_RATE.check(args.samplerate, "--samplerate")
     options = _stream_options(args)
     limit_heap_growth()
     # The audio source opens first: a missing microphone is reported before the model loads.

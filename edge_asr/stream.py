@@ -38,6 +38,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from . import limits
 from .audio import SampleGuard, _Resampler, check_sample_rate, clean_mono
 from .beam import PrefixBeamDecoder
 from .bundle import BundleMetadata
@@ -85,18 +86,20 @@ class StreamOptions:
     vad: EnergyVadOptions = field(default_factory=EnergyVadOptions)
 
     def validate(self) -> None:
-        positive = ("hop_seconds", "endpoint_silence", "endpoint_silence_no_text", "max_utterance_seconds")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise InputError(f"stream option {name} must be positive, got {getattr(self, name)}")
-        for name in (
-            "left_context_seconds",
-            "right_context_seconds",
-            "preroll_seconds",
-            "min_speech_seconds",
+        """InputError naming the first option outside its range (`edge_asr.limits`)."""
+        for name, allowed in (
+            ("hop_seconds", limits.HOP_SECONDS),
+            ("left_context_seconds", limits.STREAM_CONTEXT_SECONDS),
+            ("right_context_seconds", limits.STREAM_CONTEXT_SECONDS),
+            ("endpoint_silence", limits.ENDPOINT_SECONDS),
+            ("endpoint_silence_no_text", limits.ENDPOINT_SECONDS),
+            ("max_utterance_seconds", limits.MAX_UTTERANCE_SECONDS),
+            ("preroll_seconds", limits.PREROLL_SECONDS),
+            ("min_speech_seconds", limits.MIN_SPEECH_SECONDS),
+            ("blank_penalty", limits.BLANK_PENALTY),
         ):
-            if getattr(self, name) < 0:
-                raise InputError(f"stream option {name} must be 0 or more, got {getattr(self, name)}")
+            allowed.check(getattr(self, name), f"stream option {name}")
+        self.vad.validate()
         if self.max_utterance_seconds < self.hop_seconds:
             raise InputError("stream option max_utterance_seconds must be at least hop_seconds")
 

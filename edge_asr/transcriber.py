@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 
+from . import limits
 from .audio import AudioSource, open_audio, prepare_array, source_name
 from .beam import BeamOptions, PrefixBeamDecoder
 from .bundle import ModelBundle, load_bundle
@@ -61,6 +62,24 @@ class TranscribeOptions:
     insertion_bonus: Optional[float] = None
     use_word_lm: bool = True
 
+    def validate(self) -> None:
+        """InputError naming the first option outside its range (`edge_asr.limits`)."""
+        for name, allowed in (
+            ("blank_penalty", limits.BLANK_PENALTY),
+            ("chunk_seconds", limits.CHUNK_SECONDS),
+            ("context_seconds", limits.CONTEXT_SECONDS),
+            ("block_seconds", limits.BLOCK_SECONDS),
+        ):
+            allowed.check(getattr(self, name), name)
+        for name, allowed in (
+            ("beam_size", limits.BEAM_SIZE),
+            ("lm_weight", limits.LM_WEIGHT),
+            ("insertion_bonus", limits.INSERTION_BONUS),
+        ):
+            value = getattr(self, name)
+            if value is not None:  # None keeps the bundle's tuned value, checked when it was loaded
+                allowed.check(value, name)
+
 
 @dataclass
 class FileResult:
@@ -100,13 +119,14 @@ class EdgeTranscriber:
         options: Optional[TranscribeOptions] = None,
         verify: bool = True,
     ):
-        if threads is not None and threads < 1:
-            raise InputError(f"threads must be 1 or more, got {threads}")
+        if threads is not None:
+            limits.THREADS.check(threads, "threads")
+        self.options = options or TranscribeOptions()
+        self.options.validate()
         self.bundle: ModelBundle = load_bundle(model, verify=verify, quantized=quantized)
         self.metadata = self.bundle.metadata
         self.model_path = self.bundle.model_file(quantized)
         self.model = CtcModel(self.model_path, self.metadata, threads)
-        self.options = options or TranscribeOptions()
         meta = self.metadata
         self.vocabulary = Vocabulary(meta.vocabulary, meta.blank_id, meta.word_delimiter, meta.special_ids)
         self.plan = WindowPlan.from_seconds(

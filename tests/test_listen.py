@@ -319,7 +319,7 @@ def test_listen_input_realtime_paces_the_file(bundle, tmp_path, capsys):
     [
         (["--realtime"], "--realtime paces an --input FILE"),
         (["--input", "x.wav", "--device", "1"], "do not apply to --input"),
-        (["--hop", "0"], "hop_seconds must be positive"),
+        (["--hop", "0"], "hop_seconds must be between 0.05 and 10, got 0.0"),
         (["--input", "missing.wav"], "missing.wav: no such file"),
     ],
 )

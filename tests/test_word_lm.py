@@ -261,7 +261,7 @@ def test_listen_decoding_flags(
         assert edge_main(["listen", "-m", str(words_bundle), "--input", str(wav), "-q", *extra]) == 0
         assert capsys.readouterr().out == "face bead\n"
     assert edge_main(["listen", "-m", str(words_bundle), "--input", str(wav), "-q", "--beam-size", "0"]) == 2
-    assert "beam_size must be 1 or more" in capsys.readouterr().err
+    assert "beam_size must be between 1 and 256, got 0" in capsys.readouterr().err
 
 
 def test_forked_decoding_gives_the_serial_transcripts(words_bundle: Path, tmp_path: Path) -> None:
