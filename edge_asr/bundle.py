@@ -282,6 +282,7 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
     meta_path = folder / METADATA_FILE
     if not meta_path.is_file():
         raise BundleError(f"{folder}: not a model bundle ({METADATA_FILE} is missing)")
+    _check_inside(folder, METADATA_FILE)
     try:
         data = json.loads(meta_path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -292,10 +293,27 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
     for name in metadata.files:
         if not (folder / name).is_file():
             raise BundleError(f"{folder / name}: missing from the bundle (listed in {METADATA_FILE})")
+        _check_inside(folder, name)
     bundle = ModelBundle(path=folder, metadata=metadata)
     if verify:
         bundle.verify([bundle.select_model(quantized)])
     return bundle
+
+
+def _check_inside(folder: Path, name: str) -> None:
+    """Refuse a file of the bundle whose real path is outside the bundle folder.
+
+    validate() refuses ".." and absolute names, but a symbolic link (the file itself, or a folder on
+    its way) leads anywhere: `info --verify` would read and hash a file outside, and a linked model
+    would be loaded. Links within the bundle are fine; the folder itself may be reached by a link.
+    """
+    real = (folder / name).resolve()
+    root = folder.resolve()
+    if not real.is_relative_to(root):
+        raise BundleError(
+            f"{folder / name}: a symbolic link to {real}, outside the bundle; a bundle must hold its "
+            "files (copy the file into the bundle folder instead of linking it)"
+        )
 
 
 def write_bundle(folder: PathLike, metadata: BundleMetadata) -> ModelBundle:

@@ -87,3 +87,44 @@ def test_paths_outside_the_bundle_are_refused(bundle):
     edit_metadata(bundle, files={"model.onnx": "0" * 64, "../secret": "0" * 64})
     with pytest.raises(BundleError, match="outside the bundle"):
         load_bundle(bundle)
+
+
+def test_symlinks_out_of_the_bundle_are_refused(bundle, tmp_path, capsys):
+    from edge_asr.bundle import sha256_file, write_bundle
+    from edge_asr.cli import main
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    secret = outside / "secret.txt"
+    secret.write_text("not part of any bundle")
+    (bundle / "notes.txt").symlink_to(secret)
+    meta = load_bundle(bundle, verify=False).metadata
+    write_bundle(bundle, meta)  # the checksum of the linked file is right: only the link is wrong
+    assert meta.files["notes.txt"] == sha256_file(secret)
+    with pytest.raises(BundleError, match=r"notes\.txt: .*outside the bundle"):
+        load_bundle(bundle, verify=False)
+    assert main(["info", "-m", str(bundle), "--verify"]) == 2
+    assert "outside the bundle" in capsys.readouterr().err
+
+    # a linked model, and bundle.json itself
+    (bundle / "notes.txt").unlink()
+    moved = outside / "model.int8.onnx"
+    (bundle / "model.int8.onnx").rename(moved)
+    (bundle / "model.int8.onnx").symlink_to(moved)
+    write_bundle(bundle, meta)
+    with pytest.raises(BundleError, match=r"model\.int8\.onnx: .*outside the bundle"):
+        EdgeTranscriber(bundle)
+    (bundle / "model.int8.onnx").unlink()
+    (bundle / "model.int8.onnx").symlink_to("model.onnx")  # a link within the bundle is fine
+    write_bundle(bundle, meta)
+    assert load_bundle(bundle).metadata.files["model.int8.onnx"] == meta.files["model.onnx"]
+    (bundle / "bundle.json").rename(outside / "bundle.json")
+    (bundle / "bundle.json").symlink_to(outside / "bundle.json")
+    with pytest.raises(BundleError, match=r"bundle\.json: .*outside the bundle"):
+        load_bundle(bundle)
+
+
+def test_a_bundle_folder_reached_through_a_link_loads(bundle, tmp_path):
+    link = tmp_path / "current"
+    link.symlink_to(bundle)
+    assert load_bundle(link).path == link
