@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional
 from . import limits
 from .atomic import PathLike, write_text_atomic
 from .errors import BundleError
+from .limits import brief
 from .text import TextNormalization
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,13 @@ METADATA_FILE = "bundle.json"
 SUPPORTED_SAMPLE_RATES = range(8000, 48001)
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "models" / "default"
 LM_KIND = "char-ngram"
+# bundle.json is a few kilobytes (5 KB for the default model; a 32k-token vocabulary ~0.5 MB): past
+# this it is not a bundle's metadata, and reading a 100 MB one whole only wastes a Pi's memory.
+MAX_METADATA_BYTES = 4 << 20
+# The deepest real structure is source.training.stages[i]: 4 levels. Deeper nesting only ever comes
+# from a hostile file, and dataclasses.asdict / json.dumps (info --json) recurse through it.
+MAX_NESTING = 32
+SHA256_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass
@@ -106,10 +114,11 @@ class BundleMetadata:
     def from_dict(cls, data: Dict[str, Any], where: str = "bundle.json") -> BundleMetadata:
         if not isinstance(data, dict):
             raise BundleError(f"{where}: expected a JSON object at the top level")
+        _check_nesting(data, where)
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if type(version) is not int or version != FORMAT_VERSION:
             raise BundleError(
-                f"{where}: unknown bundle format version {version!r}; this edge-asr reads version "
+                f"{where}: unknown bundle format version {brief(version)}; this edge-asr reads version "
                 f"{FORMAT_VERSION}. Upgrade edge-asr, or re-export the model with this version's "
                 "`python -m quantize`."
             )
@@ -129,16 +138,30 @@ class BundleMetadata:
                 raise BundleError(f"{where}: required field {key!r} is missing")
             value = data[key]
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise BundleError(f"{where}: field {key!r} should be {kind.__name__}, got {value!r}")
+                raise BundleError(f"{where}: field {key!r} should be {kind.__name__}, got {brief(value)}")
+        optional = {
+            "files": dict,
+            "special_ids": list,
+            "int8_recommended": bool,
+            "name": str,
+            "source": dict,
+            "extra": dict,
+        }
+        for key, kind in optional.items():
+            if key in data and not isinstance(data[key], kind):
+                raise BundleError(f"{where}: field {key!r} should be {kind.__name__}, got {brief(data[key])}")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
             raise BundleError(
-                f"{where}: unknown field(s) {', '.join(unknown)}; was it written by a newer tool?"
+                f"{where}: unknown field(s) {brief(', '.join(unknown))}; was it written by a newer tool?"
             )
         values = dict(data)
+        normalization = data.get("text_normalization", {})
+        if not isinstance(normalization, dict):
+            raise BundleError(f"{where}: text_normalization should be an object, got {brief(normalization)}")
         try:
-            values["text_normalization"] = TextNormalization.from_dict(data.get("text_normalization", {}))
+            values["text_normalization"] = TextNormalization.from_dict(normalization)
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{where}: bad text_normalization: {exc}") from None
         meta = cls(**values)
@@ -155,20 +178,42 @@ class BundleMetadata:
             raise BundleError(
                 f"{where}: blank_id {self.blank_id} is outside the vocabulary (size {len(vocab)})"
             )
+        if self.word_delimiter is not None and not isinstance(self.word_delimiter, str):
+            raise BundleError(
+                f"{where}: word_delimiter should be a string or null, got {brief(self.word_delimiter)}"
+            )
         if self.word_delimiter is not None and self.word_delimiter not in vocab:
             raise BundleError(f"{where}: word_delimiter {self.word_delimiter!r} is not in the vocabulary")
+        if not all(type(i) is int for i in self.special_ids):
+            raise BundleError(
+                f"{where}: special_ids must be a list of whole numbers, got {brief(self.special_ids)}"
+            )
         bad_special = [i for i in self.special_ids if not 0 <= i < len(vocab)]
         if bad_special:
-            raise BundleError(f"{where}: special_ids {bad_special} are outside the vocabulary")
+            raise BundleError(f"{where}: special_ids {brief(bad_special)} are outside the vocabulary")
         if self.sample_rate not in SUPPORTED_SAMPLE_RATES:
             raise BundleError(f"{where}: sample_rate {self.sample_rate} is outside 8000..48000 Hz")
-        if self.frame_stride <= 0 or self.receptive_field <= 0:
-            raise BundleError(f"{where}: frame_stride and receptive_field must be positive")
-        if not self.models:
-            raise BundleError(f"{where}: 'models' lists no ONNX file")
-        for name in self.files:
-            if Path(name).is_absolute() or ".." in Path(name).parts:
-                raise BundleError(f"{where}: file entry {name!r} points outside the bundle")
+        # A frame longer than a second, or a first frame needing more than 10 s of audio, is no speech
+        # model: frame_stride 10**12 decoded every file to nothing, and 10**30 overflowed numpy.
+        limits.Range(1, self.sample_rate, integer=True).check(
+            self.frame_stride, f"{where}: frame_stride", BundleError
+        )
+        limits.Range(1, 10 * self.sample_rate, integer=True).check(
+            self.receptive_field, f"{where}: receptive_field", BundleError
+        )
+        if not self.models or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.models.items()
+        ):
+            raise BundleError(
+                f"{where}: 'models' must map variant names to file names, got {brief(self.models)}"
+            )
+        for name, digest in self.files.items():
+            if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+                raise BundleError(f"{where}: file entry {brief(name)} points outside the bundle")
+            if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= SHA256_HEX:
+                raise BundleError(
+                    f"{where}: the sha256 of {name!r} must be 64 lowercase hex digits, got {brief(digest)}"
+                )
         for variant, filename in self.models.items():
             if filename not in self.files:
                 raise BundleError(f"{where}: model {variant!r} ({filename}) has no sha256 in 'files'")
@@ -284,11 +329,21 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
         raise BundleError(f"{folder}: not a model bundle ({METADATA_FILE} is missing)")
     _check_inside(folder, METADATA_FILE)
     try:
-        data = json.loads(meta_path.read_text(encoding="utf-8"))
+        with open(meta_path, "rb") as handle:
+            raw = handle.read(MAX_METADATA_BYTES + 1)
     except OSError as exc:
         raise BundleError(f"{meta_path}: cannot read ({exc.strerror}); check its permissions") from None
+    if len(raw) > MAX_METADATA_BYTES:
+        raise BundleError(
+            f"{meta_path}: larger than {MAX_METADATA_BYTES >> 20} MiB; a bundle's metadata is a few "
+            "kilobytes, so this is not a bundle.json that `python -m quantize` wrote"
+        )
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{meta_path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BundleError(f"{meta_path}: JSON nested too deeply to be a bundle's metadata") from None
     metadata = BundleMetadata.from_dict(data, where=str(meta_path))
     for name in metadata.files:
         if not (folder / name).is_file():
@@ -298,6 +353,21 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
     if verify:
         bundle.verify([bundle.select_model(quantized)])
     return bundle
+
+
+def _check_nesting(data: Any, where: str) -> None:
+    """Refuse structures nested deeper than MAX_NESTING (iteratively: no recursion to exhaust)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise BundleError(
+                f"{where}: nested deeper than {MAX_NESTING} levels; this is not a bundle's metadata"
+            )
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def _check_inside(folder: Path, name: str) -> None:

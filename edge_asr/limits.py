@@ -32,11 +32,11 @@ class Range:
         number: float
         if self.integer:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                return f"must be a whole number, got {_short(value)}"
+                return f"must be a whole number, got {brief(value)}"
             number = int(value)  # compared as an int: float() of 10**400 overflows
         else:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                return f"must be a number, got {_short(value)}"
+                return f"must be a number, got {brief(value)}"
             try:
                 number = float(value)
             except OverflowError:  # an int beyond any float, e.g. 10**400 in bundle.json
@@ -44,7 +44,7 @@ class Range:
             if math.isnan(number):
                 return "must be a number, got NaN"
         if not self.low <= number <= self.high:
-            return f"must be between {self.low:g} and {self.high:g}, got {_short(value)}"
+            return f"must be between {self.low:g} and {self.high:g}, got {brief(value)}"
         return None
 
     def check(self, value: Any, name: str, error: Type[Exception] = InputError) -> None:
@@ -53,7 +53,7 @@ class Range:
             raise error(f"{name} {problem}")
 
 
-def _short(value: Any) -> str:
+def brief(value: Any) -> str:
     """repr() cut to a line: a hostile value must not become a megabyte-long message."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

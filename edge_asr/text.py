@@ -69,4 +69,15 @@ class TextNormalization:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown text normalization option(s): {', '.join(sorted(unknown))}")
+        kinds = {
+            "lowercase": bool,
+            "keep_punctuation": str,
+            "strip_accents": bool,
+            "alphabet": str,
+            "extra": dict,
+        }
+        for key, kind in kinds.items():
+            if key in data and not isinstance(data[key], kind):
+                shown = repr(data[key])
+                raise ValueError(f"{key} should be {kind.__name__}, got {shown[:40]}")
         return cls(**data)

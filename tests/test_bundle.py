@@ -128,3 +128,42 @@ def test_a_bundle_folder_reached_through_a_link_loads(bundle, tmp_path):
     link = tmp_path / "current"
     link.symlink_to(bundle)
     assert load_bundle(link).path == link
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"receptive_field": 10**30}, "receptive_field must be between 1 and 160000"),
+        ({"frame_stride": 10**12}, "frame_stride must be between 1 and 16000"),
+        ({"frame_stride": 0}, "frame_stride must be between 1 and 16000"),
+        ({"special_ids": ["a"]}, "special_ids must be a list of whole numbers"),
+        ({"files": {"model.onnx": 5, "model.int8.onnx": "0" * 64}}, "sha256 of 'model.onnx' must be"),
+        ({"models": {"fp32": 5}}, "'models' must map variant names to file names"),
+        ({"word_delimiter": 5}, "word_delimiter should be a string or null"),
+        ({"name": {"x": 1}}, "field 'name' should be str"),
+        ({"source": []}, "field 'source' should be dict"),
+        ({"format_version": True}, "unknown bundle format version True"),
+        ({"text_normalization": {"keep_punctuation": 5}}, "keep_punctuation should be str"),
+        ({"text_normalization": []}, "text_normalization should be an object"),
+        ({"extra": {"deep": json.loads("[" * 100 + "]" * 100)}}, "nested deeper than 32 levels"),
+    ],
+)
+def test_hostile_values_are_bundle_errors(bundle, changes, message):
+    edit_metadata(bundle, **changes)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle)
+
+
+def test_json_nested_past_the_parser_and_oversized_bundle_json(bundle, capsys):
+    from edge_asr.cli import main
+
+    meta = bundle / "bundle.json"
+    good = meta.read_text()
+    meta.write_text(good[:-2] + ', "extra": {"x": ' + "[" * 100000 + "]" * 100000 + "}}")
+    with pytest.raises(BundleError, match="nested too deeply"):
+        load_bundle(bundle)
+    assert main(["info", "-m", str(bundle)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    meta.write_text(good[:-2] + ', "extra": {"pad": "' + "x" * (5 << 20) + '"}}')
+    with pytest.raises(BundleError, match="larger than 4 MiB"):
+        load_bundle(bundle)
