@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
+from .errors import InputError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -36,6 +38,51 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
             os.unlink(tmp_name)
         raise
     return target
+
+
+def check_output_folder(path: PathLike, option: str) -> Path:
+    """Create `path` if needed and prove a file can be created in it, before any work is done.
+
+    Otherwise a folder that cannot take the outputs is found out only after each input has been
+    transcribed (or a benchmark measured), once per input, as an errno naming a hidden temp file.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{option} {folder}: is a file, not a folder; give a folder for the outputs")
+    problem = _cannot_write_in(folder)
+    if problem:
+        raise InputError(
+            f"{option} {folder}: cannot write there ({problem}); choose another folder or fix its permissions"
+        )
+    return folder
+
+
+def check_output_file(path: PathLike, option: str) -> Path:
+    """`check_output_folder` for one file that `write_*_atomic` will write."""
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{option} {target}: is a folder; give a file name, e.g. {target / 'out.json'}")
+    problem = _cannot_write_in(target.parent)
+    if problem:
+        raise InputError(
+            f"{option} {target}: cannot write there ({target.parent}: {problem}); choose another path "
+            "or fix its permissions"
+        )
+    return target
+
+
+def _cannot_write_in(folder: Path) -> str:
+    """Why a file cannot be created in `folder` (made if missing), or "" when it can."""
+    if folder.exists() and not folder.is_dir():
+        return "a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edge-asr-probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
 
 
 def replace_folder(staging: PathLike, target: PathLike) -> Path:

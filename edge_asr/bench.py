@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 import numpy as np
 
 from . import limits
-from .atomic import write_text_atomic
+from .atomic import check_output_file, write_text_atomic
 from .errors import EdgeASRError, InputError
 
 log = logging.getLogger(__name__)
@@ -544,6 +544,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
 def run_cli(args: argparse.Namespace, out: TextIO) -> int:
     """`edge-asr bench`: print the table to `out`, a line per finished configuration to stderr."""
     options = options_from_args(args)
+    if args.json:
+        check_output_file(args.json, "--json")  # before minutes of measuring, not after
 
     def progress(result: ConfigResult) -> None:
         worst = max((c.rtf for c in result.clips), default=float("nan"))

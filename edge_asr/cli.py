@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO
 
 from . import __version__, limits
+from .atomic import check_output_folder
 from .audio import STDIN, is_audio_path
 from .bundle import load_bundle
 from .errors import BundleError, EdgeASRError, InputError
@@ -256,6 +257,7 @@ def run_file(args: argparse.Namespace, out: TextIO) -> int:
     if not args.output_dir and args.format == "all":
         raise InputError("--format all needs --output-dir DIR")
     if args.output_dir:
+        check_output_folder(args.output_dir, "-o")
         items = unique_output_names(items)
     transcriber = EdgeTranscriber(args.model, quantized=not args.fp32, threads=args.threads, options=options)
     writers = get_writers(args.format)

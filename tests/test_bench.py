@@ -106,3 +106,22 @@ def test_bad_arguments_are_rejected(capsys, tone_bundle, tmp_path):
     assert "has no int8 model" in capsys.readouterr().err
     with pytest.raises(BundleError):
         run_bench(BenchOptions(model=str(tmp_path / "nowhere")))
+
+
+def test_json_that_cannot_be_written_fails_before_measuring(capsys, tone_bundle, tmp_path, monkeypatch):
+    import edge_asr.bench as bench
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before checking --json")
+
+    monkeypatch.setattr(bench, "run_configuration", measured)
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("")
+    for target, message in (
+        (blocker / "bench.json", "cannot write there"),
+        (tmp_path, "is a folder; give a file name"),
+    ):
+        args = ["bench", "-m", str(tone_bundle), "--quick", "--in-process", "--json", str(target)]
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"edge-asr: error: --json {target}") and message in err, err

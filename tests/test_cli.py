@@ -141,3 +141,62 @@ def test_inputs_with_the_same_name_keep_every_output(capsys, tone_bundle, tmp_pa
         assert sf.info(source).duration > 0
     (warning,) = [r.getMessage() for r in caplog.records if "c2/x.wav" in r.getMessage()]
     assert "taken by" in warning and "x-2" in warning
+
+
+@pytest.fixture
+def count_transcriptions(monkeypatch):
+    """How many inputs were transcribed (an output check must come before any of that work)."""
+    from edge_asr.transcriber import EdgeTranscriber
+
+    calls = []
+    real = EdgeTranscriber.transcribe
+
+    def counting(self, *args, **kwargs):
+        calls.append(args[0])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(EdgeTranscriber, "transcribe", counting)
+    return calls
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_output_dir_that_cannot_be_a_folder_fails_before_any_work(
+    capsys, tone_bundle, audio_dir, tmp_path, count_transcriptions, where
+):
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("a file, not a folder")
+    out = blocker if where == "a file" else blocker / "out"
+    assert cli.main(["file", str(audio_dir), "-m", str(tone_bundle), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"edge-asr: error: -o {out}: ")
+    assert ("is a file, not a folder" if where == "a file" else "cannot write there") in err
+    assert count_transcriptions == [] and blocker.read_text() == "a file, not a folder"
+
+
+def test_unwritable_output_dir_fails_once_before_any_work(
+    capsys, tone_bundle, audio_dir, tmp_path, count_transcriptions, monkeypatch
+):
+    import tempfile
+
+    out = tmp_path / "readonly"
+    out.mkdir()
+    if os.geteuid() == 0:  # root writes through chmod: refuse file creation there as the kernel would
+        real_mkstemp = tempfile.mkstemp
+
+        def refusing(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir) == out:
+                raise PermissionError(13, "Permission denied", str(Path(dir) / ".x.tmp"))
+            return real_mkstemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refusing)
+    out.chmod(0o500)
+    try:
+        assert cli.main(["file", str(audio_dir), "-m", str(tone_bundle), "-o", str(out)]) == 2
+    finally:
+        out.chmod(0o700)
+    err = capsys.readouterr().err
+    assert (
+        err == f"edge-asr: error: -o {out}: cannot write there (Permission denied); choose another "
+        "folder or fix its permissions\n"
+    )
+    assert count_transcriptions == [] and list(out.iterdir()) == []
