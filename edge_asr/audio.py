@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import numbers
 import os
 import struct
 import sys
@@ -20,7 +21,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError
+from .errors import AudioError, InputError
+from .limits import brief
 
 log = logging.getLogger(__name__)
 AudioSource = Union[str, "os.PathLike[str]", BinaryIO]
@@ -44,6 +46,8 @@ AUDIO_EXTENSIONS = frozenset(
     }
 )
 STDIN = "-"
+# More channels than this in an array is a (channels, frames) array read the wrong way round.
+MAX_CHANNELS = 64
 # Full scale. Integer PCM cannot exceed it; float audio beyond it is damaged or mis-scaled, and one such
 # sample dominates the variance that wav2vec2 normalizes each window by: a single 1e30 left the
 # rest of its 12 s window at ~1e-15 and the transcript empty.
@@ -78,9 +82,13 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
         raise AudioError(
             f"audio array must be 1-D (mono) or 2-D (frames, channels), got shape {samples.shape}"
         )
-    if samples.shape[1] > samples.shape[0] and samples.shape[0] <= 8:
+    frames, channels = samples.shape
+    # Tiny stream blocks may have fewer frames than channels ((1, 2): one stereo frame); a block of
+    # more than 8 channels shorter than its channel count, or more than MAX_CHANNELS, is channels-first.
+    if channels > MAX_CHANNELS or (channels > frames and channels > 8):
         raise AudioError(
-            f"audio array of shape {samples.shape} looks like (channels, frames); pass (frames, channels)"
+            f"audio array of shape {samples.shape} would be {frames} frame(s) of {channels} channels: "
+            "arrays are (frames, channels). If yours is (channels, frames), pass samples.T"
         )
     return samples.mean(axis=1, dtype=np.float32)
 
@@ -160,6 +168,17 @@ def clean_mono(samples: np.ndarray, guard: SampleGuard) -> np.ndarray:
     return guard(to_mono(as_float32(np.asarray(samples))))
 
 
+def sample_rate_hz(rate: object, name: str) -> int:
+    """A sample rate given to the API as an int (numpy ints and whole floats too), checked."""
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Integral):
+        raise InputError(f"{name}: sample_rate must be a whole number of Hz, e.g. 16000, got {brief(rate)}")
+    hz = int(rate)
+    check_sample_rate(hz, name)
+    return hz
+
+
 def check_sample_rate(rate: int, name: str) -> None:
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioError(
@@ -178,7 +197,7 @@ def prepare_array(
     samples: np.ndarray, sample_rate: int, target_rate: int, name: str = "<array>"
 ) -> np.ndarray:
     """An in-memory array (any dtype, mono or (frames, channels)) -> float32 mono at `target_rate`."""
-    check_sample_rate(sample_rate, name)
+    sample_rate = sample_rate_hz(sample_rate, name)
     guard = SampleGuard(name)
     mono = clean_mono(samples, guard)
     if mono.size == 0:
@@ -253,6 +272,14 @@ def _open(source: AudioSource) -> Tuple[sf.SoundFile, str]:
                     f"{present} are present; the file was cut off while copying or recording"
                 )
             handle = str(path)
+    elif not hasattr(source, "read"):
+        raise InputError(
+            f"expected a file path, an open binary file or a numpy array, got {type(source).__name__}; "
+            "pass samples as np.asarray(samples) with sample_rate=, and several files to transcribe_many()"
+        )
+    elif isinstance(source, io.TextIOBase) or "b" not in str(getattr(source, "mode", "b")):
+        # libsndfile would read str from it and print a traceback from inside a cffi callback.
+        raise InputError(f"{name}: the file is open in text mode; open it in binary mode: open(path, 'rb')")
     else:
         handle = source
     try:

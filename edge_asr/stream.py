@@ -39,7 +39,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import limits
-from .audio import SampleGuard, _Resampler, check_sample_rate, clean_mono
+from .audio import SampleGuard, _Resampler, clean_mono, sample_rate_hz
 from .beam import PrefixBeamDecoder
 from .bundle import BundleMetadata
 from .ctc import Vocabulary, best_path, decode
@@ -327,15 +327,15 @@ class Stream:
         array = np.asarray(samples)
         if array.size == 0:
             return _EMPTY
+        rate = sample_rate_hz(sample_rate, "stream input")
         mono = clean_mono(array, self._guard)
         self._guard.report()
         if self._input_rate is None:
-            check_sample_rate(int(sample_rate), "stream input")
-            self._input_rate = int(sample_rate)
+            self._input_rate = rate
             self._resampler = _Resampler(self._input_rate, self.sample_rate)
-        elif sample_rate != self._input_rate:
+        elif rate != self._input_rate:
             raise InputError(
-                f"stream input changed sample rate from {self._input_rate} to {sample_rate} Hz; call "
+                f"stream input changed sample rate from {self._input_rate} to {rate} Hz; call "
                 "flush() before feeding audio at another rate"
             )
         assert self._resampler is not None

@@ -241,6 +241,8 @@ class EdgeTranscriber:
 
         A file that fails yields a FileResult with `error` set, and the rest go on.
         """
+        if isinstance(sources, (str, os.PathLike)):  # iterating it would try each character
+            raise InputError("transcribe_many() takes a list of sources; for one file use transcribe()")
         for source in sources:
             name = source_name(source)
             try:

@@ -8,6 +8,7 @@ from tone_model import tone_audio, write_tone_bundle
 
 from edge_asr import AudioError, EdgeTranscriber
 from edge_asr.audio import as_float32, open_audio, prepare_array, read_audio
+from edge_asr.errors import InputError
 
 TEXT = "abc fed"
 
@@ -186,3 +187,56 @@ def test_good_audio_is_not_copied_or_changed(caplog):
     fixed = guard(bad)
     assert np.isfinite(fixed).all() and np.array_equal(np.isnan(bad), np.isnan(before))  # caller's array
     assert (guard.non_finite, guard.clipped) == (96, 0)
+
+
+# -- argument errors of the Python API (issue 16, item 13) ---------------------------------------
+
+
+def test_a_list_is_refused_with_a_short_message(transcriber, speech):
+    with pytest.raises(InputError) as info:
+        transcriber.transcribe(speech.tolist(), sample_rate=16000)
+    message = str(info.value)
+    assert len(message) < 300 and "got list" in message and "np.asarray" in message
+    with pytest.raises(InputError, match="transcribe_many"):
+        list(transcriber.transcribe_many("one.wav"))  # a string is not a list of files
+
+
+@pytest.mark.parametrize("rate", ["16000", None, 16000.5, True])
+def test_a_sample_rate_that_is_not_a_number_of_hz(transcriber, speech, rate):
+    with pytest.raises(InputError, match=r"sample_rate.*Hz"):
+        transcriber.transcribe(speech, sample_rate=rate)
+    with pytest.raises(InputError, match="sample_rate must be a whole number of Hz"):
+        transcriber.stream().accept(speech, rate)
+
+
+def test_whole_float_and_numpy_rates_are_fine(transcriber, speech):
+    assert transcriber.transcribe(speech, sample_rate=16000.0).text == TEXT
+    assert transcriber.transcribe(speech, sample_rate=np.int64(16000)).text == TEXT
+
+
+@pytest.mark.parametrize("shape", [(10, 48000), (2, 48000), (300, 100000)])
+def test_channels_first_arrays_are_refused_with_the_layout_expected(transcriber, shape):
+    with pytest.raises(AudioError, match=r"\(frames, channels\).*\.T") as info:
+        transcriber.transcribe(np.zeros(shape, np.float32), sample_rate=16000)
+    assert str(shape) in str(info.value)
+    with pytest.raises(AudioError, match=r"\(frames, channels\)"):
+        transcriber.stream().accept(np.zeros(shape, np.float32), 16000)
+
+
+def test_small_multichannel_blocks_still_stream(transcriber, speech):
+    stream = transcriber.stream()
+    stereo = np.stack([speech, speech], axis=1)
+    for i in range(0, len(stereo), 1):  # blocks of one frame of two channels
+        if i > 3200:
+            break
+        stream.accept(stereo[i : i + 1], 16000)
+
+
+def test_a_file_opened_in_text_mode(tmp_path, transcriber, speech, capfd):
+    path = tmp_path / "x.wav"
+    sf.write(path, speech, 16000)
+    with open(path) as handle, pytest.raises(InputError, match=r"binary mode.*open\(path, 'rb'\)"):
+        transcriber.transcribe(handle)
+    assert "Traceback" not in capfd.readouterr().err
+    with open(path, "rb") as handle:
+        assert transcriber.transcribe(handle).text == TEXT
