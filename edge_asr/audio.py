@@ -11,11 +11,12 @@ import io
 import logging
 import numbers
 import os
+import stat
 import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Tuple, Union
+from typing import BinaryIO, Iterator, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -23,6 +24,7 @@ import soxr
 
 from .errors import AudioError, InputError
 from .limits import brief
+from .pipe_audio import WavStreamReader, open_pipe
 
 log = logging.getLogger(__name__)
 AudioSource = Union[str, "os.PathLike[str]", BinaryIO]
@@ -61,11 +63,12 @@ class AudioInfo:
     name: str
     sample_rate: int
     channels: int
-    frames: int
+    frames: Optional[int]  # None: a stream whose length is known only at its end
 
     @property
     def duration(self) -> float:
-        return self.frames / self.sample_rate if self.sample_rate else 0.0
+        """Seconds; 0.0 when the length is not known in advance."""
+        return self.frames / self.sample_rate if self.sample_rate and self.frames else 0.0
 
 
 def source_name(source: AudioSource) -> str:
@@ -220,70 +223,72 @@ class _Resampler:
         return np.asarray(self._stream.resample_chunk(block, last=last), dtype=np.float32)
 
 
-def _wav_shortfall(path: Path) -> Optional[Tuple[int, int]]:
+def _wav_shortfall(handle: BinaryIO, size: int) -> Optional[Tuple[int, int]]:
     """(bytes promised by the WAV data chunk, bytes present) when the file was cut short, else None.
 
     libsndfile quietly reads whatever part of a truncated WAV exists; a cut-off copy would then be
-    transcribed as if it were whole, so we compare the header with the file size ourselves.
+    transcribed as if it were whole, so we compare the header with the file size ourselves. `handle`
+    is seekable; it is left where it was.
     """
+    start = handle.tell()
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            riff = handle.read(12)
-            if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
-                return None
-            offset = 12
-            while offset + 8 <= size:
-                handle.seek(offset)
-                chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
-                if chunk_id == b"data":
-                    if chunk_size in (0, 0xFFFFFFFF):  # streaming writers leave the size open
-                        return None
-                    present = size - offset - 8
-                    return (chunk_size, present) if present < chunk_size else None
-                offset += 8 + chunk_size + (chunk_size & 1)
-    except OSError:
+        riff = handle.read(12)
+        if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            return None
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(start + offset)
+            chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
+            if chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):  # streaming writers leave the size open
+                    return None
+                present = size - offset - 8
+                return (chunk_size, present) if present < chunk_size else None
+            offset += 8 + chunk_size + (chunk_size & 1)
+    except (OSError, struct.error):
         return None
+    finally:
+        handle.seek(start)
     return None
 
 
-def _open(source: AudioSource) -> Tuple[sf.SoundFile, str]:
-    name = source_name(source)
-    handle: Union[str, BinaryIO]
-    if isinstance(source, (str, os.PathLike)):
-        if str(source) == STDIN:
-            data = sys.stdin.buffer.read()
-            if not data:
-                raise AudioError("<stdin>: no data on standard input")
-            handle = io.BytesIO(data)
-        else:
-            path = Path(source)
-            if not path.exists():
-                raise AudioError(f"{name}: no such file")
-            if path.is_dir():
-                raise AudioError(f"{name}: is a folder, not an audio file")
-            if path.stat().st_size == 0:
-                raise AudioError(f"{name}: file is empty (0 bytes)")
-            shortfall = _wav_shortfall(path)
-            if shortfall:
-                promised, present = shortfall
-                raise AudioError(
-                    f"{name}: truncated WAV: the header promises {promised} bytes of audio but only "
-                    f"{present} are present; the file was cut off while copying or recording"
-                )
-            handle = str(path)
-    elif not hasattr(source, "read"):
-        raise InputError(
-            f"expected a file path, an open binary file or a numpy array, got {type(source).__name__}; "
-            "pass samples as np.asarray(samples) with sample_rate=, and several files to transcribe_many()"
-        )
-    elif isinstance(source, io.TextIOBase) or "b" not in str(getattr(source, "mode", "b")):
-        # libsndfile would read str from it and print a traceback from inside a cffi callback.
-        raise InputError(f"{name}: the file is open in text mode; open it in binary mode: open(path, 'rb')")
-    else:
-        handle = source
+class PcmReader(Protocol):
+    """A decoder of one source: float32 [frames, channels] blocks. `frames` is None for a stream
+    whose length is known only at its end."""
+
+    samplerate: int
+    channels: int
+    frames: Optional[int]
+
+    def read(self, frames: int) -> np.ndarray:
+        """Up to `frames` frames; fewer only at the end, none after it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _SoundFileReader:
+    """libsndfile on a path or a seekable binary file (`owned` is closed with it: a temporary copy)."""
+
+    def __init__(self, snd: sf.SoundFile, owned: Optional[BinaryIO] = None):
+        self._snd = snd
+        self._owned = owned
+        self.samplerate = int(snd.samplerate)
+        self.channels = int(snd.channels)
+        self.frames: Optional[int] = int(snd.frames)
+
+    def read(self, frames: int) -> np.ndarray:
+        return np.asarray(self._snd.read(frames, dtype="float32", always_2d=True))
+
+    def close(self) -> None:
+        self._snd.close()
+        if self._owned is not None:
+            self._owned.close()
+
+
+def _soundfile(handle: Union[str, BinaryIO], name: str) -> sf.SoundFile:
     try:
-        return sf.SoundFile(handle), name
+        return sf.SoundFile(handle)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
         raise AudioError(
@@ -292,39 +297,152 @@ def _open(source: AudioSource) -> Tuple[sf.SoundFile, str]:
         ) from None
 
 
+def _check_whole(handle: BinaryIO, size: int, name: str) -> None:
+    shortfall = _wav_shortfall(handle, size)
+    if shortfall:
+        promised, present = shortfall
+        raise AudioError(
+            f"{name}: truncated WAV: the header promises {promised} bytes of audio but only "
+            f"{present} are present; the file was cut off while copying or recording"
+        )
+
+
+def _open_seekable(handle: BinaryIO, name: str) -> PcmReader:
+    """An open binary file that can seek (a file object, stdin redirected from a file)."""
+    start = handle.tell()
+    size = handle.seek(0, io.SEEK_END) - start
+    handle.seek(start)
+    if size <= 0:
+        raise AudioError(f"{name}: no data (0 bytes)")
+    _check_whole(handle, size, name)
+    return _SoundFileReader(_soundfile(handle, name))
+
+
+def _open_pipe(raw: BinaryIO, name: str) -> PcmReader:
+    """A pipe, FIFO or socket: WAV decoded as it arrives, other formats from a temporary copy."""
+    opened = open_pipe(raw, name)
+    if isinstance(opened, WavStreamReader):
+        return opened
+    try:
+        return _SoundFileReader(_soundfile(opened, name), owned=opened)
+    except BaseException:
+        opened.close()
+        raise
+
+
+def _open_stdin() -> PcmReader:
+    name = "<stdin>"
+    stdin = sys.stdin
+    if stdin is None:
+        raise AudioError(f"{name}: this process has no standard input")
+    isatty = getattr(stdin, "isatty", None)
+    if callable(isatty) and isatty():
+        raise AudioError(
+            f"{name}: standard input is a terminal, not audio; pipe a file in (`cat talk.wav | edge-asr "
+            "file -`) or give its path"
+        )
+    buffer = stdin.buffer
+    try:
+        regular = stat.S_ISREG(os.fstat(buffer.fileno()).st_mode)
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        regular = buffer.seekable()  # no descriptor: an in-memory stand-in
+    # `< file.wav` gives a real file, which libsndfile reads in place; a pipe must be streamed.
+    return _open_seekable(buffer, name) if regular else _open_pipe(buffer, name)
+
+
+def _open_path(path: Path, name: str) -> PcmReader:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise AudioError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise AudioError(f"{name}: cannot read ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise AudioError(f"{name}: is a folder, not an audio file")
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode):
+        # A FIFO or `<(...)` (/dev/fd/N): a stream like stdin. Its size reads 0, which once got it
+        # refused as empty while the writer blocked forever.
+        try:
+            raw = open(path, "rb")  # noqa: SIM115 - closed by the reader
+        except OSError as exc:
+            raise AudioError(f"{name}: cannot open ({exc.strerror})") from None
+        try:
+            return _open_pipe(raw, name)
+        except BaseException:
+            raw.close()
+            raise
+    if not stat.S_ISREG(mode):
+        raise AudioError(f"{name}: not a file, a pipe or a FIFO")
+    size = path.stat().st_size
+    if size == 0:
+        raise AudioError(f"{name}: file is empty (0 bytes)")
+    try:
+        with open(path, "rb") as handle:
+            _check_whole(handle, size, name)
+    except OSError as exc:
+        raise AudioError(f"{name}: cannot read ({exc.strerror})") from None
+    return _SoundFileReader(_soundfile(str(path), name))
+
+
+def _open(source: AudioSource) -> Tuple[PcmReader, str]:
+    name = source_name(source)
+    if isinstance(source, (str, os.PathLike)):
+        if str(source) == STDIN:
+            return _open_stdin(), name
+        return _open_path(Path(source), name), name
+    if not hasattr(source, "read"):
+        raise InputError(
+            f"expected a file path, an open binary file or a numpy array, got {type(source).__name__}; "
+            "pass samples as np.asarray(samples) with sample_rate=, and several files to transcribe_many()"
+        )
+    if isinstance(source, io.TextIOBase) or "b" not in str(getattr(source, "mode", "b")):
+        # libsndfile would read str from it and print a traceback from inside a cffi callback.
+        raise InputError(f"{name}: the file is open in text mode; open it in binary mode: open(path, 'rb')")
+    seekable = getattr(source, "seekable", None)
+    if callable(seekable) and seekable():
+        return _open_seekable(source, name), name
+    return _open_pipe(source, name), name
+
+
 def open_audio(
     source: AudioSource, target_rate: int, block_seconds: float = 10.0
 ) -> Tuple[AudioInfo, Iterator[np.ndarray]]:
-    """Open a file (or "-" for stdin) and return its info and an iterator of mono float32 blocks at
-    `target_rate`. Memory stays at one block whatever the file's length."""
-    snd, name = _open(source)
-    info = AudioInfo(name=name, sample_rate=snd.samplerate, channels=snd.channels, frames=snd.frames)
+    """Open a file (or "-" for stdin, a FIFO, a pipe) and return its info and an iterator of mono
+    float32 blocks at `target_rate`. Memory stays at one block whatever the input's length."""
+    reader, name = _open(source)
+    info = AudioInfo(name=name, sample_rate=reader.samplerate, channels=reader.channels, frames=reader.frames)
     try:
         check_sample_rate(info.sample_rate, name)
         if info.frames == 0:
             raise AudioError(f"{name}: contains no audio samples (zero length)")
     except AudioError:
-        snd.close()
+        reader.close()
         raise
     block_frames = max(1, int(block_seconds * info.sample_rate))
 
     def blocks() -> Iterator[np.ndarray]:
         resampler = _Resampler(info.sample_rate, target_rate)
         guard = SampleGuard(name)
-        with snd:
-            try:
-                for block in snd.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-                    out = resampler(clean_mono(block, guard))
-                    if out.size:
-                        yield out
-            except (sf.LibsndfileError, RuntimeError) as exc:
-                raise AudioError(
-                    f"{name}: decoding failed part-way ({exc}); the file may be corrupt"
-                ) from None
-            guard.report()
-            tail = resampler(np.zeros(0, dtype=np.float32), last=True)
-            if tail.size:
-                yield tail
+        received = 0
+        try:
+            while True:
+                block = reader.read(block_frames)
+                if not len(block):
+                    break
+                received += len(block)
+                out = resampler(clean_mono(block, guard))
+                if out.size:
+                    yield out
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{name}: decoding failed part-way ({exc}); the file may be corrupt") from None
+        finally:
+            reader.close()
+        if received == 0:
+            raise AudioError(f"{name}: contains no audio samples (zero length)")
+        guard.report()
+        tail = resampler(np.zeros(0, dtype=np.float32), last=True)
+        if tail.size:
+            yield tail
 
     return info, blocks()
 
