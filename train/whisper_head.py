@@ -382,6 +382,7 @@ def train_head(args: argparse.Namespace) -> Path:
     from safetensors.torch import load_file, save_file
     from torch.utils.tensorboard import SummaryWriter
 
+    from .pipeline import cpu_has_native_bf16
     from .trainer import ctc_loss
     from .whisper_ctc import from_whisper
 
@@ -467,6 +468,9 @@ def train_head(args: argparse.Namespace) -> Path:
     if args.cache_only:
         return run_dir
 
+    # bf16 autocast where the CPU does bf16 matmuls natively (AVX512-BF16, AMX): ~2x faster steps.
+    use_bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_native_bf16())
+    log.info("precision: %s", "bf16 autocast" if use_bf16 else "fp32")
     model.train()
     params = [p for n, p in model.named_parameters() if n.startswith(("head.", "lm_head."))]
     for name, p in model.named_parameters():
@@ -497,8 +501,9 @@ def train_head(args: argparse.Namespace) -> Path:
         spec_augment(x, frames, options, generator)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        logits = model(encoder_states=x, frames=frames).logits
-        loss = ctc_loss(logits, labels, frames, blank_id)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(encoder_states=x, frames=frames).logits
+        loss = ctc_loss(logits.float(), labels, frames, blank_id)
         if not torch.isfinite(loss):
             raise SystemExit(f"step {step}: the CTC loss is {loss.item()}; lower --lr (now {options.lr})")
         optimizer.zero_grad(set_to_none=True)
@@ -571,6 +576,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--vocab", required=True, help="vocab.json of the CTC vocabulary")
     parser.add_argument("--out", required=True, help="run folder (created; the same command resumes)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="bf16 autocast for the head (auto: where the CPU has native bf16)",
+    )
     parser.add_argument("--cache-only", action="store_true", help="cache the encoder states and stop")
     parser.add_argument("--force", action="store_true", help="accept settings that differ from the run's")
     parser.add_argument("-v", "--verbose", action="store_true")
