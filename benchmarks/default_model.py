@@ -1,4 +1,4 @@
-"""The default model against issue 5's targets, on this machine.
+"""The default model against its targets (issue 21: the v2 whisper-ctc default), on this machine.
 
     python benchmarks/default_model.py [--threads N]
 
@@ -33,11 +33,14 @@ from edge_asr.bundle import DEFAULT_BUNDLE_DIR  # noqa: E402
 from train.metrics import ErrorCounts, count_errors  # noqa: E402
 
 SAMPLES = ROOT / "edge_asr" / "samples"
-TARGETS = {
-    "cer": 0.08,
-    "wer": 0.20,
+# Real speech is measured by benchmarks/real_dev.py (WER <= 20% on real-dev's sentence subsets and
+# <= 35% on klettres-words with the shipped decoding); these are the synthetic-voice and device targets.
+TARGETS: dict[str, float | None] = {
+    "cer_greedy": 0.10,
+    "cer": None,
+    "wer": None,
     "int8_cer_cost": 0.005,
-    "size_mb": 15.0,
+    "size_mb": 20.0,
     "rtf": 0.05,
     "rss_mb": 150.0,
     "wall_5s": 1.0,
@@ -112,6 +115,7 @@ def main() -> None:
     if lm_eval:
         decoding = "int8 + char & word LMs" if "cer_chars" in lm_eval else "int8 + LM"
     rows = [
+        ("CER, held-out voices (int8, greedy)", int8["cer"], TARGETS["cer_greedy"]),
         (f"CER, held-out voices ({decoding})", shipped[0], TARGETS["cer"]),
         (f"WER, held-out voices ({decoding})", shipped[1], TARGETS["wer"]),
         ("CER int8 - fp32 (greedy)", int8["cer"] - fp32["cer"], TARGETS["int8_cer_cost"]),
@@ -137,7 +141,10 @@ def main() -> None:
         )
     print(f"{'measure':40} {'value':>9} {'target':>8}  met")
     for name, value, target in rows:
-        print(f"{name:40} {value:9.4f} {target:8.3f}  {'yes' if value <= target else 'NO'}")
+        if target is None:
+            print(f"{name:40} {value:9.4f} {'-':>8}  -")
+        else:
+            print(f"{name:40} {value:9.4f} {target:8.3f}  {'yes' if value <= target else 'NO'}")
     voices = per_voice_errors(report, "int8")
     if voices is None:
         print(f"per-voice breakdown skipped: {report['manifest']} is not on this machine")

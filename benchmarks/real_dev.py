@@ -191,6 +191,26 @@ class DecodingRun:
         return stats
 
 
+# Issue 21's targets for the shipped decoding (int8 + LMs): group -> largest WER.
+WER_TARGETS = {"sentences": 0.20, "klettres-words": 0.35}
+
+
+def target_lines(runs: Sequence[DecodingRun], subsets: Sequence[str]) -> List[str]:
+    """One line per WER target, judged on the shipped decoding ("lm", else the first bundle run)."""
+    bundle_runs = [r for r in runs if r.name != FASTER_WHISPER]
+    if not bundle_runs:
+        return []
+    run = next((r for r in bundle_runs if r.name == "lm"), bundle_runs[0])
+    groups = summarize(run.files, subsets)["groups"]
+    lines = []
+    for group, target in WER_TARGETS.items():
+        if group in groups and groups[group].counts.words:
+            wer = groups[group].counts.wer
+            met = "met" if wer <= target else "NOT met"
+            lines.append(f"target: {group} WER ({run.name}) {wer:.3f} <= {target:.2f}: {met}")
+    return lines
+
+
 def read_manifest(data_dir: Path) -> List[Utterance]:
     """The manifest's rows, paths resolved against its folder; a missing column or file is an error."""
     manifest = data_dir / MANIFEST
@@ -571,6 +591,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             runs.append(whisper)
     wall = time.perf_counter() - started
     print(format_table(runs, subsets))
+    for line in target_lines(runs, subsets):
+        print(line)
     print(
         f"\nScoring: {scoring}, then both normalized with the bundle's text normalization; corpus-level "
         f"rates. 'unspell.' = reference words the bundle cannot spell (characters outside its vocabulary, "
