@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import pytest
@@ -167,3 +168,65 @@ def test_json_nested_past_the_parser_and_oversized_bundle_json(bundle, capsys):
     meta.write_text(good[:-2] + ', "extra": {"pad": "' + "x" * (5 << 20) + '"}}')
     with pytest.raises(BundleError, match="larger than 4 MiB"):
         load_bundle(bundle)
+
+
+# -- info --verify runs what it verifies (issue 16, item 9) --------------------------------------
+
+
+def _rebundle(folder):
+    """Refresh bundle.json's checksums after a file was changed on purpose (as a tool would)."""
+    from edge_asr.bundle import write_bundle
+
+    write_bundle(folder, load_bundle(folder, verify=False).metadata)
+
+
+def test_verify_says_what_it_checked(bundle, capsys):
+    from edge_asr.cli import main
+
+    assert main(["info", "-m", str(bundle), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "checksums:       all 2 files OK" in out
+    for variant, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
+        assert f"graph {variant}:" in out and f"{name} loads and runs: 8 classes" in out
+    assert "frame_stride 320 / receptive_field 400 predict for 3 input lengths" in out
+
+
+def _symbolic_width_graph():
+    graph = build_tone_graph(extra_outputs=2)
+    graph.graph.output[0].type.tensor_type.shape.dim[2].dim_param = "classes"  # not declared: run it
+    return graph
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncated onnx", "onnxruntime cannot load this model"),
+        ("wider output", "the graph (produced|outputs) 10 classes"),
+        ("frame geometry", "gave 3 frames where .* frame_stride 160 and receptive_field 400 predict 6"),
+        ("truncated lm", "cannot read the language model"),
+    ],
+)
+def test_verify_fails_bundles_that_cannot_run(tmp_path, capsys, damage, message):
+    from edge_asr.cli import main
+    from edge_asr.lm import CharNgramLM
+
+    folder = tmp_path / "b"
+    if damage == "wider output":
+        write_tone_bundle(folder, graph=_symbolic_width_graph())
+    elif damage == "frame geometry":
+        write_tone_bundle(folder, frame_stride=160)
+    else:
+        folder.mkdir()
+        lm = {"file": "lm.npz", "kind": "char-ngram", "beam_size": 4, "lm_weight": 0.5, "insertion_bonus": 1}
+        CharNgramLM.from_dicts({c: -1.8 for c in "abcdef"}, {}, 1).save(folder / "lm.npz")
+        write_tone_bundle(folder, language_model=lm)
+        assert main(["info", "-m", str(folder), "--verify"]) == 0
+        capsys.readouterr()
+        victim = folder / ("model.onnx" if damage == "truncated onnx" else "lm.npz")
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+        _rebundle(folder)  # the checksums match the damaged files: only running finds the damage
+    load_bundle(folder, verify=False).verify()
+    assert main(["info", "-m", str(folder), "--verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edge-asr: error:") and "Traceback" not in err
+    assert re.search(message, err), err

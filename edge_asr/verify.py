@@ -1,0 +1,81 @@
+"""`edge-asr info --verify`: prove that a bundle can run, not only that its files are the listed ones.
+
+Checksums only show that the files are the ones bundle.json names; a bundle whose ONNX file was cut
+short (and its checksum updated), whose vocabulary does not match the graph's output, or whose frame
+geometry is wrong passed them and failed later, on the first file. So each graph is loaded and run on
+a few inputs whose frame counts bundle.json's frame_stride and receptive_field predict, and each
+language model is loaded, the way `edge-asr file` would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import numpy as np
+
+from .bundle import ModelBundle
+from .errors import BundleError
+from .lm import CharNgramLM, WordNgramLM
+from .model import CtcModel
+
+PROBE_SEED = 16
+
+
+def probe_lengths(frame_stride: int, receptive_field: int, sample_rate: int) -> List[int]:
+    """Sample counts to run: exactly one frame; a few frames and part of one; about a second."""
+    return [
+        receptive_field,
+        receptive_field + 5 * frame_stride + frame_stride // 2,
+        receptive_field + (sample_rate // frame_stride) * frame_stride + 1,
+    ]
+
+
+def check_graph(bundle: ModelBundle, filename: str, threads: int = 1) -> str:
+    """Load one graph and run it; a BundleError says what does not match, else a line of what held."""
+    meta = bundle.metadata
+    path = bundle.path / filename
+    model = CtcModel(path, meta, threads)  # cannot load / declared width != vocabulary: BundleError
+    rng = np.random.default_rng(PROBE_SEED)
+    lengths = probe_lengths(meta.frame_stride, meta.receptive_field, meta.sample_rate)
+    for samples in lengths:
+        audio = (0.1 * rng.standard_normal(samples)).astype(np.float32)
+        try:
+            scores = model.log_probs(audio)  # output width != vocabulary: BundleError
+        except BundleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors: loads but cannot run
+            raise BundleError(f"{path}: the graph fails on {samples} samples of audio ({exc})") from None
+        expected = model.num_frames(samples)
+        if scores.ndim != 2 or scores.shape[0] != expected:
+            raise BundleError(
+                f"{path}: {samples} samples gave {scores.shape[0]} frames where bundle.json's frame_stride "
+                f"{meta.frame_stride} and receptive_field {meta.receptive_field} predict {expected}: they do "
+                "not match the graph. Re-export the bundle with `python -m quantize convert`"
+            )
+        if not np.isfinite(scores).all():
+            raise BundleError(f"{path}: the graph outputs NaN or infinite scores for ordinary audio")
+    return (
+        f"{filename} loads and runs: {meta.vocab_size} classes as the vocabulary, and the frames "
+        f"frame_stride {meta.frame_stride} / receptive_field {meta.receptive_field} predict for "
+        f"{len(lengths)} input lengths"
+    )
+
+
+def verify_bundle(bundle: ModelBundle, threads: int = 1) -> List[str]:
+    """Every check `info --verify` makes, in order; a BundleError at the first that fails, else a line
+    per check saying what was checked."""
+    meta = bundle.metadata
+    bundle.verify()
+    lines = [f"checksums:       all {len(meta.files)} files OK (sha256 as in bundle.json)"]
+    for variant, filename in meta.models.items():
+        lines.append(f"graph {variant + ':':<11}{check_graph(bundle, filename, threads)}")
+    lm_file = bundle.language_model_file
+    if lm_file is not None:
+        CharNgramLM.load(lm_file, meta.vocabulary)
+        lines.append(f"language model:  {Path(lm_file).name} loads, over the vocabulary's characters")
+    words_file = bundle.word_model_file
+    if words_file is not None:
+        WordNgramLM.load(words_file)
+        lines.append(f"word LM:         {Path(words_file).name} loads")
+    return lines
