@@ -7,6 +7,7 @@ band-limited resampler.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import numbers
@@ -14,6 +15,7 @@ import os
 import stat
 import struct
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Protocol, Tuple, Union
@@ -267,18 +269,57 @@ class PcmReader(Protocol):
     def close(self) -> None: ...
 
 
+@contextlib.contextmanager
+def _native_stderr_to_log(name: str) -> Iterator[None]:
+    """Send what C libraries write to file descriptor 2 meanwhile to the debug log instead.
+
+    libmpg123, which libsndfile decodes MP3 with, prints its own lines ("Note: Illegal Audio-MPEG-
+    Header ...", "[src/libmpg123/layer3.c:...] error: ...") straight to stderr, around our one-line
+    error or in the middle of a progress line. `-v` still shows them. The redirection is process-wide,
+    so it is kept to the decoder calls themselves.
+    """
+    try:
+        capture = tempfile.TemporaryFile()  # noqa: SIM115 - a pipe could fill up and block the decoder
+    except OSError:  # nowhere to put it: leave stderr as it is
+        yield
+        return
+    with capture:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all
+            yield
+            return
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # a replaced or closed stderr
+            sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            said = capture.read(4096).decode("utf-8", "replace").strip()
+            if said:
+                log.debug("%s: the decoder said: %s", name, " | ".join(said.splitlines()))
+
+
 class _SoundFileReader:
     """libsndfile on a path or a seekable binary file (`owned` is closed with it: a temporary copy)."""
 
-    def __init__(self, snd: sf.SoundFile, owned: Optional[BinaryIO] = None):
+    def __init__(self, snd: sf.SoundFile, name: str, owned: Optional[BinaryIO] = None):
         self._snd = snd
+        self._name = name
         self._owned = owned
+        self._chatty = snd.format in ("MP3", "MPEG")  # see _native_stderr_to_log
         self.samplerate = int(snd.samplerate)
         self.channels = int(snd.channels)
         self.frames: Optional[int] = int(snd.frames)
 
     def read(self, frames: int) -> np.ndarray:
-        return np.asarray(self._snd.read(frames, dtype="float32", always_2d=True))
+        if not self._chatty:
+            return np.asarray(self._snd.read(frames, dtype="float32", always_2d=True))
+        with _native_stderr_to_log(self._name):
+            return np.asarray(self._snd.read(frames, dtype="float32", always_2d=True))
 
     def close(self) -> None:
         self._snd.close()
@@ -288,9 +329,13 @@ class _SoundFileReader:
 
 def _soundfile(handle: Union[str, BinaryIO], name: str) -> sf.SoundFile:
     try:
-        return sf.SoundFile(handle)
+        with _native_stderr_to_log(name):
+            return sf.SoundFile(handle)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
+        if "possibly a pipe" in detail:
+            # libsndfile's words when its MP3 decoder finds no frame, about a file that does exist
+            detail = "no audio frames found: the file is corrupt, or not the format its name says"
         raise AudioError(
             f"{name}: not a readable audio file ({detail.strip()}); use WAV, FLAC or OGG "
             "(convert with e.g. `ffmpeg -i INPUT -ar 16000 -ac 1 out.wav`)"
@@ -315,7 +360,7 @@ def _open_seekable(handle: BinaryIO, name: str) -> PcmReader:
     if size <= 0:
         raise AudioError(f"{name}: no data (0 bytes)")
     _check_whole(handle, size, name)
-    return _SoundFileReader(_soundfile(handle, name))
+    return _SoundFileReader(_soundfile(handle, name), name)
 
 
 def _open_pipe(raw: BinaryIO, name: str) -> PcmReader:
@@ -324,7 +369,7 @@ def _open_pipe(raw: BinaryIO, name: str) -> PcmReader:
     if isinstance(opened, WavStreamReader):
         return opened
     try:
-        return _SoundFileReader(_soundfile(opened, name), owned=opened)
+        return _SoundFileReader(_soundfile(opened, name), name, owned=opened)
     except BaseException:
         opened.close()
         raise
@@ -381,7 +426,7 @@ def _open_path(path: Path, name: str) -> PcmReader:
             _check_whole(handle, size, name)
     except OSError as exc:
         raise AudioError(f"{name}: cannot read ({exc.strerror})") from None
-    return _SoundFileReader(_soundfile(str(path), name))
+    return _SoundFileReader(_soundfile(str(path), name), name)
 
 
 def _open(source: AudioSource) -> Tuple[PcmReader, str]:

@@ -240,3 +240,36 @@ def test_a_file_opened_in_text_mode(tmp_path, transcriber, speech, capfd):
     assert "Traceback" not in capfd.readouterr().err
     with open(path, "rb") as handle:
         assert transcriber.transcribe(handle).text == TEXT
+
+
+# -- what a broken MP3 prints (issue 16, item 15) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mp3_bytes(tmp_path_factory, speech):
+    path = tmp_path_factory.mktemp("mp3") / "x.mp3"
+    sf.write(path, np.concatenate([speech] * 3), 16000, format="MP3")
+    return path.read_bytes()
+
+
+def test_a_corrupt_mp3_gets_one_line_and_no_decoder_chatter(tmp_path, capfd, tone_bundle, mp3_bytes):
+    from edge_asr import cli
+
+    rng = np.random.default_rng(3)
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(mp3_bytes[:100] + rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    damaged = tmp_path / "damaged.mp3"  # readable, with a stretch of garbage the decoder skips
+    middle = len(mp3_bytes) // 2
+    damaged.write_bytes(
+        mp3_bytes[:middle] + rng.integers(0, 256, 300, dtype=np.uint8).tobytes() + mp3_bytes[middle + 300 :]
+    )
+    capfd.readouterr()
+    assert cli.main(["file", str(broken), str(damaged), "-m", str(tone_bundle)]) == 1
+    captured = capfd.readouterr()
+    assert captured.err.splitlines() == [
+        f"edge-asr: {broken}: not a readable audio file (no audio frames found: the file is corrupt, or "
+        "not the format its name says); use WAV, FLAC or OGG (convert with e.g. "
+        "`ffmpeg -i INPUT -ar 16000 -ac 1 out.wav`)",
+        "edge-asr: 1 of 2 input(s) failed",
+    ]
+    assert captured.out.startswith(f"{damaged}: ")
