@@ -394,3 +394,20 @@ def test_lowpass_and_eq_reshape_the_spectrum_not_the_length():
     shaped = apply(eq, noise)
     assert len(shaped) == len(noise) and not np.allclose(shaped, noise, atol=1e-3)
     assert build_augmenter(AugmentOptions(**off)) is None  # both default off
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("latin1.csv", "path,text\nx.wav,caf\u00e9 au lait\n".encode("latin-1"), "not UTF-8 text"),
+        ("metadata.csv", "a1|Caf\u00e9|Caf\u00e9\n".encode("cp1252"), "not UTF-8 text"),
+        ("binary.csv", b"path,text\nx.wav,a\x00b\n", "binary data"),
+        ("audio.csv", b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\xbb", "binary data"),
+    ],
+)
+def test_a_manifest_that_is_not_utf8_text_is_a_clear_error(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(D.DataError, match=message) as info:
+        D.read_source(str(path), D.FilterReport())
+    assert str(path) in str(info.value) and ("UTF-8" in str(info.value) or "audio" in str(info.value))

@@ -116,6 +116,31 @@ class FilterReport:
 def read_source(source: str, report: FilterReport) -> List[Utterance]:
     """Rows of an LJSpeech dataset (folder or metadata.csv) or a CSV manifest with `path,text` columns."""
     path = Path(source)
+    text = path / LJSPEECH_METADATA if path.is_dir() else path
+    try:
+        return _read_source(path, report)
+    except UnicodeDecodeError as exc:
+        # A traceback here used to be all a Windows-1252 or Latin-1 manifest got.
+        raise DataError(
+            f"{text}: not UTF-8 text (it holds byte 0x{exc.object[exc.start]:02x}, which UTF-8 does not "
+            "allow there); save the manifest as UTF-8, e.g. `iconv -f cp1252 -t utf-8 OLD > NEW`"
+        ) from None
+    except csv.Error as exc:
+        raise DataError(f"{text}: not a readable CSV manifest ({exc})") from None
+
+
+def _check_text(path: Path) -> None:
+    """Refuse binary files (an audio file given as the manifest): csv reads NUL bytes as text."""
+    if path.is_file():
+        with open(path, "rb") as handle:
+            if b"\0" in handle.read(1 << 16):
+                raise DataError(
+                    f"{path}: binary data (NUL bytes), not a text manifest; is it an audio file? Pass the "
+                    "CSV manifest (path,text) or the LJSpeech folder"
+                )
+
+
+def _read_source(path: Path, report: FilterReport) -> List[Utterance]:
     if path.is_dir():
         if (path / LJSPEECH_METADATA).is_file():
             return _read_ljspeech(path / LJSPEECH_METADATA, report)
@@ -125,6 +150,7 @@ def read_source(source: str, report: FilterReport) -> List[Utterance]:
         )
     if not path.is_file():
         raise DataError(f"{path}: data source not found (expected an LJSpeech folder or a CSV manifest)")
+    _check_text(path)
     with open(path, encoding="utf-8-sig", newline="") as handle:
         first = handle.readline()
     header = [c.strip().lower() for c in next(csv.reader([first]), [])]
@@ -161,6 +187,7 @@ def _read_ljspeech(path: Path, report: FilterReport) -> List[Utterance]:
     The normalized column (numbers spelled out) is preferred when present: a CTC model cannot learn
     to read "1885" from the sound "eighteen eighty-five".
     """
+    _check_text(path)
     rows: List[Utterance] = []
     wavs = path.parent.resolve() / "wavs"
     with open(path, encoding="utf-8-sig", newline="") as handle:
