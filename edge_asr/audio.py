@@ -254,6 +254,16 @@ def _wav_shortfall(handle: BinaryIO, size: int) -> Optional[Tuple[int, int]]:
     return None
 
 
+def truncated_wav(path: Path) -> Optional[Tuple[int, int]]:
+    """(bytes of audio the WAV header promises, bytes present) for a WAV file cut short, else None
+    (also for files that are no WAV or cannot be read: opening them reports that)."""
+    try:
+        with open(path, "rb") as handle:
+            return _wav_shortfall(handle, os.fstat(handle.fileno()).st_size)
+    except OSError:
+        return None
+
+
 class PcmReader(Protocol):
     """A decoder of one source: float32 [frames, channels] blocks. `frames` is None for a stream
     whose length is known only at its end."""

@@ -411,3 +411,31 @@ def test_a_manifest_that_is_not_utf8_text_is_a_clear_error(tmp_path, name, conte
     with pytest.raises(D.DataError, match=message) as info:
         D.read_source(str(path), D.FilterReport())
     assert str(path) in str(info.value) and ("UTF-8" in str(info.value) or "audio" in str(info.value))
+
+
+def test_non_finite_and_truncated_audio_rows_are_dropped(tmp_path):
+    data = tmp_path / "data"
+    rows = []
+    for i, text in enumerate(PHRASES[:4]):
+        say(text, data / f"good{i}.wav")
+        rows.append([f"good{i}.wav", text])
+    samples, rate = sf.read(str(data / "good0.wav"), dtype="float32")
+    spoiled = samples.copy()
+    spoiled[len(spoiled) // 2] = np.nan
+    sf.write(str(data / "nan.wav"), spoiled, rate, subtype="FLOAT")
+    spoiled[len(spoiled) // 2] = np.inf
+    sf.write(str(data / "inf.wav"), spoiled.astype(np.float64), rate, subtype="DOUBLE")
+    whole = (data / "good1.wav").read_bytes()
+    (data / "cut.wav").write_bytes(whole[: len(whole) * 2 // 3])
+    sf.write(str(data / "float.wav"), samples, rate, subtype="FLOAT")  # float but finite: kept
+    rows += [["nan.wav", "yes"], ["inf.wav", "yes"], ["cut.wav", "no"], ["float.wav", "yes"]]
+    manifest = write_manifest(data / "train.csv", rows)
+    model_config = M.load_model_config("", "tiny", {})
+    limits = D.AudioLimits(400, 16000 * 30, 1, lambda n: M.output_frames(model_config, n))
+    report = D.FilterReport()
+    kept_rows = D.check_audio(D.read_source(str(manifest), report), limits, report)
+    assert report.counts() == {"truncated_audio": 1, "non_finite_audio": 2}
+    kept = {Path(r.path).name for r in kept_rows}
+    assert kept == {"good0.wav", "good1.wav", "good2.wav", "good3.wav", "float.wav"}
+    summary = report.summary()
+    assert "NaN or infinite samples" in summary and "nan.wav" in summary and "truncated WAV" in summary

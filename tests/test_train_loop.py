@@ -294,3 +294,43 @@ def test_ddp_with_two_cpu_processes(tmp_path, dataset):
     state = json.loads((out / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert not list(out.glob(".*rank*"))
+
+
+def test_a_non_finite_loss_stops_training_and_no_checkpoint_holds_nan(tmp_path, dataset, monkeypatch, capsys):
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    import train.dataset as TD
+    from train.cli import run as cli_run
+
+    config = tiny_config(tmp_path, [dataset], max_steps=8, eval_steps=2, batch_size=4)
+    run_dir = Path(config.output_dir)
+    real_load = TD.load_audio
+
+    def load_audio(path):
+        # Audio that turns non-finite after the data checks looked at it (augmentation, a file
+        # rewritten meanwhile): from the first checkpoint on, every utterance is NaN.
+        samples = real_load(path)
+        if any((run_dir / "checkpoints").glob("checkpoint-*")):
+            samples = np.full_like(samples, np.nan)
+        return samples
+
+    monkeypatch.setattr(TD, "load_audio", load_audio)
+    assert cli_run(config) == 1
+    err = capsys.readouterr().err
+    assert "\nerror: the training loss became nan at step " in err and "--resume" in err
+    assert not (run_dir / "model").exists() and not (run_dir / "metrics.json").exists()
+    saved = sorted((run_dir / "checkpoints").glob("checkpoint-*/model.safetensors"))
+    assert saved, "the checkpoint before the NaN is kept"
+    for weights in saved:
+        assert all(np.isfinite(t).all() for t in load_file(str(weights)).values()), weights
+
+
+def test_weights_that_are_not_finite_are_found_by_name():
+    from train.trainer import non_finite_parameters
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    assert non_finite_parameters(model) == []
+    with torch.no_grad():
+        model[1].bias[0] = float("inf")
+    assert non_finite_parameters(model) == ["1.bias"]

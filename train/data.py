@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from edge_asr.atomic import write_text_atomic
-from edge_asr.audio import prepare_array
+from edge_asr.audio import prepare_array, truncated_wav
 from edge_asr.text import TextNormalization
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ REASONS: Dict[str, str] = {
     "empty_transcript": "empty transcript",
     "missing_audio": "audio file missing",
     "unreadable_audio": "unreadable audio",
+    "truncated_audio": "truncated WAV (the header promises more audio than the file holds)",
     "empty_audio": "empty audio",
+    "non_finite_audio": "audio with NaN or infinite samples",
     "too_short": "audio shorter than the model's receptive field / --min-seconds",
     "too_long": "audio longer than --max-seconds",
     "out_of_vocabulary": "characters outside the vocabulary",
@@ -261,8 +263,17 @@ def check_audio(
         except Exception as exc:  # libsndfile raises several types for the same "cannot read this"
             report.drop(row, "unreadable_audio", f"({path.name}: {str(exc).splitlines()[0][:80]})")
             continue
+        # The device refuses a cut-off WAV (libsndfile would read what is there); so must training.
+        shortfall = truncated_wav(path)
+        if shortfall:
+            report.drop(row, "truncated_audio", f"({path.name}: {shortfall[1]} of {shortfall[0]} bytes)")
+            continue
         if info.frames <= 0 or info.samplerate <= 0:
             report.drop(row, "empty_audio", f"({path.name})")
+            continue
+        if info.subtype in FLOAT_SUBTYPES and not all_finite(path):
+            # One NaN sample made every gradient NaN and every saved tensor NaN, with exit 0.
+            report.drop(row, "non_finite_audio", f"({path.name})")
             continue
         row.samples = int(info.frames * SAMPLE_RATE // info.samplerate)
         frames = limits.frames(row.samples)
@@ -274,6 +285,20 @@ def check_audio(
             continue
         kept.append(row)
     return kept
+
+
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})  # integer PCM cannot hold NaN or Inf
+
+
+def all_finite(path: Path, block_frames: int = 1 << 16) -> bool:
+    """Whether every sample of a (float) audio file is a finite number; read in blocks."""
+    try:
+        for block in sf.blocks(str(path), blocksize=block_frames, dtype="float64", always_2d=True):
+            if not np.isfinite(block).all():
+                return False
+    except Exception:  # noqa: BLE001 - a read error is not a NaN; loading reports it later
+        return True
+    return True
 
 
 def ctc_min_frames(label_ids: Sequence[int]) -> int:

@@ -12,6 +12,9 @@ gets wrong for wav2vec2 CTC is overridden here:
 * evaluation keeps only greedy ids per frame (not [frames, vocab] logits) with padding frames
   blanked out, so the metrics see exactly what the device would decode.
 * the length-grouped sampler gets lengths from the manifest instead of decoding every file.
+* a non-finite training loss stops the run (TrainError) before it reaches the weights, and no
+  checkpoint is written from weights that hold NaN or Inf: Trainer would go on, save NaN tensors
+  as checkpoints and the final model, and exit 0.
 """
 
 from __future__ import annotations
@@ -122,9 +125,25 @@ class CTCTrainer(Trainer):
         loss = ctc_loss(
             logits, labels, frames, config.pad_token_id, config.ctc_loss_reduction, config.ctc_zero_infinity
         )
+        # Checked before backward(), so a NaN never reaches the gradients or the weights. One sync per
+        # step: small beside a wav2vec2 forward and backward pass.
+        if model.training and not bool(torch.isfinite(loss).all()):
+            raise TrainError(describe_non_finite_loss(self, float(loss.detach().float().mean())))
         if return_outputs:
             return loss, {"logits": logits, "frames": frames}
         return loss
+
+    def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False):
+        """Trainer's save (checkpoints and the final model), refused for weights that are not finite."""
+        bad = non_finite_parameters(self.model)
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise TrainError(
+                f"the model's weights hold NaN or Inf ({shown}) at step {self.state.global_step}; nothing "
+                f"was saved to {output_dir or self.args.output_dir}. Lower --learning-rate or use "
+                "--precision fp32, and resume from the last checkpoint with --resume"
+            )
+        return super().save_model(output_dir, _internal_call)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -221,6 +240,22 @@ def complete_model_folder(folder: Path, processor, normalization: TextNormalizat
     # quantize/ (and older transformers) wants preprocessor_config.json as well.
     processor.feature_extractor.save_pretrained(str(folder))
     write_text_atomic(folder / NORMALIZATION_FILE, json.dumps(normalization.to_dict(), indent=2) + "\n")
+
+
+def non_finite_parameters(model: torch.nn.Module) -> List[str]:
+    """Names of the parameters that hold NaN or Inf."""
+    return [name for name, value in model.named_parameters() if not bool(torch.isfinite(value).all())]
+
+
+def describe_non_finite_loss(trainer: CTCTrainer, loss: float) -> str:
+    items, samples, step = trainer.last_batch
+    return (
+        f"the training loss became {loss} at step {step + 1}, on a batch of {items} utterances padded to "
+        f"{samples} samples; training stopped before that step could change the weights, so no "
+        "checkpoint holds NaN. Usual causes: NaN or infinite audio that the data checks did not see "
+        "(files changed since, augmentation), a learning rate too high (--learning-rate), fp16 overflow "
+        "(--precision bf16 or fp32). Fix it and continue with --resume from the last checkpoint."
+    )
 
 
 def describe_oom(trainer: CTCTrainer, batch_size: int, grad_accum: int) -> str:
