@@ -318,7 +318,7 @@ def test_a_non_finite_loss_stops_training_and_no_checkpoint_holds_nan(tmp_path, 
     monkeypatch.setattr(TD, "load_audio", load_audio)
     assert cli_run(config) == 1
     err = capsys.readouterr().err
-    assert "\nerror: the training loss became nan at step " in err and "--resume" in err
+    assert "error: the training loss became nan at step " in err and "--resume" in err
     assert not (run_dir / "model").exists() and not (run_dir / "metrics.json").exists()
     saved = sorted((run_dir / "checkpoints").glob("checkpoint-*/model.safetensors"))
     assert saved, "the checkpoint before the NaN is kept"
