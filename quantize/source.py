@@ -215,6 +215,12 @@ def infer_text_normalization(
     )
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether `name` can only mean a local path: a hub name is "model" or "org/model", never
+    absolute, never starting with "." or "~", never with more than one slash."""
+    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def load_source(name_or_path: str) -> SourceModel:
     """Load a CTC checkpoint (folder or hub name) in float32 eval mode and check it is exportable."""
     from transformers import AutoConfig, AutoModelForCTC
@@ -227,6 +233,11 @@ def load_source(name_or_path: str) -> SourceModel:
     local = folder.exists()
     if local:
         _check_folder(folder)
+    elif looks_like_path(name_or_path):
+        raise SourceModelError(
+            f"{name_or_path}: no such folder. Pass the model folder that `python -m train` (its model/ "
+            "folder) or `save_pretrained` wrote"
+        )
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except Exception as exc:

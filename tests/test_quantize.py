@@ -203,6 +203,13 @@ def test_not_a_model_folder_is_refused(tmp_path, capsys):
     _expect_refusal(capsys, tmp_path, ["convert", "--model", str(folder)], "config.json is missing")
 
 
+def test_a_path_that_does_not_exist_is_named_as_a_missing_folder_not_a_hub_name(tmp_path, capsys):
+    missing = str(tmp_path / "no" / "such" / "model")
+    assert main(["-q", "convert", "--model", missing, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no such folder" in err and "hub" not in err and "network" not in err, err
+
+
 def test_corrupt_weights_are_refused(tmp_path, capsys):
     model = make_random_model(tmp_path / "model")
     weights = model / "model.safetensors"
