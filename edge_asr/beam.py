@@ -273,7 +273,9 @@ class PrefixBeamDecoder:
 
     def _final_score(self, prefix: _Prefix, probs: List[float]) -> float:
         score = self._score(prefix, probs)
-        if self.lm is None:
+        if self.lm is None or prefix.parent is None:
+            # Nothing said is not a sentence: the LMs' end-of-sentence score for an empty one (which
+            # no LM text holds) would make silence lose to any letter the acoustics barely allow.
             return score
         end = self.options.lm_weight * self.lm.logprob(prefix.context, self.lm.end)
         word = prefix.word

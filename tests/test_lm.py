@@ -206,6 +206,19 @@ def test_chunked_pushes_decode_like_one_push(tmp_path: Path) -> None:
     assert beam_text(log_probs, lm, BeamOptions(), chunks=7) == whole
 
 
+def test_silence_stays_empty_with_the_lm(tmp_path: Path) -> None:
+    # Blank-dominated frames (digital silence): greedy writes nothing, and so must the beam with an
+    # LM, whose end-of-sentence score for an empty sentence once made it write "a".
+    vocab = Vocabulary(SPEECH_VOCAB, blank_id=0)
+    row = np.full(len(SPEECH_VOCAB), np.log(0.02 / (len(SPEECH_VOCAB) - 1)))
+    row[0] = np.log(0.98)
+    silence = np.tile(row, (150, 1)).astype(np.float32)
+    assert greedy_decode(silence, vocab, 0.02)[0] == ""
+    lm = build_lm(tmp_path)
+    for weight in (1.0, 2.0):  # before: "t" and "that"
+        assert beam_text(silence, lm, BeamOptions(beam_size=16, lm_weight=weight, insertion_bonus=2.5)) == ""
+
+
 def test_doubled_letters_need_a_blank_between() -> None:
     vocab = ["<pad>", WORD_BOUNDARY, "a", "l"]
     # "al_l" spells "all"; "all" without the blank frame between the l's would collapse to "al".
