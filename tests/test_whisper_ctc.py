@@ -195,3 +195,22 @@ def test_positions_are_computed_only_when_the_table_is_whispers_sinusoids(
     mel = torch.randn(1, 80, 200)
     with torch.no_grad():
         assert not torch.allclose(other.encode_mel(mel), model.encode_mel(mel), atol=1e-3)
+
+
+def test_nonspeech_clips_are_quiet_finite_and_train_with_empty_labels() -> None:
+    from train import whisper_head as H
+    from train.trainer import ctc_loss
+
+    rng = np.random.default_rng(0)
+    clips = [H.nonspeech_clip(rng) for _ in range(40)]
+    assert all(c.dtype == np.float32 and np.isfinite(c).all() and np.abs(c).max() <= 1.0 for c in clips)
+    assert all(0.3 * 16000 <= len(c) <= 8 * 16000 for c in clips)
+    assert any(not c.any() for c in clips)  # digital silence is among them
+    # A batch mixing an empty label with a real one: CTC scores the empty one as all-blank.
+    split = H.CachedSplit(np.zeros((30, 4), np.float16), [0, 10], [10, 20], [[], [4, 5]], ["", "ab"])
+    x, frames, labels = H.collate([split], [(0, 0), (0, 1)])
+    assert labels.shape == (2, 2) and (labels[0] == -100).all()
+    logits = torch.zeros(2, 20, 30)
+    logits[0, :, 0] = 10.0  # confident blanks for the empty item
+    loss = ctc_loss(logits, labels, frames, blank_id=0)
+    assert torch.isfinite(loss)

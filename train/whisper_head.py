@@ -70,6 +70,9 @@ class HeadOptions:
         channel_masks, channel_mask_width: masks over encoder-state dimensions.
         eval_every: steps between validations; seed: every random choice.
         max_seconds: utterances longer than this are left out (the encoder sees at most 30 s).
+        nonspeech_clips: generated clips with nothing to transcribe (digital silence, noise and hum
+            at many levels, clicks) cached with an empty label, so the head learns to say nothing
+            where the corpus, whose utterances are trimmed to 0.2 s of silence, never showed it.
     """
 
     head_type: str = "transformer"
@@ -91,6 +94,7 @@ class HeadOptions:
     eval_every: int = 500
     seed: int = 0
     max_seconds: float = 28.0
+    nonspeech_clips: int = 0
     augment: Dict[str, float] = field(default_factory=dict)
 
 
@@ -272,6 +276,63 @@ def cache_split(
     return load_cache(path, d_model)
 
 
+def nonspeech_clip(rng: np.random.Generator) -> np.ndarray:
+    """0.3-8 s of audio with no speech in it: digital silence, white or brown noise, mains hum with
+    harmonics, or clicks, at -90..-15 dBFS."""
+    samples = int(rng.uniform(0.3, 8.0) * SAMPLE_RATE)
+    kind = rng.choice(["zeros", "white", "brown", "hum", "clicks"])
+    if kind == "zeros":
+        return np.zeros(samples, dtype=np.float32)
+    t = np.arange(samples) / SAMPLE_RATE
+    if kind == "white":
+        x = rng.standard_normal(samples)
+    elif kind == "brown":
+        x = np.cumsum(rng.standard_normal(samples))
+        x -= np.convolve(x, np.ones(400) / 400, mode="same")  # keep it from drifting like a DC offset
+    elif kind == "hum":
+        base = rng.choice([50.0, 60.0])
+        x = sum(
+            rng.uniform(0.1, 1.0) * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6.3)) for k in (1, 2, 3)
+        )
+        x = x + 0.05 * rng.standard_normal(samples)
+    else:
+        x = 0.01 * rng.standard_normal(samples)
+        x[rng.integers(0, samples, size=int(rng.integers(1, 8)))] = rng.choice([-1.0, 1.0])
+    x = np.asarray(x, dtype=np.float64)
+    x /= max(1e-9, float(np.sqrt(np.mean(x**2))))
+    return (x * 10 ** (rng.uniform(-90, -15) / 20)).clip(-1, 1).astype(np.float32)
+
+
+def cache_nonspeech(
+    encoder_onnx: Path, count: int, path: Path, d_model: int, seed: int, threads: int
+) -> CachedSplit:
+    """`count` generated non-speech clips through the encoder, each with an empty label."""
+    import onnxruntime as ort
+
+    if path.is_file() and path.with_suffix(".json").is_file():
+        return load_cache(path, d_model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(encoder_onnx), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    offsets: List[int] = []
+    frames: List[int] = []
+    total = 0
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        for _ in range(count):
+            states = session.run(None, {"samples": nonspeech_clip(rng)[None, :]})[0][0]
+            out.write(states.astype(np.float16).tobytes())
+            offsets.append(total)
+            frames.append(int(states.shape[0]))
+            total += int(states.shape[0])
+    tmp.replace(path)
+    index = {"offsets": offsets, "frames": frames, "labels": [[] for _ in frames], "texts": [""] * count}
+    write_text_atomic(path.with_suffix(".json"), json.dumps({**index, "d_model": d_model}))
+    log.info("%s: %d non-speech clips", path.name, count)
+    return load_cache(path, d_model)
+
+
 def load_cache(path: Path, d_model: int) -> CachedSplit:
     index = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     states = np.memmap(path, dtype=np.float16, mode="r").reshape(-1, d_model)
@@ -317,7 +378,7 @@ def collate(splits: Sequence[CachedSplit], batch: Sequence[Tuple[int, int]]):
     for row, (s, i) in enumerate(batch):
         x[row, : frames[row]] = splits[s].item(i)
     labels = [splits[s].labels[i] for s, i in batch]
-    y = np.full((len(batch), max(len(label) for label in labels)), -100, dtype=np.int64)
+    y = np.full((len(batch), max(1, *(len(label) for label in labels))), -100, dtype=np.int64)
     for row, label in enumerate(labels):
         y[row, : len(label)] = label
     return torch.from_numpy(x), torch.tensor(frames), torch.from_numpy(y)
@@ -465,6 +526,17 @@ def train_head(args: argparse.Namespace) -> Path:
         for slug, rows in sources.items()
         for c in range(options.copies)
     ]
+    if options.nonspeech_clips:
+        train_splits.append(
+            cache_nonspeech(
+                encoder_onnx,
+                options.nonspeech_clips,
+                cache_dir / f"train-nonspeech-{options.nonspeech_clips}.f16",
+                d_model,
+                options.seed,
+                args.threads,
+            )
+        )
     if args.cache_only:
         return run_dir
 
@@ -490,6 +562,8 @@ def train_head(args: argparse.Namespace) -> Path:
         model.load_state_dict(load_file(str(run_dir / "head-last.safetensors")), strict=False)
         optimizer.load_state_dict(state["optimizer"])
         step, best, history = state["step"], state["best"], state["history"]
+        if args.reset_best:  # a continuation with another data mix picks its own best checkpoint
+            best = math.inf
         log.info("resuming at step %d (best validation CER %.4f)", step, best)
     rng = random.Random(options.seed + step)
     generator = torch.Generator().manual_seed(options.seed + step)
@@ -583,6 +657,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="bf16 autocast for the head (auto: where the CPU has native bf16)",
     )
     parser.add_argument("--cache-only", action="store_true", help="cache the encoder states and stop")
+    parser.add_argument(
+        "--reset-best",
+        action="store_true",
+        help="on resume, forget the best validation CER so far (continuing with another data mix)",
+    )
     parser.add_argument("--force", action="store_true", help="accept settings that differ from the run's")
     parser.add_argument("-v", "--verbose", action="store_true")
     defaults = HeadOptions()
