@@ -54,6 +54,7 @@ CHECKPOINT_FILES = (
     "text_normalization.json",
 )
 REPORT_FILES = ("report.md", "report.json", "report.png")
+MODEL_CARD = "MODEL_CARD.md"
 
 
 def convert(model: Path, corpus: Path, work: Path, eval_limit: int) -> Path:
@@ -94,11 +95,13 @@ def ship_int8(full: Path, training: dict, keep_lm_eval: Optional[Tuple[Path, int
     for name in REPORT_FILES:
         if (full / name).exists():
             shutil.copy2(full / name, staging / name)
+    if (SHIPPED / MODEL_CARD).is_file():  # written by hand; its figures are updated with each model
+        shutil.copy2(SHIPPED / MODEL_CARD, staging / MODEL_CARD)
     meta = BundleMetadata.from_dict(json.loads((full / "bundle.json").read_text()))
     meta.models = {"int8": int8_name}
     meta.files = {}
-    meta.source = {**portable_source(meta.source), "training": training}
     encoder = encoder_provenance(Path(meta.source.get("base_model", "")), ROOT)
+    meta.source = {**portable_source(meta.source), "training": training}
     if encoder:
         meta.source["encoder"] = encoder
     if keep_lm_eval is not None:

@@ -28,6 +28,7 @@ Longest input one pass can take: 30 s (Whisper's 1500 positions). The device's w
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any, Dict, Optional, Tuple
@@ -425,6 +426,22 @@ def save_head_folder(model_dir: str, out: str) -> None:
     for name in FOLDER_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
+    # The encoder's local folder means nothing elsewhere: keep the model it holds (from the importer's
+    # provenance.json), or the folder's name.
+    config = json.loads((target / "config.json").read_text(encoding="utf-8"))
+    encoder = config.get("encoder_config", {})
+    where = Path(str(encoder.get("_name_or_path", "")))
+    if where.is_absolute():
+        record = where / "provenance.json"
+        model = (
+            json.loads(record.read_text(encoding="utf-8")).get("source", {}).get("model")
+            if record.is_file()
+            else None
+        )
+        encoder["_name_or_path"] = model or where.name
+        (target / "config.json").write_text(
+            json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
     weights = load_file(str(source / "model.safetensors"))
     head = {k: v.half().contiguous() for k, v in weights.items() if k.startswith(HEAD_PREFIXES)}
     save_file(head, str(target / HEAD_FILE))
