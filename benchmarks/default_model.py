@@ -139,12 +139,12 @@ def main() -> None:
                 else ""
             )
         )
-    print(f"{'measure':40} {'value':>9} {'target':>8}  met")
+    print(f"{'measure':46} {'value':>9} {'target':>8}  met")
     for name, value, target in rows:
         if target is None:
-            print(f"{name:40} {value:9.4f} {'-':>8}  -")
+            print(f"{name:46} {value:9.4f} {'-':>8}  -")
         else:
-            print(f"{name:40} {value:9.4f} {target:8.3f}  {'yes' if value <= target else 'NO'}")
+            print(f"{name:46} {value:9.4f} {target:8.3f}  {'yes' if value <= target else 'NO'}")
     voices = per_voice_errors(report, "int8")
     if voices is None:
         print(f"per-voice breakdown skipped: {report['manifest']} is not on this machine")
