@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -116,7 +116,7 @@ def main() -> None:
             args.work / f"clip-{args.long_seconds:g}s.wav", args.long_seconds
         ),
     }
-    rows: List[Dict[str, object]] = []
+    rows: List[Dict[str, Any]] = []  # JSON rows: names (str) and figures (float)
     for name in args.models.split(","):
         bundle = build_bundle(name, args.work)
         sizes = {p.name: p.stat().st_size / 1e6 for p in bundle.glob("*.onnx")}
@@ -143,8 +143,8 @@ def main() -> None:
     print("\nratios:")
     for name in args.models.split(","):
         for clip_name in clips:
-            fp32, int8 = by_key[(name, "fp32", clip_name)], by_key[(name, "int8", clip_name)]
-            print(f"  {name} {clip_name}: int8 speed-up over fp32 x{fp32['rtf'] / int8['rtf']:.2f}")
+            fp32_row, int8_row = by_key[(name, "fp32", clip_name)], by_key[(name, "int8", clip_name)]
+            print(f"  {name} {clip_name}: int8 speed-up over fp32 x{fp32_row['rtf'] / int8_row['rtf']:.2f}")
         short, long = list(clips)
         for variant in ("fp32", "int8"):
             a, b = by_key[(name, variant, short)], by_key[(name, variant, long)]

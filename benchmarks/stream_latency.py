@@ -294,15 +294,14 @@ def main() -> None:
     report["rss_mb_loaded"] = rss_mb()
     print(json.dumps({"rss_mb_loaded": report["rss_mb_loaded"], "peak": peak_rss_mb()}), flush=True)
     if "latency" not in args.skip:
-        report["latency"] = latency(asr, utterances, options)
-        report["latency"]["rss_mb_after"], report["latency"]["peak_rss_mb_so_far"] = rss_mb(), peak_rss_mb()
+        lat = latency(asr, utterances, options)
+        lat["rss_mb_after"], lat["peak_rss_mb_so_far"] = rss_mb(), peak_rss_mb()
+        report["latency"] = lat
         print(json.dumps({"latency": report["latency"]}), flush=True)
     if "hop" not in args.skip:
-        report["per_hop"] = [per_hop(asr, utterances, s, options) for s in (5, 60)]
-        report["per_hop"][-1]["rss_mb_after"], report["per_hop"][-1]["peak_rss_mb_so_far"] = (
-            rss_mb(),
-            peak_rss_mb(),
-        )
+        hops = [per_hop(asr, utterances, s, options) for s in (5, 60)]
+        hops[-1]["rss_mb_after"], hops[-1]["peak_rss_mb_so_far"] = rss_mb(), peak_rss_mb()
+        report["per_hop"] = hops
         print(json.dumps({"per_hop": report["per_hop"]}), flush=True)
     if "session" not in args.skip:
         report["session"] = session(asr, utterances, args.session_minutes, options)

@@ -35,7 +35,7 @@ def model_throughput(steps: int, batch: int, seconds: float, source: str = "base
     from train.model import load_model_config
     from train.trainer import ctc_loss, output_frames_tensor
 
-    results = []
+    results: List[Dict[str, object]] = []
     samples = int(seconds * 16000)
     for frozen in (True, False):
         for precision in ("fp32", "bf16"):
@@ -64,7 +64,7 @@ def model_throughput(steps: int, batch: int, seconds: float, source: str = "base
                 if step:
                     times.append(time.perf_counter() - start)
             per_step = float(np.median(times))
-            row = {
+            row: Dict[str, object] = {
                 "feature_encoder": "frozen" if frozen else "trained",
                 "precision": precision,
                 "s_per_step": round(per_step, 2),

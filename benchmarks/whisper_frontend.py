@@ -31,6 +31,8 @@ def stft_front_end(n_mels: int):
     class StftLogMel(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
+            self.window: torch.Tensor
+            self.mel: torch.Tensor
             self.register_buffer("window", torch.hann_window(N_FFT))
             self.register_buffer("mel", torch.from_numpy(mel_filters(n_mels)))
 

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -60,7 +60,10 @@ def _peak_rss_mb() -> float:
     return peak_rss_kib() / 1024.0
 
 
-def _measure(bundle: Path, variant: str, paths: Sequence[str], threads: Optional[int]) -> Dict[str, object]:
+def _measure(
+    bundle: Path, variant: str, paths: Sequence[str], threads: Optional[int]
+) -> Tuple[Dict[str, object], List[np.ndarray]]:
+    """The result fields of a VariantRun, and the per-frame argmax ids of each file."""
     from edge_asr.audio import read_audio
     from edge_asr.transcriber import EdgeTranscriber
     from edge_asr.windows import WindowedRunner
@@ -81,25 +84,23 @@ def _measure(bundle: Path, variant: str, paths: Sequence[str], threads: Optional
         audio += transcript.duration
         busy += transcript.processing_time
     peak = _peak_rss_mb()
-    ids = []
+    ids: List[np.ndarray] = []
     for path in paths:  # after the RSS reading: the same windowed path, keeping per-frame argmax ids
         runner = WindowedRunner(transcriber.model.log_probs, transcriber.plan)
         samples = read_audio(path, transcriber.sample_rate)
         cores = list(runner.push(samples)) + list(runner.finish())
         ids.append(np.concatenate([lp.argmax(-1) for _, lp in cores]).astype(np.int32))
-    return {
-        "result": {
-            "variant": variant,
-            "model_file": wanted,
-            "threads": transcriber.model.threads,
-            "load_seconds": load_seconds,
-            "audio_seconds": audio,
-            "processing_seconds": busy,
-            "peak_rss_mb": peak,
-            "transcripts": texts,
-        },
-        "ids": ids,
+    result: Dict[str, object] = {
+        "variant": variant,
+        "model_file": wanted,
+        "threads": transcriber.model.threads,
+        "load_seconds": load_seconds,
+        "audio_seconds": audio,
+        "processing_seconds": busy,
+        "peak_rss_mb": peak,
+        "transcripts": texts,
     }
+    return result, ids
 
 
 def run_variant(
@@ -143,9 +144,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     paths = json.loads(args.items.read_text(encoding="utf-8"))
-    measured = _measure(args.bundle, args.variant, paths, args.threads)
-    np.savez(args.ids, *measured["ids"])
-    args.out.write_text(json.dumps(measured["result"]), encoding="utf-8")
+    result, ids = _measure(args.bundle, args.variant, paths, args.threads)
+    np.savez(args.ids, *ids)
+    args.out.write_text(json.dumps(result), encoding="utf-8")
     return 0
 
 

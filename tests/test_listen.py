@@ -82,7 +82,7 @@ class FakeSoundDevice(types.ModuleType):
         self,
         devices: List[Dict[str, Any]],
         default_input: int,
-        audio: np.ndarray = None,
+        audio: Optional[np.ndarray] = None,
         supported_rates=(44100, 48000),
         after=None,
         pace: float = 0.0,

@@ -343,7 +343,12 @@ def test_stream_finals_use_the_lm_and_match_the_file_result(
 ) -> None:
     finished = []
     original = PrefixBeamDecoder.finish
-    monkeypatch.setattr(PrefixBeamDecoder, "finish", lambda self: finished.append(1) or original(self))
+
+    def finish(self):
+        finished.append(1)
+        return original(self)
+
+    monkeypatch.setattr(PrefixBeamDecoder, "finish", finish)
     audio = np.concatenate([tone_audio("bad cafe"), np.zeros(16000, dtype=np.float32)])
     asr = EdgeTranscriber(lm_bundle)
     stream = asr.stream()
@@ -372,9 +377,9 @@ def test_quantize_lm_tunes_and_evaluates_on_manifests(tone_bundle: Path, tmp_pat
     import soundfile as sf
 
     lines = ["path,text"]
-    for index, text in enumerate(["bad cafe", "face", "deaf bead"]):
-        sf.write(tmp_path / f"{index}.wav", tone_audio(text), 16000)
-        lines.append(f"{index}.wav,{text}")
+    for index, said in enumerate(["bad cafe", "face", "deaf bead"]):
+        sf.write(tmp_path / f"{index}.wav", tone_audio(said), 16000)
+        lines.append(f"{index}.wav,{said}")
     manifest = tmp_path / "dev.csv"
     manifest.write_text("\n".join(lines) + "\n")
     text = tmp_path / "text.txt"

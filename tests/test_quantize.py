@@ -82,7 +82,9 @@ def _pytorch_greedy(model_dir: Path, wav: Path) -> str:
     inputs = extractor(samples, sampling_rate=rate, return_tensors="pt")
     with torch.no_grad():
         ids = model(**inputs).logits.argmax(-1)[0]
-    return tokenizer.decode(ids.tolist())
+    text = tokenizer.decode(ids.tolist())
+    assert isinstance(text, str)  # one sequence of ids decodes to one string
+    return text
 
 
 def test_bundle_metadata_follows_the_model_folder(converted):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, Tuple, cast
 
 import numpy as np
 import pytest
@@ -142,7 +142,11 @@ def test_float32_round_trip_is_exact(tiny, tmp_path: Path) -> None:
     config = json.loads((out / "config.json").read_text())
     assert config["tie_word_embeddings"] is True
     assert (config["eos_token_id"], config["decoder_start_token_id"]) == (0, 1)
-    model, info = WhisperForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    # output_loading_info=True returns (model, loading info); the annotation names the model only.
+    model, info = cast(
+        Tuple[WhisperForConditionalGeneration, Dict[str, Any]],
+        WhisperForConditionalGeneration.from_pretrained(out, output_loading_info=True),
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
@@ -169,7 +173,9 @@ def test_encoder_matches_original_and_ctranslate2(tiny, tmp_path: Path, quantiza
     assert provenance["source"]["licence"] == "unknown" and provenance["dtype"] == "float32"
     assert list(provenance["source"]["stored_dtypes"]) == [quantization]
 
-    model, info = WhisperModel.from_pretrained(out, output_loading_info=True)
+    model, info = cast(
+        Tuple[WhisperModel, Dict[str, Any]], WhisperModel.from_pretrained(out, output_loading_info=True)
+    )
     assert info["missing_keys"] and all(k.startswith("decoder.") for k in info["missing_keys"])
     assert not info["unexpected_keys"]
     WhisperForConditionalGeneration.from_pretrained(out)  # loads too (decoder freshly initialised)

@@ -324,7 +324,7 @@ def _flag(name: str) -> str:
 class _KeyValue(argparse.Action):
     """`--model-override KEY=VALUE` (repeatable); VALUE is parsed as YAML (numbers, lists, bools)."""
 
-    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+    def __call__(self, parser, namespace, values, option_string=None):
         import yaml
 
         key, sep, raw = str(values).partition("=")

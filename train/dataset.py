@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, cast
 
 import numpy as np
 import torch
@@ -46,7 +46,8 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.frames = frames
         self.do_normalize = do_normalize
         self.augment_options = augment_options
-        self._augmenter = None  # built lazily, once per worker process
+        # Built lazily, once per worker process: an audiomentations Compose, or False for none.
+        self._augmenter: Any = None
         self.labels = [encode(r.label) for r in self.rows]
 
     @property
@@ -69,7 +70,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             return samples
         return out
 
-    def __getitem__(self, index: int) -> Dict[str, object]:
+    def __getitem__(self, index: int) -> Dict[str, Any]:
         for attempt in range(len(self.rows)):
             i = (index + attempt) % len(self.rows)
             try:
@@ -98,7 +99,7 @@ class CTCCollator:
 
     use_attention_mask: bool
 
-    def __call__(self, items: List[Dict[str, object]]) -> Dict[str, torch.Tensor]:
+    def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
         lengths = [len(item["input_values"]) for item in items]
         audio = torch.zeros(len(items), max(lengths), dtype=torch.float32)
         for row, item in enumerate(items):
@@ -120,7 +121,7 @@ class CTCCollator:
         return batch
 
 
-def _probe(_: int) -> int:
+def _probe(_: List[int]) -> int:
     return 1
 
 
@@ -133,7 +134,9 @@ def usable_workers(requested: int) -> int:
     if requested <= 0:
         return 0
     try:
-        loader = torch.utils.data.DataLoader(list(range(2)), batch_size=1, num_workers=1, collate_fn=_probe)
+        # A list is a map-style dataset at runtime (__getitem__ and __len__); the stubs want a Dataset.
+        items = cast("torch.utils.data.Dataset[int]", list(range(2)))
+        loader = torch.utils.data.DataLoader(items, batch_size=1, num_workers=1, collate_fn=_probe)
         list(loader)
         multiprocessing.active_children()
         return requested

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, cast
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +186,15 @@ def build_model(config, model: str, from_scratch: bool, freeze_feature_encoder: 
         net = Wav2Vec2ForCTC(config)
     else:
         try:
-            net, loading = Wav2Vec2ForCTC.from_pretrained(
-                model,
-                config=config,
-                ignore_mismatched_sizes=True,
-                output_loading_info=True,
+            # output_loading_info=True returns (model, loading info); the annotation names the model only.
+            net, loading = cast(
+                Tuple[Wav2Vec2ForCTC, Dict[str, Any]],
+                Wav2Vec2ForCTC.from_pretrained(
+                    model,
+                    config=config,
+                    ignore_mismatched_sizes=True,
+                    output_loading_info=True,
+                ),
             )
         except OSError as exc:
             raise ModelError(

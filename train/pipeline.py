@@ -27,7 +27,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from edge_asr.atomic import replace_folder, write_text_atomic
 
@@ -251,14 +251,18 @@ def training_arguments(config: TrainConfig, run_dir: Path, use_cpu: bool, precis
     )
 
 
-def _version_dependent_arguments(config: TrainConfig) -> Dict[str, object]:
-    """Options renamed in transformers 5 (length grouping, activation checkpointing)."""
+def _version_dependent_arguments(config: TrainConfig) -> Dict[str, Any]:
+    """Options renamed in transformers 5 (length grouping, activation checkpointing).
+
+    Dict[str, Any]: which names exist depends on the installed transformers, so no static type of
+    TrainingArguments can check them; each value is what that version's field takes.
+    """
     import dataclasses
 
     from transformers import TrainingArguments
 
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    extra: Dict[str, object] = {}
+    extra: Dict[str, Any] = {}
     if "train_sampling_strategy" in names:
         extra["train_sampling_strategy"] = "group_by_length" if config.group_by_length else "random"
     else:

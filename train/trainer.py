@@ -135,7 +135,7 @@ class CTCTrainer(Trainer):
 
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False):
         """Trainer's save (checkpoints and the final model), refused for weights that are not finite."""
-        bad = non_finite_parameters(self.model)
+        bad = non_finite_parameters(self.model) if self.model is not None else []
         if bad:
             shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
             raise TrainError(

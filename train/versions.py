@@ -44,9 +44,11 @@ def package_versions() -> Dict[str, Any]:
         info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     except Exception:  # a broken CUDA setup must not stop the run from recording what it has
         info["cuda_devices"] = []
-    everything = {}
+    everything: Dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        # The first Name header, as Message.get gives it (typeshed's PackageMetadata lacks get before 3.12).
+        names = dist.metadata.get_all("Name")
+        name = names[0] if names else None
         if name:
             everything[name] = dist.version
     info["all_packages"] = dict(sorted(everything.items(), key=lambda kv: kv[0].lower()))

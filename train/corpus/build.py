@@ -28,7 +28,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import soundfile as sf
 
@@ -87,6 +87,15 @@ class CorpusResult:
     per_speaker: Dict[str, Dict[str, float]]
 
 
+@dataclass
+class _Totals:
+    """Running sums of one build: audio seconds in the corpus, and what this run rendered."""
+
+    seconds: float = 0.0
+    new_seconds: float = 0.0
+    new: int = 0
+
+
 def available_voices(options: CorpusOptions) -> Tuple[List[Voice], Dict[str, str]]:
     """The voices to use, and voice key -> why it is skipped."""
     unknown = [e for e in options.engines if e not in ENGINES]
@@ -121,9 +130,9 @@ def split_of_speakers(options: CorpusOptions) -> Dict[str, str]:
     return splits
 
 
-def excluded_labels(manifests: Sequence[Path]) -> set:
+def excluded_labels(manifests: Sequence[Path]) -> Set[str]:
     """The `text` column of each manifest (labels, as the corpus writes them)."""
-    labels = set()
+    labels: Set[str] = set()
     for path in manifests:
         try:
             with Path(path).open(newline="", encoding="utf-8") as handle:
@@ -136,7 +145,7 @@ def excluded_labels(manifests: Sequence[Path]) -> set:
     return labels
 
 
-def usable_sentences(options: CorpusOptions) -> Tuple[List[Sentence], set]:
+def usable_sentences(options: CorpusOptions) -> Tuple[List[Sentence], Set[str]]:
     """The sentences of `options.sources` a corpus may say, and the excluded labels left out."""
     try:
         sentences = load_sentences(options.sources, options.min_words, options.max_words, options.seed)
@@ -262,7 +271,7 @@ def build(options: CorpusOptions) -> CorpusResult:
     existing = {p.stem for p in wav_dir.glob("*.wav") if not p.name.startswith(".")}
     results: Dict[int, Tuple[PlannedUtterance, float]] = {}
     failures: List[str] = []
-    totals = {"seconds": 0.0, "new_seconds": 0.0, "new": 0}
+    totals = _Totals()
     started = time.monotonic()
 
     from tqdm import tqdm  # desktop dependency (train extra)
@@ -279,12 +288,12 @@ def build(options: CorpusOptions) -> CorpusResult:
 
     def account(item: PlannedUtterance, duration: float, new: bool) -> None:
         results[item.index] = (item, duration)
-        totals["seconds"] += duration
+        totals.seconds += duration
         if new:
-            totals["new_seconds"] += duration
-            totals["new"] += 1
+            totals.new_seconds += duration
+            totals.new += 1
         # Whole units only: tqdm prints fractional counts with every digit.
-        now = len(results) if options.count else int(totals["seconds"])
+        now = len(results) if options.count else int(totals.seconds)
         bar.update(now - shown["n"])
         shown["n"] = now
 
@@ -294,7 +303,7 @@ def build(options: CorpusOptions) -> CorpusResult:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
     try:
-        for batch in _batches(options, planner, lambda: totals["seconds"]):
+        for batch in _batches(options, planner, lambda: totals.seconds):
             todo = []
             for item in batch:
                 if item.id in existing:
@@ -324,9 +333,9 @@ def build(options: CorpusOptions) -> CorpusResult:
     return CorpusResult(
         out=out,
         utterances=len(results),
-        seconds=totals["seconds"],
-        new_utterances=totals["new"],
-        new_seconds=totals["new_seconds"],
+        seconds=totals.seconds,
+        new_utterances=totals.new,
+        new_seconds=totals.new_seconds,
         wall_seconds=wall,
         failures=failures,
         skipped_voices=skipped,
@@ -344,7 +353,9 @@ def _csv_text(rows: Sequence[Sequence[object]], header: Optional[Sequence[str]] 
     return buffer.getvalue()
 
 
-def write_tables(out: Path, done: Sequence[Tuple[PlannedUtterance, float]], identity, wall: float, totals):
+def write_tables(
+    out: Path, done: Sequence[Tuple[PlannedUtterance, float]], identity, wall: float, totals: _Totals
+):
     """metadata.csv, utterances.csv, the split manifests, splits.json and corpus.json."""
     metadata = "".join(f"{u.id}|{u.sentence.spoken}|{u.sentence.label}\n" for u, _ in done)
     write_text_atomic(out / "metadata.csv", metadata)
@@ -376,7 +387,7 @@ def write_tables(out: Path, done: Sequence[Tuple[PlannedUtterance, float]], iden
         for name in SPLITS
     }  # fmt: skip
     write_text_atomic(out / "splits.json", json.dumps(splits, indent=2) + "\n")
-    speed = totals["new_seconds"] / wall if wall > 0 else 0.0
+    speed = totals.new_seconds / wall if wall > 0 else 0.0
     summary = {
         "plan": identity,
         "utterances": len(done),
@@ -386,8 +397,8 @@ def write_tables(out: Path, done: Sequence[Tuple[PlannedUtterance, float]], iden
             for k, v in sorted(per_speaker.items())
         },  # fmt: skip
         "last_run": {
-            "new_utterances": totals["new"],
-            "new_audio_s": round(totals["new_seconds"], 1),
+            "new_utterances": totals.new,
+            "new_audio_s": round(totals.new_seconds, 1),
             "wall_s": round(wall, 1),
             "audio_s_per_wall_s": round(speed, 1),
         },  # fmt: skip
