@@ -438,22 +438,8 @@ def evaluate(
     return {"cer": counts.cer, "wer": counts.wer}
 
 
-def train_head(args: argparse.Namespace) -> Path:
-    import torch
-    from safetensors.torch import load_file, save_file
-    from torch.utils.tensorboard import SummaryWriter
-
-    from .pipeline import cpu_has_native_bf16
-    from .trainer import ctc_loss
-    from .whisper_ctc import from_whisper
-
-    options = HeadOptions(
-        **{k: getattr(args, k) for k in HeadOptions.__dataclass_fields__ if hasattr(args, k)}
-    )
-    run_dir = Path(args.out).resolve()
-    cache_dir = run_dir / "cache"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(args.threads)
+def check_settings(args: argparse.Namespace, options: HeadOptions, run_dir: Path) -> None:
+    """Refuse to resume a run with other settings (but --steps and --eval-every), then record these."""
     settings_path = run_dir / "head_options.json"
     if settings_path.is_file() and not args.force:
         saved = json.loads(settings_path.read_text(encoding="utf-8"))
@@ -466,25 +452,24 @@ def train_head(args: argparse.Namespace) -> Path:
                 f"{run_dir}: this run was started with other settings ({settings_path}); pass the same "
                 "ones to resume, another --out for a new run, or --force to start over here"
             )
-    write_text_atomic(
-        settings_path,
-        json.dumps(
-            {
-                "options": asdict(options),
-                "encoder": args.encoder,
-                "data": args.data,
-                "validation_data": args.validation_data,
-            },
-            indent=2,
-        )
-        + "\n",
-    )
+    record = {
+        "options": asdict(options),
+        "encoder": args.encoder,
+        "data": args.data,
+        "validation_data": args.validation_data,
+    }
+    write_text_atomic(settings_path, json.dumps(record, indent=2) + "\n")
 
-    normalization = TextNormalization(lowercase=True, keep_punctuation="'")
-    vocabulary = V.load_vocabulary(Path(args.vocab))
-    tokens = [t for t, _ in sorted(vocabulary.items(), key=lambda kv: kv[1])]
-    blank_id = vocabulary[V.PAD]
-    V.save_vocabulary(vocabulary, run_dir / "vocab.json")
+
+def build_caches(
+    args: argparse.Namespace,
+    options: HeadOptions,
+    model,
+    vocabulary: Dict[str, int],
+    normalization: TextNormalization,
+    cache_dir: Path,
+) -> Tuple[CachedSplit, List[CachedSplit]]:
+    """(validation cache, training caches): every manifest x copy, plus the non-speech clips."""
     val_rows, val_report = read_rows(args.validation_data, normalization, vocabulary, options.max_seconds)
     if val_report.dropped:
         log.warning("validation data: %s", val_report.summary())
@@ -499,18 +484,12 @@ def train_head(args: argparse.Namespace) -> Path:
         D.summarize([r for rows in sources.values() for r in rows]),
         D.summarize(val_rows),
     )
-
-    head_config = {
-        k: getattr(options, k)
-        for k in ("head_type", "head_layers", "head_dim", "head_heads", "head_ffn", "head_dropout")
-    }
-    model = from_whisper(args.encoder, len(vocabulary), blank_id, options.seed, **head_config)
     d_model = int(model.config.encoder_config["d_model"])
     encoder_onnx = cache_dir / "encoder.onnx"
     if not encoder_onnx.is_file():
         export_encoder(model, encoder_onnx)
     encode = V.encoder(vocabulary)
-    augmenter = Augmenter(options.augment, run_dir, options.seed) if options.copies > 1 else None
+    augmenter = Augmenter(options.augment, cache_dir.parent, options.seed) if options.copies > 1 else None
     val = cache_split(encoder_onnx, val_rows, encode, cache_dir / "valid.f16", d_model, None, 0, args.threads)
     train_splits = [
         cache_split(
@@ -537,9 +516,66 @@ def train_head(args: argparse.Namespace) -> Path:
                 args.threads,
             )
         )
+    return val, train_splits
+
+
+def lr_at(step: int, options: HeadOptions) -> float:
+    """Linear warm-up to options.lr, then a cosine to 0 at options.steps."""
+    if step < options.warmup:
+        return options.lr * (step + 1) / options.warmup
+    progress = (step - options.warmup) / max(1, options.steps - options.warmup)
+    return options.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_head(args: argparse.Namespace) -> Path:
+    """Cache (or reuse) the encoder states, train (or resume) the head, write run_dir/model."""
+    import torch
+
+    from .whisper_ctc import from_whisper
+
+    options = HeadOptions(
+        **{k: getattr(args, k) for k in HeadOptions.__dataclass_fields__ if hasattr(args, k)}
+    )
+    run_dir = Path(args.out).resolve()
+    cache_dir = run_dir / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    check_settings(args, options, run_dir)
+    normalization = TextNormalization(lowercase=True, keep_punctuation="'")
+    vocabulary = V.load_vocabulary(Path(args.vocab))
+    V.save_vocabulary(vocabulary, run_dir / "vocab.json")
+    head_config = {
+        k: getattr(options, k)
+        for k in ("head_type", "head_layers", "head_dim", "head_heads", "head_ffn", "head_dropout")
+    }
+    model = from_whisper(args.encoder, len(vocabulary), vocabulary[V.PAD], options.seed, **head_config)
+    val, train_splits = build_caches(args, options, model, vocabulary, normalization, cache_dir)
     if args.cache_only:
         return run_dir
+    train_loop(args, options, model, vocabulary, val, train_splits, run_dir)
+    return write_model_folder(model, run_dir, normalization)
 
+
+def train_loop(
+    args: argparse.Namespace,
+    options: HeadOptions,
+    model,
+    vocabulary: Dict[str, int],
+    val: CachedSplit,
+    train_splits: List[CachedSplit],
+    run_dir: Path,
+) -> None:
+    """AdamW on the head alone until options.steps; validation, checkpoints and metrics every
+    options.eval_every steps; resumes from run_dir/state.pt."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .pipeline import cpu_has_native_bf16
+    from .trainer import ctc_loss
+
+    tokens = [t for t, _ in sorted(vocabulary.items(), key=lambda kv: kv[1])]
+    blank_id = vocabulary[V.PAD]
     # bf16 autocast where the CPU does bf16 matmuls natively (AVX512-BF16, AMX): ~2x faster steps.
     use_bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_native_bf16())
     log.info("precision: %s", "bf16 autocast" if use_bf16 else "fp32")
@@ -548,12 +584,6 @@ def train_head(args: argparse.Namespace) -> Path:
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith(("head.", "lm_head."))
     optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
-
-    def lr_at(step: int) -> float:
-        if step < options.warmup:
-            return options.lr * (step + 1) / options.warmup
-        progress = (step - options.warmup) / max(1, options.steps - options.warmup)
-        return options.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     step, best, history = 0, math.inf, []
     state_path = run_dir / "state.pt"
@@ -574,7 +604,7 @@ def train_head(args: argparse.Namespace) -> Path:
         x, frames, labels = collate(train_splits, next(stream))
         spec_augment(x, frames, options, generator)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = lr_at(step, options)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(encoder_states=x, frames=frames).logits
         loss = ctc_loss(logits.float(), labels, frames, blank_id)
@@ -588,7 +618,7 @@ def train_head(args: argparse.Namespace) -> Path:
         losses.append(loss.item())
         if step % 50 == 0:
             writer.add_scalar("train/loss", float(np.mean(losses[-50:])), step)
-            writer.add_scalar("train/lr", lr_at(step), step)
+            writer.add_scalar("train/lr", lr_at(step, options), step)
         if step % options.eval_every == 0 or step == options.steps:
             scores = evaluate(model, val, tokens, blank_id, 4 * options.batch_frames)
             history.append({"step": step, "loss": float(np.mean(losses[-options.eval_every :])), **scores})
@@ -617,7 +647,6 @@ def train_head(args: argparse.Namespace) -> Path:
                 json.dumps({"best_cer": best, "history": history}, indent=2) + "\n",
             )
     writer.close()
-    return write_model_folder(model, run_dir, normalization)
 
 
 def write_model_folder(model, run_dir: Path, normalization: TextNormalization) -> Path:
