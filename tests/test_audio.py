@@ -4,23 +4,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from tone_model import tone_audio, write_tone_bundle
+from tone_model import SPEECH_TEXT, tone_audio, write_tone_bundle
 
 from edge_asr import AudioError, EdgeTranscriber
 from edge_asr.audio import as_float32, open_audio, prepare_array, read_audio
 from edge_asr.errors import InputError
 
-TEXT = "abc fed"
-
-
-@pytest.fixture(scope="module")
-def transcriber(tone_bundle):
-    return EdgeTranscriber(tone_bundle)
-
-
-@pytest.fixture(scope="module")
-def speech():
-    return tone_audio(TEXT)
+TEXT = SPEECH_TEXT
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])

@@ -15,24 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from tone_model import tone_audio
+from tone_model import SPEECH_TEXT
 
-from edge_asr import AudioError, EdgeTranscriber
+from edge_asr import AudioError
 from edge_asr import pipe_audio as P
 from edge_asr.audio import open_audio, read_audio
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT = "abc fed"
-
-
-@pytest.fixture(scope="module")
-def transcriber(tone_bundle):
-    return EdgeTranscriber(tone_bundle)
-
-
-@pytest.fixture(scope="module")
-def speech():
-    return tone_audio(TEXT)
+TEXT = SPEECH_TEXT
 
 
 def encoded(audio: np.ndarray, rate: int = 16000, **kwargs) -> bytes:

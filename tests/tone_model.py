@@ -22,6 +22,7 @@ from edge_asr.text import TextNormalization
 VOCAB = ["<blank>", "|", "a", "b", "c", "d", "e", "f"]
 SAMPLE_RATE = 16000
 STRIDE = 320
+SPEECH_TEXT = "abc fed"  # what the shared `speech` fixture (conftest.py) says
 FIELD = 400
 
 
