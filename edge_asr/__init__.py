@@ -1,8 +1,9 @@
 """edge-asr: offline speech-to-text for Raspberry Pi-class devices (numpy + onnxruntime, no torch)."""
 
-from .errors import AudioError, BundleError, EdgeASRError
+from .errors import AudioError, BundleError, EdgeASRError, InputError
 from .results import Transcript, Word
-from .transcriber import EdgeTranscriber, TranscribeOptions
+from .stream import StreamEvent, StreamOptions
+from .transcriber import EdgeTranscriber, FileResult, TranscribeOptions
 
 __version__ = "0.1.0"
 
@@ -11,6 +12,10 @@ __all__ = [
     "BundleError",
     "EdgeASRError",
     "EdgeTranscriber",
+    "FileResult",
+    "InputError",
+    "StreamEvent",
+    "StreamOptions",
     "TranscribeOptions",
     "Transcript",
     "Word",

@@ -47,3 +47,12 @@ def test_no_module_of_the_package_imports_a_desktop_library():
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in DESKTOP_ONLY, f"{path.name} imports {name} at module level"
+
+
+def test_the_names_the_readme_uses_come_from_the_package():
+    import edge_asr
+
+    for name in ("EdgeTranscriber", "TranscribeOptions", "StreamOptions", "StreamEvent", "FileResult"):
+        assert name in edge_asr.__all__ and getattr(edge_asr, name).__module__.startswith("edge_asr.")
+    for name in ("EdgeASRError", "AudioError", "BundleError", "InputError"):
+        assert issubclass(getattr(edge_asr, name), edge_asr.EdgeASRError)
