@@ -1,12 +1,12 @@
 """The default model against its targets (issue 21: the v2 whisper-ctc default), on this machine.
 
-    python benchmarks/default_model.py [--threads N]
+    python benchmarks/default_model.py [--threads N] [--corpus /work/data/corpus-v1]
 
 Accuracy comes from the report that `scripts/package_default_model.py` stored in the bundle (the corpus
 test split: voices never heard in training). Speed and memory are measured here: a 10 s clip (a bundled
 sample tiled) in a child process as `edge-asr file` runs it, and a 5 s clip end to end through the real
-command (process start, imports, model load, transcription), median of 5 runs. When the corpus the
-report names is on this machine, greedy CER and WER are also broken down per held-out voice. With a
+command (process start, imports, model load, transcription), median of 5 runs. With --corpus (the
+folder of the report's manifest), greedy CER and WER are also broken down per held-out voice. With a
 language model in the bundle, the accuracy targets are judged on its evaluation (beam search with
 the LM, the decoding `edge-asr file` uses), and speed includes the beam search.
 """
@@ -55,9 +55,13 @@ def tiled_clip(seconds: float, path: Path) -> Path:
     return path
 
 
-def per_voice_errors(report: dict, variant: str) -> dict[str, ErrorCounts] | None:
-    """Errors of one variant per speaker, from the report's transcripts and the corpus' utterances.csv."""
-    table = Path(report["manifest"]).parent / "utterances.csv"
+def per_voice_errors(report: dict, variant: str, corpus: Path | None) -> dict[str, ErrorCounts] | None:
+    """Errors of one variant per speaker, from the report's transcripts and the corpus' utterances.csv.
+
+    The shipped report names its manifest without the build machine's folders ("corpus-v1/test.csv"),
+    so the corpus folder is `corpus`, or the manifest's own folder when that is a path here."""
+    folder = corpus if corpus is not None else Path(report["manifest"]).parent
+    table = folder / "utterances.csv"
     if not table.is_file():
         return None
     with table.open(newline="", encoding="utf-8") as handle:
@@ -76,6 +80,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--corpus", type=Path, help="the corpus folder of the report's manifest, for the per-voice table"
+    )
     args = parser.parse_args()
     report = json.loads((DEFAULT_BUNDLE_DIR / "report.json").read_text())
     fp32, int8 = report["variants"]["fp32"], report["variants"]["int8"]
@@ -145,9 +152,9 @@ def main() -> None:
             print(f"{name:46} {value:9.4f} {'-':>8}  -")
         else:
             print(f"{name:46} {value:9.4f} {target:8.3f}  {'yes' if value <= target else 'NO'}")
-    voices = per_voice_errors(report, "int8")
+    voices = per_voice_errors(report, "int8", args.corpus)
     if voices is None:
-        print(f"per-voice breakdown skipped: {report['manifest']} is not on this machine")
+        print(f"per-voice breakdown skipped: pass --corpus, the folder of {report['manifest']}")
         return
     print(f"\n{'held-out voice (int8, greedy)':32} {'utts':>5} {'CER':>7} {'WER':>7}")
     for speaker, counts in voices.items():

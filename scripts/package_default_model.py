@@ -95,6 +95,7 @@ def ship_int8(full: Path, training: dict, keep_lm_eval: Optional[Tuple[Path, int
     for name in REPORT_FILES:
         if (full / name).exists():
             shutil.copy2(full / name, staging / name)
+    ship_portable_report(staging)
     if (SHIPPED / MODEL_CARD).is_file():  # written by hand; its figures are updated with each model
         shutil.copy2(SHIPPED / MODEL_CARD, staging / MODEL_CARD)
     meta = BundleMetadata.from_dict(json.loads((full / "bundle.json").read_text()))
@@ -134,6 +135,33 @@ def portable_source(source: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(cleaned.get(key), str):
             cleaned[key] = _portable_path(cleaned[key])
     return cleaned
+
+
+def portable_report(report: Dict[str, Any]) -> Dict[str, Any]:
+    """The convert report as it ships: the model's paths and the manifest as `_portable_path` gives
+    them, each utterance's path relative to the manifest's folder (as a manifest itself names it)."""
+    manifest = Path(str(report.get("manifest", "")))
+    cleaned = {**report, "model": portable_source(report.get("model", {}))}
+    cleaned["manifest"] = _portable_path(str(manifest))
+    utterances = []
+    for row in report.get("utterances", []):
+        path = Path(row["path"])
+        if path.is_absolute() and path.is_relative_to(manifest.parent):
+            row = {**row, "path": str(path.relative_to(manifest.parent))}
+        utterances.append(row)
+    cleaned["utterances"] = utterances
+    return cleaned
+
+
+def ship_portable_report(staging: Path) -> None:
+    """Rewrite the copied report.json (and the report.md made from it) without build-host paths."""
+    from quantize.report import REPORT_JSON, REPORT_MD, report_markdown
+
+    if not (staging / REPORT_JSON).is_file():
+        return
+    report = portable_report(json.loads((staging / REPORT_JSON).read_text()))
+    (staging / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (staging / REPORT_MD).write_text(report_markdown(report))
 
 
 def encoder_provenance(model: Path, root: Path) -> Dict[str, Any]:
