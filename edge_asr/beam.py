@@ -60,15 +60,15 @@ class BeamOptions:
 
     def validate(self) -> None:
         """ValueError naming the first setting outside its range (`edge_asr.limits`)."""
-        for name, allowed in (
-            ("beam_size", limits.BEAM_SIZE),
-            ("lm_weight", limits.LM_WEIGHT),
-            ("insertion_bonus", limits.INSERTION_BONUS),
-            ("token_min_logprob", limits.TOKEN_MIN_LOGPROB),
-            ("word_weight", limits.WORD_WEIGHT),
-            ("unknown_word_penalty", limits.UNKNOWN_WORD_PENALTY),
-        ):
-            allowed.check(getattr(self, name), name, ValueError)
+        ranges = {
+            "beam_size": limits.BEAM_SIZE,
+            "lm_weight": limits.LM_WEIGHT,
+            "insertion_bonus": limits.INSERTION_BONUS,
+            "token_min_logprob": limits.TOKEN_MIN_LOGPROB,
+            "word_weight": limits.WORD_WEIGHT,
+            "unknown_word_penalty": limits.UNKNOWN_WORD_PENALTY,
+        }
+        limits.check_fields(self, ranges, error=ValueError)
 
 
 class _WordState:

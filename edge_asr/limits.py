@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Optional, Type
+from typing import Any, Mapping, Optional, Type
 
 from .errors import InputError
 
@@ -51,6 +51,21 @@ class Range:
         problem = self.problem(value)
         if problem is not None:
             raise error(f"{name} {problem}")
+
+
+def check_fields(
+    obj: Any,
+    ranges: Mapping[str, Range],
+    label: str = "",
+    error: Type[Exception] = InputError,
+    skip_none: bool = False,
+) -> None:
+    """`error` naming the first of `obj`'s fields outside its range ("{label}{field} ..."); with
+    `skip_none`, fields left at None (meaning: the bundle's value) are not checked."""
+    for name, allowed in ranges.items():
+        value = getattr(obj, name)
+        if not (skip_none and value is None):
+            allowed.check(value, f"{label}{name}", error)
 
 
 def brief(value: Any) -> str:

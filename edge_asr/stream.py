@@ -87,18 +87,18 @@ class StreamOptions:
 
     def validate(self) -> None:
         """InputError naming the first option outside its range (`edge_asr.limits`)."""
-        for name, allowed in (
-            ("hop_seconds", limits.HOP_SECONDS),
-            ("left_context_seconds", limits.STREAM_CONTEXT_SECONDS),
-            ("right_context_seconds", limits.STREAM_CONTEXT_SECONDS),
-            ("endpoint_silence", limits.ENDPOINT_SECONDS),
-            ("endpoint_silence_no_text", limits.ENDPOINT_SECONDS),
-            ("max_utterance_seconds", limits.MAX_UTTERANCE_SECONDS),
-            ("preroll_seconds", limits.PREROLL_SECONDS),
-            ("min_speech_seconds", limits.MIN_SPEECH_SECONDS),
-            ("blank_penalty", limits.BLANK_PENALTY),
-        ):
-            allowed.check(getattr(self, name), f"stream option {name}")
+        ranges = {
+            "hop_seconds": limits.HOP_SECONDS,
+            "left_context_seconds": limits.STREAM_CONTEXT_SECONDS,
+            "right_context_seconds": limits.STREAM_CONTEXT_SECONDS,
+            "endpoint_silence": limits.ENDPOINT_SECONDS,
+            "endpoint_silence_no_text": limits.ENDPOINT_SECONDS,
+            "max_utterance_seconds": limits.MAX_UTTERANCE_SECONDS,
+            "preroll_seconds": limits.PREROLL_SECONDS,
+            "min_speech_seconds": limits.MIN_SPEECH_SECONDS,
+            "blank_penalty": limits.BLANK_PENALTY,
+        }
+        limits.check_fields(self, ranges, "stream option ")
         self.vad.validate()
         if self.max_utterance_seconds < self.hop_seconds:
             raise InputError("stream option max_utterance_seconds must be at least hop_seconds")

@@ -64,21 +64,22 @@ class TranscribeOptions:
 
     def validate(self) -> None:
         """InputError naming the first option outside its range (`edge_asr.limits`)."""
-        for name, allowed in (
-            ("blank_penalty", limits.BLANK_PENALTY),
-            ("chunk_seconds", limits.CHUNK_SECONDS),
-            ("context_seconds", limits.CONTEXT_SECONDS),
-            ("block_seconds", limits.BLOCK_SECONDS),
-        ):
-            allowed.check(getattr(self, name), name)
-        for name, allowed in (
-            ("beam_size", limits.BEAM_SIZE),
-            ("lm_weight", limits.LM_WEIGHT),
-            ("insertion_bonus", limits.INSERTION_BONUS),
-        ):
-            value = getattr(self, name)
-            if value is not None:  # None keeps the bundle's tuned value, checked when it was loaded
-                allowed.check(value, name)
+        limits.check_fields(
+            self,
+            {
+                "blank_penalty": limits.BLANK_PENALTY,
+                "chunk_seconds": limits.CHUNK_SECONDS,
+                "context_seconds": limits.CONTEXT_SECONDS,
+                "block_seconds": limits.BLOCK_SECONDS,
+            },
+        )
+        # None keeps the bundle's tuned value, checked when the bundle was loaded.
+        ranges = {
+            "beam_size": limits.BEAM_SIZE,
+            "lm_weight": limits.LM_WEIGHT,
+            "insertion_bonus": limits.INSERTION_BONUS,
+        }
+        limits.check_fields(self, ranges, skip_none=True)
 
 
 @dataclass

@@ -65,15 +65,15 @@ class EnergyVadOptions:
     def validate(self) -> None:
         """InputError naming the first setting outside its range (`edge_asr.limits`): a NaN threshold
         would make every frame silence, for the rest of the session."""
-        for name, allowed in (
-            ("threshold_db", limits.VAD_THRESHOLD_DB),
-            ("hysteresis_db", limits.VAD_HYSTERESIS_DB),
-            ("min_energy_db", limits.VAD_MIN_ENERGY_DB),
-            ("floor_fall", limits.VAD_FLOOR_FALL),
-            ("floor_time_constant", limits.VAD_FLOOR_TIME_CONSTANT),
-            ("floor_rise_db_per_s", limits.VAD_FLOOR_RISE_DB_PER_S),
-        ):
-            allowed.check(getattr(self, name), f"VAD option {name}")
+        ranges = {
+            "threshold_db": limits.VAD_THRESHOLD_DB,
+            "hysteresis_db": limits.VAD_HYSTERESIS_DB,
+            "min_energy_db": limits.VAD_MIN_ENERGY_DB,
+            "floor_fall": limits.VAD_FLOOR_FALL,
+            "floor_time_constant": limits.VAD_FLOOR_TIME_CONSTANT,
+            "floor_rise_db_per_s": limits.VAD_FLOOR_RISE_DB_PER_S,
+        }
+        limits.check_fields(self, ranges, "VAD option ")
 
 
 def frame_energy_db(frames: np.ndarray) -> np.ndarray:
