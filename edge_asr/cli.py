@@ -107,7 +107,7 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="edge-asr", description="Offline speech-to-text with wav2vec2 CTC models in ONNX."
+        prog="edge-asr", description="Offline speech-to-text with CTC models in ONNX."
     )
     parser.add_argument("--version", action="version", version=f"edge-asr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (to stderr)")

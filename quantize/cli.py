@@ -83,8 +83,8 @@ def _add_int8_args(p: argparse.ArgumentParser) -> None:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m quantize",
-        description="Export a wav2vec2-style CTC checkpoint to an edge-asr model bundle (ONNX fp32 + int8), "
-        "check it against PyTorch, and report what int8 costs.",
+        description="Export a CTC checkpoint (wav2vec2 family or whisper-ctc) to an edge-asr model bundle "
+        "(ONNX fp32 + int8), check it against PyTorch, and report what int8 costs.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,1 +1,3 @@
-"""Desktop side: fine-tune wav2vec2 CTC models and build training corpora (needs the `train` extra)."""
+"""Desktop side: fine-tune CTC models (wav2vec2 family, whisper-ctc) and build training corpora.
+
+Needs the `train` extra."""
