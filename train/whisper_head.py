@@ -38,7 +38,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -212,6 +212,50 @@ class Augmenter:
         return out / peak * 0.95 if peak > 1.0 else out
 
 
+def write_cache(
+    encoder_onnx: Path,
+    items: Iterable[Tuple[np.ndarray, str, List[int]]],
+    count: int,
+    path: Path,
+    d_model: int,
+    threads: int,
+) -> CachedSplit:
+    """Run each (samples, text, label ids) through the encoder and write the states (float16) and the
+    index beside them; the index is written last, so a cache with one is complete."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(encoder_onnx), options, providers=["CPUExecutionProvider"])
+    tmp = path.with_suffix(".tmp")
+    index: Dict[str, Any] = {"offsets": [], "frames": [], "labels": [], "texts": [], "d_model": d_model}
+    started, audio_seconds, total = time.perf_counter(), 0.0, 0
+    with open(tmp, "wb") as out:
+        for i, (samples, text, label) in enumerate(items):
+            states = session.run(None, {"samples": samples[None, :].astype(np.float32)})[0][0]
+            out.write(states.astype(np.float16).tobytes())
+            index["offsets"].append(total)
+            index["frames"].append(int(states.shape[0]))
+            index["labels"].append(label)
+            index["texts"].append(text)
+            total += int(states.shape[0])
+            audio_seconds += len(samples) / SAMPLE_RATE
+            if (i + 1) % 1000 == 0:
+                rate = audio_seconds / (time.perf_counter() - started)
+                log.info("%s: %d/%d items, %.0f s of audio per second", path.name, i + 1, count, rate)
+    tmp.replace(path)
+    write_text_atomic(path.with_suffix(".json"), json.dumps(index))
+    log.info(
+        "%s: %d items, %.2f h in %.0f s",
+        path.name,
+        count,
+        audio_seconds / 3600,
+        time.perf_counter() - started,
+    )
+    return load_cache(path, d_model)
+
+
 def cache_split(
     encoder_onnx: Path,
     rows: Sequence[D.Utterance],
@@ -222,58 +266,19 @@ def cache_split(
     seed: int,
     threads: int,
 ) -> CachedSplit:
-    """Run every row through the encoder (augmented when `augmenter`), write the states, return them.
-
-    A cache already complete at `path` is read back instead (resume).
-    """
-    import onnxruntime as ort
-
-    index_path = path.with_suffix(".json")
-    if index_path.is_file() and path.is_file():
+    """Every row through the encoder (augmented when `augmenter`); a complete cache at `path` is read
+    back instead (resume)."""
+    if path.is_file() and path.with_suffix(".json").is_file():
         return load_cache(path, d_model)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(encoder_onnx), options, providers=["CPUExecutionProvider"])
-    tmp = path.with_suffix(".tmp")
-    offsets: List[int] = []
-    frames: List[int] = []
-    labels: List[List[int]] = []
-    texts: List[str] = []
-    started, audio_seconds, total = time.perf_counter(), 0.0, 0
-    with open(tmp, "wb") as out:
+
+    def items() -> Iterator[Tuple[np.ndarray, str, List[int]]]:
         for i, row in enumerate(rows):
             samples = D.load_audio(row.path)
             if augmenter is not None:
                 samples = augmenter(samples, np.random.default_rng([seed, i]))
-            states = session.run(None, {"samples": samples[None, :].astype(np.float32)})[0][0]
-            out.write(states.astype(np.float16).tobytes())
-            offsets.append(total)
-            frames.append(int(states.shape[0]))
-            labels.append(encode(row.label))
-            texts.append(row.label)
-            total += int(states.shape[0])
-            audio_seconds += len(samples) / SAMPLE_RATE
-            if (i + 1) % 1000 == 0:
-                elapsed = time.perf_counter() - started
-                log.info(
-                    "%s: %d/%d utterances, %.0f s of audio per second",
-                    path.name,
-                    i + 1,
-                    len(rows),
-                    audio_seconds / elapsed,
-                )
-    tmp.replace(path)
-    index = {"offsets": offsets, "frames": frames, "labels": labels, "texts": texts, "d_model": d_model}
-    write_text_atomic(index_path, json.dumps(index))
-    log.info(
-        "%s: %d utterances, %.2f h in %.0f s",
-        path.name,
-        len(rows),
-        audio_seconds / 3600,
-        time.perf_counter() - started,
-    )
-    return load_cache(path, d_model)
+            yield samples, row.label, encode(row.label)
+
+    return write_cache(encoder_onnx, items(), len(rows), path, d_model, threads)
 
 
 def nonspeech_clip(rng: np.random.Generator) -> np.ndarray:
@@ -307,30 +312,12 @@ def cache_nonspeech(
     encoder_onnx: Path, count: int, path: Path, d_model: int, seed: int, threads: int
 ) -> CachedSplit:
     """`count` generated non-speech clips through the encoder, each with an empty label."""
-    import onnxruntime as ort
-
     if path.is_file() and path.with_suffix(".json").is_file():
         return load_cache(path, d_model)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(encoder_onnx), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
-    offsets: List[int] = []
-    frames: List[int] = []
-    total = 0
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as out:
-        for _ in range(count):
-            states = session.run(None, {"samples": nonspeech_clip(rng)[None, :]})[0][0]
-            out.write(states.astype(np.float16).tobytes())
-            offsets.append(total)
-            frames.append(int(states.shape[0]))
-            total += int(states.shape[0])
-    tmp.replace(path)
-    index = {"offsets": offsets, "frames": frames, "labels": [[] for _ in frames], "texts": [""] * count}
-    write_text_atomic(path.with_suffix(".json"), json.dumps({**index, "d_model": d_model}))
-    log.info("%s: %d non-speech clips", path.name, count)
-    return load_cache(path, d_model)
+    empty: List[int] = []
+    clips = ((nonspeech_clip(rng), "", empty) for _ in range(count))
+    return write_cache(encoder_onnx, clips, count, path, d_model, threads)
 
 
 def load_cache(path: Path, d_model: int) -> CachedSplit:
