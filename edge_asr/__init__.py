@@ -1,6 +1,6 @@
 """edge-asr: offline speech-to-text for Raspberry Pi-class devices (numpy + onnxruntime, no torch)."""
 
-from .errors import AudioError, BundleError, EdgeASRError, InputError
+from .errors import AudioError, BenchError, BundleError, DeviceError, EdgeASRError, InputError
 from .results import Transcript, Word
 from .stream import StreamEvent, StreamOptions
 from .transcriber import EdgeTranscriber, FileResult, TranscribeOptions
@@ -9,7 +9,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AudioError",
+    "BenchError",
     "BundleError",
+    "DeviceError",
     "EdgeASRError",
     "EdgeTranscriber",
     "FileResult",

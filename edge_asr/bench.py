@@ -6,7 +6,7 @@ and its JSON can be pasted into an issue to compare boards.
 Each (variant, threads) configuration runs in a fresh child process (multiprocessing "spawn") by
 default: ru_maxrss is a high-water mark for the whole process, so a configuration run after another
 would inherit the earlier one's peak. Clips run shortest first, so the high-water mark read after each
-clip is that clip length's peak.
+clip is that clip length's peak. The machine facts and the peak RSS come from `edge_asr.sysinfo`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ import datetime as _dt
 import json
 import logging
 import multiprocessing
-import os
-import platform
-import resource
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +28,11 @@ import numpy as np
 
 from . import limits
 from .atomic import check_output_file, write_text_atomic
-from .errors import EdgeASRError, InputError
+from .errors import BenchError, InputError
+from .sysinfo import machine_info, peak_rss_mb
+
+# peak_rss_kib lived here; quantize/measure.py and benchmarks/ still import it from edge_asr.bench.
+from .sysinfo import peak_rss_kib as peak_rss_kib
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,6 @@ DEFAULT_SECONDS = (5.0, 10.0, 30.0)
 QUICK_SECONDS = (5.0,)
 WARMUP_SECONDS = 1.0
 NOISE_SEED = 20240607
-
-
-class BenchError(EdgeASRError):
-    """A benchmark configuration could not run (e.g. the child process was killed: out of memory)."""
 
 
 @dataclass
@@ -133,28 +130,6 @@ class BenchReport:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
 
-def peak_rss_kib() -> float:
-    """This process's peak resident set size so far, in KiB.
-
-    VmHWM first: Linux carries ru_maxrss across exec, so a child started by a bigger process (one
-    holding torch, say) would report its parent's peak instead of its own.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform == "darwin" else float(peak)  # macOS reports bytes
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB."""
-    return peak_rss_kib() * 1024 / 1e6
-
-
 def parse_seconds(text: str) -> List[float]:
     """Parse a list of clip lengths: "5,10,30" -> [5.0, 10.0, 30.0]."""
     try:
@@ -234,85 +209,6 @@ def clip_audio(seconds: float, sample_rate: int, source: Optional[np.ndarray]) -
         return generated_audio(seconds, sample_rate)
     # np.resize tiles the file when the clip is longer than it.
     return np.resize(source, int(round(seconds * sample_rate))).astype(np.float32)
-
-
-def machine_info() -> Dict[str, Any]:
-    """Facts about this board that change the figures."""
-    import onnxruntime as ort
-
-    from . import __version__
-    from .model import physical_cores
-
-    info: Dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "board": _read_text("/proc/device-tree/model"),  # "Raspberry Pi 4 Model B Rev 1.4" on a Pi
-        "cpu_model": _cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "physical_cores": physical_cores(),
-        "memory_mb": _memory_mb(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "onnxruntime": ort.__version__,
-        "edge_asr": __version__,
-        # A busy or throttled board gives slow figures that say nothing about the model.
-        "load_average_1m": _load_average(),
-        "throttled": _throttled(),
-    }
-    return info
-
-
-def _load_average() -> Optional[float]:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
-def _throttled() -> Optional[str]:
-    """`vcgencmd get_throttled` on a Raspberry Pi ("throttled=0x0" is good); None elsewhere."""
-    import shutil
-    import subprocess
-
-    tool = shutil.which("vcgencmd")
-    if tool is None:
-        return None
-    try:
-        done = subprocess.run([tool, "get_throttled"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
-
-
-def _read_text(path: str) -> Optional[str]:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read().decode("utf-8", "replace").strip("\x00\n ") or None
-    except OSError:
-        return None
-
-
-def _cpu_model() -> Optional[str]:
-    text = _read_text("/proc/cpuinfo") or ""
-    fields: Dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip(), value.strip())
-    # x86 says "model name"; ARM kernels often give only "CPU part" codes and "Model" (the board).
-    for key in ("model name", "Model", "Hardware", "cpu model"):
-        if fields.get(key):
-            return fields[key]
-    if "CPU part" in fields:
-        return f"CPU implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
-    return platform.processor() or None
-
-
-def _memory_mb() -> Optional[int]:
-    for line in (_read_text("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) // 1024
-    return None
 
 
 def run_configuration(
@@ -559,7 +455,13 @@ def run_cli(args: argparse.Namespace, out: TextIO) -> int:
     report = run_bench(options, on_result=progress)
     out.write(format_table(report))
     if args.json:
-        path = write_report(report, args.json)
+        try:
+            path = write_report(report, args.json)
+        except OSError as exc:  # checked before measuring, so e.g. a full disk
+            raise BenchError(
+                f"--json {args.json}: cannot write the report ({exc.strerror or exc}); "
+                "the table above holds the figures"
+            ) from None
         out.write(f"JSON written to {path}\n")
     out.flush()
     return 0

@@ -17,3 +17,14 @@ class AudioError(EdgeASRError):
 
 class InputError(EdgeASRError):
     """An argument or path given by the user does not make sense (no audio in a folder, bad option)."""
+
+
+class DeviceError(EdgeASRError):
+    """No usable audio input (`edge-asr listen` / `devices`, `edge_asr.mic`): sounddevice or the PortAudio
+    library is missing, there is no input device or none matches --device, the device refused to open
+    (sample rate, busy) or failed to close, or it stopped delivering audio (unplugged)."""
+
+
+class BenchError(EdgeASRError):
+    """`edge-asr bench` could not finish: a configuration's child process died (most likely killed by
+    the out-of-memory killer), or the --json report could not be written after measuring."""

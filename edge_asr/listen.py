@@ -23,7 +23,7 @@ from typing import Any, Iterator, Optional, TextIO, Union
 import numpy as np
 
 from . import limits
-from .errors import InputError
+from .errors import DeviceError, InputError
 from .model import limit_heap_growth
 from .stream import Stream, StreamEvent, StreamOptions
 from .vad import EnergyVadOptions
@@ -359,7 +359,7 @@ def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[Text
 
 def run_devices_command(args: argparse.Namespace, out: TextIO) -> int:
     """`edge-asr devices`: the audio inputs, with the indices `--device` takes."""
-    from .mic import DeviceError, list_input_devices, no_inputs_message
+    from .mic import list_input_devices, no_inputs_message
 
     devices = list_input_devices()
     if not devices:

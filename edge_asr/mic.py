@@ -19,19 +19,15 @@ import threading
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
 from .audio import STDIN, open_audio
-from .errors import EdgeASRError
+from .errors import DeviceError
 
 log = logging.getLogger(__name__)
 PORTAUDIO_FIX = "install PortAudio: `sudo apt install libportaudio2` (Raspberry Pi OS / Debian / Ubuntu)"
-
-
-class DeviceError(EdgeASRError):
-    """No usable audio input: sounddevice or PortAudio missing, no such device, or it refused to open."""
 
 
 def import_sounddevice() -> ModuleType:
@@ -245,9 +241,13 @@ class MicSource:
             self.overflows += 1
         self.queue.put(indata.copy())
 
+    def _errors(self) -> Tuple[Type[BaseException], ...]:
+        """What sounddevice raises when the audio system fails: PortAudioError, OSError, ValueError."""
+        return (getattr(self._sd, "PortAudioError", OSError), OSError, ValueError)
+
     def open(self) -> MicSource:
         sd = self._sd
-        errors = (getattr(sd, "PortAudioError", OSError), OSError, ValueError)
+        errors = self._errors()
         attempts = [1] if self.device.channels <= 1 else [1, self.device.channels]
         last: Optional[BaseException] = None
         for channels in attempts:  # some devices open only with all their channels
@@ -285,17 +285,27 @@ class MicSource:
 
     def close(self) -> None:
         stream, self._stream = self._stream, None
-        if stream is not None:
+        if stream is None:
+            return
+        try:
             try:
                 stream.stop()
             finally:
                 stream.close()
+        except self._errors() as exc:  # e.g. the device was unplugged while open
+            raise DeviceError(f"cannot close {self.describe()}: {exc}") from None
 
     def __enter__(self) -> MicSource:
         return self.open()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            self.close()
+        except DeviceError as error:
+            if exc_type is None:
+                raise
+            # Already leaving on an error (say "stopped delivering audio"): that one says more.
+            log.debug("%s", error)
 
     def blocks(self, stop: threading.Event, poll_seconds: float = 0.1) -> Iterator[np.ndarray]:
         """Mono float32 blocks until `stop` is set; then the blocks already captured, and the end."""

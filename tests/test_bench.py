@@ -1,13 +1,22 @@
 """`edge-asr bench` on the tone bundle with tiny settings (clips of a second or less)."""
 
+import errno
 import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from tone_model import tone_audio, write_tone_bundle
 
-from edge_asr import cli
+from edge_asr import cli, sysinfo
 from edge_asr.bench import (
     BenchOptions,
     format_table,
@@ -16,7 +25,7 @@ from edge_asr.bench import (
     parse_threads,
     run_bench,
 )
-from edge_asr.errors import BundleError, InputError
+from edge_asr.errors import BenchError, BundleError, InputError
 
 
 def test_in_process_times_every_variant_and_clip(tone_bundle):
@@ -125,3 +134,103 @@ def test_json_that_cannot_be_written_fails_before_measuring(capsys, tone_bundle,
         assert cli.main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"edge-asr: error: --json {target}") and message in err, err
+
+
+def test_report_that_cannot_be_written_after_measuring_is_a_bench_error(
+    capsys, tone_bundle, tmp_path, monkeypatch
+):
+    import edge_asr.bench as bench
+
+    def disk_full(report, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(bench, "write_report", disk_full)
+    target = tmp_path / "bench.json"
+    args = ["bench", "-m", str(tone_bundle), "--quick", "--in-process", "--seconds", "0.5"]
+    args += ["--json", str(target)]
+    assert cli.main(args) == cli.EXIT_ERROR
+    printed = capsys.readouterr()
+    assert "RTF 0.5s" in printed.out  # the figures were shown before the write failed
+    message = f"edge-asr: error: --json {target}: cannot write the report (No space left on device)"
+    assert message in printed.err
+
+
+def test_a_killed_child_is_a_bench_error_that_names_the_oom_killer(tone_bundle):
+    from edge_asr.bench import _in_child
+
+    outcome = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = _in_child((str(tone_bundle), "fp32", 1, [600.0], None, 1, True))
+        except Exception as exc:  # noqa: BLE001 - inspected below
+            outcome["error"] = exc
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and worker.is_alive():
+        children = [p for p in multiprocessing.active_children() if p.pid not in before]
+        if children:
+            os.kill(children[0].pid, signal.SIGKILL)  # as the OOM killer does
+            break
+        time.sleep(0.005)
+    worker.join(60)
+    assert isinstance(outcome.get("error"), BenchError), outcome
+    assert "fp32 model with 1 thread(s) was killed" in str(outcome["error"])
+    assert "dmesg" in str(outcome["error"])
+
+
+_PEAK_PROBE = """
+import json, sys
+import numpy as np
+from edge_asr.sysinfo import peak_rss_kib
+before = peak_rss_kib()
+block = np.ones(int(sys.argv[1]) * 1024 * 1024 // 8)  # touched: resident, not just reserved
+print(json.dumps({"before": before, "after": peak_rss_kib()}))
+"""
+
+
+def _peak_in_child(mib: int, parent_mib: int = 0) -> dict:
+    """A fresh interpreter allocates `mib` MiB and reports its peak before and after; with `parent_mib`,
+    it is started by a process that first grew to that size (the exec case peak_rss_kib guards)."""
+    root = str(Path(__file__).resolve().parents[1])
+    probe = [sys.executable, "-c", _PEAK_PROBE, str(mib)]
+    if parent_mib:
+        parent = (
+            "import subprocess, sys\n"
+            "import numpy as np\n"
+            f"held = np.ones({parent_mib} * 1024 * 1024 // 8)\n"
+            f"sys.exit(subprocess.run({probe!r}).returncode)\n"
+        )
+        probe = [sys.executable, "-c", parent]
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run(probe, capture_output=True, text=True, check=True, env=env, timeout=120)
+    return json.loads(done.stdout)
+
+
+def test_peak_rss_grows_with_an_allocation_and_is_the_processs_own():
+    grown = _peak_in_child(96)
+    assert grown["before"] > 1000  # an interpreter with numpy is megabytes, not bytes or gigabytes
+    assert grown["after"] - grown["before"] >= 0.9 * 96 * 1024
+    if sys.platform.startswith("linux"):
+        # Started by a process that grew to 400 MiB: its own peak, not the one inherited through exec.
+        small = _peak_in_child(8, parent_mib=400)
+        assert small["after"] < 300 * 1024, small
+    assert sysinfo.peak_rss_mb() == pytest.approx(sysinfo.peak_rss_kib() * 1.024 / 1000, rel=0.01)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_machine_probes_give_sane_values_on_linux():
+    total_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    assert sysinfo.memory_mb() == pytest.approx(total_mib, rel=0.05)
+    model = sysinfo.cpu_model()
+    assert isinstance(model, str) and model.strip() == model and model
+    load = sysinfo.load_average()
+    assert load is not None and load >= 0
+    board = sysinfo.board_name()
+    assert board is None or (board and "\x00" not in board)
+    info = sysinfo.machine_info()
+    assert info["memory_mb"] == sysinfo.memory_mb() and info["cpu_model"] == model
+    assert 1 <= info["physical_cores"] <= info["logical_cores"]

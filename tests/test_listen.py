@@ -19,9 +19,10 @@ import soundfile as sf
 import soxr
 from tone_model import SAMPLE_RATE, tone_audio, write_tone_bundle
 
+from edge_asr import DeviceError
 from edge_asr.cli import main
 from edge_asr.listen import EventPrinter, StopFlag, run_session
-from edge_asr.mic import BlockQueue, DeviceError, MicSource, list_input_devices, resolve_device
+from edge_asr.mic import BlockQueue, MicSource, list_input_devices, resolve_device
 from edge_asr.stream import StreamEvent
 
 
@@ -252,6 +253,30 @@ def test_resolve_device_prefers_an_exact_name_and_falls_back_to_the_first_input(
     assert resolve_device(None, devices).index == 0
     with pytest.raises(DeviceError, match="no audio input device"):
         resolve_device(None, [])
+
+
+class UnpluggedInputStream(FakeInputStream):
+    """Delivers its audio, then goes inactive as an unplugged USB microphone does; stopping it fails."""
+
+    def _run(self) -> None:
+        super()._run()
+        self.active = False
+
+    def stop(self) -> None:
+        raise FakePortAudioError("Error stopping stream: Unanticipated host error [PaErrorCode -9999]")
+
+
+def test_an_unplugged_microphone_is_a_device_error_not_a_portaudio_traceback(bundle, monkeypatch, capsys):
+    fake = install(monkeypatch, FakeSoundDevice(DEVICES, 2, two_utterances(44100)))
+    fake.InputStream = lambda **kwargs: UnpluggedInputStream(fake, **kwargs)
+    assert main(["listen", "-m", str(bundle)]) == 2
+    err = capsys.readouterr().err
+    # The failed stop while leaving is not what the user needs to hear: the cause is.
+    assert "stopped delivering audio (unplugged?)" in err and "Traceback" not in err
+
+    source = MicSource(sd=fake).open()
+    with pytest.raises(DeviceError, match="cannot close USB PnP Sound Device.*Unanticipated host error"):
+        source.close()
 
 
 def test_queue_overflow_is_counted_warned_and_summarized(bundle, monkeypatch):
