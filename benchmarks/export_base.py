@@ -44,7 +44,7 @@ class Variant:
 
 
 def _peak_rss_mb() -> float:
-    from edge_asr.bench import peak_rss_kib
+    from edge_asr.sysinfo import peak_rss_kib
 
     return peak_rss_kib() / 1024.0
 

@@ -74,7 +74,7 @@ def child(bundle: str, audio: str, int8: bool, threads: int) -> None:
     t2 = time.perf_counter()
     result = asr.transcribe(audio)
     t3 = time.perf_counter()
-    from edge_asr.bench import peak_rss_kib
+    from edge_asr.sysinfo import peak_rss_kib
 
     peak_kb = peak_rss_kib()
     print(

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import limits
-from .ctc import Vocabulary
+from .ctc import FrameDecoder, GreedyDecoder, Vocabulary
 from .lm import WORD_BOUNDARY, CharNgramLM, WordNgramLM
 
 NEG_INF = -math.inf
@@ -310,3 +310,18 @@ class PrefixBeamDecoder:
     def finish(self) -> Tuple[np.ndarray, np.ndarray]:
         """End of audio: the best full hypothesis as (frame token ids, scores)."""
         return self.best(final=True)
+
+
+def frame_decoder(
+    vocabulary: Vocabulary,
+    lm: Optional[CharNgramLM] = None,
+    options: Optional[BeamOptions] = None,
+    words: Optional[WordNgramLM] = None,
+    blank_penalty: float = 0.0,
+) -> FrameDecoder:
+    """The decoder for one file or utterance: a beam search scored by `lm` (and `words`) when both
+    `lm` and `options` are given, else greedy with `blank_penalty`. Files, streams and the LM tuner
+    all choose here, so they decode the same log-probabilities the same way."""
+    if lm is not None and options is not None:
+        return PrefixBeamDecoder(vocabulary, lm, options, words)
+    return GreedyDecoder(vocabulary.blank_id, blank_penalty)

@@ -1,14 +1,20 @@
-"""Greedy CTC decoding with character and word timestamps, vectorized in numpy.
+"""CTC decoding: frame decoders, the one CTC collapse, and text with character and word times.
 
-Decoding is split in two so that long audio can be reduced to one token id per frame as the logits
-arrive (`best_path`), and the ids decoded once at the end (`decode`): memory then grows by a few
-bytes per 20 ms frame instead of a full logit row.
+Every path that turns log-probabilities into text (files, streams, the LM tuner, training CER) goes
+through the same two steps:
+
+1. a `FrameDecoder` (`GreedyDecoder` here, `beam.PrefixBeamDecoder` with a language model) takes the
+   [frames, vocab] log-probabilities chunk by chunk as the windowed runner produces them, and
+   `finish()` gives one token id per frame: memory grows by a few bytes per 20 ms frame instead of
+   a full logit row;
+2. `decode` collapses those ids (`token_runs`: repeats merge, blanks and special tokens vanish) and
+   spells them (`Vocabulary.spell`: the word delimiter separates words).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection, List, Optional, Sequence, Tuple
+from typing import Collection, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -36,6 +42,39 @@ def best_path(
     return ids, scores
 
 
+class FrameDecoder(Protocol):
+    """Turns a stream of [frames, vocab] log-probability chunks into one token id per frame.
+
+    `push` takes consecutive chunks (as `windows.WindowedRunner` yields them); `finish` ends the
+    audio and returns (frame token ids, each id's log-probability) for `decode`. A decoder serves one
+    file or utterance: make a new one for the next.
+    """
+
+    def push(self, log_probs: np.ndarray) -> None: ...
+
+    def finish(self) -> Tuple[np.ndarray, np.ndarray]: ...
+
+
+class GreedyDecoder:
+    """The per-frame best token (`best_path`), kept as int32 ids and float32 scores."""
+
+    def __init__(self, blank_id: int, blank_penalty: float = 0.0):
+        self.blank_id = blank_id
+        self.blank_penalty = blank_penalty
+        self._ids: List[np.ndarray] = []
+        self._scores: List[np.ndarray] = []
+
+    def push(self, log_probs: np.ndarray) -> None:
+        ids, scores = best_path(log_probs, self.blank_id, self.blank_penalty)
+        self._ids.append(ids)
+        self._scores.append(scores)
+
+    def finish(self) -> Tuple[np.ndarray, np.ndarray]:
+        if not self._ids:
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+        return np.concatenate(self._ids), np.concatenate(self._scores)
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """The decoder's view of a bundle's vocabulary."""
@@ -52,14 +91,36 @@ class Vocabulary:
     def is_delimiter(self, token: str) -> bool:
         return token == self.word_delimiter or token == " "
 
+    def spell(self, token_ids: Sequence[int]) -> str:
+        """Collapsed token ids -> text: delimiters separate words, words are joined by one space."""
+        words: List[str] = []
+        letters: List[str] = []
+        for token_id in token_ids:
+            token = self.tokens[token_id]
+            if self.is_delimiter(token):
+                if letters:
+                    words.append("".join(letters))
+                    letters = []
+            else:
+                letters.append(token)
+        if letters:
+            words.append("".join(letters))
+        return " ".join(words)
 
-def token_runs(ids: np.ndarray, silent_ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Collapse repeats and drop silent tokens: ids -> (token ids, first frame, last frame + 1)."""
+
+def token_runs(
+    ids: np.ndarray, silent_ids: np.ndarray, previous: int = -1
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CTC collapse: frame ids -> (token ids, first frame, last frame + 1) of each emitted token.
+
+    Repeats merge and silent tokens (blank, specials) vanish. `previous` is the id of the frame before
+    `ids` when they continue earlier frames (a stream), so that a repeat across the boundary merges.
+    """
     if ids.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty.astype(np.int32), empty, empty
-    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
-    ends = np.concatenate((starts[1:], [ids.size]))
+    starts = np.flatnonzero(np.concatenate(([ids[0] != previous], ids[1:] != ids[:-1])))
+    ends = np.concatenate((starts[1:], [ids.size])).astype(np.int64)
     tokens = ids[starts]
     keep = ~np.isin(tokens, silent_ids)
     return tokens[keep], starts[keep], ends[keep]
@@ -111,7 +172,7 @@ def decode(
     close_word()
     if chars and chars[-1].text == " ":
         chars.pop()
-    return " ".join(w.text for w in words), chars, words
+    return vocab.spell(tokens.tolist()), chars, words
 
 
 def greedy_decode(

@@ -21,9 +21,10 @@ How it works, and why the cost per hop is bounded:
   (rule 1: a cough or a door, no final line), or when it reaches `max_utterance_seconds` (rule 3).
   At the end, the remaining frames run once (`WindowedRunner.finish`) and the committed frame labels
   are decoded by `ctc.decode`, exactly as for a file, into the final event with word times.
-* With a bundle language model, core frames also feed a beam search (`beam.PrefixBeamDecoder`) and
-  the final event is its best hypothesis; partials stay greedy, so they cost nothing extra and a
-  final may correct the spelling its partials showed.
+* Core frames also feed the utterance's `ctc.FrameDecoder`, the same decoder a file gets: with a
+  bundle language model a beam search (`beam.PrefixBeamDecoder`), whose best hypothesis is the final
+  text. Partials stay greedy, so they cost nothing extra and a final may correct the spelling its
+  partials showed.
 
 Memory holds one window of samples plus one token id per frame of the current utterance (bounded by
 the maximum utterance length), so a session of any length runs in flat memory.
@@ -40,9 +41,8 @@ import numpy as np
 
 from . import limits
 from .audio import SampleGuard, _Resampler, clean_mono, sample_rate_hz
-from .beam import PrefixBeamDecoder
 from .bundle import BundleMetadata
-from .ctc import Vocabulary, best_path, decode
+from .ctc import FrameDecoder, GreedyDecoder, Vocabulary, best_path, decode, token_runs
 from .errors import InputError
 from .results import Word
 from .vad import EnergyVad, EnergyVadOptions, VoiceActivityDetector
@@ -158,39 +158,26 @@ class StreamStats:
 
 
 class _TextBuilder:
-    """Turns frame labels into text incrementally: CTC repeats merge, silent labels vanish."""
+    """The partial text of an utterance: frame labels collapsed (`ctc.token_runs`) as they arrive."""
 
     def __init__(self, vocab: Vocabulary):
         self._vocab = vocab
-        self._silent = set(vocab.silent_ids().tolist())
+        self._silent = vocab.silent_ids()
         self._last_id = -1
-        self.text = ""
+        self._tokens: List[int] = []
 
-    def _tokens(self, ids: np.ndarray) -> List[int]:
-        if ids.size == 0:
-            return []
-        changes = np.concatenate(([ids[0] != self._last_id], ids[1:] != ids[:-1]))
-        return [t for t in ids[np.flatnonzero(changes)].tolist() if t not in self._silent]
-
-    def _append(self, text: str, tokens: List[int]) -> str:
-        for token_id in tokens:
-            token = self._vocab.tokens[token_id]
-            if self._vocab.is_delimiter(token):
-                if text and not text.endswith(" "):
-                    text += " "
-            else:
-                text += token
-        return text
+    def _collapse(self, ids: np.ndarray) -> List[int]:
+        return [int(t) for t in token_runs(ids, self._silent, self._last_id)[0]]
 
     def add(self, ids: np.ndarray) -> None:
         """Commit frame labels."""
-        self.text = self._append(self.text, self._tokens(ids))
+        self._tokens.extend(self._collapse(ids))
         if ids.size:
             self._last_id = int(ids[-1])
 
     def preview(self, ids: np.ndarray) -> str:
         """The committed text followed by tentative frame labels, without committing them."""
-        return self._append(self.text, self._tokens(ids)).strip()
+        return self._vocab.spell(self._tokens + self._collapse(ids))
 
 
 @dataclass
@@ -199,10 +186,8 @@ class _Utterance:
     start_frame: int  # global frame index of the first sample given to the runner
     runner: WindowedRunner
     text: _TextBuilder
+    decoder: FrameDecoder  # the final text's decoder (committed core frames)
     pending: List[np.ndarray] = field(default_factory=list)  # frames not yet pushed to the runner
-    ids: List[np.ndarray] = field(default_factory=list)
-    scores: List[np.ndarray] = field(default_factory=list)
-    beam: Optional[PrefixBeamDecoder] = None
     frames: int = 0
     trailing: int = 0  # consecutive non-speech frames at the end
     last_speech_frame: int = 0
@@ -225,7 +210,8 @@ class Stream:
         options: latency, cost and endpointing settings.
         vad: a voice activity detector fed frames of `frame_length` samples (whole model frames,
             about 20 ms: `frame_seconds`).
-        beam: makes a beam-search decoder per utterance for the final text (None: greedy finals).
+        new_decoder: makes the decoder of each utterance's final text (None: greedy with
+            `options.blank_penalty`); `EdgeTranscriber.stream` gives its own, the one files get.
     """
 
     def __init__(
@@ -235,11 +221,12 @@ class Stream:
         vocabulary: Vocabulary,
         options: Optional[StreamOptions] = None,
         vad: Optional[VoiceActivityDetector] = None,
-        beam: Optional[Callable[[], PrefixBeamDecoder]] = None,
+        new_decoder: Optional[Callable[[], FrameDecoder]] = None,
     ):
         self.options = options or StreamOptions()
-        self._beam = beam
         self.options.validate()
+        blank_id, penalty = metadata.blank_id, self.options.blank_penalty
+        self._new_decoder = new_decoder or (lambda: GreedyDecoder(blank_id, penalty))
         self.metadata = metadata
         self.vocabulary = vocabulary
         self.sample_rate = metadata.sample_rate
@@ -388,7 +375,7 @@ class Stream:
             pending=list(self._preroll),
             frames=len(self._preroll),
             last_speech_frame=start_frame + len(self._preroll) - 1,
-            beam=self._beam() if self._beam is not None else None,
+            decoder=self._new_decoder(),
         )
         self._preroll.clear()
         self._onset = 0
@@ -407,12 +394,8 @@ class Stream:
 
     def _commit(self, utt: _Utterance, cores: List[Tuple[int, np.ndarray]]) -> None:
         for _, core in cores:
-            ids, scores = best_path(core, self.metadata.blank_id, self.options.blank_penalty)
-            utt.ids.append(ids)
-            utt.scores.append(scores)
-            utt.text.add(ids)
-            if utt.beam is not None:
-                utt.beam.push(core)
+            utt.text.add(best_path(core, self.metadata.blank_id, self.options.blank_penalty)[0])
+            utt.decoder.push(core)
 
     def _push(self, utt: _Utterance, events: List[StreamEvent]) -> None:
         samples = np.concatenate(utt.pending) if len(utt.pending) > 1 else utt.pending[0]
@@ -457,11 +440,7 @@ class Stream:
             utt.pending.clear()
             self._commit(utt, list(utt.runner.push(samples)))
         self._commit(utt, list(utt.runner.finish()))
-        if utt.beam is not None:
-            ids, scores = utt.beam.finish()
-        else:
-            ids = np.concatenate(utt.ids) if utt.ids else np.zeros(0, dtype=np.int32)
-            scores = np.concatenate(utt.scores) if utt.scores else np.zeros(0, dtype=np.float32)
+        ids, scores = utt.decoder.finish()
         text, _, words = decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)
         if not text and not utt.shown:
             return  # noise: nothing was shown, nothing to finish

@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
 from . import limits
 from .audio import AudioSource, open_audio, prepare_array, source_name
-from .beam import BeamOptions, PrefixBeamDecoder
+from .beam import BeamOptions, frame_decoder
 from .bundle import ModelBundle, load_bundle
-from .ctc import Vocabulary, best_path, decode
+from .ctc import FrameDecoder, Vocabulary, decode
 from .errors import EdgeASRError, InputError
 from .lm import CharNgramLM, WordNgramLM
 from .model import CtcModel
@@ -95,12 +95,6 @@ class FileResult:
         return self.error is None
 
 
-@dataclass
-class _FrameCollector:
-    ids: List[np.ndarray] = field(default_factory=list)
-    scores: List[np.ndarray] = field(default_factory=list)
-
-
 class EdgeTranscriber:
     """Speech to text with a model bundle, on the CPU, without torch.
 
@@ -141,14 +135,14 @@ class EdgeTranscriber:
         self.lm: Optional[CharNgramLM] = None
         self.word_lm: Optional[WordNgramLM] = None
         self.beam_options: Optional[BeamOptions] = None
-        self.make_beam: Optional[Callable[[], PrefixBeamDecoder]] = self._load_lm(verify)
+        self._load_lm(verify)
 
-    def _load_lm(self, verify: bool) -> Optional[Callable[[], PrefixBeamDecoder]]:
-        """Load the bundle's LM(s) as the options ask; a maker of beam decoders, or None for greedy."""
+    def _load_lm(self, verify: bool) -> None:
+        """Load the bundle's LM(s) and their beam settings as the options ask (else decode greedily)."""
         settings = self.metadata.language_model
         lm_file = self.bundle.language_model_file
         if not self.options.use_lm or settings is None or lm_file is None:
-            return None
+            return
         chosen = self.options
         beam = BeamOptions(
             beam_size=chosen.beam_size if chosen.beam_size is not None else settings["beam_size"],
@@ -174,11 +168,16 @@ class EdgeTranscriber:
             self.word_lm = WordNgramLM.load(words_file)
         log.debug("language model(s) loaded in %.2f s", time.perf_counter() - started)
         self.beam_options = beam
-        return partial(PrefixBeamDecoder, self.vocabulary, self.lm, beam, self.word_lm)
 
     @property
     def sample_rate(self) -> int:
         return self.metadata.sample_rate
+
+    def new_decoder(self, blank_penalty: Optional[float] = None) -> FrameDecoder:
+        """A decoder for one file or utterance: beam search with the bundle's LM(s) when this
+        transcriber loaded them, else greedy with `blank_penalty` (None: the options' value)."""
+        penalty = self.options.blank_penalty if blank_penalty is None else blank_penalty
+        return frame_decoder(self.vocabulary, self.lm, self.beam_options, self.word_lm, penalty)
 
     def transcribe(
         self,
@@ -192,39 +191,12 @@ class EdgeTranscriber:
         Files are read in blocks, so memory does not grow with their length.
         """
         started = time.perf_counter()
-        if isinstance(audio, np.ndarray):
-            if sample_rate is None:
-                raise InputError("transcribe(array) needs sample_rate= (the array's rate in Hz)")
-            samples = prepare_array(audio, sample_rate, self.sample_rate)
-            step = max(1, int(self.options.block_seconds * self.sample_rate))
-            blocks: Iterable[np.ndarray] = (samples[i : i + step] for i in range(0, samples.size, step))
-            name, total = "<array>", samples.size / self.sample_rate
-        else:
-            info, blocks = open_audio(audio, self.sample_rate, self.options.block_seconds)
-            name, total = info.name, info.duration
+        name, total, blocks = self._open(audio, sample_rate)
         runner = WindowedRunner(self.model.log_probs, self.plan)
-        collected = _FrameCollector()
-        beam = self.make_beam() if self.make_beam is not None else None
-
-        def keep(frames: Iterator) -> None:
-            for _, log_probs in frames:
-                if beam is not None:
-                    beam.push(log_probs)
-                    continue
-                ids, scores = best_path(log_probs, self.metadata.blank_id, self.options.blank_penalty)
-                collected.ids.append(ids)
-                collected.scores.append(scores)
-
-        for block in blocks:
-            keep(runner.push(block))
-            if progress is not None:
-                progress(runner.samples_received / self.sample_rate, total)
-        keep(runner.finish())
-        if beam is not None:
-            ids, scores = beam.finish()
-        else:
-            ids = np.concatenate(collected.ids) if collected.ids else np.zeros(0, dtype=np.int32)
-            scores = np.concatenate(collected.scores) if collected.scores else np.zeros(0, dtype=np.float32)
+        decoder = self.new_decoder()
+        for chunk in self._run(runner, blocks, total, progress):
+            decoder.push(chunk)
+        ids, scores = decoder.finish()
         text, chars, words = decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)
         return Transcript(
             text=text,
@@ -234,6 +206,46 @@ class EdgeTranscriber:
             processing_time=time.perf_counter() - started,
             source=name,
         )
+
+    def log_probs(
+        self, audio: Union[AudioSource, np.ndarray], sample_rate: Optional[int] = None
+    ) -> Iterator[np.ndarray]:
+        """The [frames, vocab] log-probabilities `transcribe` decodes, chunk by chunk (one window's
+        core each), computed the same windowed way: for tuning decoders and measuring models."""
+        _, total, blocks = self._open(audio, sample_rate)
+        yield from self._run(WindowedRunner(self.model.log_probs, self.plan), blocks, total, None)
+
+    def _open(
+        self, audio: Union[AudioSource, np.ndarray], sample_rate: Optional[int]
+    ) -> Tuple[str, float, Iterable[np.ndarray]]:
+        """(name, duration in seconds or 0 when unknown, blocks of model-rate samples)."""
+        if not isinstance(audio, np.ndarray):
+            info, blocks = open_audio(audio, self.sample_rate, self.options.block_seconds)
+            return info.name, info.duration, blocks
+        if sample_rate is None:
+            raise InputError("transcribe(array) needs sample_rate= (the array's rate in Hz)")
+        samples = prepare_array(audio, sample_rate, self.sample_rate)
+        step = max(1, int(self.options.block_seconds * self.sample_rate))
+        return (
+            "<array>",
+            samples.size / self.sample_rate,
+            (samples[i : i + step] for i in range(0, samples.size, step)),
+        )
+
+    def _run(
+        self,
+        runner: WindowedRunner,
+        blocks: Iterable[np.ndarray],
+        total: float,
+        progress: Optional[ProgressFn],
+    ) -> Iterator[np.ndarray]:
+        for block in blocks:
+            for _, log_probs in runner.push(block):
+                yield log_probs
+            if progress is not None:
+                progress(runner.samples_received / self.sample_rate, total)
+        for _, log_probs in runner.finish():
+            yield log_probs
 
     def transcribe_many(
         self, sources: Iterable[AudioSource], progress: Optional[ProgressFn] = None
@@ -263,7 +275,8 @@ class EdgeTranscriber:
         """
         if options is None:
             options = StreamOptions(blank_penalty=self.options.blank_penalty)
-        return Stream(self.model.log_probs, self.metadata, self.vocabulary, options, vad, self.make_beam)
+        new_decoder = partial(self.new_decoder, options.blank_penalty)
+        return Stream(self.model.log_probs, self.metadata, self.vocabulary, options, vad, new_decoder)
 
     def __repr__(self) -> str:
         return f"EdgeTranscriber(model={str(self.bundle.path)!r}, file={Path(self.model_path).name!r})"

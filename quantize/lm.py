@@ -28,10 +28,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from edge_asr.audio import open_audio
-from edge_asr.beam import BeamOptions, PrefixBeamDecoder
+from edge_asr.beam import BeamOptions, frame_decoder
 from edge_asr.bundle import LM_KIND, load_bundle, write_bundle
-from edge_asr.ctc import best_path, decode
+from edge_asr.ctc import decode
 from edge_asr.errors import BundleError
 from edge_asr.lm import (
     BOS,
@@ -253,10 +252,9 @@ class LmScorer:
         self.vocabulary = asr.vocabulary
         self.references = [item.text for item in items]
         self.jobs = jobs
-        self.log_probs = []
-        for item in items:
-            _, blocks = open_audio(item.path, self.metadata.sample_rate)
-            self.log_probs.append(asr.model.log_probs(np.concatenate(list(blocks))))
+        # Through the transcriber's windowed path: the LM is tuned on the log-probabilities the device
+        # decodes, and a long file costs one window of model memory.
+        self.log_probs = [np.concatenate(list(asr.log_probs(item.path))) for item in items]
 
     def transcript(
         self,
@@ -266,13 +264,9 @@ class LmScorer:
         words: Optional[WordNgramLM] = None,
     ) -> str:
         """Utterance `index` decoded greedily (no `lm`) or by beam search with the LM(s)."""
-        log_probs = self.log_probs[index]
-        if lm is None or options is None:
-            ids, scores = best_path(log_probs, self.vocabulary.blank_id)
-        else:
-            decoder = PrefixBeamDecoder(self.vocabulary, lm, options, words)
-            decoder.push(log_probs)
-            ids, scores = decoder.finish()
+        decoder = frame_decoder(self.vocabulary, lm, options, words)
+        decoder.push(self.log_probs[index])
+        ids, scores = decoder.finish()
         return decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)[0]
 
     def transcripts(

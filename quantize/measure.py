@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge_asr.bench import peak_rss_kib
+from edge_asr.sysinfo import peak_rss_kib
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,9 +64,7 @@ def _measure(
     bundle: Path, variant: str, paths: Sequence[str], threads: Optional[int]
 ) -> Tuple[Dict[str, object], List[np.ndarray]]:
     """The result fields of a VariantRun, and the per-frame argmax ids of each file."""
-    from edge_asr.audio import read_audio
     from edge_asr.transcriber import EdgeTranscriber
-    from edge_asr.windows import WindowedRunner
 
     started = time.perf_counter()
     transcriber = EdgeTranscriber(bundle, quantized=variant == "int8", threads=threads)
@@ -86,10 +84,8 @@ def _measure(
     peak = _peak_rss_mb()
     ids: List[np.ndarray] = []
     for path in paths:  # after the RSS reading: the same windowed path, keeping per-frame argmax ids
-        runner = WindowedRunner(transcriber.model.log_probs, transcriber.plan)
-        samples = read_audio(path, transcriber.sample_rate)
-        cores = list(runner.push(samples)) + list(runner.finish())
-        ids.append(np.concatenate([lp.argmax(-1) for _, lp in cores]).astype(np.int32))
+        chunks = transcriber.log_probs(path)
+        ids.append(np.concatenate([lp.argmax(-1) for lp in chunks]).astype(np.int32))
     result: Dict[str, object] = {
         "variant": variant,
         "model_file": wanted,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge_asr.ctc import Vocabulary, best_path, decode, greedy_decode, token_runs
+from edge_asr.ctc import GreedyDecoder, Vocabulary, best_path, decode, greedy_decode, token_runs
 
 TOKENS = ["<pad>", "<unk>", "|", "a", "b", "c"]
 VOCAB = Vocabulary(TOKENS, blank_id=0, word_delimiter="|", special_ids=[1])
@@ -72,3 +72,24 @@ def test_space_token_vocabulary_without_delimiter():
     text, _, words = decode(np.array([2, 1, 3, 3]), vocab, FRAME)
     assert text == "x y"
     assert [w.text for w in words] == ["x", "y"]
+
+
+def test_a_repeat_across_chunks_merges_only_when_the_chunks_continue():
+    ids = np.array([3, 3, 0, 4])
+    assert token_runs(ids, VOCAB.silent_ids(), previous=3)[0].tolist() == [4]  # "a" went on from before
+    assert token_runs(ids, VOCAB.silent_ids(), previous=0)[0].tolist() == [3, 4]
+
+
+def test_spelling_joins_words_with_one_space():
+    assert VOCAB.spell([2, 3, 2, 2, 4, 5, 2]) == "a bc"
+    assert VOCAB.spell([]) == ""
+
+
+def test_greedy_decoder_in_chunks_equals_one_pass():
+    lp = one_hot_log_probs([3, 3, 0, 4, 2, 5, 5, 0, 5])
+    decoder = GreedyDecoder(blank_id=0)
+    for start in range(0, len(lp), 2):
+        decoder.push(lp[start : start + 2])
+    ids, scores = decoder.finish()
+    assert decode(ids, VOCAB, FRAME, scores) == greedy_decode(lp, VOCAB, FRAME)
+    assert GreedyDecoder(0).finish()[0].size == 0

@@ -11,7 +11,8 @@ from typing import List
 
 import numpy as np
 import pytest
-from tone_model import VOCAB, tone_audio
+import soundfile as sf
+from tone_model import VOCAB, token_frequency, tone_audio
 
 from edge_asr.beam import BeamOptions, PrefixBeamDecoder
 from edge_asr.bundle import load_bundle
@@ -21,7 +22,8 @@ from edge_asr.errors import BundleError
 from edge_asr.lm import WORD_BOUNDARY, CharNgramLM, tokens_of
 from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
 from quantize.cli import main as quantize_main
-from quantize.lm import LM_FILE, estimate, to_model
+from quantize.lm import LM_FILE, LmScorer, estimate, to_model
+from quantize.manifest import EvalItem
 
 TEXT = [
     "the cat sat on the mat",
@@ -417,3 +419,33 @@ def test_bench_times_the_decoding_file_uses(lm_bundle: Path, capsys: pytest.Capt
     assert "decoding: beam search (beam 8) with the bundle's language model" in capsys.readouterr().out
     assert edge_main([*argv, "--no-lm"]) == 0
     assert "decoding: greedy" in capsys.readouterr().out
+
+
+def close_call_audio() -> np.ndarray:
+    """ "bad caf" and then a 'd' tone mixed with a quieter 'e': greedy hears "bad cafd", while the LM
+    text ("deaf cafe", "face bead") makes the beam search spell the mix otherwise."""
+    n = int(0.2 * 16000)
+    t = np.arange(n) / 16000
+    ramp = np.minimum(1.0, np.minimum(np.arange(n), n - 1 - np.arange(n)) / 160)
+    d, e = (np.sin(2 * np.pi * token_frequency(VOCAB.index(c)) * t) for c in "de")
+    mix = (ramp * (0.17 * d + 0.13 * e)).astype(np.float32)
+    return np.concatenate([tone_audio("bad caf"), mix, np.zeros(16000, dtype=np.float32)])
+
+
+@pytest.mark.parametrize("use_lm", [True, False])
+def test_file_stream_and_lm_tuner_decode_the_same_way(lm_bundle: Path, tmp_path: Path, use_lm: bool) -> None:
+    audio = close_call_audio()
+    path = tmp_path / "close.wav"
+    sf.write(path, audio, 16000)
+    asr = EdgeTranscriber(lm_bundle, options=TranscribeOptions(use_lm=use_lm))
+    file_text = asr.transcribe(path).text
+    stream = asr.stream()
+    events = [e for i in range(0, audio.size, 1600) for e in stream.accept(audio[i : i + 1600], 16000)]
+    finals = [e.text for e in [*events, *stream.flush()] if e.is_final]
+    scorer = LmScorer(lm_bundle, [EvalItem(path, "bad cafe")], threads=1)
+    assert np.array_equal(scorer.log_probs[0], np.concatenate(list(asr.log_probs(path))))
+    tuner_text = scorer.transcript(0, asr.lm, asr.beam_options, asr.word_lm)
+    assert [file_text] == finals == [tuner_text]
+    greedy = scorer.transcript(0, None, None)
+    assert greedy == "bad cafd"
+    assert (file_text != greedy) == use_lm  # the LM did decide this close call

@@ -15,7 +15,7 @@ from tone_model import tone_audio
 from edge_asr.beam import BeamOptions, PrefixBeamDecoder
 from edge_asr.bundle import load_bundle
 from edge_asr.cli import main as edge_main
-from edge_asr.ctc import Vocabulary, decode
+from edge_asr.ctc import GreedyDecoder, Vocabulary, decode
 from edge_asr.errors import BundleError
 from edge_asr.lm import BOS, CharNgramLM, WordNgramLM, tokens_of
 from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
@@ -194,7 +194,7 @@ def test_transcriber_beam_options_come_from_the_bundle(words_bundle: Path) -> No
     narrower = EdgeTranscriber(words_bundle, options=TranscribeOptions(beam_size=2)).beam_options
     assert narrower is not None and narrower.beam_size == 2
     greedy = EdgeTranscriber(words_bundle, options=TranscribeOptions(use_lm=False))
-    assert greedy.beam_options is None and greedy.make_beam is None
+    assert greedy.beam_options is None and isinstance(greedy.new_decoder(), GreedyDecoder)
 
 
 def test_corrupt_or_unlisted_word_lm_is_refused(words_bundle: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Collection, Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
+from edge_asr.ctc import Vocabulary, token_runs
 from edge_asr.text import TextNormalization
 
 
@@ -95,21 +96,18 @@ def ids_to_text(
     silent_ids: Collection[int] = (),
     collapse: bool = True,
 ) -> str:
-    """Greedy CTC output ids (collapse=True) or label ids (collapse=False) -> text.
+    """Greedy CTC output ids (collapse=True) or label ids (collapse=False) -> text, as the device
+    spells them (`edge_asr.ctc`: one collapse, one spelling for training, quantize and the device).
 
-    Negative ids (-100: padding) are ignored; the blank and `silent_ids` emit nothing; the delimiter
-    becomes a space.
+    Negative ids (-100: padding) are ignored; ids past the vocabulary (a padded output layer), the
+    blank and `silent_ids` emit nothing; the delimiter becomes a space.
     """
     array = np.asarray(list(ids), dtype=np.int64)
     array = array[array >= 0]
-    if collapse and array.size:
-        keep = np.concatenate(([True], array[1:] != array[:-1]))
-        array = array[keep]
-    silent = {blank_id, *silent_ids}
-    out = []
-    for token_id in array.tolist():
-        if token_id in silent or token_id >= len(tokens):
-            continue
-        token = tokens[token_id]
-        out.append(" " if token == delimiter else token)
-    return " ".join("".join(out).split())
+    array[array >= len(tokens)] = blank_id
+    vocab = Vocabulary(tokens, blank_id, delimiter, silent_ids)
+    if collapse:
+        kept = token_runs(array, vocab.silent_ids())[0]
+    else:
+        kept = array[~np.isin(array, vocab.silent_ids())]
+    return vocab.spell(kept.tolist())
