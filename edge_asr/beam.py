@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import limits
+from .bundle import LanguageModelSettings
 from .ctc import FrameDecoder, GreedyDecoder, Vocabulary
 from .lm import WORD_BOUNDARY, CharNgramLM, WordNgramLM
 
@@ -69,6 +70,15 @@ class BeamOptions:
             "unknown_word_penalty": limits.UNKNOWN_WORD_PENALTY,
         }
         limits.check_fields(self, ranges, error=ValueError)
+
+    @classmethod
+    def from_settings(cls, settings: LanguageModelSettings) -> BeamOptions:
+        """The settings a bundle's LM section was tuned with (`bundle.LanguageModelSettings`)."""
+        options = cls(settings.beam_size, settings.lm_weight, settings.insertion_bonus)
+        if settings.words is not None:
+            options.word_weight = settings.words.word_weight
+            options.unknown_word_penalty = settings.words.unknown_word_penalty
+        return options
 
 
 class _WordState:

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import limits
 from .atomic import check_output_file, write_text_atomic
+from .bundle import LanguageModelSettings
 from .errors import BenchError, InputError
 from .sysinfo import machine_info, peak_rss_mb
 
@@ -335,11 +336,11 @@ def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchRe
     )
 
 
-def _decoding(language_model: Optional[Dict[str, Any]], use_lm: bool) -> str:
+def _decoding(language_model: Optional[LanguageModelSettings], use_lm: bool) -> str:
     if language_model is None or not use_lm:
         return "greedy"
-    lms = "character and word language models" if language_model.get("words") else "language model"
-    return f"beam search (beam {language_model['beam_size']}) with the bundle's {lms}"
+    lms = "character and word language models" if language_model.words else "language model"
+    return f"beam search (beam {language_model.beam_size}) with the bundle's {lms}"
 
 
 def _default_chunk_seconds() -> float:

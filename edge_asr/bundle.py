@@ -36,6 +36,8 @@ METADATA_FILE = "bundle.json"
 SUPPORTED_SAMPLE_RATES = range(8000, 48001)
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "models" / "default"
 LM_KIND = "char-ngram"
+LM_FILE = "lm.npz"  # the names `quantize lm` gives a bundle's language models
+WORDS_FILE = "words.npz"
 # bundle.json is a few kilobytes (5 KB for the default model; a 32k-token vocabulary ~0.5 MB): past
 # this it is not a bundle's metadata, and reading a 100 MB one whole only wastes a Pi's memory.
 MAX_METADATA_BYTES = 4 << 20
@@ -43,6 +45,109 @@ MAX_METADATA_BYTES = 4 << 20
 # from a hostile file, and dataclasses.asdict / json.dumps (info --json) recurse through it.
 MAX_NESTING = 32
 SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _section(data: Any, where: str, required: Dict[str, Any], optional: Dict[str, Any]) -> Dict[str, Any]:
+    """The keys of a JSON object section, checked: present, of their type, and none unknown."""
+    if not isinstance(data, dict):
+        raise BundleError(f"{where} must be an object, got {brief(data)}")
+    for key in required:
+        if key not in data:
+            raise BundleError(f"{where}.{key} is missing")
+    unknown = sorted(set(data) - set(required) - set(optional))
+    if unknown:
+        raise BundleError(f"{where}: unknown field(s) {brief(', '.join(unknown))}; written by a newer tool?")
+    for key, kind in {**required, **optional}.items():
+        if key in data and data[key] is not None and kind is str and not isinstance(data[key], str):
+            raise BundleError(f"{where}.{key} should be a string, got {brief(data[key])}")
+    return data
+
+
+@dataclass(frozen=True)
+class WordModelSettings:
+    """A word n-gram LM that scores finished words in the beam search (`beam.PrefixBeamDecoder`).
+
+    Attributes:
+        file: the LM's file in the bundle (`WORDS_FILE`).
+        word_weight, unknown_word_penalty: see `beam.BeamOptions`; tuned for this model.
+        order: the n-gram order (informative).
+    """
+
+    file: str
+    word_weight: float
+    unknown_word_penalty: float
+    order: Optional[int] = None
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> WordModelSettings:
+        fields = {"word_weight": limits.WORD_WEIGHT, "unknown_word_penalty": limits.UNKNOWN_WORD_PENALTY}
+        _section(data, where, {"file": str, **fields}, {"order": int})
+        for key, allowed in fields.items():
+            allowed.check(data[key], f"{where}.{key}", BundleError)
+        return cls(data["file"], data["word_weight"], data["unknown_word_penalty"], data.get("order"))
+
+
+@dataclass(frozen=True)
+class LanguageModelSettings:
+    """The bundle's beam-search language model(s) and the decoding settings tuned for this model.
+
+    Attributes:
+        file: the character n-gram LM's file in the bundle (`LM_FILE`).
+        beam_size, lm_weight, insertion_bonus: see `beam.BeamOptions`.
+        order: the character n-gram order (informative).
+        kind: the LM's format; this reader knows `LM_KIND` only.
+        words: the optional word LM beside it; a reader that ignores it still decodes correctly,
+            with the character LM alone.
+    """
+
+    file: str
+    beam_size: int
+    lm_weight: float
+    insertion_bonus: float
+    order: Optional[int] = None
+    kind: str = LM_KIND
+    words: Optional[WordModelSettings] = None
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "language_model") -> LanguageModelSettings:
+        if not isinstance(data, dict) or data.get("kind") != LM_KIND:
+            raise BundleError(f'{where} must be an object with "kind": "{LM_KIND}"')
+        fields = {
+            "beam_size": limits.BEAM_SIZE,
+            "lm_weight": limits.LM_WEIGHT,
+            "insertion_bonus": limits.INSERTION_BONUS,
+        }
+        _section(data, where, {"file": str, "kind": str}, {**fields, "order": int, "words": dict})
+        for key, allowed in fields.items():
+            allowed.check(data.get(key), f"{where}.{key}", BundleError)
+        order = data.get("order")
+        if order is not None:
+            limits.Range(1, 64, integer=True).check(order, f"{where}.order", BundleError)
+        words = data.get("words")
+        return cls(
+            file=data["file"],
+            beam_size=data["beam_size"],
+            lm_weight=data["lm_weight"],
+            insertion_bonus=data["insertion_bonus"],
+            order=order,
+            words=WordModelSettings.from_dict(words, f"{where}.words") if words is not None else None,
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON form (keys in the order bundle.json has always had; no null fields)."""
+        data: Dict[str, Any] = {"file": self.file, "kind": self.kind}
+        if self.order is not None:
+            data["order"] = self.order
+        data.update(beam_size=self.beam_size, lm_weight=self.lm_weight, insertion_bonus=self.insertion_bonus)
+        if self.words is not None:
+            words = self.words
+            data["words"] = {"file": words.file}
+            if words.order is not None:
+                data["words"]["order"] = words.order
+            data["words"].update(
+                word_weight=words.word_weight, unknown_word_penalty=words.unknown_word_penalty
+            )
+        return data
 
 
 @dataclass
@@ -68,11 +173,8 @@ class BundleMetadata:
         int8_recommended: false when quantization cost more accuracy than its guard allowed.
         name: a short human name for the model.
         source: where the model came from (base checkpoint, training run, tool versions).
-        language_model: optional beam-search LM: {"file", "kind": "char-ngram", "order",
-            "beam_size", "lm_weight", "insertion_bonus"}, and optionally "words": {"file", "order",
-            "word_weight", "unknown_word_penalty"} for a word LM beside it (a reader that ignores
-            "words" still decodes correctly, with the character LM alone); the settings were tuned
-            for this model.
+        language_model: the optional beam-search LM(s) and their tuned settings
+            (`LanguageModelSettings`).
         extra: free-form facts (e.g. the int8 report's headline figures).
     """
 
@@ -92,7 +194,7 @@ class BundleMetadata:
     int8_recommended: bool = True
     name: str = ""
     source: Dict[str, Any] = field(default_factory=dict)
-    language_model: Optional[Dict[str, Any]] = None
+    language_model: Optional[LanguageModelSettings] = None
     extra: Dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -107,6 +209,7 @@ class BundleMetadata:
     def to_json(self) -> str:
         data = asdict(self)
         data["text_normalization"] = self.text_normalization.to_dict()
+        data["language_model"] = self.language_model.to_dict() if self.language_model else None
         ordered = {"format_version": data.pop("format_version"), **data}
         return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
 
@@ -164,6 +267,10 @@ class BundleMetadata:
             values["text_normalization"] = TextNormalization.from_dict(normalization)
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{where}: bad text_normalization: {exc}") from None
+        if data.get("language_model") is not None:
+            values["language_model"] = LanguageModelSettings.from_dict(
+                data["language_model"], f"{where}: language_model"
+            )
         meta = cls(**values)
         meta.validate(where)
         return meta
@@ -217,31 +324,14 @@ class BundleMetadata:
         for variant, filename in self.models.items():
             if filename not in self.files:
                 raise BundleError(f"{where}: model {variant!r} ({filename}) has no sha256 in 'files'")
-        if self.language_model is not None:
-            self._validate_language_model(where)
-
-    def _validate_language_model(self, where: str) -> None:
         lm = self.language_model
-        if not isinstance(lm, dict) or lm.get("kind") != LM_KIND:
-            raise BundleError(f'{where}: language_model must be an object with "kind": "{LM_KIND}"')
-        if lm.get("file") not in self.files:
-            raise BundleError(f"{where}: language_model file {lm.get('file')!r} has no sha256 in 'files'")
-        for key, allowed in (
-            ("beam_size", limits.BEAM_SIZE),
-            ("lm_weight", limits.LM_WEIGHT),
-            ("insertion_bonus", limits.INSERTION_BONUS),
-        ):
-            allowed.check(lm.get(key), f"{where}: language_model.{key}", BundleError)
-        words = lm.get("words")
-        if words is None:
-            return
-        if not isinstance(words, dict) or words.get("file") not in self.files:
-            raise BundleError(f"{where}: language_model.words must name a file with a sha256 in 'files'")
-        for key, allowed in (
-            ("word_weight", limits.WORD_WEIGHT),
-            ("unknown_word_penalty", limits.UNKNOWN_WORD_PENALTY),
-        ):
-            allowed.check(words.get(key), f"{where}: language_model.words.{key}", BundleError)
+        if lm is not None:
+            named = [("language_model", lm.file)] + (
+                [("language_model.words", lm.words.file)] if lm.words else []
+            )
+            for section, name in named:
+                if name not in self.files:
+                    raise BundleError(f"{where}: {section} file {name!r} has no sha256 in 'files'")
 
 
 @dataclass
@@ -267,12 +357,12 @@ class ModelBundle:
     @property
     def language_model_file(self) -> Optional[Path]:
         lm = self.metadata.language_model
-        return self.path / lm["file"] if lm else None
+        return self.path / lm.file if lm else None
 
     @property
     def word_model_file(self) -> Optional[Path]:
-        words = (self.metadata.language_model or {}).get("words")
-        return self.path / words["file"] if words else None
+        lm = self.metadata.language_model
+        return self.path / lm.words.file if lm and lm.words else None
 
     def verify(self, filenames: Optional[List[str]] = None) -> None:
         """Check the sha256 of the named files (default: all of them)."""

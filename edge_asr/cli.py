@@ -18,7 +18,7 @@ from .bundle import load_bundle
 from .errors import BundleError, EdgeASRError, InputError
 from .model import limit_heap_growth
 from .progress import Progress
-from .transcriber import EdgeTranscriber, TranscribeOptions
+from .transcriber import EdgeTranscriber, TranscribeOptions, tuned_beam_options
 from .writers import FORMATS, get_writers
 
 log = logging.getLogger("edge_asr")
@@ -242,9 +242,12 @@ def run_file(args: argparse.Namespace, out: TextIO) -> int:
         blank_penalty=args.blank_penalty,
         chunk_seconds=args.chunk_seconds,
         use_lm=args.use_lm,
-        beam_size=args.beam_size,
-        lm_weight=args.lm_weight,
-        insertion_bonus=args.insertion_bonus,
+        beam=tuned_beam_options(
+            args.model,
+            beam_size=args.beam_size,
+            lm_weight=args.lm_weight,
+            insertion_bonus=args.insertion_bonus,
+        ),
         use_word_lm=args.use_word_lm,
     )
     items: List[InputItem] = []
@@ -327,17 +330,17 @@ def run_info(args: argparse.Namespace, out: TextIO) -> int:
         lines.append(f"model {variant + ':':<9} {name} ({size:.1f} MB)")
     lm = meta.language_model
     if lm is not None:
-        size = (bundle.path / lm["file"]).stat().st_size / 1e6
+        size = (bundle.path / lm.file).stat().st_size / 1e6
         lines.append(
-            f"language model:  {lm['file']} ({size:.1f} MB, {lm['kind']}, order {lm.get('order', '?')}); "
-            f"beam {lm['beam_size']}, lm_weight {lm['lm_weight']}, insertion_bonus {lm['insertion_bonus']}"
+            f"language model:  {lm.file} ({size:.1f} MB, {lm.kind}, order {lm.order or '?'}); "
+            f"beam {lm.beam_size}, lm_weight {lm.lm_weight}, insertion_bonus {lm.insertion_bonus}"
         )
-        words = lm.get("words")
+        words = lm.words
         if words is not None:
-            size = (bundle.path / words["file"]).stat().st_size / 1e6
+            size = (bundle.path / words.file).stat().st_size / 1e6
             lines.append(
-                f"word LM:         {words['file']} ({size:.1f} MB, order {words.get('order', '?')}); "
-                f"word_weight {words['word_weight']}, unknown_word_penalty {words['unknown_word_penalty']}"
+                f"word LM:         {words.file} ({size:.1f} MB, order {words.order or '?'}); "
+                f"word_weight {words.word_weight}, unknown_word_penalty {words.unknown_word_penalty}"
             )
     else:
         lines.append("language model:  none (greedy decoding)")

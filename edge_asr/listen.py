@@ -303,7 +303,7 @@ def _stream_options(args: argparse.Namespace) -> StreamOptions:
 def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> int:
     """`edge-asr listen`: microphone (or --input file) -> lines until the input ends or Ctrl-C/SIGTERM."""
     from .mic import FileSource, MicSource
-    from .transcriber import EdgeTranscriber, TranscribeOptions
+    from .transcriber import EdgeTranscriber, TranscribeOptions, tuned_beam_options
 
     err = err or sys.stderr
     if args.input is None and args.realtime:
@@ -328,7 +328,7 @@ def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[Text
             blank_penalty=args.blank_penalty,
             use_lm=args.use_lm,
             use_word_lm=args.use_word_lm,
-            beam_size=args.beam_size,
+            beam=tuned_beam_options(args.model, beam_size=args.beam_size),
         ),
     )
     stream = transcriber.stream(options)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -46,8 +46,8 @@ class TranscribeOptions:
         block_seconds: how much of a file is decoded and resampled at a time.
         use_lm: decode with the bundle's language model (beam search) when it has one; False, or a
             bundle without one, decodes greedily. `blank_penalty` applies to greedy decoding only.
-        beam_size, lm_weight, insertion_bonus: override the values tuned for the bundle's LM (see
-            `edge_asr.beam.BeamOptions`); None keeps the bundle's.
+        beam: the beam search's settings; None uses those tuned for the bundle's LM. To change some
+            of them, start from the tuned ones: `tuned_beam_options(model, beam_size=4)`.
         use_word_lm: with `use_lm`, also score finished words with the bundle's word LM when it has
             one; False decodes with the character LM alone.
     """
@@ -57,9 +57,7 @@ class TranscribeOptions:
     context_seconds: float = 1.0
     block_seconds: float = 5.0
     use_lm: bool = True
-    beam_size: Optional[int] = None
-    lm_weight: Optional[float] = None
-    insertion_bonus: Optional[float] = None
+    beam: Optional[BeamOptions] = None
     use_word_lm: bool = True
 
     def validate(self) -> None:
@@ -73,13 +71,31 @@ class TranscribeOptions:
                 "block_seconds": limits.BLOCK_SECONDS,
             },
         )
-        # None keeps the bundle's tuned value, checked when the bundle was loaded.
-        ranges = {
-            "beam_size": limits.BEAM_SIZE,
-            "lm_weight": limits.LM_WEIGHT,
-            "insertion_bonus": limits.INSERTION_BONUS,
-        }
-        limits.check_fields(self, ranges, skip_none=True)
+        if self.beam is not None:  # None: the bundle's tuned settings, checked when it was read
+            try:
+                self.beam.validate()
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+
+
+def tuned_beam_options(
+    model: Union[str, os.PathLike[str], None] = None, **changes: Any
+) -> Optional[BeamOptions]:
+    """The beam settings tuned for `model`'s LM (None: the default model) with `changes` applied;
+    changes that are None are ignored. None when nothing changes or the bundle has no LM (then
+    `TranscribeOptions.beam` None keeps what the bundle says)."""
+    given = {name: value for name, value in changes.items() if value is not None}
+    if not given:
+        return None
+    settings = load_bundle(model, verify=False).metadata.language_model
+    try:
+        changed = replace(BeamOptions.from_settings(settings) if settings else BeamOptions(), **given)
+        changed.validate()  # also without an LM: a bad value is an error, not silently unused
+    except TypeError:
+        raise InputError(f"unknown beam option(s): {', '.join(sorted(given))}") from None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return changed if settings is not None else None
 
 
 @dataclass
@@ -143,24 +159,10 @@ class EdgeTranscriber:
         lm_file = self.bundle.language_model_file
         if not self.options.use_lm or settings is None or lm_file is None:
             return
-        chosen = self.options
-        beam = BeamOptions(
-            beam_size=chosen.beam_size if chosen.beam_size is not None else settings["beam_size"],
-            lm_weight=chosen.lm_weight if chosen.lm_weight is not None else settings["lm_weight"],
-            insertion_bonus=(
-                chosen.insertion_bonus if chosen.insertion_bonus is not None else settings["insertion_bonus"]
-            ),
-        )
-        words = settings.get("words") if chosen.use_word_lm else None
-        if words is not None:
-            beam.word_weight = words["word_weight"]
-            beam.unknown_word_penalty = words["unknown_word_penalty"]
-        try:
-            beam.validate()
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
+        beam = self.options.beam or BeamOptions.from_settings(settings)
+        words = settings.words if self.options.use_word_lm else None
         if verify:
-            self.bundle.verify([settings["file"]] + ([words["file"]] if words is not None else []))
+            self.bundle.verify([settings.file, words.file] if words is not None else [settings.file])
         started = time.perf_counter()
         self.lm = CharNgramLM.load(lm_file, self.metadata.vocabulary)
         words_file = self.bundle.word_model_file

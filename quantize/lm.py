@@ -29,7 +29,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 
 from edge_asr.beam import BeamOptions, frame_decoder
-from edge_asr.bundle import LM_KIND, load_bundle, write_bundle
+from edge_asr.bundle import (
+    LM_FILE,
+    WORDS_FILE,
+    LanguageModelSettings,
+    WordModelSettings,
+    load_bundle,
+    write_bundle,
+)
 from edge_asr.ctc import decode
 from edge_asr.errors import BundleError
 from edge_asr.lm import (
@@ -53,8 +60,6 @@ from .manifest import EvalItem, read_manifest
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[str], None]
-LM_FILE = "lm.npz"
-WORDS_FILE = "words.npz"
 WEIGHTS = (0.2, 0.35, 0.5, 0.7, 1.0)
 BONUSES = (0.0, 0.5, 1.0, 1.5, 2.5)
 # The word weight as a multiple of the tuned character LM weight: both scale log-probabilities of the
@@ -425,10 +430,9 @@ def add_lm(
         )
     with staged_bundle(out) as tmp:
         shutil.copytree(bundle.path, tmp, dirs_exist_ok=True)
-        old = meta.language_model or {}
-        for name in (old.get("file"), (old.get("words") or {}).get("file")):
-            if name:
-                (tmp / name).unlink(missing_ok=True)
+        for old in (bundle.language_model_file, bundle.word_model_file):
+            if old is not None:
+                (tmp / old.name).unlink(missing_ok=True)
         lm.save(tmp / LM_FILE)
         lm = CharNgramLM.load(tmp / LM_FILE, meta.vocabulary)
         if words is not None:
@@ -449,27 +453,25 @@ def add_lm(
             scorer = LmScorer(tmp, read_manifest(eval_manifest, eval_limit), threads, jobs)
             figures["evaluation"] = {"manifest": eval_manifest.name, **scorer.compare(lm, options, words)}
             _say_comparison(say, "evaluation set", figures["evaluation"])
-        meta.language_model = {
-            "file": LM_FILE,
-            "kind": LM_KIND,
-            "order": len(sizes),
-            "beam_size": beam_size,
-            "lm_weight": options.lm_weight,
-            "insertion_bonus": options.insertion_bonus,
-        }
+        word_settings = None
         if words is not None:
-            meta.language_model["words"] = {
-                "file": WORDS_FILE,
-                "order": words.order,
-                "word_weight": options.word_weight,
-                "unknown_word_penalty": options.unknown_word_penalty,
-            }
+            word_settings = WordModelSettings(
+                WORDS_FILE, options.word_weight, options.unknown_word_penalty, words.order
+            )
             built["words"] = {
                 "min_count": word_min_count,
                 "vocabulary": words.vocabulary_size,
                 "ngrams": words.ngram_counts(),
                 "size_bytes": (tmp / WORDS_FILE).stat().st_size,
             }
+        meta.language_model = LanguageModelSettings(
+            LM_FILE,
+            beam_size,
+            options.lm_weight,
+            options.insertion_bonus,
+            order=len(sizes),
+            words=word_settings,
+        )
         meta.extra["language_model"] = {
             **built,
             "ngrams": sizes,

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_asr.atomic import replace_folder  # noqa: E402
-from edge_asr.bundle import BundleMetadata, load_bundle, write_bundle  # noqa: E402
+from edge_asr.bundle import BundleMetadata, LanguageModelSettings, load_bundle, write_bundle  # noqa: E402
 from edge_asr.transcriber import EdgeTranscriber  # noqa: E402
 from quantize.lm import LmScorer  # noqa: E402
 from quantize.manifest import read_manifest  # noqa: E402
@@ -182,7 +182,7 @@ def encoder_provenance(model: Path, root: Path) -> Dict[str, Any]:
     return {key: source[key] for key in keys if key in source}
 
 
-def copy_language_models(staging: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def copy_language_models(staging: Path) -> Tuple[LanguageModelSettings, Dict[str, Any]]:
     """Copy the shipped bundle's LM files into `staging`; its language_model settings, and how its LMs
     were built (the tuning and evaluation figures, which belong to the old acoustic model, left out)."""
     shipped = load_bundle(SHIPPED, verify=False)
@@ -198,7 +198,7 @@ def copy_language_models(staging: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]
     tuning = built.pop("tuning", None)
     if tuning is not None:
         built["weights_tuned_on"] = f"{tuning['manifest']}, {tuning['utterances']} utterances, previous model"
-    return dict(settings), built
+    return settings, built
 
 
 def evaluate_language_models(bundle_dir: Path, manifest: Path, limit: int) -> Dict[str, Any]:

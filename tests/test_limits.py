@@ -14,6 +14,7 @@ import soundfile as sf
 from tone_model import edit_metadata, tone_audio, write_tone_bundle
 
 from edge_asr import BundleError, EdgeTranscriber, TranscribeOptions
+from edge_asr.beam import BeamOptions
 from edge_asr.bundle import load_bundle
 from edge_asr.cli import main
 from edge_asr.errors import InputError
@@ -87,10 +88,13 @@ def test_listen_samplerate_out_of_range(capsys, tone_bundle):
         (TranscribeOptions(chunk_seconds=math.nan), "chunk_seconds must be a number, got NaN"),
         (TranscribeOptions(context_seconds=-1.0), "context_seconds must be between 0 and 10"),
         (TranscribeOptions(block_seconds=0.0), "block_seconds must be between"),
-        (TranscribeOptions(beam_size=10**9), "beam_size must be between 1 and 256"),
+        (TranscribeOptions(beam=BeamOptions(beam_size=10**9)), "beam_size must be between 1 and 256"),
         # A float on purpose: the check under test is the one that catches it.
-        (TranscribeOptions(beam_size=8.5), "beam_size must be a whole number, got 8.5"),  # type: ignore[arg-type]
-        (TranscribeOptions(lm_weight=math.inf), "lm_weight must be between 0 and 10, got inf"),
+        (TranscribeOptions(beam=BeamOptions(8.5)), "beam_size must be a whole number, got 8.5"),  # type: ignore[arg-type]
+        (
+            TranscribeOptions(beam=BeamOptions(lm_weight=math.inf)),
+            "lm_weight must be between 0 and 10, got inf",
+        ),
     ],
 )
 def test_python_options_out_of_range(tone_bundle, options, message):

@@ -269,7 +269,7 @@ def test_quantize_lm_adds_a_checked_lm_to_a_new_bundle(lm_bundle: Path, tone_bun
     bundle = load_bundle(lm_bundle)
     bundle.verify()
     lm = bundle.metadata.language_model
-    assert lm is not None and lm["file"] == LM_FILE and lm["order"] >= 3
+    assert lm is not None and lm.file == LM_FILE and lm.order is not None and lm.order >= 3
     assert bundle.metadata.extra["language_model"]["skipped"] == 1  # "zebra" cannot be spelled
     assert load_bundle(tone_bundle).metadata.language_model is None  # the source is untouched
     CharNgramLM.load(lm_bundle / LM_FILE, VOCAB)
@@ -334,10 +334,10 @@ def test_quantize_lm_updates_in_place_and_guards_other_folders(lm_bundle: Path, 
     copy = tmp_path / "copy"
     shutil.copytree(lm_bundle, copy)
     assert quantize_main(["-q", "lm", "--bundle", str(copy), "--text", str(text), "--order", "3"]) == 0
-    assert load_bundle(copy).metadata.language_model["order"] == 3  # type: ignore[index]
+    assert load_bundle(copy).metadata.language_model.order == 3  # type: ignore[union-attr]
     status = quantize_main(["-q", "lm", "--bundle", str(copy), "--out", str(lm_bundle), "--text", str(text)])
     assert status == 2  # --out exists and is another bundle: needs --force
-    assert load_bundle(lm_bundle).metadata.language_model["order"] > 3  # type: ignore[index]
+    assert load_bundle(lm_bundle).metadata.language_model.order > 3  # type: ignore[union-attr,operator]
 
 
 def test_stream_finals_use_the_lm_and_match_the_file_result(
@@ -393,7 +393,7 @@ def test_quantize_lm_tunes_and_evaluates_on_manifests(tone_bundle: Path, tmp_pat
     figures = meta.extra["language_model"]
     assert figures["tuning"]["utterances"] == 3 and figures["evaluation"]["utterances"] == 2
     assert figures["evaluation"]["cer_lm"] == 0.0 == figures["evaluation"]["cer_greedy"]
-    assert meta.language_model is not None and meta.language_model["lm_weight"] in (0.2, 0.35, 0.5, 0.7, 1.0)
+    assert meta.language_model is not None and meta.language_model.lm_weight in (0.2, 0.35, 0.5, 0.7, 1.0)
 
 
 def test_quantize_lm_imports_an_arpa_file(tone_bundle: Path, tmp_path: Path) -> None:
@@ -407,7 +407,7 @@ def test_quantize_lm_imports_an_arpa_file(tone_bundle: Path, tmp_path: Path) -> 
         quantize_main(["-q", "lm", "--bundle", str(tone_bundle), "--out", str(out), "--arpa", str(arpa)]) == 0
     )
     meta = load_bundle(out).metadata
-    assert meta.language_model is not None and meta.language_model["order"] == 2
+    assert meta.language_model is not None and meta.language_model.order == 2
     assert meta.extra["language_model"]["from_arpa"] == "kenlm.arpa"
     lm = CharNgramLM.load(out / LM_FILE, VOCAB)
     assert lm.logprob("a", "b") == pytest.approx(-0.1 * math.log(10), abs=1e-6)

@@ -18,7 +18,7 @@ from edge_asr.cli import main as edge_main
 from edge_asr.ctc import GreedyDecoder, Vocabulary, decode
 from edge_asr.errors import BundleError
 from edge_asr.lm import BOS, CharNgramLM, WordNgramLM, tokens_of
-from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
+from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions, tuned_beam_options
 from quantize.cli import main as quantize_main
 from quantize.lm import WORDS_FILE, estimate, to_model, word_model
 
@@ -152,7 +152,10 @@ def test_quantize_lm_writes_a_checked_word_lm(words_bundle: Path, tone_bundle: P
     bundle.verify()
     settings = bundle.metadata.language_model
     assert (
-        settings is not None and settings["words"]["file"] == WORDS_FILE and settings["words"]["order"] == 3
+        settings is not None
+        and settings.words is not None
+        and settings.words.file == WORDS_FILE
+        and settings.words.order == 3
     )
     assert (
         bundle.metadata.extra["language_model"]["words"]["vocabulary"] == 11
@@ -163,7 +166,8 @@ def test_quantize_lm_writes_a_checked_word_lm(words_bundle: Path, tone_bundle: P
     no_words = tmp_path / "no-words"
     argv = ["-q", "lm", "--bundle", str(words_bundle), "--out", str(no_words), "--text", str(text)]
     assert quantize_main([*argv, "--word-order", "0"]) == 0
-    assert "words" not in load_bundle(no_words).metadata.language_model  # type: ignore[operator]
+    assert load_bundle(no_words).metadata.language_model.words is None  # type: ignore[union-attr]
+    assert "words" not in json.loads((no_words / "bundle.json").read_text())["language_model"]
     assert not (no_words / WORDS_FILE).exists()  # the old word LM does not linger
     assert quantize_main([*argv, "--force", "--word-order", "-1"]) == 2
     assert quantize_main([*argv, "--force", "--jobs", "0"]) == 2
@@ -191,8 +195,14 @@ def test_transcriber_beam_options_come_from_the_bundle(words_bundle: Path) -> No
         1.3,
         -6.5,
     )
-    narrower = EdgeTranscriber(words_bundle, options=TranscribeOptions(beam_size=2)).beam_options
-    assert narrower is not None and narrower.beam_size == 2
+    changed = tuned_beam_options(words_bundle, beam_size=2, lm_weight=None)
+    narrower = EdgeTranscriber(words_bundle, options=TranscribeOptions(beam=changed)).beam_options
+    assert narrower is not None and (narrower.beam_size, narrower.lm_weight, narrower.word_weight) == (
+        2,
+        0.9,
+        1.3,
+    )
+    assert tuned_beam_options(words_bundle) is None  # no change: the bundle's own settings
     greedy = EdgeTranscriber(words_bundle, options=TranscribeOptions(use_lm=False))
     assert greedy.beam_options is None and isinstance(greedy.new_decoder(), GreedyDecoder)
 

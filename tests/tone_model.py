@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_asr.bundle import BundleMetadata, write_bundle
+from edge_asr.bundle import BundleMetadata, LanguageModelSettings, write_bundle
 from edge_asr.text import TextNormalization
 
 VOCAB = ["<blank>", "|", "a", "b", "c", "d", "e", "f"]
@@ -147,6 +147,8 @@ def write_tone_bundle(
         source={"built_by": "tests/tone_model.py"},
     )
     fields.update(overrides)
+    if isinstance(fields.get("language_model"), dict):  # given as bundle.json spells it
+        fields["language_model"] = LanguageModelSettings.from_dict(fields["language_model"])
     write_bundle(folder, BundleMetadata(**fields))  # type: ignore[arg-type]
     return folder
 
