@@ -14,7 +14,7 @@ LM alone) and `lm` (the bundle's shipped decoding: beam search with both LMs whe
 bundle without an LM skips `char` and `lm` rather than silently decoding greedily under their names.
 
 Scoring is in spoken form: on both sides, for every engine, numbers are first written as words with
-the training corpus's own rewriter (`train.corpus.spoken.spell_numbers`: "press 1" -> "press one",
+the training corpus's own rewriter (`edge_asr.spoken.spell_numbers`: "press 1" -> "press one",
 "6." -> "six.", "3rd" -> "third", "$5.50", "10%", "7:30"), because our labels spell numbers that way and
 the model can only emit letters; `--raw-references` scores the texts as written (digits kept), as this
 script did before. Then both sides are normalized with the bundle's own TextNormalization (the one its
@@ -51,8 +51,8 @@ from typing import Any, Collection, Dict, Iterable, List, Optional, Sequence, Se
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_asr.spoken import spell_numbers  # noqa: E402
 from edge_asr.text import TextNormalization  # noqa: E402
-from train.corpus.spoken import spell_numbers  # noqa: E402
 from train.metrics import ErrorCounts, count_errors  # noqa: E402
 
 log = logging.getLogger("real_dev")

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from edge_asr.spoken import number_to_words, ordinal_to_words, to_spoken, year_to_words
 from edge_asr.text import TextNormalization
 from train.corpus import CorpusError, CorpusOptions, build
 from train.corpus.__main__ import main
 from train.corpus.engines import ENGINES, Prosody, engine_missing, native_settings, synthesize, voice_missing
 from train.corpus.plan import Planner, prefer_short
 from train.corpus.sources import file_lines, load_sentences, make_sentence, split_sentences, wordnet_lines
-from train.corpus.spoken import number_to_words, ordinal_to_words, to_spoken, year_to_words
 from train.corpus.voices import VOICES
 
 SENTENCES = [

@@ -13,8 +13,8 @@ from types import ModuleType
 
 import pytest
 
+from edge_asr.spoken import spell_numbers
 from edge_asr.text import TextNormalization
-from train.corpus.spoken import spell_numbers
 from train.metrics import count_errors
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_dev.py"

@@ -7,7 +7,7 @@
 | fortunes  | fortunes     | free (Debian main)              | fortunes' sentences (not offensive/)  |
 | jargon    | jargon-text  | public domain                   | sentences of the entries' prose       |
 
-Every candidate goes through `spoken.to_spoken`; those it refuses are dropped, then the rest are
+Every candidate goes through `edge_asr.spoken.to_spoken`; those it refuses are dropped, then the rest are
 filtered by length and deduplicated on their label.
 """
 
@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Sequence
 
+from edge_asr.spoken import to_spoken
 from edge_asr.text import TextNormalization
-
-from .spoken import to_spoken
 
 log = logging.getLogger(__name__)
 

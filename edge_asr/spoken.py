@@ -4,6 +4,9 @@ Engines disagree on digits, acronyms, abbreviations and symbols ("1984", "NASA",
 corpus never hands them any: numbers, ordinals, money, percentages and a few unambiguous abbreviations
 are written out in words here, and a sentence holding anything else we cannot spell safely is dropped
 (`to_spoken` returns None). The training label is `TextNormalization()` of the returned spoken text.
+
+It lives on the device side (pure Python) because the device spells numbers the same way: a voice
+command grammar saying "set a timer for 10 minutes" is matched as "ten" (`edge_asr.grammar`).
 """
 
 from __future__ import annotations
