@@ -15,10 +15,11 @@ from . import __version__, limits
 from .atomic import check_output_folder
 from .audio import STDIN, is_audio_path
 from .bundle import load_bundle
+from .cli_args import add_decoding_args, add_model_args, add_runtime_args, transcribe_options
 from .errors import BundleError, EdgeASRError, InputError
 from .model import limit_heap_growth
 from .progress import Progress
-from .transcriber import EdgeTranscriber, TranscribeOptions, tuned_beam_options
+from .transcriber import EdgeTranscriber, TranscribeOptions
 from .writers import FORMATS, get_writers
 
 log = logging.getLogger("edge_asr")
@@ -83,29 +84,8 @@ def unique_output_names(items: Sequence[InputItem]) -> List[InputItem]:
     return unique
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", "-m", metavar="DIR", help="model bundle folder (default: the bundled model)"
-    )
-
-
-def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    _add_model_options(parser)
-    parser.add_argument(
-        "--threads", "-t", type=int, help="onnxruntime threads (default: physical cores, max 4)"
-    )
-    parser.add_argument(
-        "--fp32", action="store_true", help="run the float32 graph even if the bundle has int8"
-    )
-    parser.add_argument(
-        "--blank-penalty",
-        type=float,
-        default=0.0,
-        help="subtract from the blank score; >0 emits more letters",
-    )
-
-
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line; `args.handler` is the command's run_* function (`run` calls it)."""
     parser = argparse.ArgumentParser(
         prog="edge-asr", description="Offline speech-to-text with CTC models in ONNX."
     )
@@ -113,7 +93,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (to stderr)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    add_file_command(commands)
+    add_info_command(commands)
+    add_bench_command(commands)
+    add_listen_commands(commands)
+    args = parser.parse_args(argv)
+    threads = getattr(args, "threads", None)
+    if threads is not None and limits.THREADS.problem(threads):
+        parser.error(f"--threads {limits.THREADS.problem(threads)}")
+    return args
 
+
+def add_file_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     file_cmd = commands.add_parser(
         "file",
         help="transcribe audio files or folders",
@@ -121,7 +112,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "audio files inside. Without --output-dir the transcript goes to stdout.",
     )
     file_cmd.add_argument("paths", nargs="+", metavar="PATH", help="audio file, folder, or - for stdin")
-    _add_runtime_options(file_cmd)
+    add_runtime_args(file_cmd)
     file_cmd.add_argument(
         "--format", "-f", choices=FORMATS, default="txt", help="output format (default txt)"
     )
@@ -134,23 +125,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=TranscribeOptions.chunk_seconds,
         help="window core for long audio",
     )
-    decoding = file_cmd.add_argument_group(
-        "language model", "beam search with the bundle's LM, when it has one (see `edge-asr info`)"
-    )
-    decoding.add_argument(
-        "--no-lm", dest="use_lm", action="store_false", help="decode greedily even if the bundle has an LM"
-    )
-    decoding.add_argument(
-        "--no-word-lm",
-        dest="use_word_lm",
-        action="store_false",
-        help="leave the bundle's word LM out of the beam search (character LM alone)",
-    )
-    decoding.add_argument("--beam-size", type=int, help="prefixes kept per frame (default: the bundle's)")
-    decoding.add_argument("--lm-weight", type=float, help="LM score scale (default: the bundle's, tuned)")
-    decoding.add_argument(
-        "--insertion-bonus", type=float, help="score added per character (default: the bundle's, tuned)"
-    )
+    add_decoding_args(file_cmd, file=True)
     file_cmd.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -159,12 +134,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     file_cmd.set_defaults(handler=run_file)
 
+
+def add_info_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     info_cmd = commands.add_parser(
         "info",
         help="show what a model bundle holds",
         description="Print a model bundle's metadata and check its files.",
     )
-    _add_model_options(info_cmd)
+    add_model_args(info_cmd)
     info_cmd.add_argument(
         "--verify",
         action="store_true",
@@ -173,6 +150,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     info_cmd.add_argument("--json", action="store_true", help="print bundle.json as loaded")
     info_cmd.set_defaults(handler=run_info)
 
+
+def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .bench import seconds_arg, threads_arg  # light: numpy only
 
     bench_cmd = commands.add_parser(
@@ -181,7 +160,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         description="Time a model bundle on this machine: load time, real-time factor per clip length, "
         "peak memory, fp32 against int8, 1..N threads. Each configuration runs in its own process.",
     )
-    _add_model_options(bench_cmd)
+    add_model_args(bench_cmd)
     bench_cmd.add_argument(
         "--input",
         "-i",
@@ -228,28 +207,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     bench_cmd.add_argument("--json", metavar="OUT", help="also write the results (with machine info) as JSON")
     bench_cmd.set_defaults(handler=run_bench)
 
-    _add_listen(commands)
 
-    args = parser.parse_args(argv)
-    threads = getattr(args, "threads", None)
-    if threads is not None and limits.THREADS.problem(threads):
-        parser.error(f"--threads {limits.THREADS.problem(threads)}")
-    return args
+def add_listen_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`listen` and `devices`: live transcription (edge_asr/listen.py, stream.py, mic.py)."""
+    from .listen import add_listen_arguments  # light: numpy only; sounddevice loads when a mic opens
+
+    listen_cmd = commands.add_parser(
+        "listen",
+        help="live transcription from a microphone (or a file played as if live)",
+        description="Transcribe a microphone live: the partial text updates in place on a terminal, and "
+        "a final line is printed when you stop speaking. Ctrl-C (or SIGTERM) finishes the current "
+        "utterance and exits. --input FILE pushes a file through the same path.",
+    )
+    add_runtime_args(listen_cmd)
+    add_listen_arguments(listen_cmd)
+    add_decoding_args(listen_cmd, file=False)
+    listen_cmd.set_defaults(handler=run_listen)
+    devices_cmd = commands.add_parser(
+        "devices", help="list audio input devices", description="List the inputs `listen --device` takes."
+    )
+    devices_cmd.set_defaults(handler=run_devices)
 
 
 def run_file(args: argparse.Namespace, out: TextIO) -> int:
-    options = TranscribeOptions(
-        blank_penalty=args.blank_penalty,
-        chunk_seconds=args.chunk_seconds,
-        use_lm=args.use_lm,
-        beam=tuned_beam_options(
-            args.model,
-            beam_size=args.beam_size,
-            lm_weight=args.lm_weight,
-            insertion_bonus=args.insertion_bonus,
-        ),
-        use_word_lm=args.use_word_lm,
-    )
+    options = transcribe_options(args)
     items: List[InputItem] = []
     failures = 0
     for raw in args.paths:  # one bad folder must not stop the other inputs
@@ -355,26 +336,6 @@ def run_bench(args: argparse.Namespace, out: TextIO) -> int:
     from .bench import run_cli  # imported here: bench pulls in multiprocessing machinery
 
     return run_cli(args, out)
-
-
-def _add_listen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`listen` and `devices`: live transcription (edge_asr/listen.py, stream.py, mic.py)."""
-    from .listen import add_listen_arguments  # light: numpy only; sounddevice loads when a mic opens
-
-    listen_cmd = commands.add_parser(
-        "listen",
-        help="live transcription from a microphone (or a file played as if live)",
-        description="Transcribe a microphone live: the partial text updates in place on a terminal, and "
-        "a final line is printed when you stop speaking. Ctrl-C (or SIGTERM) finishes the current "
-        "utterance and exits. --input FILE pushes a file through the same path.",
-    )
-    _add_runtime_options(listen_cmd)
-    add_listen_arguments(listen_cmd)
-    listen_cmd.set_defaults(handler=run_listen)
-    devices_cmd = commands.add_parser(
-        "devices", help="list audio input devices", description="List the inputs `listen --device` takes."
-    )
-    devices_cmd.set_defaults(handler=run_devices)
 
 
 def run_listen(args: argparse.Namespace, out: TextIO) -> int:

@@ -18,7 +18,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, TextIO, Union
+from types import TracebackType
+from typing import Any, Iterator, Optional, Protocol, TextIO, Type, Union
 
 import numpy as np
 
@@ -131,6 +132,46 @@ class ListenSummary:
         return "listened to " + ", ".join(parts)
 
 
+class LiveSource(Protocol):
+    """Audio for a live session: `mic.MicSource` (a microphone) and `mic.FileSource` (a file as if live).
+
+    Entered (`with source:`) for the session, it yields mono float32 blocks at its own `sample_rate`
+    from `blocks(stop)` until it ends or `stop` is set; what it had to drop is counted, never hidden.
+    """
+
+    @property
+    def sample_rate(self) -> int:
+        """Hz of the blocks (the stream resamples)."""
+
+    @property
+    def dropped_blocks(self) -> int:
+        """Blocks lost because decoding fell behind, so far."""
+
+    @property
+    def dropped_seconds(self) -> float:
+        """The audio those blocks held."""
+
+    @property
+    def overflows(self) -> int:
+        """Overruns the audio system itself reported (0 for a file)."""
+
+    def describe(self) -> str:
+        """What is being listened to, for the status line."""
+
+    def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
+        """Mono float32 blocks until the source ends or `stop` is set."""
+
+    def __enter__(self) -> LiveSource: ...
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+        /,
+    ) -> None: ...
+
+
 class StopFlag(threading.Event):
     """Set to end a session; `reason` says why (e.g. the signal's name)."""
 
@@ -166,7 +207,7 @@ def stop_on_signals(stop: StopFlag) -> Iterator[None]:
 
 def run_session(
     stream: Stream,
-    source: Any,
+    source: LiveSource,
     printer: EventPrinter,
     stop: Optional[StopFlag] = None,
     warn: Optional[TextIO] = None,
@@ -174,8 +215,7 @@ def run_session(
 ) -> ListenSummary:
     """Feed `source.blocks(stop)` through `stream` until the source ends or `stop` is set, then flush.
 
-    `source` is a `mic.MicSource` or `mic.FileSource` (anything with `sample_rate`, `blocks(stop)` and
-    `dropped_blocks`). Drops are warned about on `warn` at most every `warn_interval` seconds.
+    Drops are warned about on `warn` at most every `warn_interval` seconds.
     """
     stop = stop if stop is not None else StopFlag()
     started = time.monotonic()
@@ -203,7 +243,7 @@ def run_session(
         utterances=stats.utterances,
         dropped_blocks=source.dropped_blocks,
         dropped_seconds=source.dropped_seconds,
-        overflows=getattr(source, "overflows", 0),
+        overflows=source.overflows,
         model_seconds=stats.model_seconds,
         wall_seconds=time.monotonic() - started,
         stopped_by=stop.reason,
@@ -211,29 +251,12 @@ def run_session(
 
 
 def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `edge-asr listen` beyond the model/runtime ones cli.py adds."""
+    """The options of `edge-asr listen` beyond the runtime and language-model ones (cli_args.py)."""
     stream = StreamOptions()
     parser.add_argument(
         "--device", "-d", help="input device: its index or part of its name (`edge-asr devices`)"
     )
     parser.add_argument("--samplerate", "-r", type=int, help="capture rate in Hz (default: the device's own)")
-    parser.add_argument(
-        "--no-lm",
-        dest="use_lm",
-        action="store_false",
-        help="greedy finals even if the bundle has a language model (partials are always greedy)",
-    )
-    parser.add_argument(
-        "--no-word-lm",
-        dest="use_word_lm",
-        action="store_false",
-        help="leave the bundle's word LM out of the finals' beam search (character LM alone)",
-    )
-    parser.add_argument(
-        "--beam-size",
-        type=int,
-        help="prefixes kept per frame for finals (default: the bundle's; 8 halves the cost)",
-    )
     parser.add_argument(
         "--input",
         "-i",
@@ -302,8 +325,9 @@ def _stream_options(args: argparse.Namespace) -> StreamOptions:
 
 def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> int:
     """`edge-asr listen`: microphone (or --input file) -> lines until the input ends or Ctrl-C/SIGTERM."""
+    from .cli_args import transcribe_options
     from .mic import FileSource, MicSource
-    from .transcriber import EdgeTranscriber, TranscribeOptions, tuned_beam_options
+    from .transcriber import EdgeTranscriber
 
     err = err or sys.stderr
     if args.input is None and args.realtime:
@@ -315,21 +339,13 @@ def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[Text
     options = _stream_options(args)
     limit_heap_growth()
     # The audio source opens first: a missing microphone is reported before the model loads.
-    source: Any = (
+    source: LiveSource = (
         FileSource(args.input, realtime=args.realtime)
         if args.input
         else MicSource(args.device, args.samplerate)
     )
     transcriber = EdgeTranscriber(
-        args.model,
-        quantized=not args.fp32,
-        threads=args.threads,
-        options=TranscribeOptions(
-            blank_penalty=args.blank_penalty,
-            use_lm=args.use_lm,
-            use_word_lm=args.use_word_lm,
-            beam=tuned_beam_options(args.model, beam_size=args.beam_size),
-        ),
+        args.model, quantized=not args.fp32, threads=args.threads, options=transcribe_options(args)
     )
     stream = transcriber.stream(options)
     printer = EventPrinter(out, args.format, args.output)

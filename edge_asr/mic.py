@@ -1,8 +1,9 @@
 """Live audio sources for `edge-asr listen`: a microphone (sounddevice) or a file replayed as if live.
 
-Both yield mono float32 blocks at their own rate; `stream.Stream` resamples, so a file and a microphone
-take exactly the same path. The microphone opens at the device's default rate because many USB
-microphones on a Pi refuse 16 kHz ("Invalid sample rate").
+Both are what `listen.LiveSource` describes (mypy checks it where listen.py picks one): they yield mono
+float32 blocks at their own rate; `stream.Stream` resamples, so a file and a microphone take exactly the
+same path. The microphone opens at the device's default rate because many USB microphones on a Pi refuse
+16 kHz ("Invalid sample rate").
 
 The PortAudio callback runs on a real-time audio thread: it only copies the block into a bounded queue.
 If decoding falls behind, new blocks are dropped and counted (never silently): `dropped_blocks`.
@@ -36,8 +37,8 @@ def import_sounddevice() -> ModuleType:
         import sounddevice
     except ImportError:
         raise DeviceError(
-            "live audio needs the sounddevice package: pip install 'edge-asr[mic]' "
-            "(or use `edge-asr listen --input FILE`)"
+            "live audio needs the sounddevice package: pip install sounddevice (or, from a clone of "
+            "edge-asr, pip install '.[mic]'); or use `edge-asr listen --input FILE`"
         ) from None
     except OSError as exc:  # sounddevice raises OSError when it cannot load libportaudio
         raise DeviceError(f"cannot load the PortAudio library ({exc}); {PORTAUDIO_FIX}") from None

@@ -77,12 +77,33 @@ def test_info(capsys, tone_bundle):
     assert json.loads(capsys.readouterr().out)["blank_id"] == 0
 
 
-@pytest.mark.parametrize("command", [[], ["file"], ["info"]])
+@pytest.mark.parametrize("command", [[], ["file"], ["info"], ["bench"], ["listen"], ["devices"]])
 def test_help(capsys, command):
     with pytest.raises(SystemExit) as exit_info:
         cli.parse_args([*command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: edge-asr" in capsys.readouterr().out
+
+
+def test_file_and_listen_build_their_decoding_options_alike():
+    from edge_asr.cli_args import transcribe_options
+
+    flags = ["--no-word-lm", "--beam-size", "4", "--blank-penalty", "0.5"]  # the default model has an LM
+    file_options = transcribe_options(cli.parse_args(["file", "x.wav", *flags]))
+    assert transcribe_options(cli.parse_args(["listen", *flags])) == file_options
+    assert file_options.use_lm and not file_options.use_word_lm and file_options.blank_penalty == 0.5
+    assert file_options.beam is not None and file_options.beam.beam_size == 4
+    tuned = transcribe_options(cli.parse_args(["file", "x.wav", "--lm-weight", "0.5"])).beam
+    assert tuned is not None and tuned.lm_weight == 0.5  # file only: listen keeps the bundle's weights
+    assert not transcribe_options(cli.parse_args(["listen", "--no-lm"])).use_lm
+
+
+@pytest.mark.parametrize("command", [["file", "--help"], ["listen", "--help"]])
+def test_language_model_flags_are_grouped_in_help(capsys, command):
+    with pytest.raises(SystemExit):
+        cli.parse_args(command)
+    group = capsys.readouterr().out.split("language model:")[1]
+    assert "--no-lm" in group and "--no-word-lm" in group and "--beam-size" in group
 
 
 def test_bad_thread_count(capsys):

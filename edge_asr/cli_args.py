@@ -1,0 +1,82 @@
+"""The flags that `edge-asr file` and `edge-asr listen` share, declared once, and the options built from them.
+
+cli.py declares each command and listen.py the live-only flags; both add the shared groups from here,
+and both turn the parsed flags into a `TranscribeOptions` with `transcribe_options`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .transcriber import TranscribeOptions, tuned_beam_options
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """--model: every command that loads a bundle."""
+    parser.add_argument(
+        "--model", "-m", metavar="DIR", help="model bundle folder (default: the bundled model)"
+    )
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """--model, --threads, --fp32, --blank-penalty: the commands that transcribe (file, listen)."""
+    add_model_args(parser)
+    parser.add_argument(
+        "--threads", "-t", type=int, help="onnxruntime threads (default: physical cores, max 4)"
+    )
+    parser.add_argument(
+        "--fp32", action="store_true", help="run the float32 graph even if the bundle has int8"
+    )
+    parser.add_argument(
+        "--blank-penalty",
+        type=float,
+        default=0.0,
+        help="subtract from the blank score; >0 emits more letters",
+    )
+
+
+def add_decoding_args(parser: argparse.ArgumentParser, *, file: bool) -> None:
+    """The "language model" group: --no-lm, --no-word-lm, --beam-size.
+
+    `file`: also --lm-weight and --insertion-bonus. `listen` (file=False) beam-searches its final lines
+    only (partials stay greedy) and keeps the bundle's tuned weights.
+    """
+    if file:
+        about = "beam search with the bundle's LM, when it has one (see `edge-asr info`)"
+        no_lm = "decode greedily even if the bundle has an LM"
+        word_lm = "leave the bundle's word LM out of the beam search (character LM alone)"
+        beam = "prefixes kept per frame (default: the bundle's)"
+    else:
+        about = "beam search for final lines with the bundle's LM, when it has one (see `edge-asr info`)"
+        no_lm = "greedy finals even if the bundle has a language model (partials are always greedy)"
+        word_lm = "leave the bundle's word LM out of the finals' beam search (character LM alone)"
+        beam = "prefixes kept per frame for finals (default: the bundle's; 8 halves the cost)"
+    group = parser.add_argument_group("language model", about)
+    group.add_argument("--no-lm", dest="use_lm", action="store_false", help=no_lm)
+    group.add_argument("--no-word-lm", dest="use_word_lm", action="store_false", help=word_lm)
+    group.add_argument("--beam-size", type=int, help=beam)
+    if file:
+        group.add_argument("--lm-weight", type=float, help="LM score scale (default: the bundle's, tuned)")
+        group.add_argument(
+            "--insertion-bonus", type=float, help="score added per character (default: the bundle's, tuned)"
+        )
+
+
+def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
+    """The decoding options of `file` and `listen`, from the flags above (and file's --chunk-seconds).
+
+    A flag the command does not have (listen: --chunk-seconds, --lm-weight, --insertion-bonus) keeps
+    the default: the bundle's tuned beam settings. A bad beam value is an InputError, even without an LM.
+    """
+    return TranscribeOptions(
+        blank_penalty=args.blank_penalty,
+        chunk_seconds=getattr(args, "chunk_seconds", TranscribeOptions.chunk_seconds),
+        use_lm=args.use_lm,
+        use_word_lm=args.use_word_lm,
+        beam=tuned_beam_options(
+            args.model,
+            beam_size=args.beam_size,
+            lm_weight=getattr(args, "lm_weight", None),
+            insertion_bonus=getattr(args, "insertion_bonus", None),
+        ),
+    )
