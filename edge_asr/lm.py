@@ -1,9 +1,12 @@
-"""A character n-gram language model for CTC beam search, read from an ARPA file.
+"""The device's language models for CTC beam search: a character n-gram model and a word one beside it,
+loaded from a bundle's lm.npz and words.npz and scored here.
 
-The model is a backoff n-gram model as in ARPA files (the plain-text format of SRILM and KenLM):
-`python -m quantize lm` builds one from text, or converts an ARPA file (e.g. from KenLM's lmplz run on
-text spelled one token per "word"). Its tokens are the bundle's vocabulary tokens plus <s> and </s>,
-and "|" (`WORD_BOUNDARY`) for the space between words whatever the vocabulary calls it.
+They are backoff n-gram models as in ARPA files (the plain-text format of SRILM and KenLM).
+`python -m quantize lm` builds them from text, or converts an ARPA file (e.g. from KenLM's lmplz run on
+text spelled one token per "word"), and writes them (quantize/lm_files.py, with the array layouts
+`CharLmArrays` and `WordLmArrays` defined here). The character model's tokens are the bundle's
+vocabulary tokens plus <s> and </s>, and "|" (`WORD_BOUNDARY`) for the space between words whatever
+the vocabulary calls it.
 
 Why our own code instead of kenlm: kenlm needs a C++ build on the device, and a character LM of a
 few hundred thousand n-grams fits in two sorted integer arrays (`NgramTable`) with lookups fast
@@ -16,7 +19,6 @@ with dicts, an RTF cost of 0.002 we pay for the memory).
 
 from __future__ import annotations
 
-import gzip
 import math
 import zipfile
 from array import array
@@ -24,7 +26,7 @@ from bisect import bisect_left
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, TextIO, Tuple, TypeVar
+from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -35,17 +37,41 @@ NPZ_FORMAT = 1
 WORDS_FORMAT = 1
 BOS, EOS = "<s>", "</s>"
 WORD_BOUNDARY = "|"
-LN10 = math.log(10.0)
-SymbolsT = TypeVar("SymbolsT", bound=Sequence[str])  # an n-gram: a str of characters or a tuple of words
-# Internal one-character codes for the sentence markers; vocabulary tokens keep their own character.
-_BOS, _EOS = "\x02", "\x03"
+# The character LM's one-character codes for the sentence markers; vocabulary tokens keep their own.
+BOS_CHAR, EOS_CHAR = "\x02", "\x03"
 
 
-def open_text(path: PathLike) -> TextIO:
-    """Open a text file for reading, gunzipping it when its name ends in .gz."""
-    if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+class CharLmArrays(NamedTuple):
+    """The arrays of a character LM file (a bundle's lm.npz), in the order they are written.
+
+    A compressed .npz of plain arrays (no pickle): quantize/lm_files.py writes one, `CharNgramLM.load`
+    reads it. N-grams are text, one per line, a character per token (<s> and </s> as `BOS_CHAR` and
+    `EOS_CHAR`), so that the file does not depend on the packing of keys in memory.
+    """
+
+    format: np.ndarray  # NPZ_FORMAT
+    order: np.ndarray  # the longest n-gram
+    ngram_keys: np.ndarray  # uint8: the n-grams, UTF-8, newline-separated
+    ngram_logprobs: np.ndarray  # float32: their natural-log probabilities, in the same order
+    backoff_keys: np.ndarray  # uint8: the contexts that have a backoff weight, as `ngram_keys`
+    backoff_values: np.ndarray  # float32: their natural-log backoff weights
+
+
+class WordLmArrays(NamedTuple):
+    """The arrays of a word LM file (a bundle's words.npz), in the order they are written.
+
+    A compressed .npz of plain arrays (no pickle): quantize/lm_files.py writes one, `WordNgramLM.load`
+    reads it. Keys are `NgramTable` keys over the sorted words, ascending, each stored as its
+    difference from the previous key: small numbers that compress to about a third of the keys' size.
+    """
+
+    format: np.ndarray  # WORDS_FORMAT
+    order: np.ndarray  # the longest n-gram
+    words: np.ndarray  # uint8: every word, <s> and </s> included, sorted, UTF-8, newline-separated
+    ngram_key_steps: np.ndarray  # int64: the packed n-grams' differences
+    ngram_logprobs: np.ndarray  # float32: their natural-log probabilities
+    backoff_key_steps: np.ndarray  # int64: the packed contexts' differences
+    backoff_values: np.ndarray  # float32: their natural-log backoff weights
 
 
 class NgramTable:
@@ -84,17 +110,18 @@ class NgramTable:
         self.backoff_values = _as_array(backoff_values, "f")
 
     @classmethod
-    def from_dicts(cls, ngrams: Mapping[SymbolsT, float], backoffs: Mapping[SymbolsT, float]) -> NgramTable:
-        """Keys are symbol sequences: strings of characters, or tuples of words."""
-        alphabet = sorted({symbol for key in ngrams for symbol in key})
-        _check_fits(max(map(len, ngrams), default=1), len(alphabet))
-        packer = cls.packer(alphabet)
-
-        def packed(table: Mapping[SymbolsT, float]) -> Tuple[np.ndarray, np.ndarray]:
-            keys = np.array([packer.pack(key) for key in table], dtype=np.int64)
-            return _sorted_pair(keys, np.array(list(table.values()), dtype=np.float32))
-
-        return cls(alphabet, *packed(ngrams), *packed(backoffs))
+    def from_unsorted(
+        cls,
+        alphabet: Sequence[str],
+        ngram_keys: np.ndarray,
+        ngram_logprobs: np.ndarray,
+        backoff_keys: np.ndarray,
+        backoff_values: np.ndarray,
+    ) -> NgramTable:
+        """A table of packed keys in any order: sorted here, each value moving with its key."""
+        return cls(
+            alphabet, *_sorted_pair(ngram_keys, ngram_logprobs), *_sorted_pair(backoff_keys, backoff_values)
+        )
 
     @classmethod
     def packer(cls, alphabet: Sequence[str]) -> NgramTable:
@@ -142,6 +169,7 @@ class NgramTable:
         return keys
 
     def unpack(self, key: int) -> str:
+        """The characters of a packed key (the inverse of `pack` for a character table)."""
         mask, chars = (1 << self.bits) - 1, []
         while key:
             chars.append(self.alphabet[(key & mask) - 1])
@@ -171,18 +199,13 @@ class NgramTable:
             length -= 1
             context_key &= (1 << (bits * length)) - 1
 
-    def ngram_dict(self) -> Dict[str, float]:
-        return {self.unpack(k): v for k, v in zip(self.ngram_keys, self.ngram_logprobs)}
-
-    def backoff_dict(self) -> Dict[str, float]:
-        return {self.unpack(k): v for k, v in zip(self.backoff_keys, self.backoff_values)}
-
     def ngram_lengths(self) -> Counter[int]:
         """How many n-grams there are of each length."""
         return Counter(-(-k.bit_length() // self.bits) for k in self.ngram_keys)
 
 
-def _check_fits(order: int, tokens: int) -> None:
+def check_fits(order: int, tokens: int) -> None:
+    """Refuse an order whose n-grams of `tokens` symbols cannot be packed into an int64 key."""
     longest = 63 // (tokens + 1).bit_length()
     if order > longest:
         raise ValueError(
@@ -220,7 +243,7 @@ class _BackoffLM:
     def __init__(self, table: NgramTable, order: int, sentence_start: str):
         if order < 1:
             raise ValueError(f"order must be 1 or more, got {order}")
-        _check_fits(order, len(table.alphabet))
+        check_fits(order, len(table.alphabet))
         self.table = table
         self.order = order
         # Anything the LM never saw (a token outside its text) gets the rarest unigram's probability.
@@ -263,21 +286,13 @@ class _BackoffLM:
 class CharNgramLM(_BackoffLM):
     """Backoff character n-gram model; `logprob(context, token)` in natural log.
 
-    Build one with `from_dicts`, `from_arpa` or `load`.
+    The device reads one with `load`; quantize/lm_files.py builds one from n-grams or an ARPA file.
     """
 
     def __init__(self, table: NgramTable, order: int):
-        super().__init__(table, order, _BOS)
-        self.start = _BOS
-        self.end = _EOS
-
-    @classmethod
-    def from_dicts(
-        cls, ngrams: Mapping[str, float], backoffs: Mapping[str, float], order: int
-    ) -> CharNgramLM:
-        """`ngrams`: context + token (one character per token) -> natural-log probability;
-        `backoffs`: context -> natural-log backoff weight (absent means 0)."""
-        return cls(NgramTable.from_dicts(ngrams, backoffs), order)
+        super().__init__(table, order, BOS_CHAR)
+        self.start = BOS_CHAR
+        self.end = EOS_CHAR
 
     def extend(self, context: str, token: str) -> str:
         """The context after `token`: the last order-1 characters."""
@@ -290,26 +305,9 @@ class CharNgramLM(_BackoffLM):
         code = table.codes.get(token, table.unknown)
         return table.logprob(table.pack(context), len(context), code, self.floor)
 
-    def save(self, path: PathLike) -> None:
-        """Write the model as a compressed .npz of plain arrays (no pickle), the bundle's LM format."""
-        ngrams, backoffs = self.table.ngram_dict(), self.table.backoff_dict()
-        blob = "\n".join(ngrams)
-        if blob.count("\n") != len(ngrams) - 1:
-            raise ValueError("a language model token may not be a newline")
-        with open(path, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                format=np.array(NPZ_FORMAT),
-                order=np.array(self.order),
-                ngram_keys=np.frombuffer(blob.encode("utf-8"), dtype=np.uint8),
-                ngram_logprobs=np.array(list(ngrams.values()), dtype=np.float32),
-                backoff_keys=np.frombuffer("\n".join(backoffs).encode("utf-8"), dtype=np.uint8),
-                backoff_values=np.array(list(backoffs.values()), dtype=np.float32),
-            )
-
     @classmethod
     def load(cls, path: PathLike, vocabulary: Iterable[str] = ()) -> CharNgramLM:
-        """Read a model written by `save` (a bundle's lm.npz).
+        """Read a bundle's lm.npz (`CharLmArrays`, written by quantize/lm_files.py).
 
         `vocabulary`, when given, must hold every token the LM uses, so that an LM built for another
         model is refused instead of silently scoring nothing.
@@ -317,14 +315,11 @@ class CharNgramLM(_BackoffLM):
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
-                if int(data["format"]) != NPZ_FORMAT:
-                    raise BundleError(
-                        f"{path}: language model format {int(data['format'])} is not {NPZ_FORMAT}; "
-                        "rebuild it with this version's `python -m quantize lm`"
-                    )
-                order = int(data["order"])
-                ngram_blob, logprobs = data["ngram_keys"], data["ngram_logprobs"]
-                backoff_blob, backoff_values = data["backoff_keys"], data["backoff_values"]
+                _check_format(data, NPZ_FORMAT, f"{path}: language model", "`python -m quantize lm`")
+                arrays = CharLmArrays(*(data[name] for name in CharLmArrays._fields))
+            order = int(arrays.order)
+            ngram_blob, logprobs = arrays.ngram_keys, arrays.ngram_logprobs
+            backoff_blob, backoff_values = arrays.backoff_keys, arrays.backoff_values
             alphabet = "".join(sorted(set(ngram_blob.tobytes().decode("utf-8")) - {"\n"}))
             packer = NgramTable.packer(alphabet)
             ngram_keys = packer.pack_lines(ngram_blob, str(path))
@@ -333,37 +328,12 @@ class CharNgramLM(_BackoffLM):
                 raise ValueError("n-gram keys and values differ in number")
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise BundleError(f"{path}: cannot read the language model ({exc})") from None
-        _check_vocabulary(set(alphabet), vocabulary, str(path))
-        table = NgramTable(
-            alphabet, *_sorted_pair(ngram_keys, logprobs), *_sorted_pair(backoff_keys, backoff_values)
-        )
+        check_vocabulary(set(alphabet), vocabulary, str(path))
+        table = NgramTable.from_unsorted(alphabet, ngram_keys, logprobs, backoff_keys, backoff_values)
         try:
             return cls(table, order)
         except ValueError as exc:
             raise BundleError(f"{path}: {exc}") from None
-
-    @classmethod
-    def from_arpa(cls, path: PathLike, vocabulary: Iterable[str] = ()) -> CharNgramLM:
-        """Read an ARPA file (gzip when the name ends in .gz), e.g. one that KenLM's lmplz wrote.
-
-        Every token must be a single character (a character LM) or <s>/</s>; <unk> is ignored.
-        """
-        path = Path(path)
-        try:
-            with open_text(path) as handle:
-                return cls.from_arpa_lines(handle, str(path), vocabulary)
-        except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
-            raise BundleError(f"{path}: cannot read the language model ({exc})") from None
-
-    @classmethod
-    def from_arpa_lines(cls, lines: Iterable[str], where: str, vocabulary: Iterable[str] = ()) -> CharNgramLM:
-        """Parse ARPA text; `where` names it in error messages."""
-        ngrams, backoffs, order = _parse_arpa(lines, where)
-        _check_vocabulary({ch for key in ngrams for ch in key}, vocabulary, where)
-        try:
-            return cls.from_dicts(ngrams, backoffs, order)
-        except ValueError as exc:
-            raise BundleError(f"{where}: {exc}") from None
 
 
 class WordNgramLM(_BackoffLM):
@@ -373,7 +343,8 @@ class WordNgramLM(_BackoffLM):
     score for the same letters (`beam.PrefixBeamDecoder`), so that in-vocabulary words get a longer
     context than a character LM's few letters. A word it never saw is left to the character LM.
     Words are coded 1..V by their sorted order and a context is a tuple of the last order-1 codes,
-    small enough for every beam prefix to carry its own. Build one with `from_dicts` or `load`.
+    small enough for every beam prefix to carry its own. The device reads one with `load`;
+    quantize/lm_files.py builds one from n-grams.
     """
 
     def __init__(self, table: NgramTable, order: int):
@@ -381,14 +352,6 @@ class WordNgramLM(_BackoffLM):
         self.unknown = table.unknown
         self.start: Tuple[int, ...] = (table.codes[BOS],) if BOS in table.codes and order > 1 else ()
         self.end = self.code(EOS)
-
-    @classmethod
-    def from_dicts(
-        cls, ngrams: Mapping[Tuple[str, ...], float], backoffs: Mapping[Tuple[str, ...], float], order: int
-    ) -> WordNgramLM:
-        """`ngrams`: word tuple (context + word) -> natural-log probability; `backoffs`: context ->
-        natural-log backoff weight (absent means 0). <s> and </s> mark the sentence's ends."""
-        return cls(NgramTable.from_dicts(ngrams, backoffs), order)
 
     @property
     def vocabulary_size(self) -> int:
@@ -415,45 +378,25 @@ class WordNgramLM(_BackoffLM):
     def _symbol(self, token: str) -> int:
         return self.code(token)
 
-    def save(self, path: PathLike) -> None:
-        """Write the model as a compressed .npz of plain arrays (no pickle).
-
-        Keys are stored as differences from the previous (sorted) key: small numbers that compress
-        to about a third of the packed keys' size.
-        """
-        table = self.table
-        words = "\n".join(table.alphabet)
-        if words.count("\n") != len(table.alphabet) - 1 or any(not w or " " in w for w in table.alphabet):
-            raise ValueError("a word may not be empty or hold a space or a newline")
-        with open(path, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                format=np.array(WORDS_FORMAT),
-                order=np.array(self.order),
-                words=np.frombuffer(words.encode("utf-8"), dtype=np.uint8),
-                ngram_key_steps=np.diff(np.asarray(table.ngram_keys, dtype=np.int64), prepend=0),
-                ngram_logprobs=np.asarray(table.ngram_logprobs, dtype=np.float32),
-                backoff_key_steps=np.diff(np.asarray(table.backoff_keys, dtype=np.int64), prepend=0),
-                backoff_values=np.asarray(table.backoff_values, dtype=np.float32),
-            )
-
     @classmethod
     def load(cls, path: PathLike) -> WordNgramLM:
-        """Read a model written by `save` (a bundle's word LM file)."""
+        """Read a bundle's words.npz (`WordLmArrays`, written by quantize/lm_files.py)."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
-                if int(data["format"]) != WORDS_FORMAT:
-                    raise BundleError(
-                        f"{path}: word language model format {int(data['format'])} is not {WORDS_FORMAT}; "
-                        "rebuild it with this version's `python -m quantize lm --word-order N`"
-                    )
-                order = int(data["order"])
-                words = data["words"].tobytes().decode("utf-8").split("\n")
-                ngram_keys = np.cumsum(data["ngram_key_steps"])
-                logprobs = data["ngram_logprobs"]
-                backoff_keys = np.cumsum(data["backoff_key_steps"])
-                backoff_values = data["backoff_values"]
+                _check_format(
+                    data,
+                    WORDS_FORMAT,
+                    f"{path}: word language model",
+                    "`python -m quantize lm --word-order N`",
+                )
+                arrays = WordLmArrays(*(data[name] for name in WordLmArrays._fields))
+            order = int(arrays.order)
+            words = arrays.words.tobytes().decode("utf-8").split("\n")
+            ngram_keys = np.cumsum(arrays.ngram_key_steps)
+            logprobs = arrays.ngram_logprobs
+            backoff_keys = np.cumsum(arrays.backoff_key_steps)
+            backoff_values = arrays.backoff_values
             if len(ngram_keys) != len(logprobs) or len(backoff_keys) != len(backoff_values):
                 raise ValueError("n-gram keys and values differ in number")
             if (
@@ -467,83 +410,22 @@ class WordNgramLM(_BackoffLM):
             raise BundleError(f"{path}: cannot read the word language model ({exc})") from None
 
 
-def _check_vocabulary(used: Set[str], vocabulary: Iterable[str], where: str) -> None:
+def _check_format(data: Any, expected: int, what: str, command: str) -> None:
+    found = int(data["format"])
+    if found != expected:
+        raise BundleError(
+            f"{what} format {found} is not {expected}; rebuild it with this version's {command}"
+        )
+
+
+def check_vocabulary(used: Set[str], vocabulary: Iterable[str], where: str) -> None:
+    """Refuse an LM whose tokens (`used`) are not all in `vocabulary` (no check when it is empty)."""
     known = set(vocabulary)
     if not known:
         return
-    strangers = sorted(used - known - {WORD_BOUNDARY, _BOS, _EOS})
+    strangers = sorted(used - known - {WORD_BOUNDARY, BOS_CHAR, EOS_CHAR})
     if strangers:
         raise BundleError(
             f"{where}: the language model uses token(s) {''.join(strangers)!r} that the model's "
             "vocabulary lacks; rebuild it for this bundle with `python -m quantize lm`"
         )
-
-
-def _token_char(token: str, where: str) -> str:
-    if token == BOS:
-        return _BOS
-    if token == EOS:
-        return _EOS
-    if len(token) != 1:
-        raise BundleError(f"{where}: token {token!r} is not a single character; only character LMs are read")
-    return token
-
-
-def _parse_arpa(lines: Iterable[str], where: str) -> Tuple[Dict[str, float], Dict[str, float], int]:
-    ngrams: Dict[str, float] = {}
-    backoffs: Dict[str, float] = {}
-    declared: Dict[int, int] = {}
-    section = -1  # -1 before \data\, 0 in \data\, n in \n-grams:
-    order = 0
-    for number, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line:
-            continue
-        if line == "\\data\\":
-            section = 0
-        elif line == "\\end\\":
-            break
-        elif line.startswith("\\") and line.endswith("-grams:"):
-            section = int(line[1:].split("-", 1)[0])
-            order = max(order, section)
-        elif section == 0 and line.startswith("ngram "):
-            n, count = line[6:].split("=")
-            declared[int(n)] = int(count)
-        elif section > 0:
-            fields = line.split()
-            if len(fields) not in (section + 1, section + 2):
-                raise BundleError(f"{where}:{number}: expected {section} token(s) in a {section}-gram line")
-            if "<unk>" in fields[1 : section + 1]:
-                continue
-            key = "".join(_token_char(t, f"{where}:{number}") for t in fields[1 : section + 1])
-            ngrams[key] = float(fields[0]) * LN10
-            if len(fields) == section + 2:
-                backoffs[key] = float(fields[section + 1]) * LN10
-    if section < 0 or not ngrams:
-        raise BundleError(f"{where}: not an ARPA language model (no \\data\\ section or no n-grams)")
-    if declared and max(declared) != order:
-        raise BundleError(
-            f"{where}: the header declares {max(declared)}-grams but the file has {order}-grams"
-        )
-    return ngrams, backoffs, order
-
-
-def write_arpa(handle: TextIO, entries: Sequence[Sequence[Tuple[Tuple[str, ...], float, float]]]) -> None:
-    """Write an ARPA file: `entries[n - 1]` lists (tokens, log10 prob, log10 backoff) of the n-grams.
-
-    A backoff of 0.0 is left out, as the format allows.
-    """
-    handle.write("\\data\\\n")
-    for n, grams in enumerate(entries, 1):
-        handle.write(f"ngram {n}={len(grams)}\n")
-    for n, grams in enumerate(entries, 1):
-        handle.write(f"\n\\{n}-grams:\n")
-        for tokens, logprob, backoff in grams:
-            line = f"{logprob:.5f}\t{' '.join(tokens)}"
-            handle.write(f"{line}\t{backoff:.5f}\n" if backoff else line + "\n")
-    handle.write("\n\\end\\\n")
-
-
-def tokens_of(text: str) -> List[str]:
-    """A normalized sentence as LM tokens: its characters, with WORD_BOUNDARY between words."""
-    return list(WORD_BOUNDARY.join(text.split()))

@@ -19,10 +19,10 @@ from .errors import GuardError, QuantizeError
 log = logging.getLogger("quantize")
 
 EXAMPLES = """examples:
-  python -m quantize convert --model runs/tiny/final --out bundles/tiny --eval data/dev.csv
-  python -m quantize export --model runs/tiny/final --out bundles/tiny-fp32
+  python -m quantize convert --model runs/tiny/model --out bundles/tiny --eval data/dev.csv
+  python -m quantize export --model runs/tiny/model --out bundles/tiny-fp32
   python -m quantize quantize --bundle bundles/tiny-fp32 --out bundles/tiny-gemm --int8-ops MatMul,Gemm
-  python -m quantize report --bundle bundles/tiny --model runs/tiny/final --eval dev.csv --out rep/
+  python -m quantize report --bundle bundles/tiny --model runs/tiny/model --eval dev.csv --out rep/
   python -m quantize lm --bundle bundles/tiny --text data/train.csv --tune data/dev.csv --eval data/test.csv
 """
 
@@ -237,26 +237,23 @@ def run(args: argparse.Namespace) -> int:
         say(f"report written to {args.out} in {time.perf_counter() - started:.1f} s")
         return 0 if passed else 1
     if args.command == "lm":
-        from .lm import add_lm
+        from .lm import LmBuildOptions, add_lm
 
-        out = add_lm(
-            args.bundle,
-            args.out or args.bundle,
-            args.text or [],
-            args.force,
-            say,
-            arpa=args.arpa,
+        lm_options = LmBuildOptions(
             order=args.order,
             min_count=args.min_count,
+            word_order=args.word_order,
+            word_min_count=args.word_min_count,
             beam_size=args.beam_size,
             tune_manifest=args.tune_manifest,
             tune_limit=args.tune_limit,
             eval_manifest=args.eval_manifest,
             eval_limit=args.eval_limit,
             threads=args.threads,
-            word_order=args.word_order,
-            word_min_count=args.word_min_count,
             jobs=args.jobs,
+        )
+        out = add_lm(
+            args.bundle, args.out or args.bundle, args.text or [], args.force, say, lm_options, args.arpa
         )
         say(f"bundle with language model written to {out} in {time.perf_counter() - started:.1f} s")
         return 0

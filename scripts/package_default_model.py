@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from edge_asr.atomic import replace_folder  # noqa: E402
 from edge_asr.bundle import BundleMetadata, LanguageModelSettings, load_bundle, write_bundle  # noqa: E402
 from edge_asr.transcriber import EdgeTranscriber  # noqa: E402
-from quantize.lm import LmScorer  # noqa: E402
+from quantize.lm_tune import LmScorer  # noqa: E402
 from quantize.manifest import read_manifest  # noqa: E402
 
 SHIPPED = ROOT / "edge_asr" / "models" / "default"

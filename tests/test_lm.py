@@ -1,4 +1,5 @@
-"""Character LM (quantize/lm.py builds, edge_asr/lm.py reads) and the CTC prefix beam search."""
+"""Character LM (quantize/lm_estimate.py and lm_files.py build, edge_asr/lm.py reads) and the CTC
+prefix beam search."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ import soundfile as sf
 from tone_model import VOCAB, token_frequency, tone_audio
 
 from edge_asr.beam import BeamOptions, PrefixBeamDecoder
-from edge_asr.bundle import load_bundle
+from edge_asr.bundle import LM_FILE, load_bundle
 from edge_asr.cli import main as edge_main
 from edge_asr.ctc import Vocabulary, decode, greedy_decode
 from edge_asr.errors import BundleError
-from edge_asr.lm import WORD_BOUNDARY, CharNgramLM, tokens_of
+from edge_asr.lm import WORD_BOUNDARY, CharLmArrays, CharNgramLM
 from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
 from quantize.cli import main as quantize_main
-from quantize.lm import LM_FILE, LmScorer, estimate, to_model
+from quantize.lm_estimate import estimate, to_model, tokens_of
+from quantize.lm_files import backoff_dict, char_lm_from_arpa, ngram_dict, save_char_lm
+from quantize.lm_tune import LmScorer
 from quantize.manifest import EvalItem
 
 TEXT = [
@@ -39,7 +42,9 @@ SPEECH_VOCAB = ["<pad>", WORD_BOUNDARY, *CHARS]
 def build_lm(tmp_path: Path, sentences: List[str] = TEXT, order: int = 4, min_count: int = 1) -> CharNgramLM:
     """Estimate, save as the bundle's lm.npz and load back, as `quantize lm` does."""
     path = tmp_path / LM_FILE
-    to_model(estimate([tokens_of(s) for s in sentences], order=order, min_count=min_count)).save(path)
+    save_char_lm(
+        to_model(estimate([tokens_of(s) for s in sentences], order=order, min_count=min_count)), path
+    )
     return CharNgramLM.load(path, SPEECH_VOCAB)
 
 
@@ -76,7 +81,7 @@ def test_plain_arpa_from_another_tool_is_read(tmp_path: Path) -> None:
         "\\data\\\nngram 1=4\nngram 2=2\n\n\\1-grams:\n-99\t<s>\t-0.3\n-0.5\ta\t-0.2\n-0.4\tb\n-0.6\t</s>\n"
         "\n\\2-grams:\n-0.1\t<s> a\n-0.2\ta b\n\n\\end\\\n"
     )
-    lm = CharNgramLM.from_arpa(arpa)
+    lm = char_lm_from_arpa(arpa)
     ln10 = math.log(10)
     assert lm.logprob(lm.start, "a") == pytest.approx(-0.1 * ln10)
     assert lm.logprob("a", "b") == pytest.approx(-0.2 * ln10)
@@ -86,11 +91,13 @@ def test_plain_arpa_from_another_tool_is_read(tmp_path: Path) -> None:
 
 def test_saved_model_loads_back_identical(tmp_path: Path) -> None:
     built = to_model(estimate([tokens_of(s) for s in TEXT], order=5))
-    built.save(tmp_path / "lm.npz")
+    save_char_lm(built, tmp_path / "lm.npz")
+    with np.load(tmp_path / "lm.npz") as data:
+        assert data.files == list(CharLmArrays._fields)  # the layout edge_asr.lm defines and reads
     loaded = CharNgramLM.load(tmp_path / "lm.npz", SPEECH_VOCAB)
     assert loaded.order == 5 and loaded.ngram_counts() == built.ngram_counts()
-    assert loaded.table.ngram_dict() == pytest.approx(built.table.ngram_dict(), abs=1e-6)
-    assert loaded.table.backoff_dict() == pytest.approx(built.table.backoff_dict(), abs=1e-6)
+    assert ngram_dict(loaded.table) == pytest.approx(ngram_dict(built.table), abs=1e-6)
+    assert backoff_dict(loaded.table) == pytest.approx(backoff_dict(built.table), abs=1e-6)
     for text in ["the cat", "a rat sat", "qq"]:
         tokens = tokens_of(text.replace("q", "t"))
         assert loaded.sentence_logprob(tokens) == pytest.approx(built.sentence_logprob(tokens), abs=1e-4)
@@ -99,9 +106,9 @@ def test_saved_model_loads_back_identical(tmp_path: Path) -> None:
 def test_non_ascii_tokens_survive_the_packed_format(tmp_path: Path) -> None:
     sentences = ["café au lait", "crème brûlée", "naïve café"]
     built = to_model(estimate([tokens_of(s) for s in sentences], order=4))
-    built.save(tmp_path / "lm.npz")
+    save_char_lm(built, tmp_path / "lm.npz")
     loaded = CharNgramLM.load(tmp_path / "lm.npz")
-    assert loaded.table.ngram_dict() == pytest.approx(built.table.ngram_dict(), abs=1e-6)
+    assert ngram_dict(loaded.table) == pytest.approx(ngram_dict(built.table), abs=1e-6)
     for text in ["café", "brûlée au lait", "xyz"]:
         tokens = tokens_of(text)
         assert loaded.sentence_logprob(tokens) == pytest.approx(built.sentence_logprob(tokens), abs=1e-4)
@@ -116,7 +123,7 @@ def test_an_order_too_long_to_pack_is_refused(tmp_path: Path) -> None:
 
 def test_bad_lm_files_are_refused_with_a_reason(tmp_path: Path) -> None:
     lm_path = tmp_path / LM_FILE
-    to_model(estimate([tokens_of("xyz")], order=2)).save(lm_path)
+    save_char_lm(to_model(estimate([tokens_of("xyz")], order=2)), lm_path)
     with pytest.raises(BundleError, match="vocabulary lacks"):
         CharNgramLM.load(lm_path, SPEECH_VOCAB)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
@@ -127,13 +134,13 @@ def test_bad_lm_files_are_refused_with_a_reason(tmp_path: Path) -> None:
         CharNgramLM.load(tmp_path / "other.npz")
     (tmp_path / "junk.arpa").write_text("hello\n")
     with pytest.raises(BundleError, match="not an ARPA"):
-        CharNgramLM.from_arpa(tmp_path / "junk.arpa")
+        char_lm_from_arpa(tmp_path / "junk.arpa")
     (tmp_path / "broken.arpa.gz").write_bytes(gzip.compress(b"\\data\\\nngram 1=1\n")[:-8])
     with pytest.raises(BundleError, match="cannot read"):
-        CharNgramLM.from_arpa(tmp_path / "broken.arpa.gz")
+        char_lm_from_arpa(tmp_path / "broken.arpa.gz")
     (tmp_path / "words.arpa").write_text("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\thello\n\n\\end\\\n")
     with pytest.raises(BundleError, match="not a single character"):
-        CharNgramLM.from_arpa(tmp_path / "words.arpa")
+        char_lm_from_arpa(tmp_path / "words.arpa")
 
 
 # --- beam search on synthetic log-probabilities -------------------------------------------------

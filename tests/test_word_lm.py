@@ -1,4 +1,5 @@
-"""Word LM (quantize/lm.py builds, edge_asr/lm.py reads) and its part in the beam search."""
+"""Word LM (quantize/lm_estimate.py and lm_files.py build, edge_asr/lm.py reads) and its part in the
+beam search."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from test_lm import frames_for
 from tone_model import tone_audio
 
 from edge_asr.beam import BeamOptions, PrefixBeamDecoder
-from edge_asr.bundle import load_bundle
+from edge_asr.bundle import WORDS_FILE, load_bundle
 from edge_asr.cli import main as edge_main
 from edge_asr.ctc import GreedyDecoder, Vocabulary, decode
 from edge_asr.errors import BundleError
-from edge_asr.lm import BOS, CharNgramLM, WordNgramLM, tokens_of
+from edge_asr.lm import BOS, CharNgramLM, WordLmArrays, WordNgramLM
 from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions, tuned_beam_options
 from quantize.cli import main as quantize_main
-from quantize.lm import WORDS_FILE, estimate, to_model, word_model
+from quantize.lm_estimate import estimate, to_model, tokens_of, word_model
+from quantize.lm_files import save_word_lm
 
 TEXT = ["the cat sat on the mat", "the bat flew at dusk", "a cat sat", "a bat flew", "the cat sat down"] * 3
 SPEECH_VOCAB_WORDS = ["<pad>", "|", *sorted({c for s in [*TEXT, "dog"] for c in s if c != " "})]
@@ -31,7 +33,7 @@ def build_words(
 ) -> WordNgramLM:
     """Estimate, save as the bundle's words.npz and load back, as `quantize lm` does."""
     path = tmp_path / WORDS_FILE
-    word_model([tokens_of(s) for s in sentences], order=order, min_count=min_count).save(path)
+    save_word_lm(word_model([tokens_of(s) for s in sentences], order=order, min_count=min_count), path)
     return WordNgramLM.load(path)
 
 
@@ -64,7 +66,9 @@ def test_pruning_keeps_every_word_and_drops_rare_pairs(tmp_path: Path) -> None:
 
 def test_saved_word_model_loads_back_identical(tmp_path: Path) -> None:
     built = word_model([tokens_of(s) for s in TEXT], order=3, min_count=1)
-    built.save(tmp_path / "w.npz")
+    save_word_lm(built, tmp_path / "w.npz")
+    with np.load(tmp_path / "w.npz") as data:
+        assert data.files == list(WordLmArrays._fields)  # the layout edge_asr.lm defines and reads
     loaded = WordNgramLM.load(tmp_path / "w.npz")
     for sentence in ["the cat sat on the mat", "a bat sat", "dusk at the bat"]:
         assert loaded.sentence_logprob(sentence.split()) == pytest.approx(
@@ -277,7 +281,7 @@ def test_listen_decoding_flags(
 def test_forked_decoding_gives_the_serial_transcripts(words_bundle: Path, tmp_path: Path) -> None:
     import soundfile as sf
 
-    from quantize.lm import LmScorer
+    from quantize.lm_tune import LmScorer
     from quantize.manifest import read_manifest
 
     texts = ["bad cafe", "face", "deaf bead", "abc fed", "cab", "a b c"]
