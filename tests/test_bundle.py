@@ -208,7 +208,7 @@ def _symbolic_width_graph():
 )
 def test_verify_fails_bundles_that_cannot_run(tmp_path, capsys, damage, message):
     from edge_asr.cli import main
-    from edge_asr.lm import CharNgramLM
+    from quantize.lm_files import char_lm_from_dicts, save_char_lm
 
     folder = tmp_path / "b"
     if damage == "wider output":
@@ -218,7 +218,7 @@ def test_verify_fails_bundles_that_cannot_run(tmp_path, capsys, damage, message)
     else:
         folder.mkdir()
         lm = {"file": "lm.npz", "kind": "char-ngram", "beam_size": 4, "lm_weight": 0.5, "insertion_bonus": 1}
-        CharNgramLM.from_dicts({c: -1.8 for c in "abcdef"}, {}, 1).save(folder / "lm.npz")
+        save_char_lm(char_lm_from_dicts({c: -1.8 for c in "abcdef"}, {}, 1), folder / "lm.npz")
         write_tone_bundle(folder, language_model=lm)
         assert main(["info", "-m", str(folder), "--verify"]) == 0
         capsys.readouterr()
