@@ -44,6 +44,7 @@ from .audio import SampleGuard, _Resampler, clean_mono, sample_rate_hz
 from .bundle import BundleMetadata
 from .ctc import FrameDecoder, GreedyDecoder, Vocabulary, best_path, decode, token_runs
 from .errors import InputError
+from .grammar import CommandMatch, GrammarDecoder
 from .results import Word
 from .vad import EnergyVad, EnergyVadOptions, VoiceActivityDetector
 from .windows import LogProbFn, WindowedRunner, WindowPlan
@@ -116,6 +117,7 @@ class StreamEvent:
         utterance: 0, 1, 2... numbering the utterances of the stream.
         words: the final's words with times in stream seconds (empty for partials).
         reason: why a final ended: "silence", "max-length" or "flush".
+        command: with a grammar (`EdgeTranscriber.stream(grammar=...)`), the final's command match.
     """
 
     text: str
@@ -125,6 +127,7 @@ class StreamEvent:
     utterance: int
     words: Tuple[Word, ...] = ()
     reason: str = ""
+    command: Optional[CommandMatch] = None
 
     @property
     def kind(self) -> str:
@@ -141,6 +144,8 @@ class StreamEvent:
         if self.is_final:
             data["words"] = [asdict(w) for w in self.words]
             data["reason"] = self.reason
+        if self.command is not None:
+            data["command"] = self.command.to_dict()
         return data
 
 
@@ -442,6 +447,7 @@ class Stream:
         self._commit(utt, list(utt.runner.finish()))
         ids, scores = utt.decoder.finish()
         text, _, words = decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)
+        command = utt.decoder.match if isinstance(utt.decoder, GrammarDecoder) else None
         if not text and not utt.shown:
             return  # noise: nothing was shown, nothing to finish
         offset = utt.start_frame * self.frame_seconds
@@ -450,7 +456,9 @@ class Stream:
         )
         end = self._seconds(utt.last_speech_frame + 1)
         events.append(
-            StreamEvent(text, self._seconds(utt.start_frame), end, True, self._number(utt), shifted, reason)
+            StreamEvent(
+                text, self._seconds(utt.start_frame), end, True, self._number(utt), shifted, reason, command
+            )
         )
         if text:
             self.stats.utterances += 1

@@ -18,6 +18,7 @@ from .beam import BeamOptions, frame_decoder
 from .bundle import ModelBundle, load_bundle
 from .ctc import FrameDecoder, Vocabulary, decode
 from .errors import EdgeASRError, InputError
+from .grammar import DEFAULT_MIN_CONFIDENCE, CommandMatch, CompiledGrammar, Grammar, GrammarDecoder
 from .lm import CharNgramLM, WordNgramLM
 from .model import CtcModel
 from .results import Transcript
@@ -209,6 +210,33 @@ class EdgeTranscriber:
             source=name,
         )
 
+    def recognize(
+        self,
+        audio: Union[AudioSource, np.ndarray],
+        grammar: Union[Grammar, CompiledGrammar],
+        sample_rate: Optional[int] = None,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        alternatives: int = 5,
+    ) -> CommandMatch:
+        """Which of `grammar`'s phrases the audio says, or no match (`edge_asr.grammar`).
+
+        Compile a grammar used many times once (`compile_grammar`) to save its trie's build time.
+        """
+        decoder = GrammarDecoder(
+            self.compile_grammar(grammar), self.metadata.frame_seconds, min_confidence, alternatives
+        )
+        for chunk in self.log_probs(audio, sample_rate):
+            decoder.push(chunk)
+        decoder.finish()
+        assert decoder.match is not None
+        return decoder.match
+
+    def compile_grammar(self, grammar: Union[Grammar, CompiledGrammar]) -> CompiledGrammar:
+        """`grammar` as a trie over this model's vocabulary (a compiled one is returned as it is)."""
+        if isinstance(grammar, CompiledGrammar):
+            return grammar
+        return grammar.compile(self.vocabulary, self.metadata.text_normalization)
+
     def log_probs(
         self, audio: Union[AudioSource, np.ndarray], sample_rate: Optional[int] = None
     ) -> Iterator[np.ndarray]:
@@ -267,17 +295,26 @@ class EdgeTranscriber:
                 yield FileResult(name, error=exc)
 
     def stream(
-        self, options: Optional[StreamOptions] = None, vad: Optional[VoiceActivityDetector] = None
+        self,
+        options: Optional[StreamOptions] = None,
+        vad: Optional[VoiceActivityDetector] = None,
+        grammar: Union[Grammar, CompiledGrammar, None] = None,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     ) -> Stream:
         """A streaming recognizer on this model: `accept(samples, sample_rate)` -> partial/final events.
 
         Each stream has its own state (use one per audio source); they share this model's session.
         `options.blank_penalty` defaults to this transcriber's. Final events use the bundle's LM
-        when this transcriber does. See `edge_asr.stream`.
+        when this transcriber does. With a `grammar`, each final event's `command` is the utterance's
+        `CommandMatch` and its text the recognized phrase ("" when none was). See `edge_asr.stream`.
         """
         if options is None:
             options = StreamOptions(blank_penalty=self.options.blank_penalty)
-        new_decoder = partial(self.new_decoder, options.blank_penalty)
+        new_decoder: Callable[[], FrameDecoder] = partial(self.new_decoder, options.blank_penalty)
+        if grammar is not None:
+            compiled = self.compile_grammar(grammar)
+            GrammarDecoder(compiled, 1.0, min_confidence)  # checks min_confidence now, not per utterance
+            new_decoder = partial(GrammarDecoder, compiled, self.metadata.frame_seconds, min_confidence)
         return Stream(self.model.log_probs, self.metadata, self.vocabulary, options, vad, new_decoder)
 
     def __repr__(self) -> str:

@@ -1,0 +1,462 @@
+"""Voice commands: which of a fixed set of phrases was said, or that none of them was.
+
+A `Grammar` is a list of phrases, each with the slot values it stands for ("set a timer for ten
+minutes" -> minutes=10). Written by hand one a line, or expanded from Home Assistant style templates
+(`edge_asr.templates`: "(turn|switch) on [the] {area} light"), or loaded from the JSON that
+`Grammar.save` writes (a Pi then needs no template parser).
+
+Recognition scores every phrase exactly against the model's frame log-probabilities instead of
+decoding text and looking it up: a model that spells "kitchen" as "kiton" still picks the right
+command, because the phrase is the most likely of those allowed. The phrases are compiled into a
+character trie over the bundle's vocabulary, and one CTC forward pass over the trie scores all of them
+at once (phrases that share a beginning share its work); past `EXACT_NODES` trie nodes the pass keeps
+only the nodes within `PRUNE_NATS` of the best (a trie-constrained beam), so 100k phrases stay fast.
+
+Rejection: the best phrase is compared with the unconstrained best path (each frame's best token,
+what free decoding would say). `confidence` is exp(-gap / labels): the log-likelihood the grammar
+costs, per character of the phrase, as a probability-like number in (0, 1]. Speech outside the grammar
+and noise cost much per character and come back as no match when it is below `min_confidence`.
+
+`GrammarDecoder` is a `ctc.FrameDecoder`, so files (`EdgeTranscriber.recognize`) and live audio
+(`EdgeTranscriber.stream(grammar=...)`) recognize commands through the same windowed path as text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .atomic import PathLike, write_text_atomic
+from .ctc import Vocabulary, best_path, token_runs
+from .errors import InputError
+from .spoken import spell_numbers
+from .text import TextNormalization
+
+EXACT_NODES = 50_000
+"""Tries up to this many nodes are scored exactly; larger ones with pruning."""
+PRUNE_NATS = 30.0
+"""With pruning, nodes whose forward score falls this far below the frame's best are dropped."""
+MAX_PHRASES = 1_000_000
+DEFAULT_MIN_CONFIDENCE = 0.35
+"""Picked on synthetic validation voices (benchmarks/commands.py); never on real recordings."""
+NEG_INF = -np.inf
+_TEMPLATE_CHARS = re.compile(r"[()\[\]{}<>|]")
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """One allowed utterance: its text as written and the slot values it stands for."""
+
+    text: str
+    slots: Tuple[Tuple[str, str], ...] = ()
+
+    @property
+    def slot_dict(self) -> Dict[str, str]:
+        return dict(self.slots)
+
+
+@dataclass(frozen=True)
+class CommandAlternative:
+    """A phrase and how well it matched (see the module docstring for `confidence`)."""
+
+    phrase: str
+    slots: Dict[str, str]
+    confidence: float
+
+
+@dataclass(frozen=True)
+class CommandMatch:
+    """The result of recognizing one utterance against a grammar.
+
+    Attributes:
+        phrase: the recognized phrase as written in the grammar, or None: no command was said.
+        slots: the phrase's slot values ({} without a match).
+        confidence: the best phrase's confidence, also when it was rejected.
+        alternatives: the best phrases, best first (including the recognized one).
+        start, end: seconds of the best phrase's first and last character in the audio.
+        heard: what free greedy decoding heard, for logs and debugging.
+    """
+
+    phrase: Optional[str]
+    slots: Dict[str, str]
+    confidence: float
+    alternatives: Tuple[CommandAlternative, ...] = ()
+    start: float = 0.0
+    end: float = 0.0
+    heard: str = ""
+
+    @property
+    def matched(self) -> bool:
+        return self.phrase is not None
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            "phrase": self.phrase,
+            "slots": self.slots,
+            "confidence": self.confidence,
+            "start": self.start,
+            "end": self.end,
+            "heard": self.heard,
+            "alternatives": [
+                {"phrase": a.phrase, "slots": a.slots, "confidence": a.confidence} for a in self.alternatives
+            ],
+        }
+
+
+class Grammar:
+    """The phrases a command recognizer may return.
+
+    Args:
+        phrases: the allowed phrases (duplicates of the same text keep the first one's slots).
+    """
+
+    def __init__(self, phrases: Iterable[Phrase]):
+        unique: Dict[str, Phrase] = {}
+        for phrase in phrases:
+            if not phrase.text.strip():
+                continue
+            unique.setdefault(" ".join(phrase.text.split()), phrase)
+            if len(unique) > MAX_PHRASES:
+                raise InputError(
+                    f"grammar has more than {MAX_PHRASES} phrases; split it or use fewer options"
+                )
+        if not unique:
+            raise InputError("grammar has no phrases")
+        self.phrases: List[Phrase] = list(unique.values())
+
+    def __len__(self) -> int:
+        return len(self.phrases)
+
+    def __repr__(self) -> str:
+        return f"Grammar({len(self)} phrases)"
+
+    @classmethod
+    def from_phrases(cls, phrases: Iterable[Union[str, Phrase]]) -> Grammar:
+        """A grammar of plain phrases (strings) or `Phrase` objects."""
+        return cls(p if isinstance(p, Phrase) else Phrase(p) for p in phrases)
+
+    @classmethod
+    def from_file(cls, path: PathLike) -> Grammar:
+        """Read a phrase list (one a line, "#" comments), a template file, or JSON from `save`.
+
+        Template syntax (`edge_asr.templates`) needs the `grammar` extra (hassil); a plain phrase
+        list and JSON need nothing.
+        """
+        where = Path(path)
+        try:
+            text = where.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{where}: cannot read the grammar ({exc})") from None
+        if where.suffix == ".json":
+            return cls._from_json(text, where)
+        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        lines = [line for line in lines if line]
+        if any(_TEMPLATE_CHARS.search(line) or "=" in line for line in lines):
+            from .templates import expand_templates
+
+            return cls(expand_templates(lines, str(where)))
+        return cls.from_phrases(lines)
+
+    @classmethod
+    def _from_json(cls, text: str, where: Path) -> Grammar:
+        try:
+            data = json.loads(text)
+            items = data["phrases"]
+            return cls(Phrase(str(p["text"]), tuple(sorted(p.get("slots", {}).items()))) for p in items)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(
+                f'{where}: not a grammar JSON file ({{"phrases": [{{"text", "slots"}}, ...]}}): {exc}'
+            ) from None
+
+    def save(self, path: PathLike) -> None:
+        """Write the expanded phrases as JSON (atomically), for devices without the template parser."""
+        phrases = [{"text": p.text, "slots": p.slot_dict} for p in self.phrases]
+        write_text_atomic(Path(path), json.dumps({"phrases": phrases}, ensure_ascii=False, indent=1) + "\n")
+
+    def compile(self, vocabulary: Vocabulary, normalization: TextNormalization) -> CompiledGrammar:
+        """The trie of the phrases' token ids over `vocabulary` (see `CompiledGrammar`)."""
+        return CompiledGrammar(self, vocabulary, normalization)
+
+
+def phrase_tokens(text: str, vocabulary: Vocabulary, normalization: TextNormalization) -> List[int]:
+    """A phrase's token ids as the model spells it: numbers in words, the bundle's normalization,
+    words separated by the word delimiter. InputError names characters the vocabulary lacks."""
+    normalized = normalization(spell_numbers(text))
+    index = {token: i for i, token in enumerate(vocabulary.tokens)}
+    separator = vocabulary.word_delimiter if vocabulary.word_delimiter in index else " "
+    ids: List[int] = []
+    missing = set()
+    for word_number, word in enumerate(normalized.split()):
+        if word_number and separator in index:
+            ids.append(index[separator])
+        for char in word:
+            if char in index:
+                ids.append(index[char])
+            else:
+                missing.add(char)
+    if missing:
+        raise InputError(
+            f"grammar phrase {text!r} has character(s) the model cannot spell: "
+            f"{' '.join(sorted(missing))}; write them as words"
+        )
+    if not ids:
+        raise InputError(f"grammar phrase {text!r} is empty after normalization")
+    return ids
+
+
+class CompiledGrammar:
+    """A grammar's phrases as a trie of token ids, in breadth-first order.
+
+    Node 0 is the root. Every other node has one token, its parent (`parent[n] < n`), and `skip[n]`:
+    the node before its parent when the parent is a word delimiter (so a model that runs two words
+    together without emitting the delimiter still reaches the next word), else -1. The children of a
+    node are contiguous (`first_child`, `child_count`). `phrase_node[i]` is where phrase i ends.
+    """
+
+    def __init__(self, grammar: Grammar, vocabulary: Vocabulary, normalization: TextNormalization):
+        self.grammar = grammar
+        self.vocabulary = vocabulary
+        self.labels = [phrase_tokens(p.text, vocabulary, normalization) for p in grammar.phrases]
+        delimiter = {i for i, t in enumerate(vocabulary.tokens) if vocabulary.is_delimiter(t)}
+        # Build the trie with dicts, then number nodes breadth-first.
+        children: List[Dict[int, int]] = [{}]
+        tokens = [-1]
+        ends = []
+        for labels in self.labels:
+            node = 0
+            for token in labels:
+                child = children[node].get(token)
+                if child is None:
+                    child = children[node][token] = len(tokens)
+                    children.append({})
+                    tokens.append(token)
+                node = child
+            ends.append(node)
+        order = [0]
+        for node in order:  # breadth-first: grows while iterating
+            order.extend(children[node].values())
+        number = np.empty(len(order), dtype=np.int64)
+        number[order] = np.arange(len(order))
+        self.tokens = np.array([tokens[n] for n in order], dtype=np.int64)
+        parent = np.zeros(len(order), dtype=np.int64)
+        first_child = np.zeros(len(order), dtype=np.int64)
+        child_count = np.zeros(len(order), dtype=np.int64)
+        for new, old in enumerate(order):
+            kids = [number[c] for c in children[old].values()]
+            child_count[new] = len(kids)
+            first_child[new] = kids[0] if kids else 0
+            for kid in kids:
+                parent[kid] = new
+        self.parent = parent
+        self.first_child = first_child
+        self.child_count = child_count
+        is_delimiter = np.isin(self.tokens, list(delimiter)) if delimiter else np.zeros(len(order), bool)
+        self.is_delimiter = is_delimiter
+        self.skip = np.where(is_delimiter[parent] & (np.arange(len(order)) > 0), parent[parent], -1)
+        self.skip[0] = -1
+        # A token repeated right after itself needs a blank between (CTC): no direct transition.
+        self.repeat = self.tokens[parent] == self.tokens
+        self.repeat_skip = np.where(
+            self.skip >= 0, self.tokens[np.maximum(self.skip, 0)] == self.tokens, True
+        )
+        self.phrase_node = number[ends]
+
+    @property
+    def nodes(self) -> int:
+        return int(self.tokens.size)
+
+
+class GrammarDecoder:
+    """A `ctc.FrameDecoder` that recognizes one utterance against a compiled grammar.
+
+    `push` advances the CTC forward pass over the trie as log-probabilities arrive (so the work is
+    spread over the utterance); `finish` returns the best accepted phrase's frame alignment (or all
+    blanks when nothing was accepted), in the form `ctc.decode` reads, and sets `match`.
+
+    Args:
+        grammar: the compiled grammar.
+        frame_seconds: seconds per frame (for the match's start and end).
+        min_confidence: below it, the best phrase is rejected (`match.phrase` is None).
+        alternatives: how many of the best phrases `match.alternatives` lists.
+        prune: None chooses by trie size (exact up to `EXACT_NODES`); True/False forces it.
+    """
+
+    def __init__(
+        self,
+        grammar: CompiledGrammar,
+        frame_seconds: float,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        alternatives: int = 5,
+        prune: Optional[bool] = None,
+    ):
+        if not 0.0 <= min_confidence <= 1.0 or math.isnan(min_confidence):
+            raise InputError(f"min_confidence must be between 0 and 1, got {min_confidence}")
+        self.grammar = grammar
+        self.frame_seconds = frame_seconds
+        self.min_confidence = min_confidence
+        self.alternatives = max(1, alternatives)
+        self.prune = grammar.nodes > EXACT_NODES if prune is None else prune
+        n = grammar.nodes
+        self._blank_end = np.full(n, NEG_INF)  # log P(frames so far, path at node, last frame blank)
+        self._token_end = np.full(n, NEG_INF)  # ... last frame the node's token
+        self._blank_end[0] = 0.0
+        self._log_probs: List[np.ndarray] = []
+        self._free_score = 0.0
+        self._greedy: List[np.ndarray] = []
+        self.match: Optional[CommandMatch] = None
+
+    def push(self, log_probs: np.ndarray) -> None:
+        vocab = self.grammar.vocabulary
+        if log_probs.ndim != 2 or log_probs.shape[1] != len(vocab.tokens):
+            raise ValueError(
+                f"expected [frames, {len(vocab.tokens)}] log-probabilities, got {log_probs.shape}"
+            )
+        rows = log_probs.astype(np.float64)
+        self._log_probs.append(log_probs)
+        self._free_score += float(rows.max(axis=1).sum())
+        self._greedy.append(best_path(log_probs, vocab.blank_id)[0])
+        for row in rows:
+            self._step(row)
+
+    def _step(self, row: np.ndarray) -> None:
+        g = self.grammar
+        blank, token = self._blank_end, self._token_end
+        nodes = self._active() if self.prune else None
+        index = slice(1, None) if nodes is None else nodes
+        parent = g.parent[index]
+        stay = np.logaddexp(token[index], blank[parent])
+        enter = np.where(g.repeat[index], NEG_INF, token[parent])
+        arrive = np.logaddexp(stay, enter)
+        skip = g.skip[index]
+        has_skip = skip >= 0
+        if has_skip.any():
+            source = np.maximum(skip, 0)
+            jump = np.logaddexp(blank[source], np.where(g.repeat_skip[index], NEG_INF, token[source]))
+            arrive = np.where(has_skip, np.logaddexp(arrive, jump), arrive)
+        new_token = arrive + row[g.tokens[index]]
+        new_blank = np.logaddexp(blank, token) + row[g.vocabulary.blank_id]
+        if nodes is None:
+            token[1:] = new_token
+        else:
+            token[nodes] = new_token
+        blank[:] = new_blank
+        if self.prune:
+            floor = max(blank.max(), token.max()) - PRUNE_NATS
+            blank[blank < floor] = NEG_INF
+            token[token < floor] = NEG_INF
+
+    def _active(self) -> np.ndarray:
+        """Nodes that can have a path this frame: those alive, their children and, past a delimiter
+        child, its children (the delimiter skip)."""
+        g = self.grammar
+        alive = np.flatnonzero(np.isfinite(self._blank_end) | np.isfinite(self._token_end))
+        kids = _children(g, alive)
+        delimiters = kids[g.is_delimiter[kids]]
+        nodes = np.unique(np.concatenate((alive, kids, _children(g, delimiters))))
+        return nodes[nodes > 0]
+
+    def phrase_scores(self) -> np.ndarray:
+        """log P(audio so far | phrase) for each phrase (-inf where it cannot fit or was pruned)."""
+        ends = self.grammar.phrase_node
+        return np.logaddexp(self._blank_end[ends], self._token_end[ends])
+
+    def finish(self) -> Tuple[np.ndarray, np.ndarray]:
+        g = self.grammar
+        vocab = g.vocabulary
+        log_probs = (
+            np.concatenate(self._log_probs)
+            if self._log_probs
+            else np.zeros((0, len(vocab.tokens)), np.float32)
+        )
+        greedy = np.concatenate(self._greedy) if self._greedy else np.zeros(0, np.int32)
+        frames = log_probs.shape[0]
+        heard = vocab.spell(_collapse(greedy, vocab))
+        scores = self.phrase_scores()
+        ranked = [
+            int(i) for i in np.argsort(-scores, kind="stable")[: self.alternatives] if np.isfinite(scores[i])
+        ]
+
+        def confidence(i: int) -> float:
+            gap = max(0.0, self._free_score - float(scores[i]))
+            return round(math.exp(-gap / len(g.labels[i])), 4)
+
+        alternatives = tuple(
+            CommandAlternative(g.grammar.phrases[i].text, g.grammar.phrases[i].slot_dict, confidence(i))
+            for i in ranked
+        )
+        ids = np.full(frames, vocab.blank_id, dtype=np.int32)
+        frame_scores = np.zeros(frames, dtype=np.float32)
+        best = ranked[0] if ranked else None
+        if best is None or alternatives[0].confidence < self.min_confidence:
+            top = alternatives[0].confidence if alternatives else 0.0
+            self.match = CommandMatch(None, {}, top, alternatives, heard=heard)
+            return ids, frame_scores
+        emitted, last = align(log_probs, g.labels[best], vocab.blank_id)
+        for frame, token in zip(emitted, g.labels[best]):
+            ids[frame] = token
+            frame_scores[frame] = log_probs[frame, token]
+        phrase = g.grammar.phrases[best]
+        self.match = CommandMatch(
+            phrase.text,
+            phrase.slot_dict,
+            alternatives[0].confidence,
+            alternatives,
+            start=round(float(emitted[0]) * self.frame_seconds, 3),
+            end=round(float(last[-1] + 1) * self.frame_seconds, 3),
+            heard=heard,
+        )
+        return ids, frame_scores
+
+
+def _children(g: CompiledGrammar, nodes: np.ndarray) -> np.ndarray:
+    counts = g.child_count[nodes]
+    if not counts.sum():
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(g.first_child[nodes], counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return starts + offsets
+
+
+def _collapse(ids: np.ndarray, vocab: Vocabulary) -> List[int]:
+    return [int(t) for t in token_runs(ids, vocab.silent_ids())[0]]
+
+
+def align(log_probs: np.ndarray, labels: Sequence[int], blank_id: int) -> Tuple[np.ndarray, np.ndarray]:
+    """CTC Viterbi alignment: the first and last frame of each label on the most likely path.
+
+    Assumes the labels fit (at least len(labels) frames, plus one per repeated pair).
+    """
+    frames = log_probs.shape[0]
+    states = np.full(2 * len(labels) + 1, blank_id, dtype=np.int64)
+    states[1::2] = labels
+    size = states.size
+    can_skip = np.zeros(size, dtype=bool)  # from s-2: a label not equal to the one two states back
+    can_skip[3::2] = states[3::2] != states[1:-2:2]
+    score = np.full(size, NEG_INF)
+    score[0] = log_probs[0, blank_id]
+    score[1] = log_probs[0, states[1]]
+    back = np.zeros((frames, size), dtype=np.int8)  # 0: stay, 1: from s-1, 2: from s-2
+    rows = log_probs.astype(np.float64)
+    for t in range(1, frames):
+        stay = score
+        step = np.concatenate(([NEG_INF], score[:-1]))
+        jump = np.where(can_skip, np.concatenate(([NEG_INF, NEG_INF], score[:-2])), NEG_INF)
+        choice = np.argmax(np.stack((stay, step, jump)), axis=0)
+        score = np.choose(choice, (stay, step, jump)) + rows[t, states]
+        back[t] = choice
+    state = size - 1 if score[-1] >= score[-2] else size - 2
+    first = np.zeros(len(labels), dtype=np.int64)
+    last = np.full(len(labels), -1, dtype=np.int64)
+    for t in range(frames - 1, -1, -1):
+        if state % 2 == 1:
+            first[state // 2] = t  # overwritten down to the label's first frame
+            if last[state // 2] < 0:
+                last[state // 2] = t
+        state -= int(back[t, state])
+    return first, last

@@ -1,0 +1,193 @@
+"""Home Assistant style sentence templates -> the phrases of a `grammar.Grammar`, with slot values.
+
+The template syntax is Home Assistant's (parsed by its own library, hassil, from the `grammar`
+extra), so templates Pi users already write for Assist work here::
+
+    # lights
+    (turn | switch) (on | off) [the] {area} light[s]
+    set [a] timer for {minutes} minute[s]
+    what's the weather [like] [<today>]
+
+    {area} = kitchen | living room | bedroom      # a list: the slot value is the spoken text
+    {scene} = movie night:movie | good night:night  # spoken:value
+    {minutes} = 1-60                               # a range, spoken in words ("twenty one")
+    <today> = today | right now                   # an expansion rule
+
+`(a | b)` alternatives, `[x]` optional, `{list}` or `{list:slot}` a list (slot named after the list
+unless given), `{name:1-60}` an inline range, `<rule>` an expansion rule. Expansion is capped at
+`grammar.MAX_PHRASES`; hassil only parses, the expansion and its slots are ours (hassil's own
+sampler drops the slot values).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
+
+from .errors import InputError
+from .grammar import MAX_PHRASES, Phrase
+from .spoken import number_to_words
+
+Expansion = Tuple[str, Tuple[Tuple[str, str], ...]]
+_DEFINITION = re.compile(r"^(\{[^{}:]+\}|<[^<>]+>)\s*=\s*(.+)$")
+_INLINE_RANGE = re.compile(r"\{(\w+)(?::(\w+))?:(\d+)(?:-|\.\.)(\d+)\}")
+_RANGE = re.compile(r"^(\d+)\s*(?:-|\.\.)\s*(\d+)$")
+MAX_RANGE = 10_000
+
+
+def expand_templates(lines: Sequence[str], where: str = "grammar") -> List[Phrase]:
+    """The phrases of template `lines` (comments already removed)."""
+    try:
+        from hassil import parse_sentence  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        raise InputError(
+            f"{where} uses template syntax, which needs hassil: pip install hassil (or, from a clone of "
+            "edge-asr, pip install '.[grammar]'); or expand it on another machine with "
+            "`python -m edge_asr.templates FILE OUT.json` and use the JSON"
+        ) from None
+    lists: Dict[str, List[Tuple[str, str]]] = {}
+    rule_text: Dict[str, str] = {}
+    templates: List[str] = []
+    for line in lines:
+        definition = _DEFINITION.match(line)
+        if definition is None:
+            templates.append(_inline_ranges(line, lists, where))
+            continue
+        name, body = definition.group(1)[1:-1].strip(), definition.group(2).strip()
+        if definition.group(1).startswith("<"):
+            rule_text[name] = body
+        else:
+            lists[name] = _list_values(name, body, where)
+    if not templates:
+        raise InputError(f"{where}: no sentence templates (only definitions)")
+
+    def parse(text: str) -> Any:
+        try:
+            return parse_sentence(text)
+        except Exception as exc:  # hassil raises several types for bad syntax
+            raise InputError(f"{where}: cannot parse template {text!r}: {exc}") from None
+
+    rules = {name: parse(text) for name, text in rule_text.items()}
+    expander = _Expander(lists, rules, where)
+    phrases: List[Phrase] = []
+    for template in templates:
+        for text, slots in expander.expand(parse(template).expression, depth=0):
+            phrases.append(Phrase(" ".join(text.split()), slots))
+            if len(phrases) > MAX_PHRASES:
+                raise InputError(f"{where}: the templates expand to more than {MAX_PHRASES} phrases")
+    return phrases
+
+
+def _inline_ranges(line: str, lists: Dict[str, List[Tuple[str, str]]], where: str) -> str:
+    """Replace `{name:1-60}` (or `{name:slot:1..60}`) by a list reference and define the list."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, slot, low, high = match.groups()
+        lists[name] = _range_values(int(low), int(high), where)
+        return "{" + name + (":" + slot if slot else "") + "}"
+
+    return _INLINE_RANGE.sub(replace, line)
+
+
+def _range_values(low: int, high: int, where: str) -> List[Tuple[str, str]]:
+    if low > high or high - low >= MAX_RANGE:
+        raise InputError(f"{where}: range {low}-{high} must go upwards and hold at most {MAX_RANGE} numbers")
+    return [(number_to_words(n), str(n)) for n in range(low, high + 1)]
+
+
+def _list_values(name: str, body: str, where: str) -> List[Tuple[str, str]]:
+    numbers = _RANGE.match(body)
+    if numbers:
+        return _range_values(int(numbers.group(1)), int(numbers.group(2)), where)
+    values = []
+    for item in body.split("|"):
+        spoken, _, value = item.partition(":")
+        spoken = spoken.strip()
+        if not spoken:
+            raise InputError(f"{where}: list {{{name}}} has an empty value")
+        values.append((spoken, value.strip() or spoken))
+    return values
+
+
+class _Expander:
+    """Walks hassil's parsed expression, yielding (text, slots) for every way it can be said."""
+
+    def __init__(self, lists: Dict[str, List[Tuple[str, str]]], rules: Dict[str, Any], where: str):
+        self.lists = lists
+        self.rules = rules
+        self.where = where
+
+    def expand(self, expression: Any, depth: int) -> Iterator[Expansion]:
+        from hassil.expression import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
+            Alternative,
+            ListReference,
+            Permutation,
+            RuleReference,
+            Sequence,
+            TextChunk,
+        )
+
+        if depth > 32:
+            raise InputError(f"{self.where}: expansion rules refer to each other in a loop")
+        if isinstance(expression, TextChunk):
+            yield expression.original_text, ()
+        elif isinstance(expression, Alternative):
+            for item in expression.items:
+                yield from self.expand(item, depth + 1)
+        elif isinstance(expression, Permutation):
+            for order in itertools.permutations(expression.items):
+                yield from self._sequence(list(order), depth, separator=" ")
+        elif isinstance(expression, Sequence):
+            yield from self._sequence(expression.items, depth, separator="")
+        elif isinstance(expression, ListReference):
+            values = self.lists.get(expression.list_name)
+            if values is None:
+                raise InputError(
+                    f"{self.where}: list {{{expression.list_name}}} is used but not defined; add a line "
+                    f"'{{{expression.list_name}}} = value one | value two'"
+                )
+            for spoken, value in values:
+                yield spoken, ((expression.slot_name, value),)
+        elif isinstance(expression, RuleReference):
+            rule = self.rules.get(expression.rule_name)
+            if rule is None:
+                raise InputError(
+                    f"{self.where}: rule <{expression.rule_name}> is used but not defined; add a line "
+                    f"'<{expression.rule_name}> = ...'"
+                )
+            yield from self.expand(rule.expression, depth + 1)
+        else:
+            raise InputError(f"{self.where}: unsupported template element {type(expression).__name__}")
+
+    def _sequence(self, items: List[Any], depth: int, separator: str) -> Iterator[Expansion]:
+        parts = [list(self.expand(item, depth + 1)) for item in items]
+        for combination in itertools.product(*parts):
+            text = separator.join(text for text, _ in combination)
+            slots = tuple(slot for _, found in combination for slot in found)
+            yield text, slots
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m edge_asr.templates FILE OUT.json`: expand templates for a device without hassil."""
+    import argparse
+    import sys
+
+    from .grammar import Grammar
+
+    parser = argparse.ArgumentParser(prog="python -m edge_asr.templates", description=main.__doc__)
+    parser.add_argument("templates", help="a template or phrase file")
+    parser.add_argument("out", help="the JSON file to write (Grammar.from_file reads it)")
+    args = parser.parse_args(argv)
+    try:
+        grammar = Grammar.from_file(args.templates)
+        grammar.save(args.out)
+    except InputError as exc:
+        print(f"edge-asr: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(grammar)} phrases -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

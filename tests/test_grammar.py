@@ -1,0 +1,168 @@
+"""Voice-command grammars: phrase scoring, rejection, templates, and the file and stream paths."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tone_model import VOCAB, token_frequency, tone_audio
+
+from edge_asr import EdgeTranscriber, InputError
+from edge_asr.ctc import Vocabulary
+from edge_asr.grammar import CompiledGrammar, Grammar, GrammarDecoder, Phrase, align
+from edge_asr.text import TextNormalization
+
+TONE_VOCAB = Vocabulary(VOCAB, 0, "|")
+PHRASES = ["abc fed", "bad cafe", "face bead", "deaf cafe", "bad cab"]
+
+
+def ctc_brute_force(log_probs: np.ndarray, labels: list[int], blank: int) -> float:
+    """log P(labels | log_probs) by enumerating every frame path (tiny inputs only)."""
+    total = -np.inf
+    frames, vocab = log_probs.shape
+    for path in itertools.product(range(vocab), repeat=frames):
+        collapsed = [t for i, t in enumerate(path) if (i == 0 or t != path[i - 1]) and t != blank]
+        if collapsed == labels:
+            total = np.logaddexp(total, sum(log_probs[i, t] for i, t in enumerate(path)))
+    return float(total)
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_trie_forward_pass_is_the_exact_ctc_likelihood(prune: bool) -> None:
+    vocab = Vocabulary(["_", "|", "a", "b"], 0, "|")
+    rng = np.random.default_rng(0)
+    log_probs = rng.normal(size=(6, 4))
+    log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+    grammar = Grammar.from_phrases(["ab", "a b", "aa", "b", "ba ab"]).compile(vocab, TextNormalization())
+    decoder = GrammarDecoder(grammar, 0.02, prune=prune)
+    decoder.push(log_probs[:2])
+    decoder.push(log_probs[2:])
+    scores = decoder.phrase_scores()
+    for index, labels in enumerate(grammar.labels):
+        expected = ctc_brute_force(log_probs, labels, 0)
+        if 1 in labels:  # the word delimiter may also be left out between words
+            expected = np.logaddexp(expected, ctc_brute_force(log_probs, [t for t in labels if t != 1], 0))
+        assert scores[index] == pytest.approx(expected, abs=1e-9)
+
+
+def test_in_grammar_speech_is_recognized_and_the_rest_rejected(transcriber: EdgeTranscriber) -> None:
+    grammar = transcriber.compile_grammar(Grammar.from_phrases(PHRASES))
+    match = transcriber.recognize(tone_audio("bad cafe"), grammar, sample_rate=16000)
+    assert match.phrase == "bad cafe" and match.confidence > 0.9
+    assert [a.phrase for a in match.alternatives][:2] == ["bad cafe", "bad cab"]
+    assert match.start == pytest.approx(0.1, abs=0.03) and match.end == pytest.approx(2.4, abs=0.03)
+    for outside in (tone_audio("ace"), tone_audio("abc fed abc fed"), np.zeros(16000, dtype=np.float32)):
+        rejected = transcriber.recognize(outside, grammar, sample_rate=16000)
+        assert rejected.phrase is None and rejected.confidence < 0.35 and rejected.slots == {}
+
+
+def test_a_misheard_letter_still_finds_its_phrase(transcriber: EdgeTranscriber) -> None:
+    # The last tone mixes 'd' (louder) with 'e': free decoding hears "bad cafd", which is no phrase.
+    n = int(0.2 * 16000)
+    t = np.arange(n) / 16000
+    ramp = np.minimum(1.0, np.minimum(np.arange(n), n - 1 - np.arange(n)) / 160)
+    d, e = (np.sin(2 * np.pi * token_frequency(VOCAB.index(c)) * t) for c in "de")
+    audio = np.concatenate([tone_audio("bad caf"), (ramp * (0.17 * d + 0.13 * e)).astype(np.float32)])
+    # The tone model is sure of every frame, so one wrong letter costs it more than a real model.
+    grammar = Grammar.from_phrases(PHRASES)
+    match = transcriber.recognize(audio, grammar, sample_rate=16000, min_confidence=0.2)
+    assert match.heard == "bad cafd" and match.phrase == "bad cafe"
+
+
+def test_pruned_and_exact_search_agree_on_a_large_grammar(transcriber: EdgeTranscriber) -> None:
+    words = ["".join(w) for w in itertools.product("abcdef", repeat=3)]  # 216 three-letter words
+    phrases = [f"{a} {b}" for a, b in itertools.product(words[:60], words[:60])] + ["bad cafe"]
+    compiled = transcriber.compile_grammar(Grammar.from_phrases(phrases))
+    log_probs = np.concatenate(list(transcriber.log_probs(tone_audio("bad cafe"), 16000)))
+    results = []
+    for prune in (False, True):
+        decoder = GrammarDecoder(compiled, 0.02, prune=prune)
+        decoder.push(log_probs)
+        decoder.finish()
+        assert decoder.match is not None
+        results.append((decoder.match.phrase, decoder.match.confidence))
+    assert results[0] == results[1] and results[0][0] == "bad cafe"
+
+
+def test_phrases_the_model_cannot_spell_are_refused_by_name() -> None:
+    with pytest.raises(InputError, match=r"'fade 2'.* cannot spell: o t w"):  # "2" -> "two"
+        Grammar.from_phrases(["bad cafe", "fade 2"]).compile(TONE_VOCAB, TextNormalization())
+    with pytest.raises(InputError, match="no phrases"):
+        Grammar.from_phrases(["", "  "])
+    with pytest.raises(InputError, match="min_confidence"):
+        GrammarDecoder(Grammar.from_phrases(["abc"]).compile(TONE_VOCAB, TextNormalization()), 0.02, 1.5)
+
+
+def test_duplicate_phrases_keep_the_first_slots() -> None:
+    grammar = Grammar([Phrase("bad  cafe", (("x", "1"),)), Phrase("bad cafe", (("x", "2"),))])
+    assert len(grammar) == 1 and grammar.phrases[0].slot_dict == {"x": "1"}
+
+
+def test_templates_expand_with_slot_values(tmp_path: Path) -> None:
+    pytest.importorskip("hassil")
+    path = tmp_path / "commands.txt"
+    path.write_text(
+        "# a comment\n"
+        "(turn | switch) on [the] {area} light[s]\n"
+        "set [a] timer for {minutes:1-3} minute[s]\n"
+        "activate {scene:mode} <please>\n"
+        "{area} = kitchen | living room\n"
+        "{scene} = movie night:movie\n"
+        "<please> = please | now\n"
+    )
+    grammar = Grammar.from_file(path)
+    texts = {p.text: p.slot_dict for p in grammar.phrases}
+    assert texts["switch on kitchen lights"] == {"area": "kitchen"}
+    assert texts["turn on the living room light"] == {"area": "living room"}
+    assert texts["set timer for two minutes"] == {"minutes": "2"}
+    assert texts["activate movie night now"] == {"mode": "movie"}
+    assert len(grammar) == 2 * 2 * 2 * 2 + 2 * 3 * 2 + 2
+    saved = tmp_path / "commands.json"
+    grammar.save(saved)
+    assert [(p.text, p.slots) for p in Grammar.from_file(saved).phrases] == [
+        (p.text, p.slots) for p in grammar.phrases
+    ]
+    path.write_text("turn on {room}\n")
+    with pytest.raises(InputError, match=r"list \{room\} is used but not defined"):
+        Grammar.from_file(path)
+    path.write_text("turn on (the\n")
+    with pytest.raises(InputError, match="cannot parse template"):
+        Grammar.from_file(path)
+
+
+def test_plain_phrase_files_and_bad_json(tmp_path: Path) -> None:
+    path = tmp_path / "phrases.txt"
+    path.write_text("bad cafe   # comment\n\nface bead\n")
+    assert [p.text for p in Grammar.from_file(path).phrases] == ["bad cafe", "face bead"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"phrase": []}))
+    with pytest.raises(InputError, match="not a grammar JSON file"):
+        Grammar.from_file(bad)
+    with pytest.raises(InputError, match="cannot read the grammar"):
+        Grammar.from_file(tmp_path / "missing.txt")
+
+
+def test_stream_finals_carry_the_command(transcriber: EdgeTranscriber) -> None:
+    silence = np.zeros(16000, dtype=np.float32)
+    audio = np.concatenate([tone_audio("bad cafe"), silence, tone_audio("ace"), silence])
+    stream = transcriber.stream(grammar=Grammar.from_phrases(PHRASES))
+    events = [e for i in range(0, audio.size, 1600) for e in stream.accept(audio[i : i + 1600], 16000)]
+    finals = [e for e in [*events, *stream.flush()] if e.is_final]
+    commands = [(e.text, e.command.phrase if e.command else "-") for e in finals]
+    assert commands == [("bad cafe", "bad cafe"), ("", None)]  # "ace" is no command
+    assert finals[0].to_dict()["command"]["phrase"] == "bad cafe"
+
+
+def test_alignment_puts_each_label_on_its_tone(transcriber: EdgeTranscriber) -> None:
+    log_probs = np.concatenate(list(transcriber.log_probs(tone_audio("ab"), 16000)))
+    first, last = align(log_probs, [VOCAB.index("a"), VOCAB.index("b")], 0)
+    # tones: 0.1 s lead, 0.2 s tone, 0.1 s gap: "a" on frames 5-14, "b" on frames 20-29
+    assert np.abs(first - [5, 20]).max() <= 1 and np.abs(last - [14, 29]).max() <= 1
+
+
+def test_compiled_trie_shares_prefixes() -> None:
+    compiled = CompiledGrammar(Grammar.from_phrases(["bad cafe", "bad cab"]), TONE_VOCAB, TextNormalization())
+    assert compiled.nodes == 1 + len("bad|caf") + 2  # root, the shared "bad cafe" prefix, then "e" and "b"
