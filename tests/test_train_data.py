@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -26,7 +27,8 @@ from edge_asr.text import TextNormalization  # noqa: E402
 from train import data as D  # noqa: E402
 from train import model as M  # noqa: E402
 from train import vocab as V  # noqa: E402
-from train.config import ConfigError, TrainConfig, config_from_args  # noqa: E402
+from train.cli import config_from_args  # noqa: E402
+from train.config import ConfigError, TrainConfig, load_config_file, save_config  # noqa: E402
 from train.dataset import CTCCollator, SpeechDataset, usable_workers  # noqa: E402
 from train.metrics import count_errors, ids_to_text  # noqa: E402
 from train.pipeline import prepare_data  # noqa: E402
@@ -109,7 +111,7 @@ def tiny_config(tmp_path: Path, data: Sequence[Path], **overrides) -> TrainConfi
         warmup=0.0,
         num_workers=0,
         cpu_threads=1,
-        augment=False,
+        augment={"enabled": False},
         validation_fraction=0.25,
         log_level="warning",
     )
@@ -212,35 +214,103 @@ def test_config_file_flags_and_paths(tmp_path):
     cfg.parent.mkdir()
     cfg.write_text(
         "data: [../data/metadata.csv]\noutput_dir: out\nbatch_size: 3\n"
-        "model_overrides: {mask_time_prob: 0.0}\nnoise_snr_db: [5, 20]\n",
+        "model_overrides: {mask_time_prob: 0.0}\n"
+        "augment: {noise_snr_db: [5, 20], noise_p: 0.1, noise_dir: noise}\n",
         encoding="utf-8",
     )
     config = config_from_args(
-        ["--config", str(cfg), "--batch-size", "5", "--model-override", "conv_stride=[5,4,4]"]
+        [
+            "--config",
+            str(cfg),
+            "--batch-size",
+            "5",
+            "--model-override",
+            "conv_stride=[5,4,4]",
+            "--noise-p",
+            "0.5",
+        ]
     )
     assert config.batch_size == 5  # the flag wins over the file
     assert config.data == [str((tmp_path / "data" / "metadata.csv").resolve())]
     assert config.output_dir == str((cfg.parent / "out").resolve())
     assert config.model_overrides == {"mask_time_prob": 0.0, "conv_stride": [5, 4, 4]}
-    assert config.noise_snr_db == (5.0, 20.0)
+    # The augment section merges key by key: the flag's noise_p over the file's, the file's others kept.
+    assert config.augment.noise_snr_db == (5.0, 20.0)
+    assert config.augment.noise_p == 0.5 and config.augment.enabled
+    assert config.augment.noise_dir == str((cfg.parent / "noise").resolve())
+    assert config_from_args(["--config", str(cfg), "--no-augment"]).augment.enabled is False
     cfg.write_text("data: [x]\nbatch_sise: 3\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="batch_size"):
         config_from_args(["--config", str(cfg)])
     cfg.write_text("data: [x]\nbatch_size: many\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="batch_size.*integer"):
         config_from_args(["--config", str(cfg)])
+    cfg.write_text("data: [x]\naugment: {noise_pp: 0.2}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="'augment.noise_pp'.*did you mean 'augment.noise_p'"):
+        config_from_args(["--config", str(cfg)])
+    cfg.write_text("data: [x]\naugment: {gain_db: [3, -3]}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="augment.gain_db.*reversed"):
+        config_from_args(["--config", str(cfg)])
+    with pytest.raises(ConfigError, match="augment.noise_p is a probability"):
+        config_from_args(["--data", "x", "--noise-p", "1.5"])
+
+
+def test_flat_augmentation_keys_name_the_augment_section(tmp_path):
+    """Config files from before issue 17 had the augmentation options at the top level."""
+    cfg = tmp_path / "old.yaml"
+    cfg.write_text("data: [x]\naugment: false\nnoise_p: 0.3\nnoise-snr-db: [12.0, 40.0]\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        config_from_args(["--config", str(cfg)])
+    message = str(error.value)
+    assert "moved under `augment:`" in message
+    assert "augment: false, noise_p, noise_snr_db" in message
+    # The snippet it shows is valid and means what the old file did.
+    snippet = textwrap.dedent(message.split("write instead\n", 1)[1].split("\n(", 1)[0])
+    cfg.write_text("data: [x]\n" + snippet + "\n", encoding="utf-8")
+    augment = config_from_args(["--config", str(cfg)]).augment
+    assert (augment.enabled, augment.noise_p, augment.noise_snr_db) == (False, 0.3, (12.0, 40.0))
+
+
+def test_saved_config_feeds_back_and_keeps_no_run_state(tmp_path):
+    config = TrainConfig.from_dict(
+        {"data": ["a.csv"], "augment": {"speed_p": 0.5, "lowpass_hz": [2000, 7000]}}, base_dir=tmp_path
+    )
+    assert config.data == [str((tmp_path / "a.csv").resolve())]
+    save_config(config, tmp_path / "train_config.yaml")
+    saved = load_config_file(tmp_path / "train_config.yaml")
+    assert saved["augment"]["speed_p"] == 0.5 and saved["augment"]["lowpass_hz"] == [2000.0, 7000.0]
+    assert "impulse_dir" not in saved["augment"]  # where a run wrote its impulse responses: not an option
+    assert TrainConfig.from_dict(saved) == config
+    with pytest.raises(ConfigError, match="unknown option 'augment.impulse_dir'"):
+        TrainConfig.from_dict({"augment": {"impulse_dir": "x"}})
+    with pytest.raises(ConfigError, match="'augment' should be a mapping"):
+        TrainConfig.from_dict({"augment": [1]})
+
+
+def test_the_recipes_load():
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        config = TrainConfig.from_dict(load_config_file(path), base_dir=path.parent, where=str(path))
+        assert config.augment.enabled, path
 
 
 def test_help_lists_every_option(capsys):
+    import dataclasses
+
+    from train.augment import AugmentOptions
     from train.cli import parse_args
 
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for name in TrainConfig.__dataclass_fields__:
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "augment"]
+    names += [f.name for f in dataclasses.fields(AugmentOptions) if f.name not in ("enabled", "impulse_dir")]
+    for name in names:
         flag = "--model-override" if name == "model_overrides" else "--" + name.replace("_", "-")
         assert flag in text, flag
+    assert "--augment, --no-augment" in text and "--impulse-dir" not in text
 
 
 def test_vocabulary_tokenizer_and_encoder_agree(tmp_path):
@@ -391,6 +461,7 @@ def test_lowpass_and_eq_reshape_the_spectrum_not_the_length():
     assert len(filtered) == len(noise)
     assert high_band_share(noise) > 0.4 and high_band_share(filtered) < 0.05
     eq = build_augmenter(AugmentOptions(eq_p=1.0, eq_gain_db=12.0, **off))
+    assert build_augmenter(AugmentOptions(enabled=False, eq_p=1.0)) is None  # --no-augment
     shaped = apply(eq, noise)
     assert len(shaped) == len(noise) and not np.allclose(shaped, noise, atol=1e-3)
     assert build_augmenter(AugmentOptions(**off)) is None  # both default off

@@ -11,9 +11,9 @@ random RT60) written once per run: one FFT convolution per utterance, i.e. cheap
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -22,28 +22,41 @@ import soxr
 SAMPLE_RATE = 16000
 
 
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class AugmentOptions:
-    speed_p: float = 0.0
-    speed_rate: Tuple[float, float] = (0.9, 1.1)
-    noise_p: float = 0.3
-    noise_snr_db: Tuple[float, float] = (10.0, 40.0)
-    noise_dir: Optional[str] = None
-    pitch_p: float = 0.2
-    pitch_semitones: Tuple[float, float] = (-2.0, 2.0)
-    stretch_p: float = 0.2
-    stretch_rate: Tuple[float, float] = (0.9, 1.1)
-    eq_p: float = 0.0
-    eq_gain_db: float = 8.0  # each band's gain is drawn from +-this
-    lowpass_p: float = 0.0
-    lowpass_hz: Tuple[float, float] = (3000.0, 7500.0)
-    gain_p: float = 0.3
-    gain_db: Tuple[float, float] = (-6.0, 6.0)
-    reverb_p: float = 0.1
-    reverb_rt60: Tuple[float, float] = (0.15, 0.6)
-    impulse_dir: Optional[str] = (
-        None  # where synthetic impulse responses live (written by make_impulse_responses)
+    """Which transforms run and how strongly. A training config's `augment:` section; each option is
+    also a flag of `python -m train` (`noise_p` -> `--noise-p`, `enabled` -> `--augment/--no-augment`)."""
+
+    enabled: bool = _option(True, "augment training audio")
+    speed_p: float = _option(
+        0.0, "probability of speed perturbation (tempo, pitch and formants together: a new 'speaker')"
     )
+    speed_rate: Tuple[float, float] = _option((0.9, 1.1), "speed perturbation range (>1 is faster)")
+    noise_p: float = _option(0.3, "probability of added noise")
+    noise_snr_db: Tuple[float, float] = _option((10.0, 40.0), "noise SNR range in dB")
+    noise_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "folder of background-noise recordings (default: coloured noise)", "path": True},
+    )
+    pitch_p: float = _option(0.2, "probability of a pitch shift")
+    pitch_semitones: Tuple[float, float] = _option((-2.0, 2.0), "pitch shift range in semitones")
+    stretch_p: float = _option(0.2, "probability of a time stretch")
+    stretch_rate: Tuple[float, float] = _option((0.9, 1.1), "time stretch rate range (>1 is faster)")
+    eq_p: float = _option(0.0, "probability of a random seven-band EQ (a new microphone or engine)")
+    eq_gain_db: float = _option(8.0, "EQ band gains are drawn from +-this many dB")
+    lowpass_p: float = _option(0.0, "probability of a low-pass filter (band-limited engines and phones)")
+    lowpass_hz: Tuple[float, float] = _option((3000.0, 7500.0), "low-pass cutoff range in Hz")
+    gain_p: float = _option(0.3, "probability of a gain change")
+    gain_db: Tuple[float, float] = _option((-6.0, 6.0), "gain range in dB")
+    reverb_p: float = _option(0.1, "probability of synthetic room reverb")
+    reverb_rt60: Tuple[float, float] = _option((0.15, 0.6), "reverb decay time range in seconds")
+    # Not an option: where this run's synthetic impulse responses are (make_impulse_responses writes
+    # them; the training pipeline fills it in). Config files and flags cannot set it.
+    impulse_dir: Optional[str] = field(default=None, metadata={"option": False})
 
 
 def make_impulse_responses(
@@ -99,7 +112,10 @@ def _speed_transform(min_rate: float, max_rate: float, p: float):
 
 
 def build_augmenter(options: AugmentOptions):
-    """An audiomentations Compose applying each enabled transform with its own probability."""
+    """An audiomentations Compose applying each enabled transform with its own probability; None when
+    augmentation is off or no transform has a probability above 0."""
+    if not options.enabled:
+        return None
     import audiomentations as am
 
     transforms = []

@@ -1,29 +1,31 @@
-"""The training run's options: one dataclass, readable from YAML/JSON and settable by flags.
+"""The training run's options: one dataclass, read from YAML/JSON mappings, checked and saved.
 
-Every field of `TrainConfig` is also a command-line flag (`data_seed` -> `--data-seed`), generated from
-the dataclass so a new option cannot be forgotten on one side. Precedence: defaults < config file <
-flags. Relative paths in a config file are relative to that file; on the command line, to the
-current folder. The resolved config (absolute paths) is saved with the run and can be fed back with
-`--config`.
+`TrainConfig` holds every option of `python -m train`; the augmentation options are a section of it,
+`TrainConfig.augment` (`train.augment.AugmentOptions`), written as an `augment:` mapping in a config
+file. Relative paths in a config file are relative to that file. The resolved config (absolute paths)
+is saved with the run and can be fed back with `--config`. The command-line flags, generated from these
+dataclasses, are in `train.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from edge_asr.text import TextNormalization
 
+from .augment import AugmentOptions
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-# Fields holding filesystem paths: resolved against the config file's folder.
-_PATH_FIELDS = ("data", "validation_data", "output_dir", "vocab", "noise_dir")
+# A field's metadata "path": True for a filesystem path (resolved against the config file's folder),
+# IF_EXISTS for a path or a name (hub model, preset): resolved only if it exists there.
+IF_EXISTS = "if-exists"
 
 
 class ConfigError(ValueError):
@@ -42,10 +44,10 @@ class TrainConfig:
 
     # --- data ---
     data: List[str] = _opt(
-        [], "training data: LJSpeech folders / metadata.csv files or CSV manifests (path,text)"
+        [], "training data: LJSpeech folders / metadata.csv files or CSV manifests (path,text)", path=True
     )
     validation_data: List[str] = _opt(
-        [], "validation data in the same formats; when empty, a seeded split of --data is used"
+        [], "validation data in the same formats; when empty, a seeded split of --data is used", path=True
     )
     validation_fraction: float = _opt(0.1, "fraction of --data held out for validation when none is given")
     seed: int = _opt(42, "seed for the split, augmentation and initialisation")
@@ -58,15 +60,20 @@ class TrainConfig:
     keep_punctuation: str = _opt("'", "punctuation characters kept in labels (others become word breaks)")
     strip_accents: bool = _opt(True, "fold accented letters to their base letter")
     alphabet: str = _opt("", "if set, the only letters/digits kept in labels")
-    vocab: Optional[str] = _opt(None, "use this vocab.json instead of building one from the training text")
+    vocab: Optional[str] = _opt(
+        None, "use this vocab.json instead of building one from the training text", path=True
+    )
     min_char_count: int = _opt(
         1, "characters seen fewer times than this in training text are left out of the vocabulary"
     )
     # --- model ---
-    model: str = _opt("facebook/wav2vec2-base", "pretrained checkpoint: hub name or local folder")
+    model: str = _opt(
+        "facebook/wav2vec2-base", "pretrained checkpoint: hub name or local folder", path=IF_EXISTS
+    )
     init_from_config: Optional[str] = _opt(
         None,
         "train from scratch: a config.json path or a preset (tiny, small, base); --model is then ignored",
+        path=IF_EXISTS,
     )
     model_overrides: Dict[str, Any] = _opt(
         {}, "config attributes to override, e.g. mask_time_prob=0.05 or conv_stride=[5,4,4] (flag: KEY=VALUE)"
@@ -76,7 +83,9 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = _opt(False, "trade compute for memory on long utterances")
     # --- training ---
-    output_dir: str = _opt("runs/wav2vec2-ctc", "the run folder (checkpoints, logs, splits, final model)")
+    output_dir: str = _opt(
+        "runs/wav2vec2-ctc", "the run folder (checkpoints, logs, splits, final model)", path=True
+    )
     resume: bool = _opt(False, "continue from the last checkpoint in --output-dir")
     epochs: float = _opt(30.0, "passes over the training split")
     max_steps: int = _opt(-1, "stop after this many optimizer steps (overrides --epochs when > 0)")
@@ -105,27 +114,11 @@ class TrainConfig:
     cpu_threads: int = _opt(0, "PyTorch CPU threads (0: PyTorch's default); 1 is fastest on a busy machine")
     group_by_length: bool = _opt(True, "batch utterances of similar length to cut padding")
     logged_examples: int = _opt(4, "decoded validation examples written to TensorBoard per evaluation")
-    # --- augmentation (training split only) ---
-    augment: bool = _opt(True, "augment training audio")
-    speed_p: float = _opt(
-        0.0, "probability of speed perturbation (tempo, pitch and formants together: a new 'speaker')"
+    # --- augmentation (training split only; flags keep their flat names: --noise-p, --no-augment) ---
+    augment: AugmentOptions = field(
+        default_factory=AugmentOptions,
+        metadata={"help": "training-split augmentation: a mapping of train.augment.AugmentOptions"},
     )
-    speed_rate: Tuple[float, float] = _opt((0.9, 1.1), "speed perturbation range (>1 is faster)")
-    noise_p: float = _opt(0.3, "probability of added noise")
-    noise_snr_db: Tuple[float, float] = _opt((10.0, 40.0), "noise SNR range in dB")
-    noise_dir: Optional[str] = _opt(None, "folder of background-noise recordings (default: coloured noise)")
-    pitch_p: float = _opt(0.2, "probability of a pitch shift")
-    pitch_semitones: Tuple[float, float] = _opt((-2.0, 2.0), "pitch shift range in semitones")
-    stretch_p: float = _opt(0.2, "probability of a time stretch")
-    stretch_rate: Tuple[float, float] = _opt((0.9, 1.1), "time stretch rate range (>1 is faster)")
-    eq_p: float = _opt(0.0, "probability of a random seven-band EQ (a new microphone or engine)")
-    eq_gain_db: float = _opt(8.0, "EQ band gains are drawn from +-this many dB")
-    lowpass_p: float = _opt(0.0, "probability of a low-pass filter (band-limited engines and phones)")
-    lowpass_hz: Tuple[float, float] = _opt((3000.0, 7500.0), "low-pass cutoff range in Hz")
-    gain_p: float = _opt(0.3, "probability of a gain change")
-    gain_db: Tuple[float, float] = _opt((-6.0, 6.0), "gain range in dB")
-    reverb_p: float = _opt(0.1, "probability of synthetic room reverb")
-    reverb_rt60: Tuple[float, float] = _opt((0.15, 0.6), "reverb decay time range in seconds")
     # --- misc ---
     log_level: str = _opt("info", "debug, info, warning or error")
 
@@ -160,56 +153,109 @@ class TrainConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.num_workers < 0 or self.early_stopping_patience < 0 or self.cpu_threads < 0:
             raise ConfigError("num_workers, cpu_threads and early_stopping_patience cannot be negative")
-        for name in ("speed_p", "noise_p", "pitch_p", "stretch_p", "eq_p", "lowpass_p", "gain_p", "reverb_p"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} is a probability (0..1), got {getattr(self, name)}")
-        for name in (
-            "speed_rate",
-            "noise_snr_db",
-            "pitch_semitones",
-            "stretch_rate",
-            "lowpass_hz",
-            "gain_db",
-            "reverb_rt60",
-        ):
-            low, high = getattr(self, name)
-            if low > high:
-                raise ConfigError(f"{name}: the range ({low}, {high}) is reversed; give LOW HIGH")
-        if self.speed_rate[0] <= 0 or self.stretch_rate[0] <= 0 or self.reverb_rt60[0] <= 0:
-            raise ConfigError("speed_rate, stretch_rate and reverb_rt60 must be positive")
-        if not (self.lowpass_hz[0] > 0 and self.lowpass_hz[1] < 8000):
-            raise ConfigError(f"lowpass_hz must lie within 0..8000 Hz (16 kHz audio), got {self.lowpass_hz}")
-        if self.eq_gain_db < 0:
-            raise ConfigError(f"eq_gain_db cannot be negative, got {self.eq_gain_db}")
+        _check_augment(self.augment)
 
     def to_dict(self) -> Dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for key, value in data.items():
-            if isinstance(value, tuple):
-                data[key] = list(value)
-        return data
+        """Plain YAML/JSON values: sections as nested mappings, pairs as lists."""
+        return _plain(self)
 
     @classmethod
     def from_dict(
-        cls, data: Dict[str, Any], base_dir: Optional[Path] = None, where: str = "config"
+        cls, data: Mapping[str, Any], base_dir: Optional[Path] = None, where: str = "config"
     ) -> TrainConfig:
-        """Build a config from a mapping (keys may use - or _); unknown keys are an error."""
-        hints = typing.get_type_hints(cls)
-        values: Dict[str, Any] = {}
-        for raw_key, value in data.items():
-            key = str(raw_key).replace("-", "_")
-            if key not in hints:
-                close = difflib.get_close_matches(key, list(hints), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{where}: unknown option {raw_key!r}{hint}")
-            values[key] = _coerce(key, hints[key], value, where)
-        if base_dir is not None:
-            _resolve_paths(values, base_dir)
-        try:
-            config = cls(**values)
-        except TypeError as exc:  # pragma: no cover - every field has a default
-            raise ConfigError(f"{where}: {exc}") from None
-        return config
+        """Build a config from a mapping as a config file holds it (keys may use - or _, the
+        augmentation options under `augment:`); unknown keys are an error."""
+        values = read_options(data, where, base_dir)
+        augment = AugmentOptions(**values.pop("augment", {}))
+        return cls(**values, augment=augment)
+
+
+def _check_augment(options: AugmentOptions) -> None:
+    for name in ("speed_p", "noise_p", "pitch_p", "stretch_p", "eq_p", "lowpass_p", "gain_p", "reverb_p"):
+        if not 0.0 <= getattr(options, name) <= 1.0:
+            raise ConfigError(f"augment.{name} is a probability (0..1), got {getattr(options, name)}")
+    for name in (
+        "speed_rate",
+        "noise_snr_db",
+        "pitch_semitones",
+        "stretch_rate",
+        "lowpass_hz",
+        "gain_db",
+        "reverb_rt60",
+    ):
+        low, high = getattr(options, name)
+        if low > high:
+            raise ConfigError(f"augment.{name}: the range ({low}, {high}) is reversed; give LOW HIGH")
+    if options.speed_rate[0] <= 0 or options.stretch_rate[0] <= 0 or options.reverb_rt60[0] <= 0:
+        raise ConfigError("augment.speed_rate, augment.stretch_rate and augment.reverb_rt60 must be positive")
+    if not (options.lowpass_hz[0] > 0 and options.lowpass_hz[1] < 8000):
+        raise ConfigError(
+            f"augment.lowpass_hz must lie within 0..8000 Hz (16 kHz audio), got {options.lowpass_hz}"
+        )
+    if options.eq_gain_db < 0:
+        raise ConfigError(f"augment.eq_gain_db cannot be negative, got {options.eq_gain_db}")
+
+
+def option_fields(cls: Any) -> List[dataclasses.Field]:
+    """The fields of an options dataclass that config files and flags set (not run state)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("option", True)]
+
+
+def read_options(
+    data: Mapping[str, Any], where: str = "config", base_dir: Optional[Path] = None
+) -> Dict[str, Any]:
+    """The options in `data`, checked against TrainConfig: only the keys given, converted where harmless
+    (int -> float, a list -> a pair), relative paths resolved against `base_dir` when given, and the
+    `augment:` section as a nested mapping. What `TrainConfig.from_dict` builds from, and what the
+    command line merges key by key over a config file."""
+    _reject_moved_keys(data, where)
+    return _read(TrainConfig, data, where, base_dir, prefix="")
+
+
+def _read(
+    cls: Any, data: Mapping[str, Any], where: str, base_dir: Optional[Path], prefix: str
+) -> Dict[str, Any]:
+    """`data`'s keys against `cls`'s option fields; a field that is itself an options dataclass (the
+    `augment` section) is read one level down."""
+    if not isinstance(data, Mapping):
+        what = f"option {prefix.rstrip('.')!r}" if prefix else "the top level"
+        raise ConfigError(f"{where}: {what} should be a mapping of option: value, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in option_fields(cls)}
+    values: Dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown option {prefix + str(raw_key)!r}{hint}")
+        if dataclasses.is_dataclass(hints[key]):
+            values[key] = _read(hints[key], value, where, base_dir, prefix=f"{prefix}{key}.")
+            continue
+        value = _coerce(prefix + key, hints[key], value, where)
+        kind = fields[key].metadata.get("path")
+        if base_dir is not None and kind:
+            value = _resolve_path(value, base_dir, only_if_exists=kind == IF_EXISTS)
+        values[key] = value
+    return values
+
+
+def _reject_moved_keys(data: Mapping[str, Any], where: str) -> None:
+    """Before issue 17 the augmentation options were top-level keys (`noise_p: 0.3`, `augment: true`);
+    name the nested form to write instead of failing on each old key in turn."""
+    section = {f.name for f in option_fields(AugmentOptions)} - {"enabled"}
+    moved = {str(k).replace("-", "_"): v for k, v in data.items() if str(k).replace("-", "_") in section}
+    switch = data.get("augment")
+    if not moved and not isinstance(switch, bool):
+        return
+    if isinstance(switch, bool):
+        moved = {"enabled": switch, **moved}
+    lines = "".join(f"\n    {key}: {json.dumps(value)}" for key, value in moved.items())
+    old = ", ".join(f"augment: {json.dumps(v)}" if k == "enabled" else k for k, v in moved.items())
+    raise ConfigError(
+        f"{where}: the augmentation options moved under `augment:` (here: {old}); write instead"
+        f"\n  augment:{lines}\n(the flags --noise-p, --no-augment, ... are unchanged)"
+    )
 
 
 def _coerce(key: str, hint: Any, value: Any, where: str) -> Any:
@@ -266,20 +312,31 @@ def _type_name(hint: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
-def _resolve_paths(values: Dict[str, Any], base_dir: Path) -> None:
-    def resolve(p: str) -> str:
-        return str(p) if Path(p).is_absolute() else str((base_dir / p).resolve())
+def _resolve_path(value: Any, base_dir: Path, only_if_exists: bool) -> Any:
+    """A relative path (or each of a list) against `base_dir`. `only_if_exists`: a model or init config
+    is a path only if it exists there; otherwise a hub name or preset, kept as given."""
 
-    for key in _PATH_FIELDS:
-        if key in values and values[key] is not None:
-            values[key] = (
-                [resolve(p) for p in values[key]] if isinstance(values[key], list) else resolve(values[key])
-            )
-    # A model or init config is a path only if it exists there; otherwise a hub name or preset.
-    for key in ("model", "init_from_config"):
-        value = values.get(key)
-        if value and not Path(value).is_absolute() and (base_dir / value).exists():
-            values[key] = str((base_dir / value).resolve())
+    def resolve(p: str) -> str:
+        if not p and only_if_exists:
+            return p
+        if Path(p).is_absolute() or (only_if_exists and not (base_dir / p).exists()):
+            return str(p)
+        return str((base_dir / p).resolve())
+
+    if value is None:
+        return None
+    return [resolve(p) for p in value] if isinstance(value, list) else resolve(value)
+
+
+def _plain(value: Any) -> Any:
+    """Options as YAML/JSON values: dataclasses as mappings of their options, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in option_fields(type(value))}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def load_config_file(path: Path) -> Dict[str, Any]:
@@ -311,85 +368,3 @@ def save_config(config: TrainConfig, path: Path) -> None:
     from edge_asr.atomic import write_text_atomic
 
     write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
-
-
-# ----------------------------------------------------------------------------------------------
-# command line
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-class _KeyValue(argparse.Action):
-    """`--model-override KEY=VALUE` (repeatable); VALUE is parsed as YAML (numbers, lists, bools)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        import yaml
-
-        key, sep, raw = str(values).partition("=")
-        if not sep or not key:
-            parser.error(f"{option_string} expects KEY=VALUE, got {values!r}")
-        current = dict(getattr(namespace, self.dest, None) or {})
-        try:
-            current[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            current[key.strip()] = raw
-        setattr(namespace, self.dest, current)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m train",
-        description="Fine-tune a wav2vec2 CTC model (or train one from scratch) on labelled audio. "
-        "Writes a Hugging Face model folder that `python -m quantize` turns into a device bundle.",
-        argument_default=argparse.SUPPRESS,
-    )
-    parser.add_argument("--config", type=Path, help="YAML or JSON file of options (flags override it)")
-    hints = typing.get_type_hints(TrainConfig)
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        hint = hints[f.name]
-        if typing.get_origin(hint) is typing.Union:
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        default = getattr(defaults, f.name)
-        shown = f" (default: {default!r})" if default not in (None, [], {}) else ""
-        kwargs: Dict[str, Any] = {"help": f.metadata.get("help", "") + shown}
-        origin = typing.get_origin(hint)
-        if f.name == "model_overrides":
-            parser.add_argument(
-                "--model-override", dest=f.name, action=_KeyValue, metavar="KEY=VALUE", **kwargs
-            )
-            continue
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif origin in (list, List):
-            kwargs.update(nargs="+", type=typing.get_args(hint)[0], metavar="PATH")
-        elif origin in (tuple, Tuple):
-            kwargs.update(nargs=2, type=typing.get_args(hint)[0], metavar=("LOW", "HIGH"))
-        else:
-            kwargs["type"] = hint
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
-        parser.add_argument(_flag(f.name), dest=f.name, **kwargs)
-    return parser
-
-
-def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    """Parse flags (and the --config file they name) into a validated TrainConfig."""
-    namespace = vars(build_parser().parse_args(argv))
-    config_path = namespace.pop("config", None)
-    merged: Dict[str, Any] = {}
-    if config_path is not None:
-        path = Path(config_path).resolve()
-        merged = TrainConfig.from_dict(
-            load_config_file(path), base_dir=path.parent, where=str(path)
-        ).to_dict()
-    flags = TrainConfig.from_dict(namespace, base_dir=Path.cwd(), where="command line")
-    overrides = {k: getattr(flags, k) for k in namespace}
-    if "model_overrides" in overrides and "model_overrides" in merged:
-        overrides["model_overrides"] = {**merged["model_overrides"], **overrides["model_overrides"]}
-    merged.update(overrides)
-    config = TrainConfig.from_dict(merged, where=str(config_path or "command line"))
-    config.validate()
-    return config

@@ -21,6 +21,7 @@ Under torchrun every process prepares the same data (deterministically); only ra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from edge_asr.atomic import replace_folder, write_text_atomic
 from . import data as D
 from . import model as M
 from . import vocab as V
-from .augment import AugmentOptions, make_impulse_responses
+from .augment import make_impulse_responses
 from .config import ConfigError, TrainConfig, save_config
 from .trainer import NORMALIZATION_FILE, TrainError
 from .versions import package_versions
@@ -257,8 +258,6 @@ def _version_dependent_arguments(config: TrainConfig) -> Dict[str, Any]:
     Dict[str, Any]: which names exist depends on the installed transformers, so no static type of
     TrainingArguments can check them; each value is what that version's field takes.
     """
-    import dataclasses
-
     from transformers import TrainingArguments
 
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
@@ -330,35 +329,14 @@ def run_training(config: TrainConfig) -> RunResult:
     net = M.build_model(model_config, config.model, from_scratch, config.freeze_feature_encoder, config.seed)
 
     augment_options = None
-    if config.augment:
-        impulse_dir = None
-        if config.reverb_p > 0:
+    if config.augment.enabled:
+        augment_options = config.augment
+        if config.augment.reverb_p > 0:
             impulse_dir = run_dir / "impulse_responses"
-            if main_process:
-                make_impulse_responses(impulse_dir, config.reverb_rt60, seed=config.seed)
-            else:
+            if not main_process:
                 impulse_dir = run_dir / f".impulse_responses.rank{_rank()}"
-                make_impulse_responses(impulse_dir, config.reverb_rt60, seed=config.seed)
-        augment_options = AugmentOptions(
-            speed_p=config.speed_p,
-            speed_rate=config.speed_rate,
-            noise_p=config.noise_p,
-            noise_snr_db=config.noise_snr_db,
-            noise_dir=config.noise_dir,
-            pitch_p=config.pitch_p,
-            pitch_semitones=config.pitch_semitones,
-            stretch_p=config.stretch_p,
-            stretch_rate=config.stretch_rate,
-            eq_p=config.eq_p,
-            eq_gain_db=config.eq_gain_db,
-            lowpass_p=config.lowpass_p,
-            lowpass_hz=config.lowpass_hz,
-            gain_p=config.gain_p,
-            gain_db=config.gain_db,
-            reverb_p=config.reverb_p,
-            reverb_rt60=config.reverb_rt60,
-            impulse_dir=str(impulse_dir) if impulse_dir else None,
-        )
+            make_impulse_responses(impulse_dir, config.augment.reverb_rt60, seed=config.seed)
+            augment_options = dataclasses.replace(config.augment, impulse_dir=str(impulse_dir))
     encode = V.encoder(vocabulary)
     frames = lambda n: M.output_frames(model_config, n)  # noqa: E731
     do_normalize = processor.feature_extractor.do_normalize
