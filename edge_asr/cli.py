@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO
 
 from . import __version__, limits
-from .atomic import check_output_folder
+from .atomic import check_output_folder, write_text_atomic
 from .audio import STDIN, is_audio_path
 from .bundle import load_bundle
-from .cli_args import add_decoding_args, add_model_args, add_runtime_args, transcribe_options
+from .cli_args import (
+    add_command_args,
+    add_decoding_args,
+    add_model_args,
+    add_runtime_args,
+    load_grammar,
+    transcribe_options,
+)
 from .errors import BundleError, EdgeASRError, InputError
+from .grammar import CommandMatch
 from .model import limit_heap_growth
 from .progress import Progress
 from .transcriber import EdgeTranscriber, TranscribeOptions
@@ -126,6 +134,7 @@ def add_file_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="window core for long audio",
     )
     add_decoding_args(file_cmd, file=True)
+    add_command_args(file_cmd)
     file_cmd.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -222,6 +231,7 @@ def add_listen_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     add_runtime_args(listen_cmd)
     add_listen_arguments(listen_cmd)
     add_decoding_args(listen_cmd, file=False)
+    add_command_args(listen_cmd)
     listen_cmd.set_defaults(handler=run_listen)
     devices_cmd = commands.add_parser(
         "devices", help="list audio input devices", description="List the inputs `listen --device` takes."
@@ -247,12 +257,21 @@ def run_file(args: argparse.Namespace, out: TextIO) -> int:
     if args.output_dir:
         check_output_folder(args.output_dir, "-o")
         items = unique_output_names(items)
+    grammar = load_grammar(args)
+    if grammar is not None and args.format not in ("txt", "json"):
+        raise InputError(f"--grammar writes one command per input as txt or json, not --format {args.format}")
     transcriber = EdgeTranscriber(args.model, quantized=not args.fp32, threads=args.threads, options=options)
+    compiled = transcriber.compile_grammar(grammar) if grammar is not None else None
     writers = get_writers(args.format)
     progress = Progress(len(items), enabled=args.progress)
     for item in items:
         progress.start_file(item.source)
         try:
+            if compiled is not None:
+                match = transcriber.recognize(item.source, compiled, min_confidence=args.min_confidence)
+                progress.clear()
+                _write_command(match, item, args, out, several=len(items) > 1)
+                continue
             transcript = transcriber.transcribe(item.source, progress=progress.update)
             progress.clear()
             if args.output_dir:
@@ -278,6 +297,23 @@ def run_file(args: argparse.Namespace, out: TextIO) -> int:
     if failures:
         print(f"edge-asr: {failures} of {len(items) + bad_inputs} input(s) failed", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _write_command(
+    match: CommandMatch, item: InputItem, args: argparse.Namespace, out: TextIO, several: bool
+) -> None:
+    """A --grammar result: a line (txt) or an object (json), to --output-dir or stdout."""
+    if args.format == "json":
+        text = json.dumps({"source": item.source, **match.to_dict()}, ensure_ascii=False) + "\n"
+    else:
+        text = match.line() + "\n"
+    if args.output_dir:
+        target = Path(args.output_dir) / item.output_stem.parent / f"{item.output_stem.name}.{args.format}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(target, text)
+    else:
+        out.write(f"{item.source}: {text}" if several else text)
+        out.flush()
 
 
 def run_info(args: argparse.Namespace, out: TextIO) -> int:

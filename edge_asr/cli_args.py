@@ -7,7 +7,9 @@ and both turn the parsed flags into a `TranscribeOptions` with `transcribe_optio
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 
+from .grammar import DEFAULT_MIN_CONFIDENCE, Grammar
 from .transcriber import TranscribeOptions, tuned_beam_options
 
 
@@ -80,3 +82,31 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
             insertion_bonus=getattr(args, "insertion_bonus", None),
         ),
     )
+
+
+def add_command_args(parser: argparse.ArgumentParser) -> None:
+    """The "voice commands" group: --grammar, --min-confidence (file and listen)."""
+    group = parser.add_argument_group(
+        "voice commands",
+        "recognize one of a fixed set of phrases instead of free text (see docs/commands.md)",
+    )
+    group.add_argument(
+        "--grammar",
+        metavar="FILE",
+        help="phrases one a line, Home Assistant style templates, or JSON from Grammar.save",
+    )
+    group.add_argument(
+        "--min-confidence",
+        type=float,
+        default=DEFAULT_MIN_CONFIDENCE,
+        help=f"below it an utterance is no command (0-1, default {DEFAULT_MIN_CONFIDENCE})",
+    )
+
+
+def load_grammar(args: argparse.Namespace) -> Optional[Grammar]:
+    """The --grammar file's grammar, or None; InputError for a bad file or --min-confidence."""
+    if not 0.0 <= args.min_confidence <= 1.0:  # also refuses NaN
+        from .errors import InputError
+
+        raise InputError(f"--min-confidence must be between 0 and 1, got {args.min_confidence}")
+    return Grammar.from_file(args.grammar) if args.grammar else None

@@ -95,6 +95,13 @@ class CommandMatch:
     def matched(self) -> bool:
         return self.phrase is not None
 
+    def line(self) -> str:
+        """One line for people: "turn on the light [area=kitchen] (0.93)", or "none (...)"."""
+        if self.phrase is None:
+            return f"none (best {self.confidence:.2f}; heard: {self.heard or '-'})"
+        slots = " ".join(f"{name}={value}" for name, value in sorted(self.slots.items()))
+        return f"{self.phrase}{f' [{slots}]' if slots else ''} ({self.confidence:.2f})"
+
     def to_dict(self) -> Dict[str, object]:
         return {
             "phrase": self.phrase,

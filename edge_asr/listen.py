@@ -41,6 +41,8 @@ class EventPrinter:
     jsonl: one JSON object per event, partials included.
     `output`: each final utterance is appended to this file, flushed and fsynced before the next one,
     so a crash or a power cut loses nothing already final.
+    With a grammar, a final line is the recognized command (`CommandMatch.line`); utterances that are
+    no command print "none ..." only with `show_rejected`.
     """
 
     def __init__(
@@ -49,12 +51,14 @@ class EventPrinter:
         fmt: str = TEXT,
         output: Optional[Union[str, Path]] = None,
         tty: Optional[bool] = None,
+        show_rejected: bool = False,
     ):
         if fmt not in LISTEN_FORMATS:
             raise InputError(f"unknown listen format {fmt!r}; use one of {', '.join(LISTEN_FORMATS)}")
         self.out = out
         self.fmt = fmt
         self.tty = out.isatty() if tty is None else tty
+        self.show_rejected = show_rejected
         self._partial_shown = False
         self._file: Optional[TextIO] = None
         if output is not None:
@@ -67,10 +71,18 @@ class EventPrinter:
             except OSError as exc:
                 raise InputError(f"--output {path}: cannot open for appending ({exc.strerror})") from None
 
+    def _final_text(self, event: StreamEvent) -> str:
+        """What a final line says: its text, or with a grammar the command ("" prints nothing)."""
+        command = event.command
+        if command is None:
+            return event.text
+        return command.line() if command.matched or self.show_rejected else ""
+
     def show(self, event: StreamEvent) -> None:
+        final_text = self._final_text(event) if event.is_final else ""
         # The file first: if stdout is gone (a closed pipe), the final is still saved.
-        if event.is_final and event.text and self._file is not None:
-            line = json.dumps(event.to_dict(), ensure_ascii=False) if self.fmt == JSONL else event.text
+        if final_text and self._file is not None:
+            line = json.dumps(event.to_dict(), ensure_ascii=False) if self.fmt == JSONL else final_text
             self._file.write(line + "\n")
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -79,7 +91,7 @@ class EventPrinter:
             self.out.flush()
         elif event.is_final:
             prefix = _CLEAR_LINE if self._partial_shown else ""
-            self.out.write(prefix + (event.text + "\n" if event.text else ""))
+            self.out.write(prefix + (final_text + "\n" if final_text else ""))
             self.out.flush()
             self._partial_shown = False
         elif self.tty:
@@ -325,7 +337,7 @@ def _stream_options(args: argparse.Namespace) -> StreamOptions:
 
 def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> int:
     """`edge-asr listen`: microphone (or --input file) -> lines until the input ends or Ctrl-C/SIGTERM."""
-    from .cli_args import transcribe_options
+    from .cli_args import load_grammar, transcribe_options
     from .mic import FileSource, MicSource
     from .transcriber import EdgeTranscriber
 
@@ -347,8 +359,9 @@ def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[Text
     transcriber = EdgeTranscriber(
         args.model, quantized=not args.fp32, threads=args.threads, options=transcribe_options(args)
     )
-    stream = transcriber.stream(options)
-    printer = EventPrinter(out, args.format, args.output)
+    grammar = load_grammar(args)
+    stream = transcriber.stream(options, grammar=grammar, min_confidence=args.min_confidence)
+    printer = EventPrinter(out, args.format, args.output, show_rejected=bool(getattr(args, "verbose", False)))
     stop = StopFlag()
     try:
         with stop_on_signals(stop), source:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from tone_model import VOCAB, token_frequency, tone_audio
 
 from edge_asr import EdgeTranscriber, InputError
+from edge_asr.cli import main as cli_main
 from edge_asr.ctc import Vocabulary
 from edge_asr.grammar import CompiledGrammar, Grammar, GrammarDecoder, Phrase, align
 from edge_asr.text import TextNormalization
@@ -166,3 +168,43 @@ def test_alignment_puts_each_label_on_its_tone(transcriber: EdgeTranscriber) -> 
 def test_compiled_trie_shares_prefixes() -> None:
     compiled = CompiledGrammar(Grammar.from_phrases(["bad cafe", "bad cab"]), TONE_VOCAB, TextNormalization())
     assert compiled.nodes == 1 + len("bad|caf") + 2  # root, the shared "bad cafe" prefix, then "e" and "b"
+
+
+@pytest.fixture
+def command_files(tmp_path: Path) -> tuple[Path, Path]:
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    sf.write(audio / "a.wav", tone_audio("bad cafe"), 16000)
+    sf.write(audio / "b.wav", tone_audio("ace"), 16000)
+    grammar = tmp_path / "commands.txt"
+    grammar.write_text("\n".join(PHRASES) + "\n")
+    return audio, grammar
+
+
+def test_cli_file_grammar_in_txt_and_json(tone_bundle: Path, command_files, tmp_path: Path, capsys) -> None:
+    audio, grammar = command_files
+    base = ["file", "-m", str(tone_bundle), "--grammar", str(grammar)]
+    assert cli_main([*base, str(audio / "a.wav")]) == 0
+    assert capsys.readouterr().out == "bad cafe (1.00)\n"
+    out = tmp_path / "out"
+    assert cli_main([*base, str(audio), "-f", "json", "-o", str(out)]) == 0
+    accepted, rejected = (json.loads((out / f"{name}.json").read_text()) for name in "ab")
+    assert accepted["phrase"] == "bad cafe" and accepted["alternatives"][1]["phrase"] == "bad cab"
+    assert rejected["phrase"] is None and rejected["heard"] == "ace" and rejected["source"].endswith("b.wav")
+    assert cli_main([*base, str(audio), "-f", "srt", "-o", str(out)]) == 2
+    assert "--grammar writes one command per input as txt or json" in capsys.readouterr().err
+    assert cli_main([*base, str(audio / "a.wav"), "--min-confidence", "1.5"]) == 2
+    assert "--min-confidence must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_cli_listen_grammar_prints_commands(tone_bundle: Path, command_files, tmp_path: Path, capsys) -> None:
+    _, grammar = command_files
+    silence = np.zeros(16000, dtype=np.float32)
+    wav = tmp_path / "live.wav"
+    sf.write(wav, np.concatenate([tone_audio("face bead"), silence, tone_audio("ace"), silence]), 16000)
+    argv = ["listen", "-m", str(tone_bundle), "--grammar", str(grammar), "--input", str(wav), "-q"]
+    assert cli_main(argv) == 0
+    assert capsys.readouterr().out == "face bead (1.00)\n"
+    assert cli_main(["-v", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "face bead (1.00)" and lines[1].startswith("none (best") and "heard: ace" in lines[1]
