@@ -401,6 +401,21 @@ def test_augmentation_only_on_the_training_split(tmp_path):
     assert abs(float(stretched.mean())) < 1e-3 and float(stretched.std()) == pytest.approx(1.0, abs=1e-2)
 
 
+def test_the_run_augments_as_configured_with_its_own_impulse_responses(tmp_path):
+    from train.pipeline import RunSetup, augmentation
+
+    run = RunSetup(tmp_path, True, TextNormalization(), None, False, use_cpu=True, precision="fp32")
+    assert augmentation(TrainConfig.from_dict({"augment": {"enabled": False}}), run) is None
+    dry = TrainConfig.from_dict({"augment": {"reverb_p": 0.0}})
+    assert augmentation(dry, run) == dry.augment and not (tmp_path / "impulse_responses").exists()
+    wet = TrainConfig.from_dict({"augment": {"reverb_p": 0.5, "noise_p": 0.7}})
+    options = augmentation(wet, run)
+    assert options is not None and options.noise_p == 0.7
+    assert options.impulse_dir == str(tmp_path / "impulse_responses")
+    assert len(list((tmp_path / "impulse_responses").glob("ir_*.wav"))) == 8
+    assert wet.augment.impulse_dir is None  # the config, saved with the run, is left as given
+
+
 @pytest.mark.parametrize("rate", [0.9, 1.1])
 def test_speed_perturbation_moves_tempo_and_pitch_together(rate):
     from train.augment import speed_perturb

@@ -1,5 +1,9 @@
 """One training run, start to finish: data -> vocabulary -> model -> Trainer -> model folder.
 
+`run_training` is its steps in order, each a function below it: `start_run` (run folder, resume,
+device), `load_data` (splits, vocabulary, the run's record), `build_model`, `build_trainer` (datasets,
+augmentation, metrics, callbacks), `train_model` and `evaluate_and_save` (run/model, metrics.json).
+
 Run folder (``--output-dir``)::
 
     train_config.yaml        the resolved options (feed back with --config)
@@ -31,11 +35,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from edge_asr.atomic import replace_folder, write_text_atomic
+from edge_asr.text import TextNormalization
 
 from . import data as D
 from . import model as M
 from . import vocab as V
-from .augment import make_impulse_responses
+from .augment import AugmentOptions, make_impulse_responses
 from .config import ConfigError, TrainConfig, save_config
 from .trainer import NORMALIZATION_FILE, TrainError
 from .versions import package_versions
@@ -274,35 +279,78 @@ def _version_dependent_arguments(config: TrainConfig) -> Dict[str, Any]:
 
 def run_training(config: TrainConfig) -> RunResult:
     """Train as `config` says; returns where the model went and how it scored."""
-    import torch
-    from transformers.integrations import TensorBoardCallback
-    from transformers.trainer_callback import EarlyStoppingCallback
-
-    from .dataset import CTCCollator, SpeechDataset, usable_workers
-    from .trainer import (
-        CheckpointCompleter,
-        CTCTrainer,
-        EvalReporter,
-        MetricComputer,
-        complete_model_folder,
-        describe_oom,
-    )
-
     config.validate()
+    run = start_run(config)
+    data = load_data(config, run)
+    model = build_model(config, run, data.vocabulary)
+    trainer = build_trainer(config, run, data, model)
+    train_model(trainer, config, run.checkpoint)
+    return evaluate_and_save(trainer, run, data, model)
+
+
+# ----------------------------------------------------------------------------------------------
+# the steps of run_training, in order
+
+
+@dataclass
+class RunSetup:
+    """Where a run writes and how it computes; decided before any data is read."""
+
+    dir: Path
+    main_process: bool  # rank 0 (the only process without torchrun): the one that writes files
+    normalization: TextNormalization
+    checkpoint: Optional[Path]  # the checkpoint to resume from
+    resuming: bool  # a resumed run with saved splits: reuse them and its vocabulary
+    use_cpu: bool
+    precision: str  # fp32, bf16 or fp16, resolved from --precision and the hardware
+
+
+@dataclass
+class TrainingData:
+    """The checked, labelled splits and the vocabulary they are encoded with."""
+
+    train_rows: List[D.Utterance]
+    val_rows: List[D.Utterance]
+    vocabulary: Dict[str, int]
+    report: D.FilterReport
+
+
+@dataclass
+class ModelParts:
+    """The network, its (final, vocabulary-sized) config and the processor saved beside it."""
+
+    config: Any  # a transformers Wav2Vec2Config
+    processor: Any  # a Wav2Vec2Processor
+    net: Any  # a Wav2Vec2ForCTC
+
+
+def start_run(config: TrainConfig) -> RunSetup:
+    """Check --resume against the run folder, pick the device and precision, set the CPU threads."""
+    import torch
+
     run_dir = Path(config.output_dir).resolve()
-    main_process = _rank() == 0
     normalization = config.text_normalization()
     checkpoint = _check_resume(config, run_dir, normalization)
-    resuming = config.resume and (run_dir / "splits").is_dir()
     use_cpu, precision = _resolve_device(config)
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
-    from_scratch = bool(config.init_from_config)
+    return RunSetup(
+        dir=run_dir,
+        main_process=_rank() == 0,
+        normalization=normalization,
+        checkpoint=checkpoint,
+        resuming=config.resume and (run_dir / "splits").is_dir(),
+        use_cpu=use_cpu,
+        precision=precision,
+    )
 
+
+def load_data(config: TrainConfig, run: RunSetup) -> TrainingData:
+    """Read, check and split the data against the model's frame geometry; write the run's record."""
     probe_config = M.load_model_config(config.model, config.init_from_config, config.model_overrides)
     log.info("model geometry: %s", M.describe_geometry(probe_config))
     train_rows, val_rows, vocabulary, report = prepare_data(
-        config, run_dir, probe_config, normalization, resuming
+        config, run.dir, probe_config, run.normalization, run.resuming
     )
     if report.dropped:
         log.warning("data: %s", report.summary())
@@ -312,79 +360,123 @@ def run_training(config: TrainConfig) -> RunResult:
         D.summarize(val_rows),
         len(vocabulary),
     )
-    if main_process:
-        _write_run_files(config, run_dir, normalization, vocabulary, train_rows, val_rows, report, resuming)
+    if run.main_process:
+        _write_run_files(
+            config, run.dir, run.normalization, vocabulary, train_rows, val_rows, report, run.resuming
+        )
+    return TrainingData(train_rows, val_rows, vocabulary, report)
 
-    blank_id = vocabulary[V.PAD]
+
+def build_model(config: TrainConfig, run: RunSetup, vocabulary: Dict[str, int]) -> ModelParts:
+    """The model config sized to the vocabulary, the processor, and the network (pretrained or new)."""
+    from_scratch = bool(config.init_from_config)
     model_config = M.load_model_config(
-        config.model, config.init_from_config, config.model_overrides, len(vocabulary), blank_id
+        config.model, config.init_from_config, config.model_overrides, len(vocabulary), vocabulary[V.PAD]
     )
-    vocab_file = run_dir / "vocab.json"
-    if not main_process:  # rank 0 may not have written it yet; every rank builds the same one
-        vocab_file = run_dir / f".vocab.rank{_rank()}.json"
+    vocab_file = run.dir / "vocab.json"
+    if not run.main_process:  # rank 0 may not have written it yet; every rank builds the same one
+        vocab_file = run.dir / f".vocab.rank{_rank()}.json"
         V.save_vocabulary(vocabulary, vocab_file)
     processor = V.make_processor(
         vocab_file, M.uses_attention_mask(model_config), M.pretrained_do_normalize(config.model, from_scratch)
     )
     net = M.build_model(model_config, config.model, from_scratch, config.freeze_feature_encoder, config.seed)
+    return ModelParts(model_config, processor, net)
 
-    augment_options = None
-    if config.augment.enabled:
-        augment_options = config.augment
-        if config.augment.reverb_p > 0:
-            impulse_dir = run_dir / "impulse_responses"
-            if not main_process:
-                impulse_dir = run_dir / f".impulse_responses.rank{_rank()}"
-            make_impulse_responses(impulse_dir, config.augment.reverb_rt60, seed=config.seed)
-            augment_options = dataclasses.replace(config.augment, impulse_dir=str(impulse_dir))
-    encode = V.encoder(vocabulary)
-    frames = lambda n: M.output_frames(model_config, n)  # noqa: E731
-    do_normalize = processor.feature_extractor.do_normalize
-    train_set = SpeechDataset(train_rows, encode, frames, do_normalize, augment_options)
-    val_set = SpeechDataset(val_rows, encode, frames, do_normalize, None)
+
+def build_trainer(config: TrainConfig, run: RunSetup, data: TrainingData, model: ModelParts):
+    """The datasets (augmented training split), CER/WER metrics, callbacks and the CTCTrainer."""
+    from .dataset import CTCCollator, SpeechDataset, usable_workers
+    from .trainer import CTCTrainer
+
+    encode = V.encoder(data.vocabulary)
+    frames = lambda n: M.output_frames(model.config, n)  # noqa: E731
+    do_normalize = model.processor.feature_extractor.do_normalize
+    augment = augmentation(config, run)
+    train_set = SpeechDataset(data.train_rows, encode, frames, do_normalize, augment)
+    val_set = SpeechDataset(data.val_rows, encode, frames, do_normalize, None)
     config.num_workers = usable_workers(config.num_workers)
 
-    tokens = [t for t, _ in sorted(vocabulary.items(), key=lambda kv: kv[1])]
-    metrics = MetricComputer(
-        tokens=tokens,
-        blank_id=blank_id,
-        delimiter=V.DELIMITER,
-        silent_ids=[vocabulary[t] for t in (V.PAD, V.UNK) if t in vocabulary],
-        normalization=normalization,
-        keep_examples=config.logged_examples,
-    )
-    tensorboard = TensorBoardCallback()
-    tensorboard.logging_dir = str(run_dir / "tensorboard")
-    callbacks = [
-        tensorboard,
-        EvalReporter(metrics, tensorboard),
-        CheckpointCompleter(processor, normalization),
-    ]
-    if config.early_stopping_patience > 0:
-        callbacks.append(
-            EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold)
-        )
-    args = training_arguments(config, run_dir, use_cpu, precision, model_config)
+    metrics = _metrics(config, run, data.vocabulary)
+    callbacks = _callbacks(config, run, metrics, model.processor)
+    args = training_arguments(config, run.dir, run.use_cpu, run.precision, model.config)
     trainer = CTCTrainer(
-        model=net,
+        model=model.net,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=CTCCollator(M.uses_attention_mask(model_config)),
-        processing_class=processor,
+        data_collator=CTCCollator(M.uses_attention_mask(model.config)),
+        processing_class=model.processor,
         compute_metrics=metrics,
         callbacks=callbacks,
         train_lengths=train_set.lengths,
     )
     log.info(
         "training on %s x %d process(es)%s, precision %s, %d DataLoader worker(s), effective batch %d",
-        "cpu" if use_cpu else "cuda",
+        "cpu" if run.use_cpu else "cuda",
         args.world_size,
         f" ({args.ddp_backend or 'default'} backend)" if args.world_size > 1 else "",
-        precision,
+        run.precision,
         config.num_workers,
         config.batch_size * config.grad_accum * args.world_size,
     )
+    return trainer
+
+
+def augmentation(config: TrainConfig, run: RunSetup) -> Optional[AugmentOptions]:
+    """The training split's augmentation (None when off), with this run's synthetic impulse responses
+    written when reverb is on: in the run folder by rank 0, in a private folder by the other ranks."""
+    options = config.augment
+    if not options.enabled:
+        return None
+    if options.reverb_p <= 0:
+        return options
+    impulse_dir = run.dir / ("impulse_responses" if run.main_process else f".impulse_responses.rank{_rank()}")
+    make_impulse_responses(impulse_dir, options.reverb_rt60, seed=config.seed)
+    return dataclasses.replace(options, impulse_dir=str(impulse_dir))
+
+
+def _metrics(config: TrainConfig, run: RunSetup, vocabulary: Dict[str, int]):
+    from .trainer import MetricComputer
+
+    return MetricComputer(
+        tokens=[t for t, _ in sorted(vocabulary.items(), key=lambda kv: kv[1])],
+        blank_id=vocabulary[V.PAD],
+        delimiter=V.DELIMITER,
+        silent_ids=[vocabulary[t] for t in (V.PAD, V.UNK) if t in vocabulary],
+        normalization=run.normalization,
+        keep_examples=config.logged_examples,
+    )
+
+
+def _callbacks(config: TrainConfig, run: RunSetup, metrics, processor) -> List[Any]:
+    """TensorBoard (in run/tensorboard), decoded examples, complete checkpoint folders, early stopping."""
+    from transformers.integrations import TensorBoardCallback
+    from transformers.trainer_callback import EarlyStoppingCallback
+
+    from .trainer import CheckpointCompleter, EvalReporter
+
+    tensorboard = TensorBoardCallback()
+    tensorboard.logging_dir = str(run.dir / "tensorboard")
+    callbacks: List[Any] = [
+        tensorboard,
+        EvalReporter(metrics, tensorboard),
+        CheckpointCompleter(processor, run.normalization),
+    ]
+    if config.early_stopping_patience > 0:
+        callbacks.append(
+            EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold)
+        )
+    return callbacks
+
+
+def train_model(trainer, config: TrainConfig, checkpoint: Optional[Path]) -> None:
+    """Run the Trainer (from `checkpoint` when resuming); a GPU out-of-memory becomes a TrainError that
+    says which options to change."""
+    import torch
+
+    from .trainer import describe_oom
+
     if checkpoint is not None:
         log.info("resuming from %s", checkpoint)
     try:
@@ -392,20 +484,21 @@ def run_training(config: TrainConfig) -> RunResult:
     except torch.OutOfMemoryError as exc:
         raise TrainError(describe_oom(trainer, config.batch_size, config.grad_accum)) from exc
 
+
+def evaluate_and_save(trainer, run: RunSetup, data: TrainingData, model: ModelParts) -> RunResult:
+    """Score the best model on the validation split and write it as run/model (a complete model folder,
+    replaced in one step) with metrics.json; clean up the other ranks' private files."""
+    from .trainer import complete_model_folder
+
     final = trainer.evaluate()
-    stopper = next(
-        (c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None
-    )
-    stopped_early = bool(
-        stopper and stopper.early_stopping_patience_counter >= stopper.early_stopping_patience
-    )
-    model_dir = run_dir / MODEL
-    partial = run_dir / f".{MODEL}.partial"
-    if main_process and partial.exists():
+    stopped_early = _stopped_early(trainer)
+    model_dir = run.dir / MODEL
+    partial = run.dir / f".{MODEL}.partial"
+    if run.main_process and partial.exists():
         shutil.rmtree(partial)
     trainer.save_model(str(partial))  # collective under DDP; rank 0 writes
-    if main_process:
-        complete_model_folder(partial, processor, normalization)
+    if run.main_process:
+        complete_model_folder(partial, model.processor, run.normalization)
         (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run folder keeps the config
         summary = {
             "cer": final.get("eval_cer"),
@@ -414,11 +507,11 @@ def run_training(config: TrainConfig) -> RunResult:
             "steps": trainer.state.global_step,
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "stopped_early": stopped_early,
-            "validation_utterances": len(val_rows),
+            "validation_utterances": len(data.val_rows),
         }
-        write_text_atomic(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(run.dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
         replace_folder(partial, model_dir)
-        for stray in run_dir.glob(".*.rank*"):
+        for stray in run.dir.glob(".*.rank*"):
             shutil.rmtree(stray, ignore_errors=True) if stray.is_dir() else stray.unlink(missing_ok=True)
         log.info(
             "model written to %s (validation CER %.4f, WER %.4f)",
@@ -427,14 +520,23 @@ def run_training(config: TrainConfig) -> RunResult:
             final["eval_wer"],
         )
     return RunResult(
-        run_dir=run_dir,
+        run_dir=run.dir,
         model_dir=model_dir,
         cer=float(final["eval_cer"]),
         wer=float(final["eval_wer"]),
         steps=trainer.state.global_step,
         stopped_early=stopped_early,
-        train_rows=len(train_rows),
-        validation_rows=len(val_rows),
-        report=report,
+        train_rows=len(data.train_rows),
+        validation_rows=len(data.val_rows),
+        report=data.report,
         log_history=list(trainer.state.log_history),
     )
+
+
+def _stopped_early(trainer) -> bool:
+    from transformers.trainer_callback import EarlyStoppingCallback
+
+    stopper = next(
+        (c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None
+    )
+    return bool(stopper and stopper.early_stopping_patience_counter >= stopper.early_stopping_patience)
