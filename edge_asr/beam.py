@@ -33,6 +33,7 @@ import numpy as np
 from . import limits
 from .bundle import LanguageModelSettings
 from .ctc import FrameDecoder, GreedyDecoder, Vocabulary
+from .hotwords import HotState, HotwordTrie
 from .lm import WORD_BOUNDARY, CharNgramLM, WordNgramLM
 
 NEG_INF = -math.inf
@@ -105,7 +106,7 @@ class _Prefix:
     of its extensions were (a later best frame may not).
     """
 
-    __slots__ = ("parent", "token", "frame", "logprob", "first", "context", "lm_score", "word")
+    __slots__ = ("parent", "token", "frame", "logprob", "first", "context", "lm_score", "word", "hot")
 
     def __init__(
         self,
@@ -116,6 +117,7 @@ class _Prefix:
         context: str,
         lm_score: float,
         word: Optional[_WordState] = None,
+        hot: HotState = (0, 0.0),
     ):
         self.parent = parent
         self.token = token
@@ -123,8 +125,9 @@ class _Prefix:
         self.logprob = logprob
         self.first = (frame, logprob)
         self.context = context
-        self.lm_score = lm_score
+        self.lm_score = lm_score  # with the insertion bonus and hotword boosts
         self.word = word
+        self.hot = hot  # the hotword trie node reached and the bonus still pending (hotwords.HotwordTrie)
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -145,6 +148,7 @@ class PrefixBeamDecoder:
         lm: a character LM over the vocabulary's tokens, or None for a plain prefix beam search.
         options: see `BeamOptions`.
         words: a word LM to score finished words with (needs `lm`), or None.
+        hotwords: words to boost (`hotwords.HotwordTrie`), with or without the LMs.
     """
 
     def __init__(
@@ -153,6 +157,7 @@ class PrefixBeamDecoder:
         lm: Optional[CharNgramLM],
         options: BeamOptions,
         words: Optional[WordNgramLM] = None,
+        hotwords: Optional[HotwordTrie] = None,
     ):
         options.validate()
         if words is not None and lm is None:
@@ -160,6 +165,7 @@ class PrefixBeamDecoder:
         self.vocabulary = vocabulary
         self.lm = lm
         self.words = words
+        self.hotwords = hotwords
         self.options = options
         self.frames = 0
         self._silent = vocabulary.silent_ids()
@@ -177,9 +183,11 @@ class PrefixBeamDecoder:
         # prefix -> [log P(prefix, last frame blank), log P(prefix, last frame its last token)]
         self._beams: Dict[_Prefix, List[float]] = {self._root: [0.0, NEG_INF]}
         # A prefix stays in the beam for many frames and tries the same letters in each; what the LMs
-        # say of each extension is kept, (id(prefix), token) -> (prefix, context, lm_score, word), as
-        # nodes themselves cannot be: their emission frame changes.
-        self._scored: Dict[Tuple[int, int], Tuple[_Prefix, str, float, Optional[_WordState]]] = {}
+        # say of each extension is kept, (id(prefix), token) -> (prefix, context, lm_score, word, hot),
+        # as nodes themselves cannot be: their emission frame changes.
+        self._scored: Dict[
+            Tuple[int, int], Tuple[_Prefix, str, float, Optional[_WordState], Tuple[int, float]]
+        ] = {}
 
     def push(self, log_probs: np.ndarray) -> None:
         """Advance over a chunk of frames (consecutive with the previous chunk)."""
@@ -200,8 +208,19 @@ class PrefixBeamDecoder:
             scored = self._scored[key] = (prefix, *self._score_extension(prefix, token))
         return _Prefix(prefix, token, self.frames, logprob, *scored[1:])
 
-    def _score_extension(self, prefix: _Prefix, token: int) -> Tuple[str, float, Optional[_WordState]]:
-        """The LM context, LM score and word state of `prefix` + `token`."""
+    def _score_extension(
+        self, prefix: _Prefix, token: int
+    ) -> Tuple[str, float, Optional[_WordState], HotState]:
+        """The LM context, score, word state and hotword state of `prefix` + `token`."""
+        context, lm_score, word = self._score_language(prefix, token)
+        if self.hotwords is None:
+            return context, lm_score, word, prefix.hot
+        word_start = prefix.parent is None or self._is_boundary[prefix.token]
+        hot, change = self.hotwords.advance(prefix.hot, token, word_start, self._is_boundary[token])
+        return context, lm_score + change, word, hot
+
+    def _score_language(self, prefix: _Prefix, token: int) -> Tuple[str, float, Optional[_WordState]]:
+        """The LM context, LM score (with the insertion bonus) and word state of `prefix` + `token`."""
         bonus = self.options.insertion_bonus
         if self.lm is None:
             return "", prefix.lm_score + bonus, None
@@ -283,6 +302,8 @@ class PrefixBeamDecoder:
 
     def _final_score(self, prefix: _Prefix, probs: List[float]) -> float:
         score = self._score(prefix, probs)
+        if self.hotwords is not None:
+            score -= self.hotwords.unfinished(prefix.hot)  # a hotword left unfinished earns nothing
         if self.lm is None or prefix.parent is None:
             # Nothing said is not a sentence: the LMs' end-of-sentence score for an empty one (which
             # no LM text holds) would make silence lose to any letter the acoustics barely allow.
@@ -328,10 +349,17 @@ def frame_decoder(
     options: Optional[BeamOptions] = None,
     words: Optional[WordNgramLM] = None,
     blank_penalty: float = 0.0,
+    hotwords: Optional[HotwordTrie] = None,
 ) -> FrameDecoder:
     """The decoder for one file or utterance: a beam search scored by `lm` (and `words`) when both
-    `lm` and `options` are given, else greedy with `blank_penalty`. Files, streams and the LM tuner
-    all choose here, so they decode the same log-probabilities the same way."""
+    `lm` and `options` are given, a beam search without LM when only `hotwords` are, else greedy
+    with `blank_penalty`. Files, streams and the LM tuner all choose here, so they decode the same
+    log-probabilities the same way."""
     if lm is not None and options is not None:
-        return PrefixBeamDecoder(vocabulary, lm, options, words)
+        return PrefixBeamDecoder(vocabulary, lm, options, words, hotwords)
+    if hotwords is not None:
+        # No LM: the acoustic scores and the boosts alone (an insertion bonus would only add letters).
+        return PrefixBeamDecoder(
+            vocabulary, None, options or BeamOptions(insertion_bonus=0.0), None, hotwords
+        )
     return GreedyDecoder(vocabulary.blank_id, blank_penalty)

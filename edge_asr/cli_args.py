@@ -10,6 +10,7 @@ import argparse
 from typing import Optional
 
 from .grammar import DEFAULT_MIN_CONFIDENCE, Grammar
+from .hotwords import DEFAULT_BOOST, Hotwords
 from .transcriber import TranscribeOptions, tuned_beam_options
 
 
@@ -57,6 +58,17 @@ def add_decoding_args(parser: argparse.ArgumentParser, *, file: bool) -> None:
     group.add_argument("--no-lm", dest="use_lm", action="store_false", help=no_lm)
     group.add_argument("--no-word-lm", dest="use_word_lm", action="store_false", help=word_lm)
     group.add_argument("--beam-size", type=int, help=beam)
+    group.add_argument(
+        "--hotwords",
+        metavar="FILE",
+        help="words or names to favour, one a line (optionally 'word :BOOST'); works without an LM too",
+    )
+    group.add_argument(
+        "--hotword-boost",
+        type=float,
+        default=DEFAULT_BOOST,
+        help=f"score per character of a hotword without its own boost (default {DEFAULT_BOOST})",
+    )
     if file:
         group.add_argument("--lm-weight", type=float, help="LM score scale (default: the bundle's, tuned)")
         group.add_argument(
@@ -75,6 +87,7 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         chunk_seconds=getattr(args, "chunk_seconds", TranscribeOptions.chunk_seconds),
         use_lm=args.use_lm,
         use_word_lm=args.use_word_lm,
+        hotwords=Hotwords.from_file(args.hotwords, args.hotword_boost) if args.hotwords else None,
         beam=tuned_beam_options(
             args.model,
             beam_size=args.beam_size,

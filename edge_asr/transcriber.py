@@ -19,6 +19,7 @@ from .bundle import ModelBundle, load_bundle
 from .ctc import FrameDecoder, Vocabulary, decode
 from .errors import EdgeASRError, InputError
 from .grammar import DEFAULT_MIN_CONFIDENCE, CommandMatch, CompiledGrammar, Grammar, GrammarDecoder
+from .hotwords import Hotwords
 from .lm import CharNgramLM, WordNgramLM
 from .model import CtcModel
 from .results import Transcript
@@ -49,6 +50,8 @@ class TranscribeOptions:
             bundle without one, decodes greedily. `blank_penalty` applies to greedy decoding only.
         beam: the beam search's settings; None uses those tuned for the bundle's LM. To change some
             of them, start from the tuned ones: `tuned_beam_options(model, beam_size=4)`.
+        hotwords: words or names to boost in the beam search (`edge_asr.hotwords`); with them a
+            bundle without LM, or `use_lm` False, decodes by beam search without LM.
         use_word_lm: with `use_lm`, also score finished words with the bundle's word LM when it has
             one; False decodes with the character LM alone.
     """
@@ -60,6 +63,7 @@ class TranscribeOptions:
     use_lm: bool = True
     beam: Optional[BeamOptions] = None
     use_word_lm: bool = True
+    hotwords: Optional[Hotwords] = None
 
     def validate(self) -> None:
         """InputError naming the first option outside its range (`edge_asr.limits`)."""
@@ -153,6 +157,8 @@ class EdgeTranscriber:
         self.word_lm: Optional[WordNgramLM] = None
         self.beam_options: Optional[BeamOptions] = None
         self._load_lm(verify)
+        hotwords = self.options.hotwords
+        self.hotwords = hotwords.compile(self.vocabulary, meta.text_normalization) if hotwords else None
 
     def _load_lm(self, verify: bool) -> None:
         """Load the bundle's LM(s) and their beam settings as the options ask (else decode greedily)."""
@@ -180,7 +186,9 @@ class EdgeTranscriber:
         """A decoder for one file or utterance: beam search with the bundle's LM(s) when this
         transcriber loaded them, else greedy with `blank_penalty` (None: the options' value)."""
         penalty = self.options.blank_penalty if blank_penalty is None else blank_penalty
-        return frame_decoder(self.vocabulary, self.lm, self.beam_options, self.word_lm, penalty)
+        return frame_decoder(
+            self.vocabulary, self.lm, self.beam_options, self.word_lm, penalty, self.hotwords
+        )
 
     def transcribe(
         self,
