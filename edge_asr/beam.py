@@ -235,7 +235,10 @@ class PrefixBeamDecoder:
             change, words = self._close_word(word, word.char_score + char_score)
             return context, lm_score + change, _WordState(words)
         letters = word.letters + self.vocabulary.tokens[token]
-        in_lexicon = word.in_lexicon and self.words.begins_word(letters)
+        in_lexicon = word.in_lexicon and (
+            self.words.begins_word(letters)
+            or (self.hotwords is not None and letters in self.hotwords.prefixes)
+        )
         if word.in_lexicon and not in_lexicon:
             # Penalised as soon as no known word starts so, rather than at the word's end: the beam
             # then spends its places on spellings that can still become words.
@@ -249,6 +252,8 @@ class PrefixBeamDecoder:
         code = self.words.code(word.letters)
         if code != self.words.unknown:
             change = self.options.word_weight * self.words.logprob(word.context, code) - char_score
+        elif self.hotwords is not None and word.letters in self.hotwords.words:
+            change = 0.0  # a hotword is a known word that the word LM does not hold: its letters' score
         else:  # a word that left the lexicon on the way paid its penalty then
             change = self.options.unknown_word_penalty if word.in_lexicon else 0.0
         return change, self.words.extend(word.context, code)

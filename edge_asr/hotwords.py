@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Set, Tuple, Union
 
 from .atomic import PathLike
 from .ctc import Vocabulary
@@ -97,8 +97,13 @@ class HotwordTrie:
         self.children: List[Dict[int, int]] = [{}]
         self.boost: List[float] = [0.0]
         self.complete: List[bool] = [False]
+        # The hotwords' words count as known words for the word LM (no unknown-word penalty).
+        self.words: Set[str] = set()
+        self.prefixes: Set[str] = set()
         for text, boost in hotwords.entries:
             words = normalization(spell_numbers(text)).split()
+            self.words.update(words)
+            self.prefixes.update(word[:end] for word in words for end in range(1, len(word) + 1))
             missing = sorted({c for word in words for c in word if c not in index})
             if missing or not words:
                 raise InputError(

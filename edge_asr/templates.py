@@ -22,8 +22,9 @@ sampler drops the slot values).
 from __future__ import annotations
 
 import itertools
+import math
 import re
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 from .errors import InputError
 from .grammar import MAX_PHRASES, Phrase
@@ -39,7 +40,7 @@ MAX_RANGE = 10_000
 def expand_templates(lines: Sequence[str], where: str = "grammar") -> List[Phrase]:
     """The phrases of template `lines` (comments already removed)."""
     try:
-        from hassil import parse_sentence  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        import hassil  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: F401
     except ImportError:
         raise InputError(
             f"{where} uses template syntax, which needs hassil: pip install hassil (or, from a clone of "
@@ -61,6 +62,18 @@ def expand_templates(lines: Sequence[str], where: str = "grammar") -> List[Phras
             lists[name] = _list_values(name, body, where)
     if not templates:
         raise InputError(f"{where}: no sentence templates (only definitions)")
+    return expand_sentences(templates, lists, rule_text, where)
+
+
+def expand_sentences(
+    templates: Sequence[str],
+    lists: Dict[str, List[Tuple[str, str]]],
+    rule_text: Dict[str, str],
+    where: str = "grammar",
+) -> List[Phrase]:
+    """Every phrase of the `templates` (hassil syntax), with `lists` (name -> (spoken, value) pairs)
+    and expansion rules (`rule_text`: name -> template) already known."""
+    from hassil import parse_sentence  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     def parse(text: str) -> Any:
         try:
@@ -70,12 +83,48 @@ def expand_templates(lines: Sequence[str], where: str = "grammar") -> List[Phras
 
     rules = {name: parse(text) for name, text in rule_text.items()}
     expander = _Expander(lists, rules, where)
+    parsed = [parse(template).expression for template in templates]
+    total = sum(expander.count(expression, depth=0) for expression in parsed)
+    if total > MAX_PHRASES:  # counted first: expanding millions would take minutes, then fail
+        raise InputError(
+            f"{where}: the templates expand to {total} phrases, more than {MAX_PHRASES}; use fewer "
+            "optional words, alternatives or list values"
+        )
     phrases: List[Phrase] = []
-    for template in templates:
-        for text, slots in expander.expand(parse(template).expression, depth=0):
+    for expression in parsed:
+        for text, slots in expander.expand(expression, depth=0):
             phrases.append(Phrase(" ".join(text.split()), slots))
             if len(phrases) > MAX_PHRASES:
                 raise InputError(f"{where}: the templates expand to more than {MAX_PHRASES} phrases")
+    return phrases
+
+
+def sample_sentences(
+    templates: Sequence[str],
+    lists: Dict[str, List[Tuple[str, str]]],
+    rule_text: Dict[str, str],
+    per_template: int,
+    seed: int = 0,
+    where: str = "grammar",
+) -> List[Phrase]:
+    """Like `expand_sentences`, but a template with more than `per_template` expansions gives that
+    many drawn at random (uniformly over its expansions): test sets from templates too large to use
+    whole, such as Home Assistant's own."""
+    import random
+
+    from hassil import parse_sentence  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    rng = random.Random(seed)
+    rules = {name: parse_sentence(text) for name, text in rule_text.items()}
+    expander = _Expander(lists, rules, where)
+    phrases: List[Phrase] = []
+    for template in templates:
+        expression = parse_sentence(template).expression
+        if expander.count(expression, depth=0) <= per_template:
+            drawn: Iterable[Expansion] = expander.expand(expression, depth=0)
+        else:
+            drawn = (expander.draw(expression, rng, depth=0) for _ in range(per_template))
+        phrases.extend(Phrase(" ".join(text.split()), slots) for text, slots in drawn)
     return phrases
 
 
@@ -159,6 +208,61 @@ class _Expander:
             yield from self.expand(rule.expression, depth + 1)
         else:
             raise InputError(f"{self.where}: unsupported template element {type(expression).__name__}")
+
+    def count(self, expression: Any, depth: int) -> int:
+        """How many (text, slots) `expand` yields, without expanding."""
+        from hassil.expression import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
+            Alternative,
+            ListReference,
+            Permutation,
+            RuleReference,
+            Sequence,
+        )
+
+        if depth > 32:
+            raise InputError(f"{self.where}: expansion rules refer to each other in a loop")
+        if isinstance(expression, Alternative):
+            return sum(self.count(item, depth + 1) for item in expression.items)
+        if isinstance(expression, (Sequence, Permutation)):
+            total = math.prod(self.count(item, depth + 1) for item in expression.items)
+            return (
+                total * math.factorial(len(expression.items))
+                if isinstance(expression, Permutation)
+                else total
+            )
+        if isinstance(expression, ListReference):
+            return len(self.lists.get(expression.list_name, [None]))
+        if isinstance(expression, RuleReference) and expression.rule_name in self.rules:
+            return self.count(self.rules[expression.rule_name].expression, depth + 1)
+        return 1
+
+    def draw(self, expression: Any, rng: Any, depth: int) -> Expansion:
+        """One expansion at random, each of the `count` equally likely."""
+        from hassil.expression import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
+            Alternative,
+            ListReference,
+            Permutation,
+            RuleReference,
+            Sequence,
+        )
+
+        if isinstance(expression, Alternative):
+            weights = [self.count(item, depth + 1) for item in expression.items]
+            return self.draw(rng.choices(expression.items, weights)[0], rng, depth + 1)
+        if isinstance(expression, (Sequence, Permutation)):
+            items = list(expression.items)
+            separator = ""
+            if isinstance(expression, Permutation):
+                rng.shuffle(items)
+                separator = " "
+            parts = [self.draw(item, rng, depth + 1) for item in items]
+            return separator.join(t for t, _ in parts), tuple(slot for _, found in parts for slot in found)
+        if isinstance(expression, ListReference) and expression.list_name in self.lists:
+            spoken, value = rng.choice(self.lists[expression.list_name])
+            return spoken, ((expression.slot_name, value),)
+        if isinstance(expression, RuleReference) and expression.rule_name in self.rules:
+            return self.draw(self.rules[expression.rule_name].expression, rng, depth + 1)
+        return next(iter(self.expand(expression, depth)))  # text (or an undefined name: its error)
 
     def _sequence(self, items: List[Any], depth: int, separator: str) -> Iterator[Expansion]:
         parts = [list(self.expand(item, depth + 1)) for item in items]

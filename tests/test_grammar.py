@@ -208,3 +208,23 @@ def test_cli_listen_grammar_prints_commands(tone_bundle: Path, command_files, tm
     assert cli_main(["-v", *argv]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "face bead (1.00)" and lines[1].startswith("none (best") and "heard: ace" in lines[1]
+
+
+def test_templates_too_large_are_refused_before_expanding(tmp_path: Path) -> None:
+    pytest.importorskip("hassil")
+    path = tmp_path / "huge.txt"
+    path.write_text("set {a:1-2000} to {b:1-2000}\n")  # 4 million phrases
+    with pytest.raises(InputError, match="expand to 4000000 phrases"):
+        Grammar.from_file(path)
+
+
+def test_sampled_templates_draw_within_the_expansion() -> None:
+    pytest.importorskip("hassil")
+    from edge_asr.templates import expand_sentences, sample_sentences
+
+    lists = {"n": [(str(i), str(i)) for i in range(50)]}
+    rules = {"v": "(set|put)"}
+    whole = {(p.text, p.slots) for p in expand_sentences(["<v> [the] {n} [now]"], lists, rules)}
+    drawn = sample_sentences(["<v> [the] {n} [now]"], lists, rules, per_template=40, seed=3)
+    assert len(whole) == 400 and len(drawn) == 40 and {(p.text, p.slots) for p in drawn} <= whole
+    assert len({p.text.split()[0] for p in drawn}) == 2  # both alternatives of the rule are drawn
