@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -105,6 +105,7 @@ def ha_phrases(home: Dict[str, List[str]], where: str) -> List[Phrase]:
     from home_assistant_intents import get_intents
 
     data = get_intents("en")
+    assert data is not None, "home-assistant-intents has no English data"
     lists: Dict[str, List[Tuple[str, str]]] = {
         name: [(v, v) for v in values] for name, values in home.items()
     }
@@ -188,7 +189,7 @@ def command_figures(asr, compiled, inside, outside, noise, min_confidence) -> Di
 
 def pick_threshold(asr, compiled, inside, outside, noise) -> float:
     """The threshold with the fewest errors (missed or wrong commands plus false accepts)."""
-    best = (10**9, 0.0)
+    best: Tuple[float, float] = (float("inf"), 0.0)
     for threshold in np.arange(0.05, 0.951, 0.05):
         f = command_figures(asr, compiled, inside, outside, noise, float(threshold))
         errors = (
@@ -330,7 +331,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{len(inside)} in-grammar, {len(outside)} out-of-grammar utterances, {len(noise)} noise clips",
         flush=True,
     )
-    results: Dict[str, object] = {"phrases": len(grammar), "voices": list(speakers)}
+    results: Dict[str, Any] = {"phrases": len(grammar), "voices": list(speakers)}
     if args.pick:
         threshold = pick_threshold(asr, compiled, inside, outside, noise)
         print(f"picked min_confidence {threshold}")
@@ -366,16 +367,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for boost in boosts:
         lm_hot = EdgeTranscriber(options=TranscribeOptions(hotwords=Hotwords.from_list(NAMES, boost)))
         figures = hotword_figures(lm_plain, lm_hot, name_utts, plain_utts)
-        results["hotwords"][boost] = figures  # type: ignore[index]
+        results["hotwords"][boost] = figures
         print(f"hotwords, boost {boost}: {json.dumps(figures)}", flush=True)
     if not args.pick:
-        g = results["grammar"]  # type: ignore[assignment]
-        h = list(results["hotwords"].values())[0]  # type: ignore[attr-defined]
-        ms = results["ms_per_utterance"]  # type: ignore[assignment]
+        g = results["grammar"]
+        h = list(results["hotwords"].values())[0]
+        ms = results["ms_per_utterance"]
         print("\ntargets (issue 18):")
-        print(f"  in-grammar commands right  {g['accuracy']:.3f}  (>= {TARGETS['accuracy']})")  # type: ignore[index]
-        print(f"  false accepts, out-of-gr.  {g['false_accepts']:.3f}  (<= {TARGETS['false_accepts']})")  # type: ignore[index]
-        print(f"  1k-phrase decode, ms       {ms.get(1000, float('nan')):.1f}  (< {TARGETS['ms_1k']})")  # type: ignore[union-attr]
+        print(f"  in-grammar commands right  {g['accuracy']:.3f}  (>= {TARGETS['accuracy']})")
+        print(f"  false accepts, out-of-gr.  {g['false_accepts']:.3f}  (<= {TARGETS['false_accepts']})")
+        print(f"  1k-phrase decode, ms       {ms.get(1000, float('nan')):.1f}  (< {TARGETS['ms_1k']})")
         print(
             f"  hotword recall             {h['recall_hot']:.3f}  (>= {TARGETS['hotword_recall']}; "
             f"without hotwords {h['recall_plain']:.3f})"

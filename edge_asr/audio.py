@@ -95,7 +95,8 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
             f"audio array of shape {samples.shape} would be {frames} frame(s) of {channels} channels: "
             "arrays are (frames, channels). If yours is (channels, frames), pass samples.T"
         )
-    return samples.mean(axis=1, dtype=np.float32)
+    mono: np.ndarray = samples.mean(axis=1, dtype=np.float32)
+    return mono
 
 
 def as_float32(samples: np.ndarray) -> np.ndarray:

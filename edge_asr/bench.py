@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -270,7 +270,7 @@ def run_configuration(
     return result
 
 
-def _run_isolated(args: tuple) -> ConfigResult:
+def _run_isolated(args: Tuple[Any, ...]) -> ConfigResult:
     # Logging in a spawned child starts unconfigured; keep it as quiet as the parent's default.
     logging.basicConfig(level=logging.WARNING)
     return run_configuration(*args)
@@ -349,7 +349,7 @@ def _default_chunk_seconds() -> float:
     return TranscribeOptions.chunk_seconds
 
 
-def _in_child(args: tuple) -> ConfigResult:
+def _in_child(args: Tuple[Any, ...]) -> ConfigResult:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         try:

@@ -371,7 +371,8 @@ class GrammarDecoder:
     def phrase_scores(self) -> np.ndarray:
         """log P(audio so far | phrase) for each phrase (-inf where it cannot fit or was pruned)."""
         ends = self.grammar.phrase_node
-        return np.logaddexp(self._blank_end[ends], self._token_end[ends])
+        scores: np.ndarray = np.logaddexp(self._blank_end[ends], self._token_end[ends])
+        return scores
 
     def finish(self) -> Tuple[np.ndarray, np.ndarray]:
         g = self.grammar
@@ -427,7 +428,8 @@ def _children(g: CompiledGrammar, nodes: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     starts = np.repeat(g.first_child[nodes], counts)
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    return starts + offsets
+    children: np.ndarray = starts + offsets
+    return children
 
 
 def _collapse(ids: np.ndarray, vocab: Vocabulary) -> List[int]:

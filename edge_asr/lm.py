@@ -213,14 +213,14 @@ def check_fits(order: int, tokens: int) -> None:
         )
 
 
-def _lookup(keys: array, values: array, key: int) -> Optional[float]:
+def _lookup(keys: array[int], values: array[float], key: int) -> Optional[float]:
     at = bisect_left(keys, key)
     if at < len(keys) and keys[at] == key:
-        return values[at]
+        return float(values[at])
     return None
 
 
-def _as_array(values: np.ndarray, typecode: str) -> array:
+def _as_array(values: np.ndarray, typecode: str) -> array[Any]:
     packed = array(typecode)
     packed.frombytes(np.ascontiguousarray(values, dtype=packed.typecode).tobytes())
     return packed

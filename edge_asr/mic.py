@@ -42,7 +42,8 @@ def import_sounddevice() -> ModuleType:
         ) from None
     except OSError as exc:  # sounddevice raises OSError when it cannot load libportaudio
         raise DeviceError(f"cannot load the PortAudio library ({exc}); {PORTAUDIO_FIX}") from None
-    return sounddevice
+    module: ModuleType = sounddevice
+    return module
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,16 @@ def default_threads() -> int:
 
 def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     shifted = logits - logits.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    result: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    return result
 
 
 def normalize_utterance(samples: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance, as wav2vec2's feature extractor does (same epsilon)."""
     mean = samples.mean(dtype=np.float64)
     var = samples.var(dtype=np.float64)
-    return ((samples - mean) / np.sqrt(var + 1e-7)).astype(np.float32)
+    normalized: np.ndarray = ((samples - mean) / np.sqrt(var + 1e-7)).astype(np.float32)
+    return normalized
 
 
 class CtcModel:

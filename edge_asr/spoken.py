@@ -134,7 +134,7 @@ def _cardinal(token: str) -> str:
 
 
 def _expand_numbers(text: str) -> str:
-    def money(m: re.Match) -> str:
+    def money(m: re.Match[str]) -> str:
         dollars = int(m.group(1).replace(",", ""))
         words = f"{number_to_words(dollars)} dollar{'s' if dollars != 1 else ''}"
         if m.group(2) and int(m.group(2)):
@@ -142,10 +142,10 @@ def _expand_numbers(text: str) -> str:
             words += f" and {number_to_words(cents)} cent{'s' if cents != 1 else ''}"
         return words
 
-    def percent(m: re.Match) -> str:
+    def percent(m: re.Match[str]) -> str:
         return f"{_decimal_words(m.group(1))} percent"
 
-    def ordinal(m: re.Match) -> str:
+    def ordinal(m: re.Match[str]) -> str:
         value, suffix = int(m.group(1)), m.group(2).lower()
         expected = {1: "st", 2: "nd", 3: "rd"}.get(value % 10 if value % 100 not in (11, 12, 13) else 0, "th")
         if suffix != expected:
@@ -153,7 +153,7 @@ def _expand_numbers(text: str) -> str:
         return ordinal_to_words(value)
 
     # Clock times "7:30" -> "seven thirty"; "7:00"/"7:05" stay and are refused (o'clock/oh readings vary).
-    def clock(m: re.Match) -> str:
+    def clock(m: re.Match[str]) -> str:
         return f"{number_to_words(int(m.group(1)))} {number_to_words(int(m.group(2)))}"
 
     text = _CLOCK.sub(clock, text)

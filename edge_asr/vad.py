@@ -79,7 +79,8 @@ class EnergyVadOptions:
 def frame_energy_db(frames: np.ndarray) -> np.ndarray:
     """Mean-square energy of each row of [n, length] frames, in dBFS."""
     power = np.mean(np.square(frames, dtype=np.float64), axis=1)
-    return np.maximum(SILENCE_DB, 10.0 * np.log10(np.maximum(power, 1e-30))) + 3.0103  # sine peak 1 -> 0 dB
+    decibels: np.ndarray = np.maximum(SILENCE_DB, 10.0 * np.log10(np.maximum(power, 1e-30))) + 3.0103
+    return decibels  # a sine of peak 1 is 0 dB
 
 
 class EnergyVad:

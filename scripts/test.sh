@@ -11,5 +11,6 @@ echo "== ruff"
 python3 -m ruff check edge_asr train quantize benchmarks tests scripts
 echo "== mypy"
 python3 -m mypy
+python3 -m mypy --strict edge_asr  # the device side, which users import, is held to --strict
 echo "== pytest"
 python3 -m pytest -q "$@"
