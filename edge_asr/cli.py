@@ -27,6 +27,7 @@ from .errors import BundleError, EdgeASRError, InputError
 from .grammar import CommandMatch
 from .model import limit_heap_growth
 from .progress import Progress
+from .serve.command import add_serve_command  # light: wyoming and aiohttp load when `serve` runs
 from .transcriber import EdgeTranscriber, TranscribeOptions
 from .writers import FORMATS, get_writers
 
@@ -105,6 +106,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add_info_command(commands)
     add_bench_command(commands)
     add_listen_commands(commands)
+    add_serve_command(commands)
     args = parser.parse_args(argv)
     threads = getattr(args, "threads", None)
     if threads is not None and limits.THREADS.problem(threads):

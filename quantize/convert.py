@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,10 +20,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from edge_asr.atomic import publish_folder
 from edge_asr.audio import read_audio
 from edge_asr.bundle import FORMAT_VERSION, BundleMetadata, write_bundle
-from edge_asr.errors import BundleError
 
 from .errors import GuardError, QuantizeError
 from .evaluate import Evaluation, evaluate
@@ -34,6 +31,7 @@ from .manifest import EvalItem, read_manifest
 from .parity import ParityOptions, check_parity, make_session, probe_signal, run_graph
 from .report import report_data, write_report
 from .source import SourceModel, load_source
+from .staging import place_bundle, staged_bundle
 
 log = logging.getLogger(__name__)
 
@@ -159,32 +157,6 @@ def int8_smoke(fp32: Path, int8: Path, rate: int) -> float:
     if a.shape != b.shape:
         raise QuantizeError(f"the int8 graph outputs shape {b.shape}, the fp32 graph {a.shape}")
     return float((a.argmax(-1) == b.argmax(-1)).mean())
-
-
-@contextmanager
-def staged_bundle(out: Path) -> Iterator[Path]:
-    """A hidden folder beside `out` to build a bundle in, for `place_bundle` to rename into place.
-
-    If the build fails, the folder is removed so nothing half-written is left, and a BundleError
-    from edge_asr (a bundle that does not validate) becomes a QuantizeError with its message.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-    except BundleError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise QuantizeError(str(exc)) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def place_bundle(tmp: Path, out: Path, force: bool) -> None:
-    """Move the finished bundle into place; an existing one is replaced only with `force`."""
-    if out.exists() and not force:
-        raise QuantizeError(f"{out}: already exists; pass --force to replace it")
-    publish_folder(tmp, out)
 
 
 def convert(options: ConvertOptions, progress: Optional[ProgressFn] = None) -> ConvertResult:

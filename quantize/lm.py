@@ -32,12 +32,12 @@ from edge_asr.errors import BundleError
 from edge_asr.lm import CharNgramLM, WordNgramLM
 from edge_asr.text import TextNormalization
 
-from .convert import place_bundle, staged_bundle
 from .errors import QuantizeError
 from .lm_estimate import estimate, lm_token_sentences, read_sentences, to_model, word_model
 from .lm_files import char_lm_from_arpa, save_char_lm, save_word_lm
 from .lm_tune import LmScorer, tune, tune_words
 from .manifest import read_manifest
+from .staging import place_bundle, staged_bundle
 
 ProgressFn = Callable[[str], None]
 

@@ -11,12 +11,13 @@ from typing import Callable
 from edge_asr.bundle import FORMAT_VERSION, load_bundle, write_bundle
 from edge_asr.errors import BundleError
 
-from .convert import FP32_FILE, INT8_FILE, int8_smoke, place_bundle, staged_bundle
+from .convert import FP32_FILE, INT8_FILE, int8_smoke
 from .errors import QuantizeError
 from .evaluate import evaluate
 from .int8 import Int8Options, quantize_int8
 from .manifest import read_manifest
 from .report import REPORT_JSON, REPORT_MD, REPORT_PNG, report_data, write_report
+from .staging import place_bundle, staged_bundle
 
 ProgressFn = Callable[[str], None]
 

@@ -1,0 +1,528 @@
+"""`edge-asr serve` with the tone model: the queue, audio conversion, both protocols, and what bad or
+slow clients get. Real third-party clients with the default model: test_serve_clients.py; SIGTERM on a
+real process: test_serve_process.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import pytest
+
+aiohttp = pytest.importorskip("aiohttp")
+pytest.importorskip("wyoming")
+
+from serve_support import (  # noqa: E402
+    ServerThread,
+    audio_events,
+    int16_pcm,
+    read_until,
+    split_address,
+    texts,
+    wav_bytes,
+    wyoming_transcribe,
+)
+from tone_model import SAMPLE_RATE, SPEECH_TEXT, tone_audio  # noqa: E402
+from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop  # noqa: E402
+from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
+from wyoming.client import AsyncTcpClient  # noqa: E402
+from wyoming.event import Event  # noqa: E402
+from wyoming.info import Describe, Info  # noqa: E402
+
+from edge_asr import EdgeTranscriber  # noqa: E402
+from edge_asr.cli import main, parse_args  # noqa: E402
+from edge_asr.serve.engine import Busy, Engine, ModelSlots, PcmInput, ServeLimits, pcm_array  # noqa: E402
+from edge_asr.serve.wyoming_server import PROGRAM, STREAMING_PROGRAM  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def server(transcriber: EdgeTranscriber):
+    with ServerThread(transcriber) as running:
+        yield running
+
+
+def post_audio(url: str, data: bytes, **fields: str) -> Tuple[int, Any, Dict[str, str]]:
+    async def go() -> Tuple[int, Any, Dict[str, str]]:
+        form = aiohttp.FormData()
+        for name, value in fields.items():
+            form.add_field(name, value)
+        form.add_field("file", data, filename="clip.wav", content_type="audio/wav")
+        endpoint = url + "/v1/audio/transcriptions"
+        async with aiohttp.ClientSession() as session, session.post(endpoint, data=form) as response:
+            body = await response.text()
+            parsed = json.loads(body) if response.content_type == "application/json" else body
+            return response.status, parsed, dict(response.headers)
+
+    return asyncio.run(go())
+
+
+# -- the queue and the audio conversion -----------------------------------------------------------------
+
+
+def test_slots_run_n_queue_m_and_refuse_the_rest():
+    async def scenario() -> None:
+        slots = ModelSlots(running=1, queue=2, timeout=5.0)
+        await slots.acquire()  # runs
+        first = asyncio.ensure_future(slots.acquire())
+        second = asyncio.ensure_future(slots.acquire())
+        await asyncio.sleep(0)
+        assert slots.waiting == 2
+        with pytest.raises(Busy, match="--max-queue 2"):
+            await slots.acquire()  # the queue is full: refused at once
+        slots.release()  # passes to the first waiter, in order
+        await asyncio.sleep(0)
+        assert first.done() and not second.done() and slots.in_use == 1
+        second.cancel()  # a client that went away leaves the queue
+        await asyncio.sleep(0)
+        assert slots.waiting == 0
+        slots.release()
+        assert slots.in_use == 0 and slots.peak_waiting == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_waits_too_long_is_refused_as_busy():
+    async def scenario() -> None:
+        slots = ModelSlots(running=1, queue=5, timeout=0.05)
+        await slots.acquire()
+        with pytest.raises(Busy, match="--queue-timeout"):
+            await slots.acquire()
+        slots.release()
+        await slots.acquire()  # the expired waiter did not take the slot
+        assert slots.in_use == 1 and slots.waiting == 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_every_pcm_width_decodes_to_the_same_samples(width):
+    values = np.array([0.0, 0.5, -0.5, 0.25, -1.0], dtype=np.float64)
+    if width == 1:
+        raw = ((values * 128) + 128).clip(0, 255).astype(np.uint8).tobytes()
+    elif width == 3:
+        ints = (values * 2**23).clip(-(2**23), 2**23 - 1).astype("<i4")
+        raw = b"".join(int(v).to_bytes(3, "little", signed=True) for v in ints)
+    else:
+        dtype = "<i2" if width == 2 else "<i4"
+        raw = (values * 2 ** (8 * width - 1)).astype(dtype).tobytes()
+    stream = PcmInput(8000, width, 1)
+    mono = np.concatenate([stream.mono(raw[:3]), stream.mono(raw[3:])])  # a chunk may end mid-frame
+    assert mono.shape == (5,) and stream.frames == 5
+    np.testing.assert_allclose(mono, values, atol=1 / 128)
+    assert pcm_array(raw, width, 1).shape == (5, 1)
+
+
+def test_bad_pcm_formats_are_refused():
+    from edge_asr.errors import AudioError
+
+    for rate, width, channels in [(4000, 2, 1), (16000, 5, 1), (16000, 2, 0), (16000, 2, 65), ("x", 2, 1)]:
+        with pytest.raises(AudioError):
+            PcmInput(rate, width, channels)
+
+
+def test_limits_are_checked_as_flags():
+    from edge_asr.errors import InputError
+
+    with pytest.raises(InputError, match="--max-concurrent"):
+        ServeLimits(max_concurrent=0).validate()
+    with pytest.raises(InputError, match="--read-timeout"):
+        ServeLimits(read_timeout=float("nan")).validate()
+
+
+# -- the command line -----------------------------------------------------------------------------------
+
+
+def test_serve_help_and_bad_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["serve", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: edge-asr serve" in out and "--max-concurrent" in out and "--no-lm" in out
+    assert main(["serve", "--http", ":8080"]) == 2
+    assert "give the host" in capsys.readouterr().err
+    assert main(["serve", "--wyoming", "udp://x:1"]) == 2
+    assert "tcp://HOST:PORT" in capsys.readouterr().err
+    assert main(["serve", "--max-queue", "-1"]) == 2
+    assert "--max-queue" in capsys.readouterr().err
+
+
+def test_without_the_serve_extra_the_error_says_how_to_install_it(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if it were not installed
+    assert main(["serve"]) == 2
+    assert "pip install '.[serve]'" in capsys.readouterr().err
+
+
+def test_the_cli_does_not_import_the_server_libraries():
+    code = "import sys, edge_asr.cli; print(sorted({'aiohttp', 'wyoming'} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+# -- Wyoming --------------------------------------------------------------------------------------------
+
+
+def test_describe_returns_a_valid_info(server):
+    async def go() -> Event:
+        async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+            await client.write_event(Describe().event())
+            return (await read_until(client, "info"))[-1]
+
+    info = Info.from_event(asyncio.run(go()))
+    assert [p.name for p in info.asr] == [PROGRAM, STREAMING_PROGRAM]
+    assert [p.supports_transcript_streaming for p in info.asr] == [False, True]
+    model = info.asr[0].models[0]
+    assert model.installed and model.languages == ["en"] and model.name == server.engine.model_name
+    assert info.asr[0].version and info.asr[0].attribution.name == "edge-asr"
+
+
+def test_wyoming_gives_the_text_transcribe_gives(server, transcriber, speech):
+    events = asyncio.run(wyoming_transcribe(server.wyoming_port, audio_events(int16_pcm(speech))))
+    assert [e.type for e in events] == ["transcript"]
+    expected = transcriber.transcribe(speech, sample_rate=SAMPLE_RATE).text
+    assert Transcript.from_event(events[0]).text == expected == SPEECH_TEXT
+
+
+def test_any_rate_width_and_channel_count(server):
+    from edge_asr.audio import resample
+
+    at_44k = resample(tone_audio("fed cab"), SAMPLE_RATE, 44100)
+    stereo = np.stack([at_44k, at_44k], axis=1)
+    ints = (np.clip(stereo, -1, 1) * 2**23).astype("<i4").reshape(-1)
+    pcm = b"".join(int(v).to_bytes(3, "little", signed=True) for v in ints)
+    events = audio_events(pcm, rate=44100, width=3, channels=2, chunk_bytes=1000)  # chunks end mid-frame
+    assert texts(asyncio.run(wyoming_transcribe(server.wyoming_port, events)), "transcript") == ["fed cab"]
+
+
+def test_several_requests_on_one_connection_and_an_audio_stop_without_audio(server, speech):
+    async def go() -> List[Event]:
+        async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+            answers: List[Event] = []
+            for events in (audio_events(int16_pcm(speech)), [AudioStop().event()], audio_events(b"")):
+                for event in events:
+                    await client.write_event(event)
+                answers += await read_until(client, "transcript", "error")
+            return answers
+
+    assert texts(asyncio.run(go()), "transcript") == [SPEECH_TEXT, "", ""]
+
+
+def streaming_audio() -> np.ndarray:
+    return np.concatenate([tone_audio("ab cd"), silence(1.5), tone_audio("ef"), silence(0.3)])
+
+
+def test_streaming_sends_an_utterance_while_audio_arrives_then_the_transcript(server):
+    """The streaming program: transcript-start, a chunk per utterance as soon as it ends (before the
+    client has sent all its audio), then the transcript (the chunks joined) and transcript-stop."""
+    audio = streaming_audio()
+    pcm = int16_pcm(audio)
+    pause_end = 2 * (len(tone_audio("ab cd")) + int(1.5 * SAMPLE_RATE))  # bytes up to the second utterance
+
+    async def go() -> Tuple[List[Event], List[Event]]:
+        async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+            await client.write_event(Event("select-program", {"name": STREAMING_PROGRAM}))
+            for event in audio_events(pcm[:pause_end])[:-1]:  # no audio-stop yet
+                await client.write_event(event)
+            early = await read_until(client, "transcript-chunk", timeout=10)
+            for offset in range(pause_end, len(pcm), 2048):
+                chunk = AudioChunk(rate=SAMPLE_RATE, width=2, channels=1, audio=pcm[offset : offset + 2048])
+                await client.write_event(chunk.event())
+            await client.write_event(AudioStop().event())
+            return early, await read_until(client, "transcript-stop")
+
+    early, late = asyncio.run(go())
+    assert [e.type for e in early] == ["transcript-start", "transcript-chunk"]
+    assert TranscriptStart.is_type(early[0].type)
+    assert texts(early, "transcript-chunk") == ["ab cd"]  # arrived before the client sent audio-stop
+    assert [e.type for e in late] == ["transcript-chunk", "transcript", "transcript-stop"]
+    chunks = texts(early + late, "transcript-chunk")
+    assert "".join(chunks) == texts(late, "transcript")[0] == "ab cd ef"
+    assert TranscriptChunk.from_event(late[0]).text == " ef" and TranscriptStop.is_type(late[-1].type)
+
+
+def test_the_streaming_program_can_be_the_default(transcriber, speech):
+    with ServerThread(transcriber, streaming_first=True) as running:
+        events = audio_events(int16_pcm(np.concatenate([speech, silence(0.3)])))
+        answer = asyncio.run(wyoming_transcribe(running.wyoming_port, events))
+    assert [e.type for e in answer] == ["transcript-start", "transcript-chunk", "transcript"]
+    assert texts(answer, "transcript") == [SPEECH_TEXT]
+
+
+async def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Write raw bytes, read until the server closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout)
+    writer.close()
+    return answer
+
+
+def error_of(answer: bytes) -> Dict[str, Any]:
+    header, _, rest = answer.partition(b"\n")
+    event = json.loads(header)
+    assert event["type"] == "error", answer[:200]
+    data: Dict[str, Any] = json.loads(rest[: event["data_length"]])
+    return data
+
+
+@pytest.mark.parametrize(
+    "garbage, code",
+    [
+        (b"\x00\xffnot json at all\n", "bad-event"),
+        (b'{"type": "audio-chunk", "payload_length": 99999999999}\n', "bad-event"),  # never read
+        (b'{"type": "audio-chunk", "data": {"rate": 16000}}\n', "bad-event"),  # width missing
+        (b'{"type": "audio-start", "data": {"rate": 16000, "width": 5, "channels": 1}}\n', "bad-audio"),
+        (b'{"type": "transcribe", "data": {"language": "de"}}\n', "unsupported-language"),
+        (b'{"type": "select-program", "data": {"name": "whisper"}}\n', "bad-event"),
+        (b"x" * 70000 + b"\n", "bad-event"),  # a header past 64 KB
+    ],
+)
+def test_garbage_gets_an_error_event_and_the_server_goes_on(server, speech, garbage, code):
+    answer = asyncio.run(raw_exchange(server.wyoming_port, garbage))
+    assert error_of(answer)["code"] == code
+    events = asyncio.run(wyoming_transcribe(server.wyoming_port, audio_events(int16_pcm(speech))))
+    assert texts(events, "transcript") == [SPEECH_TEXT]
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_client_that_disconnects_mid_audio_frees_its_state(server, speech):
+    for program in (PROGRAM, STREAMING_PROGRAM):
+
+        async def go(program: str = program) -> None:
+            async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+                await client.write_event(Event("select-program", {"name": program}))
+                for event in audio_events(int16_pcm(speech))[:-3]:  # stops mid-audio and leaves
+                    await client.write_event(event)
+                await asyncio.sleep(0.2)
+                assert server.engine.stats.active == 1
+
+        before = server.engine.stats.failed
+        asyncio.run(go())
+        assert wait_until(lambda: server.engine.stats.active == 0)
+        assert server.engine.stats.failed == before + 1
+    events = asyncio.run(wyoming_transcribe(server.wyoming_port, audio_events(int16_pcm(speech))))
+    assert texts(events, "transcript") == [SPEECH_TEXT]
+
+
+def test_audio_past_the_limit_and_a_stalled_client_get_errors(transcriber, speech):
+    limits = ServeLimits(max_audio_seconds=1.0, read_timeout=0.5)
+    with ServerThread(transcriber, limits) as running:
+        events = audio_events(int16_pcm(np.concatenate([speech, speech])))
+        answer = asyncio.run(wyoming_transcribe(running.wyoming_port, events))
+        assert answer[-1].type == "error" and answer[-1].data["code"] == "too-long"
+
+        async def stall() -> List[Event]:
+            async with AsyncTcpClient("127.0.0.1", running.wyoming_port) as client:
+                await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+                return await read_until(client, "error", timeout=5)  # sends nothing more
+
+        answer = asyncio.run(stall())
+        assert answer[-1].data["code"] == "timeout"
+        assert wait_until(lambda: running.engine.stats.active == 0)
+
+
+# -- HTTP -----------------------------------------------------------------------------------------------
+
+
+def test_http_response_formats(server, speech):
+    data = wav_bytes(speech)
+    status, body, _ = post_audio(server.http_url, data, model="whisper-1")
+    assert status == 200 and body["text"] == SPEECH_TEXT and body["usage"]["type"] == "duration"
+    status, body, headers = post_audio(server.http_url, data, response_format="text")
+    assert status == 200 and body == SPEECH_TEXT + "\n" and headers["Content-Type"].startswith("text/plain")
+    status, body, _ = post_audio(server.http_url, data, response_format="verbose_json", language="en")
+    assert body["text"] == SPEECH_TEXT and body["language"] == "english"
+    assert [w["word"] for w in body["words"]] == SPEECH_TEXT.split()
+    assert body["segments"][0]["text"] == SPEECH_TEXT and body["segments"][0]["end"] > 0
+    status, body, _ = post_audio(server.http_url, data, response_format="srt")
+    assert body.startswith("1\n00:00:00,") and SPEECH_TEXT in body
+    status, body, _ = post_audio(server.http_url, data, response_format="vtt")
+    assert body.startswith("WEBVTT") and SPEECH_TEXT in body
+
+
+@pytest.mark.parametrize(
+    "fields, data, status, code",
+    [
+        ({"language": "de"}, "speech", 400, "unsupported_language"),
+        ({"response_format": "xml"}, "speech", 400, "invalid_response_format"),
+        ({}, b"this is no audio", 400, "invalid_audio"),
+        ({}, b"RIFF\x24\x00\x00\x00WAVEfmt ", 400, "invalid_audio"),
+    ],
+)
+def test_http_bad_requests_get_4xx_in_openai_shape(server, speech, fields, data, status, code):
+    got, body, _ = post_audio(server.http_url, wav_bytes(speech) if data == "speech" else data, **fields)
+    assert got == status and body["error"]["code"] == code and body["error"]["message"]
+
+
+def test_http_health_models_and_unknown_paths(server):
+    async def go() -> List[Tuple[int, Any]]:
+        async with aiohttp.ClientSession() as session:
+            out = []
+            for method, path in [
+                ("GET", "/health"),
+                ("GET", "/v1/models"),
+                ("GET", "/nope"),
+                ("GET", "/v1/audio/transcriptions"),
+            ]:
+                async with session.request(method, server.http_url + path) as response:
+                    out.append((response.status, await response.json()))
+            async with session.post(server.http_url + "/v1/audio/transcriptions", data=b"x") as response:
+                out.append((response.status, await response.json()))
+            return out
+
+    (health, models, missing, wrong_method, not_multipart) = asyncio.run(go())
+    assert health[0] == 200 and health[1]["status"] == "ok" and health[1]["model"] == server.engine.model_name
+    assert models[1]["data"][0]["id"] == server.engine.model_name
+    assert missing[0] == 404 and "error" in missing[1]
+    assert wrong_method[0] == 405
+    assert not_multipart[0] == 400 and not_multipart[1]["error"]["code"] == "invalid_content_type"
+
+
+def two_hour_wav_header() -> bytes:
+    frames = 2 * 3600 * SAMPLE_RATE
+    return wav_bytes(np.zeros(0, dtype=np.float32))[:40] + (2 * frames).to_bytes(4, "little")
+
+
+def multipart_head(boundary: str) -> bytes:
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="long.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode() + two_hour_wav_header()
+
+
+def test_a_two_hour_upload_is_refused_before_its_body_is_read(server):
+    """Content-Length says 230 MB: 413 at once, the body is never read (and with `Expect: 100-continue`
+    the client is told before it sends any)."""
+    body_size = 2 * 2 * 3600 * SAMPLE_RATE + 300
+    for expect in (False, True):
+        head = (
+            f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {body_size}\r\n"
+            "Content-Type: multipart/form-data; boundary=BOUNDARY\r\n"
+            + ("Expect: 100-continue\r\n" if expect else "")
+            + "\r\n"
+        ).encode()
+        with socket.create_connection(split_address(server.http_url), timeout=10) as sock:
+            sock.sendall(head if expect else head + multipart_head("BOUNDARY"))
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+        assert b"upload_too_large" in answer and b"--max-upload-mb" in answer
+
+
+def test_a_chunked_upload_is_cut_off_at_the_limit(transcriber):
+    """No Content-Length (chunked): the server reads up to --max-upload-mb, answers 413 and stops."""
+    with ServerThread(transcriber, ServeLimits(max_upload_mb=1.0)) as running:
+        sent = 0
+
+        async def body() -> Any:
+            nonlocal sent
+            yield multipart_head("BOUNDARY")
+            while sent < 230_000_000:
+                sent += 65536
+                yield bytes(65536)
+
+        async def go() -> Tuple[int, Any]:
+            headers = {"Content-Type": "multipart/form-data; boundary=BOUNDARY"}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    running.http_url + "/v1/audio/transcriptions", data=body(), headers=headers
+                ) as response,
+            ):
+                return response.status, await response.json()
+
+        try:
+            status, answer = asyncio.run(go())
+        except aiohttp.ClientError:  # the server may close while the client still writes
+            status, answer = 413, {"error": {"code": "upload_too_large"}}
+        assert status == 413 and answer["error"]["code"] == "upload_too_large"
+        # The server reads 1 MB, answers, then drops what comes for 1 s (aiohttp's lingering close) and
+        # closes: the client is stopped long before its 230 MB (about 5 MB here).
+        assert sent < 115_000_000
+        assert wait_until(lambda: running.engine.stats.active == 0)
+
+
+def test_audio_longer_than_the_limit_is_refused_from_its_header(transcriber):
+    with ServerThread(transcriber, ServeLimits(max_audio_seconds=2.0)) as running:
+        status, body, _ = post_audio(running.http_url, wav_bytes(silence(3.0)))
+    assert (
+        status == 413
+        and body["error"]["code"] == "audio_too_long"
+        and "at most 2 s" in body["error"]["message"]
+    )
+
+
+# -- many clients at once -------------------------------------------------------------------------------
+
+
+class SlowEngine(Engine):
+    """The tone model takes microseconds; 0.2 s per transcription makes the queue fill up."""
+
+    def transcribe_upload(self, data: bytes) -> Any:
+        time.sleep(0.2)
+        return super().transcribe_upload(data)
+
+    def transcribe_samples(self, samples: np.ndarray) -> Any:
+        time.sleep(0.2)
+        return super().transcribe_samples(samples)
+
+
+def test_twenty_clients_at_once_are_each_answered(transcriber, speech):
+    """10 Wyoming and 10 HTTP clients at once, 1 running and 4 queued: every one gets the transcript or
+    a busy error; the queue never holds more than 4; nothing is left behind."""
+    engine = SlowEngine(transcriber, ServeLimits(max_concurrent=1, max_queue=4))
+    with ServerThread(transcriber, engine=engine) as running:
+        pcm, wav = int16_pcm(speech), wav_bytes(speech)
+
+        async def wyoming_client() -> str:
+            events = await wyoming_transcribe(running.wyoming_port, audio_events(pcm))
+            last = events[-1]
+            return str(last.data["text"]) if last.type == "transcript" else f"busy:{last.data['code']}"
+
+        async def http_client(session: Any) -> str:
+            form = aiohttp.FormData()
+            form.add_field("file", wav, filename="a.wav")
+            async with session.post(running.http_url + "/v1/audio/transcriptions", data=form) as response:
+                body = await response.json()
+                if response.status == 200:
+                    return str(body["text"])
+                assert response.status == 503 and response.headers["Retry-After"]
+                return f"busy:{body['error']['code']}"
+
+        async def go() -> List[str]:
+            async with aiohttp.ClientSession() as session:
+                jobs = [wyoming_client() for _ in range(10)] + [http_client(session) for _ in range(10)]
+                return list(await asyncio.gather(*jobs))
+
+        answers = asyncio.run(go())
+        done = [a for a in answers if not a.startswith("busy")]
+        busy = [a for a in answers if a.startswith("busy")]
+        assert len(answers) == 20 and set(done) == {SPEECH_TEXT} and len(done) >= 5
+        assert busy and set(busy) <= {"busy:busy", "busy:server_busy"}
+        assert engine.slots.peak_waiting == 4
+        stats = engine.stats
+        assert stats.requests == 20 and stats.completed == len(done) and stats.busy == len(busy)
+        assert wait_until(lambda: stats.active == 0 and engine.slots.in_use == 0)
