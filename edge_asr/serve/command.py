@@ -59,8 +59,7 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         type=int,
         default=defaults.max_concurrent,
         metavar="N",
-        help=f"transcriptions run at once (default {defaults.max_concurrent}: on 2 cores running them one "
-        "at a time gave the most throughput, see docs/serve.md)",
+        help=f"model jobs run at once (default {defaults.max_concurrent})",
     )
     group.add_argument(
         "--max-queue",
