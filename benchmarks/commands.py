@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_asr import EdgeTranscriber  # noqa: E402
 from edge_asr.errors import InputError  # noqa: E402
-from edge_asr.grammar import Grammar, GrammarDecoder, Phrase, phrase_tokens  # noqa: E402
+from edge_asr.grammar import DEFAULT_MIN_CONFIDENCE, Grammar, GrammarDecoder, Phrase, phrase_tokens  # noqa: E402
 from edge_asr.hotwords import Hotwords  # noqa: E402
 from edge_asr.spoken import number_to_words  # noqa: E402
 from edge_asr.templates import sample_sentences  # noqa: E402
@@ -171,35 +171,41 @@ def recognize(asr: EdgeTranscriber, compiled, log_probs: np.ndarray, min_confide
     return decoder.match
 
 
-def command_figures(asr, compiled, inside, outside, noise, min_confidence) -> Dict[str, float]:
+def best_matches(asr, compiled, log_probs: Sequence[np.ndarray]) -> List[Any]:
+    """Each utterance's best phrase and confidence, decoded once (min_confidence 0 accepts all)."""
+    return [recognize(asr, compiled, lp, 0.0) for lp in log_probs]
+
+
+def command_figures(inside, outside, noise, threshold: float) -> Dict[str, float]:
+    """Accuracy and false accepts at `threshold`, from `best_matches` of each set."""
     right = sum(
         1
-        for u, lp in inside
-        if (m := recognize(asr, compiled, lp, min_confidence)).phrase == u.phrase.text
-        and m.slots == u.phrase.slot_dict
+        for u, m in inside
+        if m.confidence >= threshold and m.phrase == u.phrase.text and m.slots == u.phrase.slot_dict
     )
-    false_outside = sum(1 for _, lp in outside if recognize(asr, compiled, lp, min_confidence).matched)
-    false_noise = sum(1 for lp in noise if recognize(asr, compiled, lp, min_confidence).matched)
     return {
         "accuracy": right / max(1, len(inside)),
-        "false_accepts": false_outside / max(1, len(outside)),
-        "false_accepts_noise": false_noise / max(1, len(noise)),
+        "false_accepts": sum(m.confidence >= threshold for m in outside) / max(1, len(outside)),
+        "false_accepts_noise": sum(m.confidence >= threshold for m in noise) / max(1, len(noise)),
     }
 
 
-def pick_threshold(asr, compiled, inside, outside, noise) -> float:
-    """The threshold with the fewest errors (missed or wrong commands plus false accepts)."""
-    best: Tuple[float, float] = (float("inf"), 0.0)
+def pick_threshold(inside, outside, noise) -> float:
+    """The threshold with the fewest errors (missed or wrong commands plus false accepts); of equal
+    ones, the middle of the best run."""
+    scored = []
     for threshold in np.arange(0.05, 0.951, 0.05):
-        f = command_figures(asr, compiled, inside, outside, noise, float(threshold))
+        f = command_figures(inside, outside, noise, float(threshold))
         errors = (
             (1 - f["accuracy"]) * len(inside)
             + f["false_accepts"] * len(outside)
             + f["false_accepts_noise"] * len(noise)
         )
         print(f"  min_confidence {threshold:.2f}: {f}", flush=True)
-        best = min(best, (errors, round(float(threshold), 2)))
-    return best[1]
+        scored.append((round(errors), round(float(threshold), 2)))
+    fewest = min(e for e, _ in scored)
+    best = [t for e, t in scored if e == fewest]
+    return best[len(best) // 2]
 
 
 def decode_times(
@@ -332,14 +338,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         flush=True,
     )
     results: Dict[str, Any] = {"phrases": len(grammar), "voices": list(speakers)}
+    matched_inside = list(zip([u for u, _ in inside], best_matches(asr, compiled, [lp for _, lp in inside])))
+    matched_outside = best_matches(asr, compiled, [lp for _, lp in outside])
+    matched_noise = best_matches(asr, compiled, noise)
     if args.pick:
-        threshold = pick_threshold(asr, compiled, inside, outside, noise)
+        threshold = pick_threshold(matched_inside, matched_outside, matched_noise)
         print(f"picked min_confidence {threshold}")
         results["min_confidence"] = threshold
     else:
-        figures = command_figures(
-            asr, compiled, inside, outside, noise, GrammarDecoder(compiled, 0.02).min_confidence
-        )
+        figures = command_figures(matched_inside, matched_outside, matched_noise, DEFAULT_MIN_CONFIDENCE)
         results["grammar"] = figures
         print(f"grammar: {json.dumps(figures)}")
         free: Dict[str, float] = {}

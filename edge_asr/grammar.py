@@ -38,8 +38,9 @@ from .errors import InputError
 from .spoken import spell_numbers
 from .text import TextNormalization
 
-EXACT_NODES = 50_000
-"""Tries up to this many nodes are scored exactly; larger ones with pruning."""
+EXACT_NODES = 2_000
+"""Tries up to this many nodes are scored exactly; larger ones with pruning (a 1k-phrase grammar of
+Home Assistant commands, 25k nodes: 148 ms exact, 15 ms pruned per 2 s utterance, same best phrase)."""
 PRUNE_NATS = 30.0
 """With pruning, nodes whose forward score falls this far below the frame's best are dropped."""
 MAX_PHRASES = 1_000_000
