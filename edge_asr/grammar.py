@@ -44,7 +44,7 @@ Home Assistant commands, 25k nodes: 148 ms exact, 15 ms pruned per 2 s utterance
 PRUNE_NATS = 30.0
 """With pruning, nodes whose forward score falls this far below the frame's best are dropped."""
 MAX_PHRASES = 1_000_000
-DEFAULT_MIN_CONFIDENCE = 0.35
+DEFAULT_MIN_CONFIDENCE = 0.25
 """Picked on synthetic validation voices (benchmarks/commands.py); never on real recordings."""
 NEG_INF = -np.inf
 _TEMPLATE_CHARS = re.compile(r"[()\[\]{}<>|]")

@@ -58,7 +58,7 @@ def test_in_grammar_speech_is_recognized_and_the_rest_rejected(transcriber: Edge
     assert match.start == pytest.approx(0.1, abs=0.03) and match.end == pytest.approx(2.4, abs=0.03)
     for outside in (tone_audio("ace"), tone_audio("abc fed abc fed"), np.zeros(16000, dtype=np.float32)):
         rejected = transcriber.recognize(outside, grammar, sample_rate=16000)
-        assert rejected.phrase is None and rejected.confidence < 0.35 and rejected.slots == {}
+        assert rejected.phrase is None and rejected.confidence < 0.25 and rejected.slots == {}
 
 
 def test_a_misheard_letter_still_finds_its_phrase(transcriber: EdgeTranscriber) -> None:
