@@ -287,7 +287,13 @@ def error_of(answer: bytes) -> Dict[str, Any]:
         (b"\x00\xffnot json at all\n", "bad-event"),
         (b'{"type": "audio-chunk", "payload_length": 99999999999}\n', "bad-event"),  # never read
         (b'{"type": "audio-chunk", "data": {"rate": 16000}}\n', "bad-event"),  # width missing
-        (b'{"type": "audio-start", "data": {"rate": 16000, "width": 5, "channels": 1}}\n', "bad-audio"),
+        (  # refused at audio-start: its chunks are dropped until audio-stop, then the connection closes
+            b'{"type": "audio-start", "data": {"rate": 16000, "width": 5, "channels": 1}}\n'
+            b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 5, "channels": 1},'
+            b' "payload_length": 5}\n'
+            b'12345{"type": "audio-stop"}\n',
+            "bad-audio",
+        ),
         (b'{"type": "transcribe", "data": {"language": "de"}}\n', "unsupported-language"),
         (b'{"type": "select-program", "data": {"name": "whisper"}}\n', "bad-event"),
         (b"x" * 70000 + b"\n", "bad-event"),  # a header past 64 KB
@@ -524,5 +530,5 @@ def test_twenty_clients_at_once_are_each_answered(transcriber, speech):
         assert busy and set(busy) <= {"busy:busy", "busy:server_busy"}
         assert engine.slots.peak_waiting == 4
         stats = engine.stats
+        assert wait_until(lambda: stats.active == 0 and engine.slots.in_use == 0)  # the last log lines
         assert stats.requests == 20 and stats.completed == len(done) and stats.busy == len(busy)
-        assert wait_until(lambda: stats.active == 0 and engine.slots.in_use == 0)

@@ -186,7 +186,7 @@ class ServeStats:
     completed: int = 0
     failed: int = 0
     busy: int = 0
-    active: int = 0  # requests being received or processed now (sessions holding audio or a stream)
+    active: int = 0  # requests in progress: receiving audio, waiting for a slot or running
 
 
 class Engine:
@@ -206,6 +206,22 @@ class Engine:
         metadata = transcriber.metadata
         self.model_name = metadata.name or transcriber.bundle.path.name
         self.sample_rate = metadata.sample_rate
+
+    def admit(self) -> None:
+        """Count a new request in (`stats.active` until the service ends it). `Busy` when
+        --max-concurrent + --max-queue requests are already in progress, receiving audio, waiting or
+        running: that bounds the audio the server holds at once, not only the model work."""
+        stats = self.stats
+        stats.requests += 1
+        most = self.limits.max_concurrent + self.limits.max_queue
+        if stats.active >= most:
+            stats.busy += 1
+            stats.failed += 1
+            raise Busy(
+                f"server busy: {stats.active} requests in progress (--max-concurrent "
+                f"{self.limits.max_concurrent} + --max-queue {self.limits.max_queue}); try again in a moment"
+            )
+        stats.active += 1
 
     async def run(self, job: Callable[[], T], timing: Optional[Timing] = None) -> T:
         """`job()` in the model pool once a slot is free (`Busy` when none comes); `timing.queued`

@@ -207,8 +207,11 @@ class HttpService:
         if refused is not None:
             log_request("http", client, 0.0, Timing(), f"{refused.status} refused before reading the upload")
             return refused
-        engine.stats.requests += 1
-        engine.stats.active += 1
+        try:
+            engine.admit()
+        except Busy as exc:
+            log_request("http", client, 0.0, Timing(), f"503 {exc}")
+            return error_response(503, str(exc), "server_busy")
         self.in_flight += 1
         self._idle.clear()
         timing = Timing()

@@ -204,6 +204,7 @@ class WyomingHandler:
         self.streaming = service.streaming_first
         self.request: Optional[_Request] = None
         self.busy = False  # handling an event (a transcription at audio-stop may take a while)
+        self.discarding = False  # a request was refused mid-audio: drop its chunks until audio-stop
         self.shutting_down = False
 
     # -- the connection ------------------------------------------------------------------------------
@@ -212,7 +213,8 @@ class WyomingHandler:
         limits = self.engine.limits
         try:
             while not (self.service.draining and self.request is None):
-                timeout = limits.read_timeout if self.request is not None else limits.idle_timeout
+                in_audio = self.request is not None or self.discarding
+                timeout = limits.read_timeout if in_audio else limits.idle_timeout
                 try:
                     event = await asyncio.wait_for(read_event(self.reader), timeout)
                 except asyncio.TimeoutError:
@@ -251,6 +253,8 @@ class WyomingHandler:
             if code == "busy":
                 self.engine.stats.busy += 1
             self.end_request(f"error {code}: {text}", failed=True)
+        elif code == "busy":  # refused before it started (Engine.admit)
+            log_request("wyoming", self.client, 0.0, Timing(), f"error busy: {text}")
         with contextlib.suppress(ConnectionError, asyncio.TimeoutError, RuntimeError):
             await self.write(Error(text=text, code=code).event())
 
@@ -282,12 +286,16 @@ class WyomingHandler:
             await self.fail(f"{event.type}: {detail}", "bad-event")
         except InputError as exc:
             await self.fail(str(exc), "unsupported-language" if "language" in str(exc) else "bad-event")
-        except TooLong as exc:
-            await self.fail(str(exc), "too-long")
-        except EdgeASRError as exc:  # AudioError: a format we cannot take
-            await self.fail(str(exc), "bad-audio")
-        except Busy as exc:
-            await self.fail(str(exc), "busy")
+        except (TooLong, EdgeASRError, Busy) as exc:  # EdgeASRError: AudioError, a format we cannot take
+            code = (
+                "too-long" if isinstance(exc, TooLong) else "busy" if isinstance(exc, Busy) else "bad-audio"
+            )
+            await self.fail(str(exc), code)
+            if AudioStart.is_type(event.type) or AudioChunk.is_type(event.type):
+                # Refused in the middle of its audio: the client is still sending, and would see a reset
+                # connection instead of this error if we closed now. Drop its audio until audio-stop.
+                self.discarding = True
+                return True
         except asyncio.TimeoutError:
             await self.fail("the client did not read the answer", "timeout")
         except (ConnectionError, asyncio.CancelledError):
@@ -299,6 +307,12 @@ class WyomingHandler:
 
     async def _dispatch(self, event: Event) -> bool:
         kind = event.type
+        if self.discarding:
+            if AudioChunk.is_type(kind):
+                return True
+            self.discarding = False
+            if AudioStop.is_type(kind):
+                return False  # the refused request is over (its error was sent): close
         if Describe.is_type(kind):
             await self.write(service_info(self.engine, self.service.streaming_first).event())
         elif kind == SELECT_PROGRAM:
@@ -326,10 +340,9 @@ class WyomingHandler:
 
     async def start_request(self, rate: object, width: object, channels: object) -> None:
         pcm = PcmInput(rate, width, channels)
+        self.engine.admit()
         stream = self.engine.transcriber.stream() if self.streaming else None
         self.request = _Request(self.engine, pcm, stream)
-        self.engine.stats.requests += 1
-        self.engine.stats.active += 1
         if stream is not None:
             await self.write(TranscriptStart(language=LANGUAGES[0]).event())
 
