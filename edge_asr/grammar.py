@@ -314,6 +314,7 @@ class GrammarDecoder:
         self._blank_end = np.full(n, NEG_INF)  # log P(frames so far, path at node, last frame blank)
         self._token_end = np.full(n, NEG_INF)  # ... last frame the node's token
         self._blank_end[0] = 0.0
+        self._alive = np.zeros(1, dtype=np.int64)  # with pruning: the nodes with a finite score
         self._log_probs: List[np.ndarray] = []
         self._free_score = 0.0
         self._greedy: List[np.ndarray] = []
@@ -333,10 +334,31 @@ class GrammarDecoder:
             self._step(row)
 
     def _step(self, row: np.ndarray) -> None:
+        """One frame of the forward pass: over every node, or with pruning over the nodes alive and
+        those they can reach (the rest stay -inf, so they need no work)."""
+        blank, token = self._blank_end, self._token_end
+        if not self.prune:
+            new_token = self._arrive(slice(1, None), row)
+            blank[:] = np.logaddexp(blank, token) + row[self.grammar.vocabulary.blank_id]
+            token[1:] = new_token
+            return
+        nodes = self._reachable()
+        inner = nodes[nodes > 0]
+        new_token = self._arrive(inner, row)
+        blank[nodes] = np.logaddexp(blank[nodes], token[nodes]) + row[self.grammar.vocabulary.blank_id]
+        token[inner] = new_token
+        ends_blank, ends_token = blank[nodes], token[nodes]
+        floor = max(ends_blank.max(), ends_token.max()) - PRUNE_NATS
+        blank[nodes[ends_blank < floor]] = NEG_INF
+        token[nodes[ends_token < floor]] = NEG_INF
+        self._alive = nodes[(ends_blank >= floor) | (ends_token >= floor)]
+
+    def _arrive(self, index: Union[slice, np.ndarray], row: np.ndarray) -> np.ndarray:
+        """log P(path at node `index`, last frame its token) after this frame, from the last frame's
+        scores: staying on the token, or entering it from the parent (or from before a skipped
+        word delimiter)."""
         g = self.grammar
         blank, token = self._blank_end, self._token_end
-        nodes = self._active() if self.prune else None
-        index = slice(1, None) if nodes is None else nodes
         parent = g.parent[index]
         stay = np.logaddexp(token[index], blank[parent])
         enter = np.where(g.repeat[index], NEG_INF, token[parent])
@@ -347,27 +369,17 @@ class GrammarDecoder:
             source = np.maximum(skip, 0)
             jump = np.logaddexp(blank[source], np.where(g.repeat_skip[index], NEG_INF, token[source]))
             arrive = np.where(has_skip, np.logaddexp(arrive, jump), arrive)
-        new_token = arrive + row[g.tokens[index]]
-        new_blank = np.logaddexp(blank, token) + row[g.vocabulary.blank_id]
-        if nodes is None:
-            token[1:] = new_token
-        else:
-            token[nodes] = new_token
-        blank[:] = new_blank
-        if self.prune:
-            floor = max(blank.max(), token.max()) - PRUNE_NATS
-            blank[blank < floor] = NEG_INF
-            token[token < floor] = NEG_INF
+        result: np.ndarray = arrive + row[g.tokens[index]]
+        return result
 
-    def _active(self) -> np.ndarray:
+    def _reachable(self) -> np.ndarray:
         """Nodes that can have a path this frame: those alive, their children and, past a delimiter
-        child, its children (the delimiter skip)."""
+        child, its children (the delimiter skip); sorted, the root included while alive."""
         g = self.grammar
-        alive = np.flatnonzero(np.isfinite(self._blank_end) | np.isfinite(self._token_end))
-        kids = _children(g, alive)
+        kids = _children(g, self._alive)
         delimiters = kids[g.is_delimiter[kids]]
-        nodes = np.unique(np.concatenate((alive, kids, _children(g, delimiters))))
-        return nodes[nodes > 0]
+        reachable: np.ndarray = np.unique(np.concatenate((self._alive, kids, _children(g, delimiters))))
+        return reachable
 
     def phrase_scores(self) -> np.ndarray:
         """log P(audio so far | phrase) for each phrase (-inf where it cannot fit or was pruned)."""
