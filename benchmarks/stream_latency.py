@@ -6,10 +6,15 @@
 Measures, with speech synthesized by espeak-ng (a warbling tone if it is missing):
 
 1. latency from the end of speech to the final event, feeding 50 ms blocks at real-time pace (as a
-   microphone would), split into the endpoint wait (the trailing-silence rule) and the processing after it;
+   microphone would), split into the endpoint wait (the trailing-silence rule) and the processing after it,
+   with the final pass (`StreamOptions.final_pass`) on and off, side by side in one process; with each,
+   the final lines' CER against the sentences (espeak-ng only), CPU and model time per audio second
+   (the same audio fed as fast as possible), next to `edge-asr file`'s CER on the same audio (each
+   utterance with its surrounding pauses as one file, and the whole recording as one file);
 2. partial updates per second of speech;
 3. CPU seconds per second of audio (process CPU time, as fast as possible);
-4. model time and samples per hop for a 5 s and a 60 s utterance (must be the same);
+4. model time and samples per hop for a 5 s and a 60 s utterance (must be the same), and the final
+   pass's model time for each;
 5. RSS sampled every simulated minute of a long session (speech and pauses, as fast as possible).
 
 `--build-random base|tiny` exports a random-init wav2vec2 with `python -m quantize convert` (needs the
@@ -27,9 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -83,8 +88,9 @@ def trim(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
     return audio[loud[0] : loud[-1] + 1] if loud.size else audio
 
 
-def synthesize() -> List[np.ndarray]:
-    """Utterances at 16 kHz with no leading/trailing silence, so the end of speech is known exactly."""
+def synthesize() -> Tuple[List[np.ndarray], Optional[List[str]]]:
+    """Utterances at 16 kHz with no leading/trailing silence, so the end of speech is known exactly, and
+    what they say (None for the tone fallback)."""
     if shutil.which("espeak-ng"):
         import soundfile as sf
 
@@ -97,13 +103,13 @@ def synthesize() -> List[np.ndarray]:
                 )
                 audio, rate = sf.read(wav, dtype="float32")
                 out.append(trim(resample(audio, rate, RATE) * 0.8))
-        return out
+        return out, list(SENTENCES)
     rng = np.random.default_rng(0)
     out = []
     for seconds in (2.1, 2.7, 3.3, 1.8):
         t = np.arange(int(seconds * RATE)) / RATE
         out.append((0.2 * np.sin(2 * np.pi * (220 + 80 * np.sin(3 * t)) * t)).astype(np.float32))
-    return [o + 0.002 * rng.standard_normal(o.size).astype(np.float32) for o in out]
+    return [o + 0.002 * rng.standard_normal(o.size).astype(np.float32) for o in out], None
 
 
 def rss_mb() -> float:
@@ -118,20 +124,57 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def latency(asr: EdgeTranscriber, utterances: List[np.ndarray], options: StreamOptions) -> Dict[str, float]:
-    """Real-time paced: wall time from the block holding the last speech sample to the final event."""
-    stream = asr.stream(options)
-    gap = np.zeros(int(1.5 * RATE), np.float32)
-    noise = np.random.default_rng(1)
+GAP_SECONDS = 1.5
+
+
+def session_audio(utterances: List[np.ndarray], rounds: int) -> Tuple[np.ndarray, List[int]]:
+    """The utterances `rounds` times over with 1.5 s pauses in a quiet room, and where each one's speech
+    ends (samples)."""
+    gap = np.zeros(int(GAP_SECONDS * RATE), np.float32)
     audio_parts, speech_ends = [gap], []
-    for utt in utterances:
-        audio_parts.append(utt)
-        speech_ends.append(sum(p.size for p in audio_parts))
-        audio_parts.append(gap)
+    for _ in range(rounds):
+        for utt in utterances:
+            audio_parts.append(utt)
+            speech_ends.append(sum(p.size for p in audio_parts))
+            audio_parts.append(gap)
     audio = np.concatenate(audio_parts)
+    noise = np.random.default_rng(1)
     audio += 0.001 * noise.standard_normal(audio.size).astype(np.float32)  # a quiet room, not digital zero
+    return audio, speech_ends
+
+
+def cer(asr: EdgeTranscriber, references: List[str], hypotheses: List[str]) -> float:
+    import jiwer
+
+    norm = asr.metadata.text_normalization
+    return round(float(jiwer.cer([norm(r) for r in references], [norm(h) for h in hypotheses])), 4)
+
+
+def by_utterance(finals: List[Tuple[float, str]], speech_ends: List[int]) -> List[str]:
+    """Each utterance's final text: the finals whose end of speech falls in its span (a cut utterance
+    gives several)."""
+    texts: List[List[str]] = [[] for _ in speech_ends]
+    for end, text in finals:
+        index = next((i for i, e in enumerate(speech_ends) if end <= e / RATE + GAP_SECONDS / 2), -1)
+        texts[index].append(text)
+    return [" ".join(t for t in parts if t) for parts in texts]
+
+
+def latency(
+    asr: EdgeTranscriber,
+    utterances: List[np.ndarray],
+    options: StreamOptions,
+    references: Optional[List[str]] = None,
+    rounds: int = 1,
+) -> Dict[str, float]:
+    """Real-time paced: wall time from the block holding the last speech sample to the final event;
+    then the same audio as fast as possible for CPU and model time per audio second (the least of
+    three runs)."""
+    stream = asr.stream(options)
+    audio, speech_ends = session_audio(utterances, rounds)
     delivered: List[float] = []  # wall time at which each block "arrived"
     finals: List[Tuple[float, float]] = []  # (wall time of the final, stream end-of-speech)
+    texts: List[Tuple[float, str]] = []
     partials = 0
     processing: List[float] = []
     start = time.perf_counter()
@@ -147,26 +190,86 @@ def latency(asr: EdgeTranscriber, utterances: List[np.ndarray], options: StreamO
         for event in events:
             if event.is_final:
                 finals.append((now, event.end))
+                texts.append((event.end, event.text))
                 processing.append(now - t0)
             else:
                 partials += 1
+    for event in stream.flush():
+        texts.append((event.end, event.text))
     ms = []
     for end_sample in speech_ends:
         block_index = (end_sample - 1) // BLOCK
         wall_final = next((w for w, _ in finals if w >= delivered[block_index]), None)
         if wall_final is not None:
             ms.append(1000 * (wall_final - delivered[block_index]))
-    speech_seconds = sum(u.size for u in utterances) / RATE
-    return {
-        "utterances": len(utterances),
-        "finals": len(finals),
+    speech_seconds = rounds * sum(u.size for u in utterances) / RATE
+    paced = stream.stats
+    runs = []  # as fast as possible, three times: the least CPU (other work on the machine adds noise)
+    for _ in range(3):
+        fast = asr.stream(options)
+        cpu0 = time.process_time()
+        for i in range(0, audio.size, BLOCK):
+            fast.accept(audio[i : i + BLOCK], RATE)
+        fast.flush()
+        runs.append((time.process_time() - cpu0, fast.stats))
+    cpu, fast_stats = min(runs, key=lambda run: run[0])
+    audio_s = fast_stats.audio_seconds
+    figures: Dict[str, float] = {
+        "final_pass": options.final_pass,
+        "utterances": len(speech_ends),
+        "finals": len(texts),
         "end_of_speech_to_final_ms_median": round(statistics.median(ms), 1),
+        "end_of_speech_to_final_ms_p90": round(float(np.percentile(ms, 90)), 1),
         "end_of_speech_to_final_ms_max": round(max(ms), 1),
         "endpoint_wait_ms": 1000 * options.endpoint_silence,
         "processing_after_endpoint_ms_median": round(1000 * statistics.median(processing), 1),
+        "processing_after_endpoint_ms_p90": round(1000 * float(np.percentile(processing, 90)), 1),
         "processing_after_endpoint_ms_max": round(1000 * max(processing), 1),
+        "final_pass_ms_per_utterance": round(1000 * paced.final_pass_seconds / max(1, paced.final_passes), 1),
         "partials_per_speech_second": round(partials / speech_seconds, 2),
+        "cpu_s_per_audio_s": round(cpu / audio_s, 4),
+        "model_s_per_audio_s": round(fast_stats.model_seconds / audio_s, 4),
+        "final_pass_model_s_per_audio_s": round(fast_stats.final_pass_seconds / audio_s, 4),
     }
+    if references is not None:
+        figures["final_cer"] = cer(asr, references * rounds, by_utterance(texts, speech_ends))
+    return figures
+
+
+def file_cer(asr: EdgeTranscriber, utterances: List[np.ndarray], references: List[str]) -> Dict[str, float]:
+    """`edge-asr file`'s CER on the latency run's audio: each utterance with the pauses around it as
+    one file, and the whole recording as one file."""
+    audio, speech_ends = session_audio(utterances, 1)
+    gap = int(GAP_SECONDS * RATE)
+    clips = [audio[end - u.size - gap : end + gap] for u, end in zip(utterances, speech_ends)]
+    cpu0 = time.process_time()
+    each = [asr.transcribe(clip, sample_rate=RATE).text for clip in clips]
+    cpu = time.process_time() - cpu0
+    whole = asr.transcribe(audio, sample_rate=RATE).text
+    return {
+        "file_cer_each_utterance": cer(asr, references, each),
+        "file_cer_whole_recording": cer(asr, [" ".join(references)], [whole]),
+        "file_cpu_s_per_audio_s": round(cpu / (sum(c.size for c in clips) / RATE), 4),
+    }
+
+
+def compare(on: Dict[str, float], off: Dict[str, float], files: Dict[str, float]) -> str:
+    """The side-by-side table the latency step prints."""
+    rows = [
+        ("final CER", "final_cer"),
+        ("end of speech -> final, median ms", "end_of_speech_to_final_ms_median"),
+        ("end of speech -> final, p90 ms", "end_of_speech_to_final_ms_p90"),
+        ("processing after endpoint, median ms", "processing_after_endpoint_ms_median"),
+        ("final pass model ms per utterance", "final_pass_ms_per_utterance"),
+        ("CPU s per audio s", "cpu_s_per_audio_s"),
+        ("model s per audio s", "model_s_per_audio_s"),
+    ]
+    lines = [f"{'':40} {'final pass on':>14} {'off':>10}"]
+    for label, key in rows:
+        lines.append(f"{label:40} {on.get(key, '-')!s:>14} {off.get(key, '-')!s:>10}")
+    for key, value in files.items():
+        lines.append(f"{key.replace('_', ' '):40} {value!s:>14}")
+    return "\n".join(lines)
 
 
 def per_hop(asr: EdgeTranscriber, utterances: List[np.ndarray], seconds: int, options: StreamOptions) -> Dict:
@@ -191,7 +294,12 @@ def per_hop(asr: EdgeTranscriber, utterances: List[np.ndarray], seconds: int, op
     stream._log_probs = timed
     for i in range(0, audio.size, BLOCK):
         stream.accept(audio[i : i + BLOCK], RATE)
+    # The utterance ends at the flush: with the final pass, the runs from here on are the final pass
+    # (the hop runner's last run is skipped); without it, the hop runner's last run.
+    hop_runs = len(times) if options.final_pass else len(times) + 1
     stream.flush()
+    final = times[hop_runs:]
+    times, cpu, sizes = times[:hop_runs], cpu[:hop_runs], sizes[:hop_runs]
     steady = times[3:-1] or times
     steady_cpu = cpu[3:-1] or cpu
     return {
@@ -202,6 +310,8 @@ def per_hop(asr: EdgeTranscriber, utterances: List[np.ndarray], seconds: int, op
         "ms_per_hop_median": round(1000 * statistics.median(steady), 1),
         "ms_per_hop_p90": round(1000 * float(np.percentile(steady, 90)), 1),
         "cpu_ms_per_hop_median": round(1000 * statistics.median(steady_cpu), 1),
+        "final_pass_runs": len(final),
+        "final_pass_ms": round(1000 * sum(final), 1),
     }
 
 
@@ -265,6 +375,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--fp32", action="store_true")
     parser.add_argument("--session-minutes", type=float, default=30.0)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="times over the sentences in the latency step (default 2)"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=("latency", "hop", "session"))
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument(
@@ -281,7 +394,7 @@ def main() -> None:
         limit_heap_growth()  # as `edge-asr listen` does
     asr = EdgeTranscriber(model, quantized=not args.fp32, threads=args.threads)
     options = StreamOptions()
-    utterances = synthesize()
+    utterances, references = synthesize()
     report: Dict[str, object] = {
         "model": str(asr.model_path),
         "threads": asr.model.threads,
@@ -294,10 +407,13 @@ def main() -> None:
     report["rss_mb_loaded"] = rss_mb()
     print(json.dumps({"rss_mb_loaded": report["rss_mb_loaded"], "peak": peak_rss_mb()}), flush=True)
     if "latency" not in args.skip:
-        lat = latency(asr, utterances, options)
-        lat["rss_mb_after"], lat["peak_rss_mb_so_far"] = rss_mb(), peak_rss_mb()
-        report["latency"] = lat
+        on = latency(asr, utterances, replace(options, final_pass=True), references, args.rounds)
+        on["rss_mb_after"], on["peak_rss_mb_so_far"] = rss_mb(), peak_rss_mb()
+        off = latency(asr, utterances, replace(options, final_pass=False), references, args.rounds)
+        files = file_cer(asr, utterances, references) if references is not None else {}
+        report["latency"] = {"final_pass_on": on, "final_pass_off": off, "file": files}
         print(json.dumps({"latency": report["latency"]}), flush=True)
+        print(compare(on, off, files), flush=True)
     if "hop" not in args.skip:
         hops = [per_hop(asr, utterances, s, options) for s in (5, 60)]
         hops[-1]["rss_mb_after"], hops[-1]["peak_rss_mb_so_far"] = rss_mb(), peak_rss_mb()

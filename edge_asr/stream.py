@@ -19,15 +19,24 @@ How it works, and why the cost per hop is bounded:
 * Endpointing, after sherpa-onnx's three rules: an utterance ends after `endpoint_silence` of trailing
   silence once something was decoded (rule 2), after `endpoint_silence_no_text` when nothing was
   (rule 1: a cough or a door, no final line), or when it reaches `max_utterance_seconds` (rule 3).
-  At the end, the remaining frames run once (`WindowedRunner.finish`) and the committed frame labels
-  are decoded by `ctc.decode`, exactly as for a file, into the final event with word times.
-* Core frames also feed the utterance's `ctc.FrameDecoder`, the same decoder a file gets: with a
-  bundle language model a beam search (`beam.PrefixBeamDecoder`), whose best hypothesis is the final
-  text. Partials stay greedy, so they cost nothing extra and a final may correct the spelling its
-  partials showed.
+* The final pass (`StreamOptions.final_pass`, on by default): when an utterance ends, the model runs
+  once more over the utterance's whole audio (pre-roll + speech, the samples its runner was given)
+  with the file window plan (`Stream.final_plan`: 10 s cores with 1 s of context each side, as
+  `TranscribeOptions` has them), and a fresh decoder from `new_decoder` (the one a file gets: greedy,
+  a beam search with the bundle's language model, or a `grammar.GrammarDecoder`) decodes those
+  frames with `ctc.decode` into the final event with word times. So a final is exactly what
+  `transcribe()` gives for the utterance's audio: a Whisper encoder, which attends over its whole
+  window, reads the 2.5 s hop windows worse than long ones, and the final pass gives the final line
+  the file's accuracy for one more model run over the utterance, at most `max_utterance_seconds`
+  long (`StreamStats.final_pass_seconds`).
+* With `final_pass` False there is no extra run: the remaining frames run once
+  (`WindowedRunner.finish`) and the committed core frames, which also fed the utterance's decoder as
+  they arrived, are decoded into the final. Either way partials stay greedy, so they cost nothing
+  extra, and a final may correct the spelling its partials showed.
 
-Memory holds one window of samples plus one token id per frame of the current utterance (bounded by
-the maximum utterance length), so a session of any length runs in flat memory.
+Memory holds one window of samples plus one token id per frame of the current utterance, and with the
+final pass the utterance's samples (bounded by the maximum utterance length: 0.6 MB per 10 s at
+16 kHz), so a session of any length runs in flat memory.
 """
 
 from __future__ import annotations
@@ -72,6 +81,10 @@ class StreamOptions:
         preroll_seconds: audio before the detected onset that joins the utterance (onsets are quiet).
         min_speech_seconds: speech needed to start an utterance (ignores clicks).
         blank_penalty: see `TranscribeOptions.blank_penalty`.
+        final_pass: decode each final from one more model run over the utterance's whole audio with
+            the file window plan, so that it equals `transcribe()` of that audio (more accurate with
+            the default Whisper model); costs one model run over the utterance after its end. False:
+            finals from the committed hop frames, no extra run (the lowest final latency).
         vad: settings of the default energy detector (unused when `Stream` is given its own `vad`).
     """
 
@@ -84,6 +97,7 @@ class StreamOptions:
     preroll_seconds: float = 0.3
     min_speech_seconds: float = 0.06
     blank_penalty: float = 0.0
+    final_pass: bool = True
     vad: EnergyVadOptions = field(default_factory=EnergyVadOptions)
 
     def validate(self) -> None:
@@ -151,7 +165,11 @@ class StreamEvent:
 
 @dataclass
 class StreamStats:
-    """Counters of a stream's work, for benchmarks and summaries."""
+    """Counters of a stream's work, for benchmarks and summaries.
+
+    The model counters cover every run, hops and final passes; `final_passes` counts the final passes
+    (`StreamOptions.final_pass`) and `final_pass_seconds` is their share of `model_seconds`.
+    """
 
     audio_seconds: float = 0.0
     model_calls: int = 0
@@ -160,6 +178,8 @@ class StreamStats:
     model_seconds: float = 0.0
     utterances: int = 0
     partials: int = 0
+    final_passes: int = 0
+    final_pass_seconds: float = 0.0
 
 
 class _TextBuilder:
@@ -191,8 +211,9 @@ class _Utterance:
     start_frame: int  # global frame index of the first sample given to the runner
     runner: WindowedRunner
     text: _TextBuilder
-    decoder: FrameDecoder  # the final text's decoder (committed core frames)
+    decoder: Optional[FrameDecoder]  # the final's decoder of committed core frames (no final pass)
     pending: List[np.ndarray] = field(default_factory=list)  # frames not yet pushed to the runner
+    audio: List[np.ndarray] = field(default_factory=list)  # samples given to the runner (final pass)
     frames: int = 0
     trailing: int = 0  # consecutive non-speech frames at the end
     last_speech_frame: int = 0
@@ -217,6 +238,9 @@ class Stream:
             about 20 ms: `frame_seconds`).
         new_decoder: makes the decoder of each utterance's final text (None: greedy with
             `options.blank_penalty`); `EdgeTranscriber.stream` gives its own, the one files get.
+        final_plan: the final pass's window plan (None: the one `TranscribeOptions()`'s defaults give,
+            10 s cores with 1 s of context each side); pass the transcriber's own so that finals equal
+            its `transcribe()`.
     """
 
     def __init__(
@@ -227,6 +251,7 @@ class Stream:
         options: Optional[StreamOptions] = None,
         vad: Optional[VoiceActivityDetector] = None,
         new_decoder: Optional[Callable[[], FrameDecoder]] = None,
+        final_plan: Optional[WindowPlan] = None,
     ):
         self.options = options or StreamOptions()
         self.options.validate()
@@ -252,6 +277,19 @@ class Stream:
             metadata.frame_stride,
             metadata.receptive_field,
         )
+        if final_plan is None:
+            from .transcriber import TranscribeOptions  # here: transcriber imports this module
+
+            defaults = TranscribeOptions()
+            final_plan = WindowPlan.from_seconds(
+                defaults.chunk_seconds,
+                defaults.context_seconds,
+                defaults.context_seconds,
+                metadata.sample_rate,
+                metadata.frame_stride,
+                metadata.receptive_field,
+            )
+        self.final_plan = final_plan
         self.stats = StreamStats()
         self._log_probs = log_probs
         self._last_output: Optional[np.ndarray] = None
@@ -380,7 +418,7 @@ class Stream:
             pending=list(self._preroll),
             frames=len(self._preroll),
             last_speech_frame=start_frame + len(self._preroll) - 1,
-            decoder=self._new_decoder(),
+            decoder=None if self.options.final_pass else self._new_decoder(),
         )
         self._preroll.clear()
         self._onset = 0
@@ -400,11 +438,19 @@ class Stream:
     def _commit(self, utt: _Utterance, cores: List[Tuple[int, np.ndarray]]) -> None:
         for _, core in cores:
             utt.text.add(best_path(core, self.metadata.blank_id, self.options.blank_penalty)[0])
-            utt.decoder.push(core)
+            if utt.decoder is not None:
+                utt.decoder.push(core)
 
-    def _push(self, utt: _Utterance, events: List[StreamEvent]) -> None:
+    def _take_pending(self, utt: _Utterance) -> np.ndarray:
+        """The utterance's frames not yet given to its runner, as one array (kept for a final pass)."""
         samples = np.concatenate(utt.pending) if len(utt.pending) > 1 else utt.pending[0]
         utt.pending.clear()
+        if self.options.final_pass:
+            utt.audio.append(samples)
+        return samples
+
+    def _push(self, utt: _Utterance, events: List[StreamEvent]) -> None:
+        samples = self._take_pending(utt)
         cores = list(utt.runner.push(samples))
         if not cores:
             return
@@ -438,16 +484,35 @@ class Stream:
             return "silence"
         return ""
 
+    def _final_pass(self, utt: _Utterance) -> FrameDecoder:
+        """A fresh decoder fed the utterance's whole audio windowed as a file is (`final_plan`)."""
+        model_seconds = self.stats.model_seconds
+        audio = np.concatenate(utt.audio) if utt.audio else _EMPTY
+        utt.audio.clear()
+        runner = WindowedRunner(self._run_model, self.final_plan)
+        decoder = self._new_decoder()
+        for _, log_probs in runner.push(audio):
+            decoder.push(log_probs)
+        for _, log_probs in runner.finish():
+            decoder.push(log_probs)
+        self.stats.final_passes += 1
+        self.stats.final_pass_seconds += self.stats.model_seconds - model_seconds
+        return decoder
+
     def _end(self, utt: _Utterance, reason: str, events: List[StreamEvent]) -> None:
         self._utterance = None
-        if utt.pending:
-            samples = np.concatenate(utt.pending)
-            utt.pending.clear()
-            self._commit(utt, list(utt.runner.push(samples)))
-        self._commit(utt, list(utt.runner.finish()))
-        ids, scores = utt.decoder.finish()
+        if utt.decoder is None:  # final pass: the hop runner's last frames are not needed
+            if utt.pending:
+                self._take_pending(utt)
+            decoder = self._final_pass(utt)
+        else:
+            if utt.pending:
+                self._commit(utt, list(utt.runner.push(self._take_pending(utt))))
+            self._commit(utt, list(utt.runner.finish()))
+            decoder = utt.decoder
+        ids, scores = decoder.finish()
         text, _, words = decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)
-        command = utt.decoder.match if isinstance(utt.decoder, GrammarDecoder) else None
+        command = decoder.match if isinstance(decoder, GrammarDecoder) else None
         if not text and not utt.shown:
             return  # noise: nothing was shown, nothing to finish
         offset = utt.start_frame * self.frame_seconds
