@@ -519,6 +519,10 @@ class Stream:
         shifted = tuple(
             replace(w, start=round(w.start + offset, 3), end=round(w.end + offset, 3)) for w in words
         )
+        if command is not None and command.matched:  # in stream seconds, like the words
+            command = replace(
+                command, start=round(command.start + offset, 3), end=round(command.end + offset, 3)
+            )
         end = self._seconds(utt.last_speech_frame + 1)
         events.append(
             StreamEvent(

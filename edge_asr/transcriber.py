@@ -323,7 +323,9 @@ class EdgeTranscriber:
             compiled = self.compile_grammar(grammar)
             GrammarDecoder(compiled, 1.0, min_confidence)  # checks min_confidence now, not per utterance
             new_decoder = partial(GrammarDecoder, compiled, self.metadata.frame_seconds, min_confidence)
-        return Stream(self.model.log_probs, self.metadata, self.vocabulary, options, vad, new_decoder)
+        return Stream(
+            self.model.log_probs, self.metadata, self.vocabulary, options, vad, new_decoder, self.plan
+        )
 
     def __repr__(self) -> str:
         return f"EdgeTranscriber(model={str(self.bundle.path)!r}, file={Path(self.model_path).name!r})"

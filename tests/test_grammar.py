@@ -156,6 +156,8 @@ def test_stream_finals_carry_the_command(transcriber: EdgeTranscriber) -> None:
     commands = [(e.text, e.command.phrase if e.command else "-") for e in finals]
     assert commands == [("bad cafe", "bad cafe"), ("", None)]  # "ace" is no command
     assert finals[0].to_dict()["command"]["phrase"] == "bad cafe"
+    command = finals[0].command
+    assert command is not None and command.start == pytest.approx(finals[0].words[0].start, abs=0.03)
 
 
 def test_alignment_puts_each_label_on_its_tone(transcriber: EdgeTranscriber) -> None:
