@@ -159,6 +159,13 @@ def _list_values(name: str, body: str, where: str) -> List[Tuple[str, str]]:
     return values
 
 
+def _hassil_expression() -> Any:
+    """hassil's expression classes (imported when a template is expanded: the `grammar` extra)."""
+    from hassil import expression  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    return expression
+
+
 class _Expander:
     """Walks hassil's parsed expression, yielding (text, slots) for every way it can be said."""
 
@@ -168,28 +175,21 @@ class _Expander:
         self.where = where
 
     def expand(self, expression: Any, depth: int) -> Iterator[Expansion]:
-        from hassil.expression import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
-            Alternative,
-            ListReference,
-            Permutation,
-            RuleReference,
-            Sequence,
-            TextChunk,
-        )
+        h = _hassil_expression()
 
         if depth > 32:
             raise InputError(f"{self.where}: expansion rules refer to each other in a loop")
-        if isinstance(expression, TextChunk):
+        if isinstance(expression, h.TextChunk):
             yield expression.original_text, ()
-        elif isinstance(expression, Alternative):
+        elif isinstance(expression, h.Alternative):
             for item in expression.items:
                 yield from self.expand(item, depth + 1)
-        elif isinstance(expression, Permutation):
+        elif isinstance(expression, h.Permutation):
             for order in itertools.permutations(expression.items):
                 yield from self._sequence(list(order), depth, separator=" ")
-        elif isinstance(expression, Sequence):
+        elif isinstance(expression, h.Sequence):
             yield from self._sequence(expression.items, depth, separator="")
-        elif isinstance(expression, ListReference):
+        elif isinstance(expression, h.ListReference):
             values = self.lists.get(expression.list_name)
             if values is None:
                 raise InputError(
@@ -198,7 +198,7 @@ class _Expander:
                 )
             for spoken, value in values:
                 yield spoken, ((expression.slot_name, value),)
-        elif isinstance(expression, RuleReference):
+        elif isinstance(expression, h.RuleReference):
             rule = self.rules.get(expression.rule_name)
             if rule is None:
                 raise InputError(
@@ -211,56 +211,44 @@ class _Expander:
 
     def count(self, expression: Any, depth: int) -> int:
         """How many (text, slots) `expand` yields, without expanding."""
-        from hassil.expression import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
-            Alternative,
-            ListReference,
-            Permutation,
-            RuleReference,
-            Sequence,
-        )
+        h = _hassil_expression()
 
         if depth > 32:
             raise InputError(f"{self.where}: expansion rules refer to each other in a loop")
-        if isinstance(expression, Alternative):
+        if isinstance(expression, h.Alternative):
             return sum(self.count(item, depth + 1) for item in expression.items)
-        if isinstance(expression, (Sequence, Permutation)):
+        if isinstance(expression, (h.Sequence, h.Permutation)):
             total = math.prod(self.count(item, depth + 1) for item in expression.items)
             return (
                 total * math.factorial(len(expression.items))
-                if isinstance(expression, Permutation)
+                if isinstance(expression, h.Permutation)
                 else total
             )
-        if isinstance(expression, ListReference):
+        if isinstance(expression, h.ListReference):
             return len(self.lists.get(expression.list_name, [None]))
-        if isinstance(expression, RuleReference) and expression.rule_name in self.rules:
+        if isinstance(expression, h.RuleReference) and expression.rule_name in self.rules:
             return self.count(self.rules[expression.rule_name].expression, depth + 1)
         return 1
 
     def draw(self, expression: Any, rng: Any, depth: int) -> Expansion:
         """One expansion at random, each of the `count` equally likely."""
-        from hassil.expression import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
-            Alternative,
-            ListReference,
-            Permutation,
-            RuleReference,
-            Sequence,
-        )
+        h = _hassil_expression()
 
-        if isinstance(expression, Alternative):
+        if isinstance(expression, h.Alternative):
             weights = [self.count(item, depth + 1) for item in expression.items]
             return self.draw(rng.choices(expression.items, weights)[0], rng, depth + 1)
-        if isinstance(expression, (Sequence, Permutation)):
+        if isinstance(expression, (h.Sequence, h.Permutation)):
             items = list(expression.items)
             separator = ""
-            if isinstance(expression, Permutation):
+            if isinstance(expression, h.Permutation):
                 rng.shuffle(items)
                 separator = " "
             parts = [self.draw(item, rng, depth + 1) for item in items]
             return separator.join(t for t, _ in parts), tuple(slot for _, found in parts for slot in found)
-        if isinstance(expression, ListReference) and expression.list_name in self.lists:
+        if isinstance(expression, h.ListReference) and expression.list_name in self.lists:
             spoken, value = rng.choice(self.lists[expression.list_name])
             return spoken, ((expression.slot_name, value),)
-        if isinstance(expression, RuleReference) and expression.rule_name in self.rules:
+        if isinstance(expression, h.RuleReference) and expression.rule_name in self.rules:
             return self.draw(self.rules[expression.rule_name].expression, rng, depth + 1)
         return next(iter(self.expand(expression, depth)))  # text (or an undefined name: its error)
 
