@@ -13,7 +13,9 @@ Makes 5 s clips from edge_asr/samples/ (the samples end to end, cut into 5 s pie
    1024-sample chunks as fast as the socket takes them, audio-stop, transcript).
 
 Prints requests/s and p50/p95 latency (from the first byte sent to the answer) per protocol, clients and
-configuration, and the server's overhead at 1 client: (server p50 - direct p50) / direct p50. Clients
+configuration, and the server's overhead at 1 client: the median over requests of (request latency /
+latency of a direct `transcribe` of the same clip run just before it) - 1 (paired, so that load changes
+on a shared machine cancel out; the 1-client req/s leaves those direct runs out of the time). Clients
 run in this process, so on a small machine they take CPU from the server as real clients on the same
 box would. `--json FILE` also writes the figures.
 """
@@ -82,8 +84,7 @@ def summary(latencies: List[float], wall: float) -> Dict[str, float]:
     }
 
 
-def direct(model: Optional[str], threads: int, paths: List[Path], requests: int) -> Dict[str, float]:
-    transcriber = EdgeTranscriber(model, threads=threads)
+def direct(transcriber: EdgeTranscriber, paths: List[Path], requests: int) -> Dict[str, float]:
     transcriber.transcribe(paths[0])  # warm-up
     latencies = []
     started = time.perf_counter()
@@ -168,8 +169,17 @@ def wyoming_events(samples: np.ndarray) -> List[Any]:
 
 
 async def load(
-    server: Server, protocol: str, clients: int, requests: int, clips: List[np.ndarray]
+    server: Server,
+    protocol: str,
+    clients: int,
+    requests: int,
+    clips: List[np.ndarray],
+    paired: Optional[Tuple[EdgeTranscriber, List[Path]]] = None,
 ) -> Dict[str, float]:
+    """`requests` requests from `clients` concurrent clients. With `paired` (1 client), each request
+    follows a direct `transcribe` of the same clip's file, and the figures get `direct_p50_s` and
+    `overhead_p50` (the median of the pairs' ratios, less 1): on a shared machine, load drifts less
+    between neighbours than between runs."""
     import aiohttp
 
     payloads: List[Any] = [wav_bytes(c) if protocol == "http" else wyoming_events(c) for c in clips]
@@ -177,6 +187,7 @@ async def load(
     url = f"http://{host}:{port}/v1/audio/transcriptions"
     counter = iter(range(requests))
     latencies: List[float] = []
+    direct_latencies: List[float] = []
 
     async def request(session: Any, payload: Any) -> float:
         if protocol == "http":
@@ -185,6 +196,11 @@ async def load(
 
     async def client(session: Any) -> None:
         for index in counter:
+            if paired is not None:
+                transcriber, paths = paired
+                begin = time.perf_counter()
+                transcriber.transcribe(paths[index % len(paths)])
+                direct_latencies.append(time.perf_counter() - begin)
             latencies.append(await request(session, payloads[index % len(payloads)]))
 
     async with aiohttp.ClientSession() as session:
@@ -192,7 +208,13 @@ async def load(
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(clients)))
         wall = time.perf_counter() - started
-    return summary(latencies, wall)
+    figures = summary(latencies, wall)
+    if direct_latencies:
+        figures["requests_per_s"] = len(latencies) / (wall - sum(direct_latencies))
+        figures["direct_p50_s"] = statistics.median(direct_latencies)
+        ratios = [served / alone for served, alone in zip(latencies, direct_latencies)]
+        figures["overhead_p50"] = statistics.median(ratios) - 1
+    return figures
 
 
 def main() -> int:
@@ -205,7 +227,7 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures here")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
-    configs = [tuple(int(x) for x in c.split("x")) for c in args.configs.split(",")]
+    configs = [(int(c), int(t)) for c, t in (spec.split("x") for spec in args.configs.split(","))]
     protocols = args.protocols.split(",")
     clips = make_clips()
     report: Dict[str, Any] = {"cpus": os.cpu_count(), "clips": len(clips), "clip_seconds": CLIP_SECONDS}
@@ -218,43 +240,37 @@ def main() -> int:
         for index, clip in enumerate(clips):
             paths.append(Path(folder) / f"clip{index}.wav")
             paths[-1].write_bytes(wav_bytes(clip))
+        transcribers = {t: EdgeTranscriber(args.model, threads=t) for t in sorted({t for _, t in configs})}
         report["direct"] = {}
-        for threads in sorted({t for _, t in configs}):
-            figures = direct(args.model, threads, paths, args.requests)
+        for threads, transcriber in transcribers.items():
+            figures = direct(transcriber, paths, args.requests)
             report["direct"][threads] = figures
             print(
                 f"direct transcribe(), threads {threads}: {figures['requests_per_s']:.2f} req/s, "
                 f"p50 {figures['p50_s']:.3f} s, p95 {figures['p95_s']:.3f} s"
             )
-    header = ("server", "protocol", "clients", "req/s", "p50 s", "p95 s", "overhead")
-    print("\n{:<26} {:<8} {:>7} {:>7} {:>7} {:>7} {:>9}".format(*header))
-    report["server"] = []
-    for concurrent, threads in configs:
-        server = Server(args.model, concurrent, threads)
-        try:
-            for protocol in protocols:
-                for count in clients:
-                    figures = asyncio.run(load(server, protocol, count, args.requests, clips))
-                    base = report["direct"][threads]["p50_s"]
-                    overhead = (figures["p50_s"] - base) / base
-                    row = {
-                        "max_concurrent": concurrent,
-                        "threads": threads,
-                        "protocol": protocol,
-                        "clients": count,
-                        **figures,
-                        "overhead_p50": overhead,
-                    }
-                    report["server"].append(row)
-                    shown = f"{overhead:+.0%}" if count == 1 else ""
-                    rate, p50, p95 = figures["requests_per_s"], figures["p50_s"], figures["p95_s"]
-                    print(
-                        f"--max-concurrent {concurrent} -t {threads:<4} {protocol:<8} {count:>7} "
-                        f"{rate:>7.2f} {p50:>7.3f} {p95:>7.3f} {shown:>9}",
-                        flush=True,
-                    )
-        finally:
-            server.stop()
+        print("\noverhead at 1 client: median of (request / transcribe() of the same clip just before) - 1")
+        header = ("server", "protocol", "clients", "req/s", "p50 s", "p95 s", "overhead")
+        print("{:<26} {:<8} {:>7} {:>7} {:>7} {:>7} {:>9}".format(*header))
+        report["server"] = []
+        for concurrent, threads in configs:
+            server = Server(args.model, concurrent, threads)
+            try:
+                for protocol in protocols:
+                    for count in clients:
+                        paired = (transcribers[threads], paths) if count == 1 else None
+                        figures = asyncio.run(load(server, protocol, count, args.requests, clips, paired))
+                        row = {"max_concurrent": concurrent, "threads": threads, "protocol": protocol}
+                        report["server"].append({**row, "clients": count, **figures})
+                        rate, p50, p95 = figures["requests_per_s"], figures["p50_s"], figures["p95_s"]
+                        shown = f"{figures['overhead_p50']:+.0%}" if "overhead_p50" in figures else ""
+                        print(
+                            f"--max-concurrent {concurrent} -t {threads:<4} {protocol:<8} {count:>7} "
+                            f"{rate:>7.2f} {p50:>7.3f} {p95:>7.3f} {shown:>9}",
+                            flush=True,
+                        )
+            finally:
+                server.stop()
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0

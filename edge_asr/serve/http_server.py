@@ -16,8 +16,8 @@ from the file's header before decoding), 503 with Retry-After (busy, or shutting
 The upload is read piece by piece into memory with the size cap and decoded from there
 (`Engine.transcribe_upload`): its file name is never used, nothing is written to disk.
 
-Why aiohttp: one well-kept dependency (plus its small helper packages), with aarch64 and armv7 wheels
-on PyPI, so nothing compiles on a Pi; it runs on the same asyncio loop as the Wyoming service, so one
+Why aiohttp: one well-kept dependency (plus its small helper packages, all with aarch64 wheels on PyPI,
+so nothing compiles on a Pi); it runs on the same asyncio loop as the Wyoming service, so one
 process serves both protocols from one loaded model; its multipart reader streams (we cap the size
 ourselves instead of letting a framework buffer the body); and its runner shuts down gracefully, letting
 requests in flight finish. starlette + uvicorn would be three packages (python-multipart too), and
