@@ -351,6 +351,35 @@ def test_audio_past_the_limit_and_a_stalled_client_get_errors(transcriber, speec
         assert wait_until(lambda: running.engine.stats.active == 0)
 
 
+def test_a_unix_socket_and_an_idle_connection(transcriber, speech, tmp_path):
+    from wyoming.client import AsyncUnixClient
+
+    from edge_asr.errors import InputError
+    from edge_asr.serve.wyoming_server import WyomingService
+
+    async def scenario() -> Tuple[List[str], Any]:
+        engine = Engine(transcriber, ServeLimits(idle_timeout=0.3))
+        service = WyomingService(engine, f"unix://{tmp_path / 'asr.sock'}")
+        address = await service.start()
+        assert address == f"unix://{tmp_path / 'asr.sock'}"
+        async with AsyncUnixClient(tmp_path / "asr.sock") as client:
+            for event in audio_events(int16_pcm(speech)):
+                await client.write_event(event)
+            answer = texts(await read_until(client, "transcript"), "transcript")
+            closed = await asyncio.wait_for(client.read_event(), 5)  # idle past --idle-timeout: closed
+        await service.stop(0)
+        engine.close()
+        return answer, closed
+
+    answer, closed = asyncio.run(scenario())
+    assert answer == [SPEECH_TEXT] and closed is None
+    assert not (tmp_path / "asr.sock").exists()
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not a socket"):
+        asyncio.run(WyomingService(Engine(transcriber), f"unix://{tmp_path / 'notes.txt'}").start())
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
 # -- HTTP -----------------------------------------------------------------------------------------------
 
 
@@ -436,6 +465,32 @@ def test_a_two_hour_upload_is_refused_before_its_body_is_read(server):
             answer = sock.recv(65536)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
         assert b"upload_too_large" in answer and b"--max-upload-mb" in answer
+
+
+def test_expect_100_continue_under_the_limit_and_a_stalled_upload(transcriber, speech):
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        + wav_bytes(speech)
+        + b"\r\n--B--\r\n"
+    )
+    head = (
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {len(body)}\r\n"
+    ).encode()
+    with ServerThread(transcriber, ServeLimits(read_timeout=0.5)) as running:
+        with socket.create_connection(split_address(running.http_url), timeout=10) as sock:
+            sock.sendall(head + b"Expect: 100-continue\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+            sock.sendall(body)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and SPEECH_TEXT.encode() in answer
+        with socket.create_connection(split_address(running.http_url), timeout=10) as sock:
+            sock.sendall(head + b"\r\n" + body[:100])  # then nothing more
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408") and b"--read-timeout" in answer
+        assert wait_until(lambda: running.engine.stats.active == 0)
 
 
 def test_a_chunked_upload_is_cut_off_at_the_limit(transcriber):

@@ -174,6 +174,8 @@ class HttpService:
         before the client sends it."""
         refused = self.refuse_early(request)
         if refused is not None:
+            client = request.remote or "?"
+            log_request("http", client, 0.0, Timing(), f"{refused.status} refused before the upload was sent")
             return refused
         if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
             return error_response(417, "only 'Expect: 100-continue' is understood", "expectation_failed")

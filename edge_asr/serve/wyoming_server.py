@@ -175,7 +175,6 @@ class _Request:
     """One transcription on a connection: from audio-start (or the first chunk) to audio-stop."""
 
     def __init__(self, engine: Engine, pcm: PcmInput, stream: Optional[Stream]):
-        self.engine = engine
         self.pcm = pcm
         self.stream = stream  # None: whole utterance
         self.buffer = AudioBuffer(pcm.rate, engine.sample_rate) if stream is None else None
