@@ -59,8 +59,8 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         type=int,
         default=defaults.max_concurrent,
         metavar="N",
-        help=f"transcriptions run at once (default {defaults.max_concurrent}: on 2 cores, 2 at once gave no "
-        "more throughput; docs/serve.md)",
+        help=f"transcriptions run at once (default {defaults.max_concurrent}; measured on 2 cores in "
+        "docs/serve.md)",
     )
     group.add_argument(
         "--max-queue",
