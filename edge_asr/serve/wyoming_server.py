@@ -24,8 +24,9 @@ Two ASR programs are advertised, both on the same loaded model:
   speaker paused for the endpoint silence, 0.5 s), then the `transcript` and `transcript-stop` at
   audio-stop. Chunks are appended text (wyoming-vosk's reading of the protocol): their concatenation is
   the transcript. A partial hypothesis is not sent, because it may still change and an appended chunk
-  cannot be taken back. With the default model, streaming text is less accurate than the whole-utterance
-  program (the model reads 2.5 s windows; see docs/streaming.md).
+  cannot be taken back. Each chunk is an utterance's final, decoded by the stream's final pass over the
+  utterance's whole audio (docs/streaming.md), so it is close to what the first program gives; the
+  stream costs more model time (hops of 0.5 s run 2.5 s of audio each, then the final pass).
 
 Any rate (8-192 kHz), width (1-4 bytes) and channel count is taken and converted with our own mixer and
 resampler (soxr, as files are). Errors end the connection after an `error` event (code `bad-event`,
