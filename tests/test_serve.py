@@ -587,3 +587,97 @@ def test_twenty_clients_at_once_are_each_answered(transcriber, speech):
         stats = engine.stats
         assert wait_until(lambda: stats.active == 0 and engine.slots.in_use == 0)  # the last log lines
         assert stats.requests == 20 and stats.completed == len(done) and stats.busy == len(busy)
+
+
+# -- grammars (voice commands) --------------------------------------------------------------------------
+
+COMMANDS = "# tone commands\n(bad | deaf) {food}\nface bead\n{food} = cafe:drink | cab:ride\n"
+
+
+def test_http_grammar_returns_the_phrase_and_its_slots(server):
+    pytest.importorskip("hassil")
+    compiled_before = server.engine.grammars.compiled
+    status, body, _ = post_audio(server.http_url, wav_bytes(tone_audio("bad cafe")), grammar=COMMANDS)
+    assert status == 200, body
+    assert body["text"] == body["phrase"] == "bad cafe" and body["slots"] == {"food": "drink"}
+    assert body["confidence"] > 0.9 and body["alternatives"][0]["phrase"] == "bad cafe"
+    status, body, _ = post_audio(
+        server.http_url, wav_bytes(tone_audio("face bead")), grammar=COMMANDS, response_format="text"
+    )
+    assert status == 200 and body == "face bead\n"
+    assert server.engine.grammars.compiled == compiled_before + 1  # the second request used the cache
+    plain = "bad cafe\nface bead  # no templates\n"
+    status, body, _ = post_audio(
+        server.http_url, wav_bytes(tone_audio("face bead")), grammar=plain, response_format="verbose_json"
+    )
+    assert status == 200 and body["phrase"] == "face bead" and body["slots"] == {}
+
+
+def test_http_audio_outside_the_grammar_is_no_command(server):
+    status, body, _ = post_audio(server.http_url, wav_bytes(tone_audio("ace")), grammar="bad cafe\nface bead")
+    assert status == 200 and body["phrase"] is None and body["text"] == "" and body["heard"] == "ace"
+    status, body, _ = post_audio(
+        server.http_url, wav_bytes(tone_audio("ace")), grammar="bad cafe", response_format="text"
+    )
+    assert status == 200 and body == ""
+    # min_confidence 0 takes the best phrase, however poor
+    status, body, _ = post_audio(
+        server.http_url, wav_bytes(tone_audio("ace")), grammar="bad cafe", min_confidence="0"
+    )
+    assert status == 200 and body["phrase"] == "bad cafe"
+
+
+@pytest.mark.parametrize(
+    "fields, param, message",
+    [
+        ({"grammar": "turn on (the\n"}, "grammar", "cannot parse template"),
+        ({"grammar": "turn on {room}\n"}, "grammar", "room"),
+        ({"grammar": "bad cafe 2x"}, "grammar", "cannot spell"),
+        ({"grammar": "# only a comment\n"}, "grammar", None),  # no grammar: plain text
+        ({"grammar": "bad cafe", "min_confidence": "2"}, "min_confidence", "between 0 and 1"),
+        ({"grammar": "bad cafe", "response_format": "srt"}, "response_format", "grammar"),
+        ({"grammar": "bad cafe\n" * 30_000}, "grammar", "too long"),
+    ],
+)
+def test_http_bad_grammars_get_400(server, fields, param, message):
+    if "(" in fields["grammar"] or "{" in fields["grammar"]:
+        pytest.importorskip("hassil")
+    status, body, _ = post_audio(server.http_url, wav_bytes(tone_audio("bad cafe")), **fields)
+    if message is None:  # comments only: the grammar field is not empty, the grammar is
+        assert status == 400 and "no phrases" in body["error"]["message"]
+        return
+    assert status == 400 and body["error"]["param"] == param and message in body["error"]["message"]
+    assert body["error"]["type"] == "invalid_request_error"
+
+
+def test_wyoming_grammar_in_the_transcribe_context(server):
+    pytest.importorskip("hassil")
+
+    def command_events(audio: np.ndarray, **context: Any) -> List[Event]:
+        events = audio_events(int16_pcm(audio))
+        events[0] = Event(type="transcribe", data={"language": "en", "context": context})
+        return events
+
+    async def go() -> List[List[Event]]:
+        answers = []
+        async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+            for events in (
+                command_events(tone_audio("bad cab"), grammar=COMMANDS),
+                command_events(tone_audio("ace"), grammar=COMMANDS, min_confidence=0.5),
+                audio_events(int16_pcm(tone_audio("abc fed"))),  # the grammar was for one request only
+            ):
+                for event in events:
+                    await client.write_event(event)
+                answers.append(await read_until(client, "transcript", "error"))
+        return answers
+
+    command, none, plain = asyncio.run(go())
+    transcript = Transcript.from_event(command[-1])
+    assert transcript.text == "bad cab" and transcript.context is not None
+    assert transcript.context["command"]["slots"] == {"food": "ride"}
+    assert Transcript.from_event(none[-1]).text == ""
+    assert none[-1].data["context"]["command"]["phrase"] is None
+    assert Transcript.from_event(plain[-1]).text == "abc fed"
+    bad = command_events(tone_audio("bad cafe"), grammar="turn on (the")
+    events = asyncio.run(wyoming_transcribe(server.wyoming_port, bad))
+    assert events[-1].type == "error" and events[-1].data["code"] == "bad-grammar"

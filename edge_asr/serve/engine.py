@@ -21,9 +21,9 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, List, Optional, TypeVar
+from typing import Any, Callable, ContextManager, Deque, List, Optional, Tuple, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -31,8 +31,10 @@ import soundfile as sf
 from .. import limits
 from ..audio import MAX_CHANNELS, SampleGuard, _Resampler, clean_mono, sample_rate_hz
 from ..errors import AudioError, EdgeASRError, InputError
+from ..grammar import CommandMatch
 from ..results import Transcript
 from ..transcriber import EdgeTranscriber
+from .grammars import GrammarCache
 
 log = logging.getLogger("edge_asr.serve")
 T = TypeVar("T")
@@ -201,6 +203,7 @@ class Engine:
             max_workers=self.limits.max_concurrent, thread_name_prefix="edge-asr-model"
         )
         self.stats = ServeStats()
+        self.grammars = GrammarCache(transcriber)
         self.stopping = False  # set on SIGTERM: new requests are refused, those in flight finish
         self.started = time.monotonic()
         metadata = transcriber.metadata
@@ -256,22 +259,45 @@ class Engine:
         a path. `TooLong` when its header says it is past --max-audio-seconds (before any decoding),
         `AudioError` when it is no audio libsndfile reads. Runs in a pool thread."""
         limit = self.limits.max_audio_seconds
-        buffer = io.BytesIO(data)
-        buffer.name = "upload"  # what error messages call it (never the client's file name)
-        seconds = _header_seconds(buffer)
-        if seconds is not None and seconds > limit:
-            raise TooLong(f"upload: the audio is {seconds:.0f} s long; this server takes at most {limit:g} s")
+        buffer, _ = self._open_upload(data)
 
         def check_length(done: float, total: float) -> None:
             if done > limit + 1.0:  # a header that under-stated the length
                 raise TooLong(f"upload: the audio runs past {limit:g} s, the most this server takes")
 
-        if _looks_like_mp3(data):
-            # libsndfile's MP3 decoder writes to file descriptor 2, which edge_asr.audio redirects for
-            # the duration of each call: process-wide, so two MP3 uploads at once must not overlap.
-            with _MP3_LOCK:
-                return self.transcriber.transcribe(buffer, progress=check_length)
-        return self.transcriber.transcribe(buffer, progress=check_length)
+        with _mp3_lock(data):
+            return self.transcriber.transcribe(buffer, progress=check_length)
+
+    def recognize_upload(
+        self, data: bytes, grammar: str, min_confidence: float
+    ) -> Tuple[CommandMatch, float]:
+        """The command an uploaded file says, against `grammar` (its text; compiled once and cached),
+        and the audio's duration from its header (0 when unknown). Checked as `transcribe_upload`
+        checks; `GrammarError` for a grammar that cannot be used. Runs in a pool thread."""
+        compiled = self.grammars.get(grammar, "grammar field")
+        buffer, seconds = self._open_upload(data)
+        with _mp3_lock(data):
+            match = self.transcriber.recognize(buffer, compiled, min_confidence=min_confidence)
+        return match, seconds or 0.0
+
+    def recognize_samples(self, samples: np.ndarray, grammar: str, min_confidence: float) -> CommandMatch:
+        """The command in float32 mono samples at the model's rate (a Wyoming session's audio)."""
+        compiled = self.grammars.get(grammar, "context grammar")
+        if samples.size == 0:
+            return CommandMatch(phrase=None, slots={}, confidence=0.0)
+        return self.transcriber.recognize(
+            samples, compiled, sample_rate=self.sample_rate, min_confidence=min_confidence
+        )
+
+    def _open_upload(self, data: bytes) -> Tuple[io.BytesIO, Optional[float]]:
+        """The upload as a named in-memory file and its header's duration; `TooLong` past the limit."""
+        limit = self.limits.max_audio_seconds
+        buffer = io.BytesIO(data)
+        buffer.name = "upload"  # what error messages call it (never the client's file name)
+        seconds = _header_seconds(buffer)
+        if seconds is not None and seconds > limit:
+            raise TooLong(f"upload: the audio is {seconds:.0f} s long; this server takes at most {limit:g} s")
+        return buffer, seconds
 
     def transcribe_samples(self, samples: np.ndarray) -> Transcript:
         """Float32 mono samples at the model's rate (a Wyoming session's audio); silence for none."""
@@ -281,6 +307,12 @@ class Engine:
 
 
 _MP3_LOCK = threading.Lock()
+
+
+def _mp3_lock(data: bytes) -> ContextManager[Any]:
+    """libsndfile's MP3 decoder writes to file descriptor 2, which edge_asr.audio redirects for the
+    duration of each call: process-wide, so two MP3 uploads at once must not overlap."""
+    return _MP3_LOCK if _looks_like_mp3(data) else nullcontext()
 
 
 def _looks_like_mp3(data: bytes) -> bool:

@@ -3,7 +3,8 @@
     POST /v1/audio/transcriptions   multipart: file (required), model, language, response_format
                                     (json | text | srt | vtt | verbose_json), prompt, temperature,
                                     timestamp_granularities[] (accepted; words and segments are always
-                                    in verbose_json)
+                                    in verbose_json); an extension: grammar (phrases or templates,
+                                    `grammars.py`) and min_confidence, for a voice command instead
     GET  /v1/models                 the served model
     GET  /health                    status, queue and counters (503 while shutting down)
 
@@ -39,14 +40,17 @@ from typing import Any, Dict, List, Optional, Tuple
 from aiohttp import MultipartReader, hdrs, web
 
 from ..errors import AudioError, InputError
+from ..grammar import CommandMatch
 from ..results import Transcript
 from ..writers import get_writer, subtitle_cues
 from .engine import Busy, Engine, Timing, TooLong, check_language, log_request
+from .grammars import MAX_GRAMMAR_BYTES, GrammarError, parse_min_confidence
 
 log = logging.getLogger("edge_asr.serve")
 
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+COMMAND_FORMATS = ("json", "text", "verbose_json")  # with a grammar: no subtitles of a command
 FIELD_BYTES = 4096  # a form field other than the file (model, language, prompt, ...)
 READ_BYTES = 64 * 1024
 
@@ -234,6 +238,24 @@ class HttpService:
                 raise HttpError(
                     400, "streaming responses (stream=true) are not supported", "unsupported", "stream"
                 )
+            grammar = fields.get("grammar")
+            if grammar:
+                if response_format not in COMMAND_FORMATS:
+                    raise HttpError(
+                        400,
+                        f"response_format {response_format} does not go with a grammar; use "
+                        f"{', '.join(COMMAND_FORMATS)}",
+                        "invalid_response_format",
+                        "response_format",
+                    )
+                min_confidence = parse_min_confidence(fields.get("min_confidence"))
+                timing = Timing()
+                command = engine.run(partial(engine.recognize_upload, data, grammar, min_confidence), timing)
+                match, audio_seconds = await self._in_time(command, engine.limits.queue_timeout + 3600)
+                del data
+                engine.stats.completed += 1
+                outcome = f"ok, command {match.line()}, {response_format}"
+                return render_command(match, response_format)
             timing = Timing()  # the clock runs from the end of the upload
             job = engine.run(partial(engine.transcribe_upload, data), timing)
             transcript = await self._in_time(job, engine.limits.queue_timeout + 3600)
@@ -249,6 +271,10 @@ class HttpService:
             if exc.status in (408, 413) or self._abort.is_set():
                 response.force_close()
             return response
+        except GrammarError as exc:
+            outcome = f"400 {exc}"
+            param = "min_confidence" if str(exc).startswith("min_confidence") else "grammar"
+            return error_response(400, str(exc), "invalid_grammar", param)
         except InputError as exc:
             outcome = f"400 {exc}"
             return error_response(400, str(exc), "unsupported_language", "language")
@@ -313,8 +339,16 @@ class HttpService:
                         "upload_too_large",
                         "file",
                     )
-                if not is_file and len(value) > FIELD_BYTES:
-                    raise HttpError(400, f"field {str(part.name)[:40]!r} is too long", "invalid_request")
+                if not is_file and len(value) > (
+                    MAX_GRAMMAR_BYTES if part.name == "grammar" else FIELD_BYTES
+                ):
+                    raise HttpError(
+                        400,
+                        f"field {str(part.name)[:40]!r} is too long"
+                        + (f" (at most {MAX_GRAMMAR_BYTES // 1024} KB)" if part.name == "grammar" else ""),
+                        "invalid_request",
+                        str(part.name)[:40] if part.name == "grammar" else None,
+                    )
             if is_file:
                 data = value
             elif part.name:
@@ -363,6 +397,14 @@ def render(transcript: Transcript, response_format: str) -> web.Response:
             "usage": usage,
         }
     )
+
+
+def render_command(match: CommandMatch, response_format: str) -> web.Response:
+    """A command (`CommandMatch`): its phrase as text ("" for none), or its fields with "text" as JSON."""
+    text = match.phrase or ""
+    if response_format == "text":
+        return web.Response(text=text + "\n" if text else "", content_type="text/plain")
+    return web.json_response({"text": text, **match.to_dict()})
 
 
 def segments(transcript: Transcript) -> List[Dict[str, Any]]:

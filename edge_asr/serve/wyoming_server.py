@@ -28,10 +28,16 @@ Two ASR programs are advertised, both on the same loaded model:
   utterance's whole audio (docs/streaming.md), so it is close to what the first program gives; the
   stream costs more model time (hops of 0.5 s run 2.5 s of audio each, then the final pass).
 
+A voice command instead of text: `transcribe` may carry `context: {"grammar": TEXT}` (phrases one a
+line or templates, as a grammar file; optional `"min_confidence"`) for the request that follows. The
+audio is then buffered whatever the program and matched at audio-stop, and the answer is one
+`transcript` whose text is the recognized phrase ("" when no command was said) and whose context's
+`command` is the match (phrase, slots, confidence, alternatives, ...); no transcript-start or chunks.
+
 Any rate (8-192 kHz), width (1-4 bytes) and channel count is taken and converted with our own mixer and
 resampler (soxr, as files are). Errors end the connection after an `error` event (code `bad-event`,
-`bad-audio`, `unsupported-language`, `too-long`, `timeout`, `busy`, `shutdown`, `internal`); other
-connections are not affected.
+`bad-audio`, `bad-grammar`, `unsupported-language`, `too-long`, `timeout`, `busy`, `shutdown`,
+`internal`); other connections are not affected.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from .engine import (
     check_language,
     log_request,
 )
+from .grammars import GrammarError, parse_min_confidence
 
 log = logging.getLogger("edge_asr.serve")
 
@@ -175,8 +182,15 @@ def _model_attribution(source: Dict[str, Any]) -> Attribution:
 class _Request:
     """One transcription on a connection: from audio-start (or the first chunk) to audio-stop."""
 
-    def __init__(self, engine: Engine, pcm: PcmInput, stream: Optional[Stream]):
+    def __init__(
+        self,
+        engine: Engine,
+        pcm: PcmInput,
+        stream: Optional[Stream],
+        grammar: Optional[Tuple[str, float]] = None,
+    ):
         self.pcm = pcm
+        self.grammar = grammar  # (text, min_confidence) of a command request
         self.stream = stream  # None: whole utterance
         self.buffer = AudioBuffer(pcm.rate, engine.sample_rate) if stream is None else None
         self.pending: List[np.ndarray] = []  # streaming: audio not yet given to the stream
@@ -203,6 +217,7 @@ class WyomingHandler:
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "unix"
         self.streaming = service.streaming_first
         self.request: Optional[_Request] = None
+        self.grammar: Optional[Tuple[str, float]] = None  # from `transcribe`, for the next request
         self.busy = False  # handling an event (a transcription at audio-stop may take a while)
         self.discarding = False  # a request was refused mid-audio: drop its chunks until audio-stop
         self.shutting_down = False
@@ -284,6 +299,8 @@ class WyomingHandler:
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             detail = str(exc) if isinstance(exc, ProtocolError) else f"missing or bad field ({exc})"
             await self.fail(f"{event.type}: {detail}", "bad-event")
+        except GrammarError as exc:
+            await self.fail(str(exc), "bad-grammar")
         except InputError as exc:
             await self.fail(str(exc), "unsupported-language" if "language" in str(exc) else "bad-event")
         except (TooLong, EdgeASRError, Busy) as exc:  # EdgeASRError: AudioError, a format we cannot take
@@ -325,7 +342,9 @@ class WyomingHandler:
         elif Ping.is_type(kind):
             await self.write(Pong(text=Ping.from_event(event).text).event())
         elif Transcribe.is_type(kind):
-            check_language(Transcribe.from_event(event).language)
+            transcribe = Transcribe.from_event(event)
+            check_language(transcribe.language)
+            self.grammar = command_grammar(transcribe.context)
         elif AudioStart.is_type(kind):
             start = AudioStart.from_event(event)
             self.end_request("abandoned: a new audio-start came before audio-stop", failed=True)
@@ -341,8 +360,9 @@ class WyomingHandler:
     async def start_request(self, rate: object, width: object, channels: object) -> None:
         pcm = PcmInput(rate, width, channels)
         self.engine.admit()
-        stream = self.engine.transcriber.stream() if self.streaming else None
-        self.request = _Request(self.engine, pcm, stream)
+        grammar, self.grammar = self.grammar, None
+        stream = self.engine.transcriber.stream() if self.streaming and grammar is None else None
+        self.request = _Request(self.engine, pcm, stream, grammar)
         if stream is not None:
             await self.write(TranscriptStart(language=LANGUAGES[0]).event())
 
@@ -396,6 +416,17 @@ class WyomingHandler:
             request = self.request
             assert request is not None
         request.timing = Timing()
+        if request.grammar is not None:
+            assert request.buffer is not None
+            samples = request.buffer.finish()
+            job = partial(self.engine.recognize_samples, samples, *request.grammar)
+            match = await self.engine.run(job, request.timing)
+            text = match.phrase or ""
+            await self.write(
+                Transcript(text=text, language=LANGUAGES[0], context={"command": match.to_dict()}).event()
+            )
+            self.end_request(f"ok, command {match.line()}", failed=False)
+            return
         if request.stream is None:
             assert request.buffer is not None
             samples = request.buffer.finish()
@@ -414,6 +445,18 @@ class WyomingHandler:
         if request.stream is not None:
             await self.write(TranscriptStop().event())
         self.end_request(f"ok, {len(text.split())} words", failed=False)
+
+
+def command_grammar(context: object) -> Optional[Tuple[str, float]]:
+    """(grammar text, min_confidence) from a `transcribe` event's context, or None for plain text."""
+    if not isinstance(context, dict) or context.get("grammar") is None:
+        return None
+    grammar = context["grammar"]
+    if not isinstance(grammar, str):
+        raise GrammarError("context grammar: must be text (phrases one a line, or templates)")
+    if not grammar.strip():
+        return None
+    return grammar, parse_min_confidence(context.get("min_confidence"), "context min_confidence")
 
 
 class WyomingService:
