@@ -163,12 +163,17 @@ class Grammar:
             raise InputError(f"{where}: cannot read the grammar ({exc})") from None
         if where.suffix == ".json":
             return cls._from_json(text, where)
+        return cls.from_text(text, str(where))
+
+    @classmethod
+    def from_text(cls, text: str, where: str = "grammar") -> Grammar:
+        """A phrase list or template file's text ("#" comments); templates need the `grammar` extra."""
         lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
         lines = [line for line in lines if line]
         if any(_TEMPLATE_CHARS.search(line) or "=" in line for line in lines):
             from .templates import expand_templates
 
-            return cls(expand_templates(lines, str(where)))
+            return cls(expand_templates(lines, where))
         return cls.from_phrases(lines)
 
     @classmethod

@@ -19,7 +19,7 @@ from typing import Optional
 
 from .. import limits
 from ..errors import InputError
-from ..grammar import _TEMPLATE_CHARS, DEFAULT_MIN_CONFIDENCE, CompiledGrammar, Grammar
+from ..grammar import DEFAULT_MIN_CONFIDENCE, CompiledGrammar, Grammar
 from ..transcriber import EdgeTranscriber
 
 MAX_GRAMMAR_BYTES = 256 * 1024
@@ -37,14 +37,8 @@ def parse_grammar(text: str, where: str = "grammar") -> Grammar:
     """A grammar from its text, read as `Grammar.from_file` reads a phrase or template file."""
     if len(text.encode("utf-8")) > MAX_GRAMMAR_BYTES:
         raise GrammarError(f"{where}: larger than {MAX_GRAMMAR_BYTES // 1024} KB, the most this server takes")
-    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
     try:
-        if any(_TEMPLATE_CHARS.search(line) or "=" in line for line in lines):
-            from ..templates import expand_templates
-
-            return Grammar(expand_templates(lines, where))
-        return Grammar.from_phrases(lines)
+        return Grammar.from_text(text, where)
     except GrammarError:
         raise
     except InputError as exc:
