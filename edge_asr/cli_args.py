@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
+from . import limits
 from .grammar import DEFAULT_MIN_CONFIDENCE, Grammar
 from .hotwords import DEFAULT_BOOST, Hotwords
 from .transcriber import TranscribeOptions, tuned_beam_options
@@ -118,8 +119,5 @@ def add_command_args(parser: argparse.ArgumentParser) -> None:
 
 def load_grammar(args: argparse.Namespace) -> Optional[Grammar]:
     """The --grammar file's grammar, or None; InputError for a bad file or --min-confidence."""
-    if not 0.0 <= args.min_confidence <= 1.0:  # also refuses NaN
-        from .errors import InputError
-
-        raise InputError(f"--min-confidence must be between 0 and 1, got {args.min_confidence}")
+    limits.MIN_CONFIDENCE.check(args.min_confidence, "--min-confidence")
     return Grammar.from_file(args.grammar) if args.grammar else None

@@ -32,6 +32,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import limits
 from .atomic import PathLike, write_text_atomic
 from .ctc import Vocabulary, best_path, token_runs
 from .errors import InputError
@@ -308,8 +309,7 @@ class GrammarDecoder:
         alternatives: int = 5,
         prune: Optional[bool] = None,
     ):
-        if not 0.0 <= min_confidence <= 1.0 or math.isnan(min_confidence):
-            raise InputError(f"min_confidence must be between 0 and 1, got {min_confidence}")
+        limits.MIN_CONFIDENCE.check(min_confidence, "min_confidence")
         self.grammar = grammar
         self.frame_seconds = frame_seconds
         self.min_confidence = min_confidence

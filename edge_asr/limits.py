@@ -108,3 +108,4 @@ CAPTURE_SAMPLE_RATE = Range(8000, 192000, integer=True)
 
 # `edge-asr bench`.
 BENCH_REPEATS = Range(1, 100, integer=True)
+MIN_CONFIDENCE = Range(0.0, 1.0)  # a voice-command grammar's rejection threshold

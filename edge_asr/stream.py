@@ -233,14 +233,13 @@ class Stream:
         log_probs: the model: float32 samples at the model rate -> [frames, vocab] log-probabilities.
         metadata: the bundle's metadata (rate, frame geometry, blank).
         vocabulary: the decoder's vocabulary.
+        final_plan: the final pass's window plan: the transcriber's own, so that finals equal its
+            `transcribe()` of the utterance's audio.
         options: latency, cost and endpointing settings.
         vad: a voice activity detector fed frames of `frame_length` samples (whole model frames,
             about 20 ms: `frame_seconds`).
         new_decoder: makes the decoder of each utterance's final text (None: greedy with
             `options.blank_penalty`); `EdgeTranscriber.stream` gives its own, the one files get.
-        final_plan: the final pass's window plan (None: the one `TranscribeOptions()`'s defaults give,
-            10 s cores with 1 s of context each side); pass the transcriber's own so that finals equal
-            its `transcribe()`.
     """
 
     def __init__(
@@ -248,10 +247,10 @@ class Stream:
         log_probs: LogProbFn,
         metadata: BundleMetadata,
         vocabulary: Vocabulary,
+        final_plan: WindowPlan,
         options: Optional[StreamOptions] = None,
         vad: Optional[VoiceActivityDetector] = None,
         new_decoder: Optional[Callable[[], FrameDecoder]] = None,
-        final_plan: Optional[WindowPlan] = None,
     ):
         self.options = options or StreamOptions()
         self.options.validate()
@@ -277,18 +276,6 @@ class Stream:
             metadata.frame_stride,
             metadata.receptive_field,
         )
-        if final_plan is None:
-            from .transcriber import TranscribeOptions  # here: transcriber imports this module
-
-            defaults = TranscribeOptions()
-            final_plan = WindowPlan.from_seconds(
-                defaults.chunk_seconds,
-                defaults.context_seconds,
-                defaults.context_seconds,
-                metadata.sample_rate,
-                metadata.frame_stride,
-                metadata.receptive_field,
-            )
         self.final_plan = final_plan
         self.stats = StreamStats()
         self._log_probs = log_probs

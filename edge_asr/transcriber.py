@@ -321,10 +321,10 @@ class EdgeTranscriber:
         new_decoder: Callable[[], FrameDecoder] = partial(self.new_decoder, options.blank_penalty)
         if grammar is not None:
             compiled = self.compile_grammar(grammar)
-            GrammarDecoder(compiled, 1.0, min_confidence)  # checks min_confidence now, not per utterance
+            limits.MIN_CONFIDENCE.check(min_confidence, "min_confidence")  # now, not at the first utterance
             new_decoder = partial(GrammarDecoder, compiled, self.metadata.frame_seconds, min_confidence)
         return Stream(
-            self.model.log_probs, self.metadata, self.vocabulary, options, vad, new_decoder, self.plan
+            self.model.log_probs, self.metadata, self.vocabulary, self.plan, options, vad, new_decoder
         )
 
     def __repr__(self) -> str:

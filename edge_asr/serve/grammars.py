@@ -25,7 +25,6 @@ from ..transcriber import EdgeTranscriber
 MAX_GRAMMAR_BYTES = 256 * 1024
 """The largest grammar text a request may carry (templates expand to at most `grammar.MAX_PHRASES`)."""
 CACHED_GRAMMARS = 8
-CONFIDENCE_RANGE = limits.Range(0.0, 1.0)
 
 
 class GrammarError(InputError):
@@ -55,7 +54,7 @@ def parse_min_confidence(value: object, where: str = "min_confidence") -> float:
             number = float(value)
         except ValueError:
             number = value
-    CONFIDENCE_RANGE.check(number, where, GrammarError)
+    limits.MIN_CONFIDENCE.check(number, where, GrammarError)
     assert isinstance(number, (int, float))
     return float(number)
 
