@@ -321,8 +321,6 @@ class GrammarDecoder:
         self._blank_end[0] = 0.0
         self._alive = np.zeros(1, dtype=np.int64)  # with pruning: the nodes with a finite score
         self._log_probs: List[np.ndarray] = []
-        self._free_score = 0.0
-        self._greedy: List[np.ndarray] = []
         self.match: Optional[CommandMatch] = None
 
     def push(self, log_probs: np.ndarray) -> None:
@@ -333,8 +331,6 @@ class GrammarDecoder:
             )
         rows = log_probs.astype(np.float64)
         self._log_probs.append(log_probs)
-        self._free_score += float(rows.max(axis=1).sum())
-        self._greedy.append(best_path(log_probs, vocab.blank_id)[0])
         for row in rows:
             self._step(row)
 
@@ -400,16 +396,17 @@ class GrammarDecoder:
             if self._log_probs
             else np.zeros((0, len(vocab.tokens)), np.float32)
         )
-        greedy = np.concatenate(self._greedy) if self._greedy else np.zeros(0, np.int32)
         frames = log_probs.shape[0]
+        greedy, greedy_scores = best_path(log_probs, vocab.blank_id)
         heard = vocab.spell(_collapse(greedy, vocab))
+        free_score = float(greedy_scores.sum(dtype=np.float64))  # the unconstrained best path
         scores = self.phrase_scores()
         ranked = [
             int(i) for i in np.argsort(-scores, kind="stable")[: self.alternatives] if np.isfinite(scores[i])
         ]
 
         def confidence(i: int) -> float:
-            gap = max(0.0, self._free_score - float(scores[i]))
+            gap = max(0.0, free_score - float(scores[i]))
             return round(math.exp(-gap / len(g.labels[i])), 4)
 
         alternatives = tuple(
