@@ -33,7 +33,7 @@ import numpy as np
 from . import limits
 from .bundle import LanguageModelSettings
 from .ctc import FrameDecoder, GreedyDecoder, Vocabulary
-from .hotwords import HotState, HotwordTrie
+from .hotwords import HotwordGraph, HotwordSpotter
 from .lm import WORD_BOUNDARY, CharNgramLM, WordNgramLM
 
 NEG_INF = -math.inf
@@ -106,7 +106,7 @@ class _Prefix:
     of its extensions were (a later best frame may not).
     """
 
-    __slots__ = ("parent", "token", "frame", "logprob", "first", "context", "lm_score", "word", "hot")
+    __slots__ = ("parent", "token", "frame", "logprob", "first", "context", "lm_score", "word")
 
     def __init__(
         self,
@@ -117,7 +117,6 @@ class _Prefix:
         context: str,
         lm_score: float,
         word: Optional[_WordState] = None,
-        hot: HotState = (0, 0.0),
     ):
         self.parent = parent
         self.token = token
@@ -125,9 +124,8 @@ class _Prefix:
         self.logprob = logprob
         self.first = (frame, logprob)
         self.context = context
-        self.lm_score = lm_score  # with the insertion bonus and hotword boosts
+        self.lm_score = lm_score  # with the insertion bonus
         self.word = word
-        self.hot = hot  # the hotword trie node reached and the bonus still pending (hotwords.HotwordTrie)
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -148,7 +146,6 @@ class PrefixBeamDecoder:
         lm: a character LM over the vocabulary's tokens, or None for a plain prefix beam search.
         options: see `BeamOptions`.
         words: a word LM to score finished words with (needs `lm`), or None.
-        hotwords: words to boost (`hotwords.HotwordTrie`), with or without the LMs.
     """
 
     def __init__(
@@ -157,7 +154,6 @@ class PrefixBeamDecoder:
         lm: Optional[CharNgramLM],
         options: BeamOptions,
         words: Optional[WordNgramLM] = None,
-        hotwords: Optional[HotwordTrie] = None,
     ):
         options.validate()
         if words is not None and lm is None:
@@ -165,7 +161,6 @@ class PrefixBeamDecoder:
         self.vocabulary = vocabulary
         self.lm = lm
         self.words = words
-        self.hotwords = hotwords
         self.options = options
         self.frames = 0
         self._silent = vocabulary.silent_ids()
@@ -183,11 +178,9 @@ class PrefixBeamDecoder:
         # prefix -> [log P(prefix, last frame blank), log P(prefix, last frame its last token)]
         self._beams: Dict[_Prefix, List[float]] = {self._root: [0.0, NEG_INF]}
         # A prefix stays in the beam for many frames and tries the same letters in each; what the LMs
-        # say of each extension is kept, (id(prefix), token) -> (prefix, context, lm_score, word, hot),
+        # say of each extension is kept, (id(prefix), token) -> (prefix, context, lm_score, word),
         # as nodes themselves cannot be: their emission frame changes.
-        self._scored: Dict[
-            Tuple[int, int], Tuple[_Prefix, str, float, Optional[_WordState], Tuple[int, float]]
-        ] = {}
+        self._scored: Dict[Tuple[int, int], Tuple[_Prefix, str, float, Optional[_WordState]]] = {}
 
     def push(self, log_probs: np.ndarray) -> None:
         """Advance over a chunk of frames (consecutive with the previous chunk)."""
@@ -205,19 +198,8 @@ class PrefixBeamDecoder:
         key = (id(prefix), token)
         scored = self._scored.get(key)
         if scored is None:
-            scored = self._scored[key] = (prefix, *self._score_extension(prefix, token))
+            scored = self._scored[key] = (prefix, *self._score_language(prefix, token))
         return _Prefix(prefix, token, self.frames, logprob, *scored[1:])
-
-    def _score_extension(
-        self, prefix: _Prefix, token: int
-    ) -> Tuple[str, float, Optional[_WordState], HotState]:
-        """The LM context, score, word state and hotword state of `prefix` + `token`."""
-        context, lm_score, word = self._score_language(prefix, token)
-        if self.hotwords is None:
-            return context, lm_score, word, prefix.hot
-        word_start = prefix.parent is None or self._is_boundary[prefix.token]
-        hot, change = self.hotwords.advance(prefix.hot, token, word_start, self._is_boundary[token])
-        return context, lm_score + change, word, hot
 
     def _score_language(self, prefix: _Prefix, token: int) -> Tuple[str, float, Optional[_WordState]]:
         """The LM context, LM score (with the insertion bonus) and word state of `prefix` + `token`."""
@@ -235,10 +217,7 @@ class PrefixBeamDecoder:
             change, words = self._close_word(word, word.char_score + char_score)
             return context, lm_score + change, _WordState(words)
         letters = word.letters + self.vocabulary.tokens[token]
-        in_lexicon = word.in_lexicon and (
-            self.words.begins_word(letters)
-            or (self.hotwords is not None and letters in self.hotwords.prefixes)
-        )
+        in_lexicon = word.in_lexicon and self.words.begins_word(letters)
         if word.in_lexicon and not in_lexicon:
             # Penalised as soon as no known word starts so, rather than at the word's end: the beam
             # then spends its places on spellings that can still become words.
@@ -252,8 +231,6 @@ class PrefixBeamDecoder:
         code = self.words.code(word.letters)
         if code != self.words.unknown:
             change = self.options.word_weight * self.words.logprob(word.context, code) - char_score
-        elif self.hotwords is not None and word.letters in self.hotwords.words:
-            change = 0.0  # a hotword is a known word that the word LM does not hold: its letters' score
         else:  # a word that left the lexicon on the way paid its penalty then
             change = self.options.unknown_word_penalty if word.in_lexicon else 0.0
         return change, self.words.extend(word.context, code)
@@ -307,8 +284,6 @@ class PrefixBeamDecoder:
 
     def _final_score(self, prefix: _Prefix, probs: List[float]) -> float:
         score = self._score(prefix, probs)
-        if self.hotwords is not None:
-            score -= self.hotwords.unfinished(prefix.hot)  # a hotword left unfinished earns nothing
         if self.lm is None or prefix.parent is None:
             # Nothing said is not a sentence: the LMs' end-of-sentence score for an empty one (which
             # no LM text holds) would make silence lose to any letter the acoustics barely allow.
@@ -354,17 +329,15 @@ def frame_decoder(
     options: Optional[BeamOptions] = None,
     words: Optional[WordNgramLM] = None,
     blank_penalty: float = 0.0,
-    hotwords: Optional[HotwordTrie] = None,
+    hotwords: Optional[HotwordGraph] = None,
 ) -> FrameDecoder:
     """The decoder for one file or utterance: a beam search scored by `lm` (and `words`) when both
-    `lm` and `options` are given, a beam search without LM when only `hotwords` are, else greedy
-    with `blank_penalty`. Files, streams and the LM tuner all choose here, so they decode the same
-    log-probabilities the same way."""
+    `lm` and `options` are given, else greedy with `blank_penalty`; with `hotwords`, wrapped in the
+    pass that puts back the hotwords it missed (`hotwords.HotwordSpotter`). Files, streams and the LM
+    tuner all choose here, so they decode the same log-probabilities the same way."""
+    decoder: FrameDecoder
     if lm is not None and options is not None:
-        return PrefixBeamDecoder(vocabulary, lm, options, words, hotwords)
-    if hotwords is not None:
-        # No LM: the acoustic scores and the boosts alone (an insertion bonus would only add letters).
-        return PrefixBeamDecoder(
-            vocabulary, None, options or BeamOptions(insertion_bonus=0.0), None, hotwords
-        )
-    return GreedyDecoder(vocabulary.blank_id, blank_penalty)
+        decoder = PrefixBeamDecoder(vocabulary, lm, options, words)
+    else:
+        decoder = GreedyDecoder(vocabulary.blank_id, blank_penalty)
+    return decoder if hotwords is None else HotwordSpotter(decoder, hotwords, vocabulary)

@@ -68,7 +68,7 @@ def add_decoding_args(parser: argparse.ArgumentParser, *, file: bool) -> None:
         "--hotword-boost",
         type=float,
         default=DEFAULT_BOOST,
-        help=f"score per character of a hotword without its own boost (default {DEFAULT_BOOST})",
+        help=f"how far a hotword may trail what was heard, nats per letter (default {DEFAULT_BOOST})",
     )
     if file:
         group.add_argument("--lm-weight", type=float, help="LM score scale (default: the bundle's, tuned)")

@@ -50,8 +50,8 @@ class TranscribeOptions:
             bundle without one, decodes greedily. `blank_penalty` applies to greedy decoding only.
         beam: the beam search's settings; None uses those tuned for the bundle's LM. To change some
             of them, start from the tuned ones: `tuned_beam_options(model, beam_size=4)`.
-        hotwords: words or names to boost in the beam search (`edge_asr.hotwords`); with them a
-            bundle without LM, or `use_lm` False, decodes by beam search without LM.
+        hotwords: words or names to write where the audio allows them (`edge_asr.hotwords`), over
+            the beam search with the LMs or over greedy decoding.
         use_word_lm: with `use_lm`, also score finished words with the bundle's word LM when it has
             one; False decodes with the character LM alone.
     """

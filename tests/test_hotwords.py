@@ -1,16 +1,17 @@
-"""Hotwords: boosted words inside the beam search, with and without a language model."""
+"""Hotwords: written where the frames allow them (the spotting pass), with and without the LMs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
 from tone_model import VOCAB, token_frequency, tone_audio
 
 from edge_asr import EdgeTranscriber, InputError
-from edge_asr.ctc import Vocabulary
-from edge_asr.hotwords import Hotwords
+from edge_asr.ctc import GreedyDecoder, Vocabulary, decode
+from edge_asr.hotwords import Hotwords, HotwordSpotter
 from edge_asr.text import TextNormalization
 from edge_asr.transcriber import TranscribeOptions
 
@@ -30,33 +31,12 @@ def transcribe(bundle: Path, audio: np.ndarray, hotwords: Hotwords | None) -> st
     return EdgeTranscriber(bundle, options=TranscribeOptions(hotwords=hotwords)).transcribe(audio, 16000).text
 
 
-def test_a_boosted_word_wins_its_close_call_without_an_lm(tone_bundle: Path) -> None:
+def test_a_hotword_wins_its_close_call_when_its_boost_covers_the_gap(tone_bundle: Path) -> None:
     assert transcribe(tone_bundle, close_call(), None) == "bad cafd"
-    assert transcribe(tone_bundle, close_call(), Hotwords.from_list(["cafe"], boost=4.0)) == "bad cafe"
-    # A hotword the audio only begins earns nothing at the end: "cafeb" does not make it "cafe".
-    assert transcribe(tone_bundle, close_call(), Hotwords.from_list(["cafeb"], boost=4.0)) not in (
-        "bad cafe",
-        "bad cafeb",
-    )
-
-
-def test_bonus_is_kept_only_for_a_finished_word() -> None:
-    trie = Hotwords.from_list(["cafe", "bad cab"], boost=1.0).compile(TONES, TextNormalization())
-    ids = {t: i for i, t in enumerate(VOCAB)}
-
-    def run(text: str) -> float:
-        state, total, word_start = (0, 0.0), 0.0, True
-        for char in text.replace(" ", "|"):
-            boundary = char == "|"
-            state, change = trie.advance(state, ids[char], word_start, boundary)
-            total += change
-            word_start = boundary
-        return total - trie.unfinished(state)
-
-    assert run("cafe") == 4.0 and run("cafe fed") == 4.0
-    assert run("cafed") == 0.0 and run("caf") == 0.0 and run("fcafe") == 0.0
-    assert run("bad cab") == 7.0 and run("bad cafe") == 4.0  # the phrase's "bad " is given back
-    assert run("bad cafe fed") == 4.0 and run("bad cab cafe") == 11.0
+    assert transcribe(tone_bundle, close_call(), Hotwords.from_list(["cafe"], boost=2.0)) == "bad cafd"
+    assert transcribe(tone_bundle, close_call(), Hotwords.from_list(["cafe"], boost=3.0)) == "bad cafe"
+    # A hotword with a letter the audio does not hold is not written at the default boost.
+    assert transcribe(tone_bundle, close_call(), Hotwords.from_list(["cafeb"])) == "bad cafd"
 
 
 def test_hotword_files_and_bad_entries(tmp_path: Path) -> None:
@@ -70,6 +50,8 @@ def test_hotword_files_and_bad_entries(tmp_path: Path) -> None:
         Hotwords.from_list([("lamp", 0.0)])
     with pytest.raises(InputError, match="cannot spell: g"):
         Hotwords.from_list(["badge"]).compile(TONES, TextNormalization())
+    with pytest.raises(InputError, match="no word delimiter"):
+        Hotwords.from_list(["bad"]).compile(Vocabulary(["_", "a", "b", "d"], 0, None), TextNormalization())
 
 
 def test_cli_hotwords_flag(tone_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,3 +68,67 @@ def test_cli_hotwords_flag(tone_bundle: Path, tmp_path: Path, capsys: pytest.Cap
     assert capsys.readouterr().out == "bad cafe\n"
     assert main(["file", str(wav), "-m", str(tone_bundle), "--hotwords", str(tmp_path / "none.txt")]) == 2
     assert "cannot read the hotwords" in capsys.readouterr().err
+
+
+# The spotting pass on hand-built log-probabilities: exact gaps, known answers.
+FLOOR = -30.0
+
+
+def frames(spec: Sequence[Tuple[str, Optional[str], float]], repeat: int = 3) -> np.ndarray:
+    """Each (heard, runner-up, how far behind) gives `repeat` frames then one blank frame."""
+    rows: List[np.ndarray] = []
+    for heard, second, behind in spec:
+        row = np.full(len(VOCAB), FLOOR)
+        row[VOCAB.index(heard)] = 0.0
+        if second is not None:
+            row[VOCAB.index(second)] = -behind
+        rows += [row] * repeat + [np.where(np.arange(len(VOCAB)) == 0, 0.0, FLOOR)]
+    return np.array(rows, dtype=np.float32)
+
+
+def spell(text: str, changes: Optional[dict] = None, behind: float = 1.0) -> np.ndarray:
+    """Frames that greedy decoding hears as `text`; `changes` maps a position to the letter a second
+    choice `behind` nats lower would have given."""
+    changes = changes or {}
+    return frames([(c.replace(" ", "|"), changes.get(i), behind) for i, c in enumerate(text)])
+
+
+def run(log_probs: np.ndarray, hotwords: List[str], boost: float) -> str:
+    graph = Hotwords.from_list(hotwords, boost).compile(TONES, TextNormalization())
+    spotter = HotwordSpotter(GreedyDecoder(0), graph, TONES)
+    for chunk in np.array_split(log_probs, 3):  # chunked as the windowed runner delivers them
+        spotter.push(chunk)
+    ids, scores = spotter.finish()
+    return decode(ids, TONES, 0.02, scores)[0]
+
+
+def test_a_hotword_heard_as_other_words_is_put_back_when_its_boost_covers_the_gap() -> None:
+    # Heard "ab ca fd", said "ab cafe": the "|" inside and the "d" each lose 1 nat a frame (3 frames).
+    heard = spell("ab ca fd", {5: "<blank>", 7: "e"})
+    assert run(heard, ["cafe"], boost=0.5) == "ab ca fd"  # 6 nats behind, 2 nats of boost
+    assert run(heard, ["cafe"], boost=1.4) == "ab ca fd"  # 5.6 nats: still short
+    assert run(heard, ["cafe"], boost=1.6) == "ab cafe"  # 6.4 nats: both beam words go whole
+
+
+def test_the_spot_margin_is_the_exact_gap_per_letter() -> None:
+    heard = spell("ab cafd", {6: "e"}, behind=2.0)  # "e" is 2 nats behind "d" in each of 3 frames
+    graph = Hotwords.from_list(["cafe"], 2.0).compile(TONES, TextNormalization())
+    spotter = HotwordSpotter(GreedyDecoder(0), graph, TONES)
+    spotter.push(heard)
+    (spot,) = spotter.spots()
+    assert abs(spot.margin - (2.0 - 3 * 2.0 / 4)) < 1e-5  # boost minus the gap per letter
+    assert spot.start <= 3 * 4 and spot.end >= 7 * 4  # from the "|" after "ab" to the end of "cafd"
+
+
+def test_a_hotword_starts_only_at_a_word_start_and_words_around_it_stay() -> None:
+    # "bcafe" holds "cafe" but not after a word boundary: the "b" frames would have to be a "|".
+    assert run(spell("a bcafe fed"), ["cafe"], boost=3.0) == "a bcafe fed"
+    # Two occurrences, each put back; the words between and around them are untouched.
+    heard = spell("cafd a cafd", {3: "e", 10: "e"})
+    assert run(heard, ["cafe"], boost=1.0) == "cafe a cafe"
+
+
+def test_a_phrase_hotword_spans_its_words() -> None:
+    heard = spell("bad cafd ab", {7: "e"})
+    assert run(heard, ["bad cafe"], boost=1.0) == "bad cafe ab"
+    assert run(heard, ["bad cafe"], boost=0.2) == "bad cafd ab"

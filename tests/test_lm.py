@@ -15,12 +15,14 @@ import pytest
 import soundfile as sf
 from tone_model import VOCAB, token_frequency, tone_audio
 
-from edge_asr.beam import BeamOptions, PrefixBeamDecoder
+from edge_asr.beam import BeamOptions, PrefixBeamDecoder, frame_decoder
 from edge_asr.bundle import LM_FILE, load_bundle
 from edge_asr.cli import main as edge_main
 from edge_asr.ctc import Vocabulary, decode, greedy_decode
 from edge_asr.errors import BundleError
+from edge_asr.hotwords import Hotwords
 from edge_asr.lm import WORD_BOUNDARY, CharLmArrays, CharNgramLM
+from edge_asr.text import TextNormalization
 from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
 from quantize.cli import main as quantize_main
 from quantize.lm_estimate import estimate, to_model, tokens_of
@@ -205,6 +207,18 @@ def test_lm_turns_a_close_call_into_the_known_word(tmp_path: Path) -> None:
         beam_text(log_probs, lm, BeamOptions(beam_size=8, lm_weight=0.0, insertion_bonus=0.0))
         == "the cet set"
     )
+
+
+def test_a_hotword_the_audio_allows_is_written_over_the_lm_choice(tmp_path: Path) -> None:
+    vocab = Vocabulary(SPEECH_VOCAB, blank_id=0)
+    log_probs = frames_for("the c(e/a)t s(e/a)t", SPEECH_VOCAB)
+    hotwords = Hotwords.from_list(["cet"]).compile(vocab, TextNormalization())
+    options = BeamOptions(beam_size=8, lm_weight=0.7)
+    decoder = frame_decoder(vocab, build_lm(tmp_path), options, hotwords=hotwords)
+    decoder.push(log_probs)
+    ids, scores = decoder.finish()
+    # The LM alone says "the cat sat"; the frames spell "cet" outright, so the hotword is written.
+    assert decode(ids, vocab, 0.02, scores)[0] == "the cet sat"
 
 
 def test_chunked_pushes_decode_like_one_push(tmp_path: Path) -> None:
