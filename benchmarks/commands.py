@@ -386,6 +386,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         figures = hotword_figures(lm_plain, lm_hot, name_utts, plain_sets)
         results["hotwords"][boost] = figures
         print(f"hotwords, boost {boost}: {json.dumps(figures)}", flush=True)
+    if args.pick:
+        def cost_ok(f: Dict[str, Any]) -> bool:
+            return all(f[f"cer_{n}_hot"] - f[f"cer_{n}_plain"] <= TARGETS["cer_cost"] for n in plain_sets)
+
+        within = [boost for boost, f in results["hotwords"].items() if cost_ok(f)]
+        results["hotword_boost"] = max(within, default=min(boosts))
+        print(f"picked hotword boost {results['hotword_boost']} (highest within the CER cost on each set)")
     if not args.pick:
         g = results["grammar"]
         h = list(results["hotwords"].values())[0]
