@@ -56,7 +56,7 @@ from .errors import InputError
 from .grammar import CommandMatch, GrammarDecoder
 from .results import Word
 from .vad import EnergyVad, EnergyVadOptions, VoiceActivityDetector
-from .windows import LogProbFn, WindowedRunner, WindowPlan
+from .windows import FeatureCache, LogProbFn, SplitStages, WindowedRunner, WindowPlan
 
 PARTIAL, FINAL = "partial", "final"
 VAD_FRAME_SECONDS = 0.02
@@ -240,6 +240,9 @@ class Stream:
             about 20 ms: `frame_seconds`).
         new_decoder: makes the decoder of each utterance's final text (None: greedy with
             `options.blank_penalty`); `EdgeTranscriber.stream` gives its own, the one files get.
+        split: the model's two halves, to cache front-end features (`windows.FeatureCache`): each hop
+            then runs the front-end on its new samples only, and the final pass the encoder alone
+            (the utterance's features are kept); None runs `log_probs` on every window.
     """
 
     def __init__(
@@ -251,6 +254,7 @@ class Stream:
         options: Optional[StreamOptions] = None,
         vad: Optional[VoiceActivityDetector] = None,
         new_decoder: Optional[Callable[[], FrameDecoder]] = None,
+        split: Optional[SplitStages] = None,
     ):
         self.options = options or StreamOptions()
         self.options.validate()
@@ -279,7 +283,13 @@ class Stream:
         self.final_plan = final_plan
         self.stats = StreamStats()
         self._log_probs = log_probs
-        self._last_output: Optional[np.ndarray] = None
+        self._split = (
+            None
+            if split is None
+            else SplitStages(
+                self._timed(split.features, True), self._timed(split.encode, False), split.normalize
+            )
+        )
 
         def frames(seconds: float) -> int:
             return max(1, round(seconds / self.frame_seconds))
@@ -397,10 +407,16 @@ class Stream:
     # -- utterances --------------------------------------------------------------------------------
 
     def _start(self, start_frame: int) -> None:
+        # With a final pass the features stay for it: it numbers frames from the same first sample.
+        cache = (
+            FeatureCache(self._split, self.plan, keep_all=self.options.final_pass)
+            if self._split is not None
+            else None
+        )
         utt = _Utterance(
             index=-1,
             start_frame=start_frame,
-            runner=WindowedRunner(self._run_model, self.plan),
+            runner=WindowedRunner(self._run_model, self.plan, cache),
             text=_TextBuilder(self.vocabulary),
             pending=list(self._preroll),
             frames=len(self._preroll),
@@ -419,8 +435,27 @@ class Stream:
         stats.model_calls += 1
         stats.model_samples += window.size
         stats.max_window_samples = max(stats.max_window_samples, window.size)
-        self._last_output = output
         return output
+
+    def _timed(
+        self, stage: Callable[[np.ndarray], np.ndarray], front_end: bool
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """`stage` counted in `stats` as `_run_model` counts a whole run: time for both halves;
+        samples for the front-end (new samples only), a model call per encoder run."""
+
+        def run(values: np.ndarray) -> np.ndarray:
+            started = time.perf_counter()
+            output = stage(values)
+            stats = self.stats
+            stats.model_seconds += time.perf_counter() - started
+            if front_end:
+                stats.model_samples += values.size
+                stats.max_window_samples = max(stats.max_window_samples, values.size)
+            else:
+                stats.model_calls += 1
+            return output
+
+        return run
 
     def _commit(self, utt: _Utterance, cores: List[Tuple[int, np.ndarray]]) -> None:
         for _, core in cores:
@@ -445,8 +480,8 @@ class Stream:
         # The last run's frames after its core (its right context) are the tentative tail.
         first, core = cores[-1]
         window_first = max(0, first - self.plan.left_frames)
-        assert self._last_output is not None
-        tail = self._last_output[first - window_first + core.shape[0] :]
+        assert utt.runner.last_window is not None
+        tail = utt.runner.last_window[first - window_first + core.shape[0] :]
         tail_ids = (
             best_path(tail, self.metadata.blank_id, self.options.blank_penalty)[0] if tail.size else tail
         )
@@ -476,7 +511,7 @@ class Stream:
         model_seconds = self.stats.model_seconds
         audio = np.concatenate(utt.audio) if utt.audio else _EMPTY
         utt.audio.clear()
-        runner = WindowedRunner(self._run_model, self.final_plan)
+        runner = WindowedRunner(self._run_model, self.final_plan, utt.runner.cache)
         decoder = self._new_decoder()
         for _, log_probs in runner.push(audio):
             decoder.push(log_probs)
