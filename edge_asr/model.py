@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnxruntime as ort
@@ -62,19 +62,31 @@ def normalize_utterance(samples: np.ndarray, stats: Optional[Tuple[float, float]
 
 
 ARENA_CHOICES = ("auto", "on", "off")
-# `auto` turns the arena on for graphs up to this size (all of a bundle's graphs that run, together).
-# Placeholder until measured; see resolve_arena.
-ARENA_MAX_AUTO_BYTES = 0
+# onnxruntime's CPU memory arena keeps the largest allocation of a run for the session's life. Measured
+# (docs/benchmarks.md; int8, 1 thread, x86; speed side by side in one process, peak RSS in a process
+# per setting): for graphs of 10-13 MB (the Whisper-tiny default, a small wav2vec2) it was no faster
+# (0.95-1.02x) and cost 7-27 MB of RSS (5-19%); for wav2vec2-base (105-122 MB) it was 2-10% faster
+# and cost 216-348 MB (52-88%). So `auto` takes the arena only for a large model on a machine with
+# the memory to spare: at least ARENA_MIN_MODEL_BYTES of graphs and ARENA_MIN_MEMORY_MB of RAM (where
+# ~350 MB is under a tenth of it); a Pi with 1-2 GB keeps the memory.
+ARENA_MIN_MODEL_BYTES = 50_000_000
+ARENA_MIN_MEMORY_MB = 4096
 
 
-def resolve_arena(choice: str, graphs: Sequence[Path]) -> bool:
+def resolve_arena(choice: str, graphs: Sequence[Path], memory_mb: Optional[int] = None) -> bool:
     """Whether to use onnxruntime's CPU memory arena for a model made of `graphs`: "on", "off", or
-    "auto" by the rule measured in docs/benchmarks.md."""
+    "auto" by the measured rule above (`memory_mb`: the machine's, read from /proc when None)."""
     if choice not in ARENA_CHOICES:
         raise InputError(f"arena must be one of {', '.join(ARENA_CHOICES)}, got {choice!r}")
     if choice != "auto":
         return choice == "on"
-    return sum(Path(g).stat().st_size for g in graphs) <= ARENA_MAX_AUTO_BYTES
+    if sum(Path(g).stat().st_size for g in set(graphs)) < ARENA_MIN_MODEL_BYTES:
+        return False
+    if memory_mb is None:
+        from .sysinfo import memory_mb as machine_memory_mb
+
+        memory_mb = machine_memory_mb()
+    return memory_mb is not None and memory_mb >= ARENA_MIN_MEMORY_MB
 
 
 def session(path: Path, threads: int, arena: bool = False) -> ort.InferenceSession:
@@ -142,6 +154,11 @@ class CtcModel:
     def num_frames(self, num_samples: int) -> int:
         """Frames the graph yields for `num_samples` input samples (exact for strided conv stacks)."""
         return _num_frames(self.metadata, num_samples)
+
+    @property
+    def graph_files(self) -> List[Path]:
+        """The ONNX files this model runs."""
+        return [self.path]
 
 
 def _num_frames(meta: BundleMetadata, num_samples: int) -> int:
@@ -229,6 +246,11 @@ class SplitCtcModel:
 
     def num_frames(self, num_samples: int) -> int:
         return _num_frames(self.metadata, num_samples)
+
+    @property
+    def graph_files(self) -> List[Path]:
+        """The ONNX files this model runs (front-end, encoder)."""
+        return [self.front_end_path, self.path]
 
 
 def limit_heap_growth(threshold_bytes: int = 1 << 20) -> bool:
