@@ -15,7 +15,9 @@ How it works, and why the cost per hop is bounded:
   right context runs the model each hop on left + hop + right samples only, and keeps the centre
   (core) frames. Core frames had full context on both sides, so their CTC labels are final: they
   are committed and never computed again. The right-context frames of the same run are decoded as
-  a tentative tail for the partial hypothesis, at no extra model cost.
+  a tentative tail for the partial hypothesis, at no extra model cost. With a model split into a
+  front-end and an encoder (bundle format 2), a `windows.FeatureCache` runs the front-end on each
+  hop's new samples only (and the final pass the encoder alone, where that is exact).
 * Endpointing, after sherpa-onnx's three rules: an utterance ends after `endpoint_silence` of trailing
   silence once something was decoded (rule 2), after `endpoint_silence_no_text` when nothing was
   (rule 1: a cough or a door, no final line), or when it reaches `max_utterance_seconds` (rule 3).
@@ -168,7 +170,9 @@ class StreamStats:
     """Counters of a stream's work, for benchmarks and summaries.
 
     The model counters cover every run, hops and final passes; `final_passes` counts the final passes
-    (`StreamOptions.final_pass`) and `final_pass_seconds` is their share of `model_seconds`.
+    (`StreamOptions.final_pass`) and `final_pass_seconds` is their share of `model_seconds`. With a
+    front-end cache (`Stream(split=...)`), `model_samples` and `max_window_samples` count the samples
+    the front-end ran on (a hop's new ones), and `model_calls` the encoder's runs.
     """
 
     audio_seconds: float = 0.0
