@@ -34,7 +34,7 @@ import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -45,6 +45,7 @@ from edge_asr import EdgeTranscriber  # noqa: E402
 from edge_asr.audio import resample  # noqa: E402
 from edge_asr.listen import limit_heap_growth  # noqa: E402
 from edge_asr.stream import StreamOptions  # noqa: E402
+from edge_asr.windows import FeatureCache  # noqa: E402
 
 RATE = 16000
 BLOCK = RATE // 20  # 50 ms, what `listen` asks PortAudio for
@@ -282,22 +283,32 @@ def per_hop(asr: EdgeTranscriber, utterances: List[np.ndarray], seconds: int, op
     cpu: List[float] = []
     sizes: List[int] = []
     real = stream._log_probs
+    cached = FeatureCache.log_probs
 
-    def timed(window: np.ndarray) -> np.ndarray:
+    def timed_with(run: Callable[[np.ndarray], np.ndarray], window: np.ndarray) -> np.ndarray:
         t0, c0 = time.perf_counter(), time.process_time()
-        out = real(window)
+        out = run(window)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         sizes.append(window.size)
         return out
 
-    stream._log_probs = timed
-    for i in range(0, audio.size, BLOCK):
-        stream.accept(audio[i : i + BLOCK], RATE)
-    # The utterance ends at the flush: with the final pass, the runs from here on are the final pass
-    # (the hop runner's last run is skipped); without it, the hop runner's last run.
-    hop_runs = len(times) if options.final_pass else len(times) + 1
-    stream.flush()
+    def timed_cache(cache: FeatureCache, window: np.ndarray, first_frame: int) -> np.ndarray:
+        return timed_with(lambda w: cached(cache, w, first_frame), window)
+
+    stream._log_probs = lambda window: timed_with(real, window)
+    # With a front-end cache (split bundles) windows run through FeatureCache.log_probs instead: timed
+    # the same way, with the window's samples (its front-end runs on the new ones only).
+    FeatureCache.log_probs = timed_cache  # type: ignore[method-assign,assignment]
+    try:
+        for i in range(0, audio.size, BLOCK):
+            stream.accept(audio[i : i + BLOCK], RATE)
+        # The utterance ends at the flush: with the final pass, the runs from here on are the final
+        # pass (the hop runner's last run is skipped); without it, the hop runner's last run.
+        hop_runs = len(times) if options.final_pass else len(times) + 1
+        stream.flush()
+    finally:
+        FeatureCache.log_probs = cached  # type: ignore[method-assign]
     final = times[hop_runs:]
     times, cpu, sizes = times[:hop_runs], cpu[:hop_runs], sizes[:hop_runs]
     steady = times[3:-1] or times

@@ -1,9 +1,10 @@
-"""On-device benchmark: load time, real-time factor per clip length, peak memory, fp32 vs int8, threads.
+"""On-device benchmark: load time, real-time factor per clip length, peak memory, fp32 vs int8, threads,
+onnxruntime's CPU memory arena on vs off.
 
 It needs nothing but the runtime (numpy, onnxruntime, soundfile, soxr), so it runs on the board itself
 and its JSON can be pasted into an issue to compare boards.
 
-Each (variant, threads) configuration runs in a fresh child process (multiprocessing "spawn") by
+Each (variant, threads, arena) configuration runs in a fresh child process (multiprocessing "spawn") by
 default: ru_maxrss is a high-water mark for the whole process, so a configuration run after another
 would inherit the earlier one's peak. Clips run shortest first, so the high-water mark read after each
 clip is that clip length's peak. The machine facts and the peak RSS come from `edge_asr.sysinfo`.
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 VARIANTS = ("fp32", "int8")
 DEFAULT_SECONDS = (5.0, 10.0, 30.0)
 QUICK_SECONDS = (5.0,)
+DEFAULT_ARENAS = ("on", "off")  # measured side by side: what `--arena auto` chooses is in the docs
 WARMUP_SECONDS = 1.0
 NOISE_SEED = 20240607
 
@@ -60,6 +62,8 @@ class BenchOptions:
             there is more than one configuration.
         first_variant_only: time only the first of `variants` that the bundle has (for --quick).
         use_lm: decode as `edge-asr file` does: beam search with the bundle's LM when it has one.
+        arenas: onnxruntime CPU memory arena settings to compare ("on", "off", "auto"); each is its own
+            configuration, in its own process, so that each gets its own peak RSS.
     """
 
     model: Optional[str] = None
@@ -71,6 +75,7 @@ class BenchOptions:
     isolate: Optional[bool] = None
     first_variant_only: bool = False
     use_lm: bool = True
+    arenas: Sequence[str] = DEFAULT_ARENAS
 
 
 @dataclass
@@ -87,7 +92,8 @@ class ClipResult:
 
 @dataclass
 class ConfigResult:
-    """One (variant, threads) configuration."""
+    """One (variant, threads, arena) configuration; `arena` is what ran ("on"/"off"), `arena_setting`
+    what was asked ("auto" resolves by `model.resolve_arena`)."""
 
     variant: str
     threads: int
@@ -99,6 +105,8 @@ class ConfigResult:
     rss_after_load_mb: float
     clips: List[ClipResult] = field(default_factory=list)
     text: str = ""
+    arena: str = "off"
+    arena_setting: str = "auto"
 
     @property
     def peak_rss_mb(self) -> float:
@@ -168,8 +176,19 @@ def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
+def parse_arenas(text: str) -> List[str]:
+    """Parse a list of arena settings: "on,off" -> ["on", "off"]."""
+    from .model import ARENA_CHOICES
+
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values or any(v not in ARENA_CHOICES for v in values):
+        raise InputError(f"--arena {text!r}: expected a comma-separated list of {', '.join(ARENA_CHOICES)}")
+    return list(dict.fromkeys(values))
+
+
 seconds_arg = _argparse_type(parse_seconds)
 threads_arg = _argparse_type(parse_threads)
+arenas_arg = _argparse_type(parse_arenas)
 
 
 def default_thread_counts() -> List[int]:
@@ -220,6 +239,7 @@ def run_configuration(
     input_path: Optional[str],
     repeats: int,
     use_lm: bool = True,
+    arena: str = "auto",
 ) -> ConfigResult:
     """Time one configuration in this process. Runs in the child when configurations are isolated."""
     from .audio import read_audio
@@ -228,7 +248,9 @@ def run_configuration(
     rss_before = peak_rss_mb()
     started = time.perf_counter()
     options = TranscribeOptions(use_lm=use_lm)
-    transcriber = EdgeTranscriber(model, quantized=variant == "int8", threads=threads, options=options)
+    transcriber = EdgeTranscriber(
+        model, quantized=variant == "int8", threads=threads, options=options, arena=arena
+    )
     load_s = time.perf_counter() - started
     rss_loaded = peak_rss_mb()
     rate = transcriber.sample_rate
@@ -237,16 +259,17 @@ def run_configuration(
     warm = time.perf_counter()
     transcriber.transcribe(clip_audio(WARMUP_SECONDS, rate, source), sample_rate=rate)
     first_run_s = time.perf_counter() - warm
-    model_path = Path(transcriber.model_path)
     result = ConfigResult(
         variant=variant,
         threads=transcriber.model.threads,
-        model_file=model_path.name,
-        model_mb=round(model_path.stat().st_size / 1e6, 3),
+        model_file=" + ".join(p.name for p in transcriber.model.graph_files),
+        model_mb=round(sum(p.stat().st_size for p in set(transcriber.model.graph_files)) / 1e6, 3),
         load_s=round(load_s, 3),
         first_run_s=round(first_run_s, 3),
         rss_before_load_mb=round(rss_before, 1),
         rss_after_load_mb=round(rss_loaded, 1),
+        arena="on" if transcriber.model.arena else "off",
+        arena_setting=arena,
     )
     for length in sorted(seconds):
         audio = clip_audio(length, rate, source)
@@ -299,14 +322,21 @@ def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchRe
     if not seconds:
         raise InputError("no clip lengths to time: pass --seconds, e.g. 5,10,30")
     threads = list(options.threads) if options.threads else default_thread_counts()
-    configs = [(v, t) for v in variants for t in threads]
+    arenas = list(options.arenas)
+    configs = [(v, t, a) for v in variants for t in threads for a in arenas]
     isolate = options.isolate if options.isolate is not None else len(configs) > 1
     model_arg = str(bundle.path)
     machine = machine_info()  # before the runs, so the load average is other programs' load
     results: List[ConfigResult] = []
-    for variant, count in configs:
-        args = (model_arg, variant, count, seconds, options.input, options.repeats, options.use_lm)
-        log.info("bench: %s, %d thread(s)%s", variant, count, " (child process)" if isolate else "")
+    for variant, count, arena in configs:
+        args = (model_arg, variant, count, seconds, options.input, options.repeats, options.use_lm, arena)
+        log.info(
+            "bench: %s, %d thread(s), arena %s%s",
+            variant,
+            count,
+            arena,
+            " (child process)" if isolate else "",
+        )
         result = _in_child(args) if isolate else run_configuration(*args)
         results.append(result)
         if on_result is not None:
@@ -325,6 +355,7 @@ def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchRe
         settings={
             "seconds": seconds,
             "threads": threads,
+            "arenas": arenas,
             "repeats": options.repeats,
             "input": options.input,
             "audio": "file" if options.input else "generated noise and tones",
@@ -376,13 +407,14 @@ def format_table(report: BenchReport) -> str:
         "",
     ]
     seconds = report.settings["seconds"]
-    head = ["variant", "threads", "file MB", "load s", "1st run s"]
+    head = ["variant", "threads", "arena", "file MB", "load s", "1st run s"]
     head += [f"RTF {s:g}s" for s in seconds] + ["CPU %", "RSS before load MB", "peak RSS MB"]
     rows = []
     for r in report.results:
         by_len = {c.seconds: c for c in r.clips}
         rows.append(
-            [r.variant, str(r.threads), f"{r.model_mb:.3g}", f"{r.load_s:.2f}", f"{r.first_run_s:.2f}"]
+            [r.variant, str(r.threads), _arena_label(r), f"{r.model_mb:.3g}", f"{r.load_s:.2f}"]
+            + [f"{r.first_run_s:.2f}"]
             + [f"{by_len[s].rtf:.3g}" if s in by_len else "-" for s in seconds]
             + [_cpu_percent(r), f"{r.rss_before_load_mb:.0f}", f"{r.peak_rss_mb:.0f}"]
         )
@@ -397,6 +429,10 @@ def format_table(report: BenchReport) -> str:
         "Peak RSS includes Python, numpy and onnxruntime themselves (the 'before load' column)."
     )
     return "\n".join(lines) + "\n"
+
+
+def _arena_label(result: ConfigResult) -> str:
+    return f"auto:{result.arena}" if result.arena_setting == "auto" else result.arena
 
 
 def _cpu_percent(result: ConfigResult) -> str:
@@ -417,9 +453,11 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     variants: Sequence[str] = VARIANTS if args.variant == "all" else (args.variant,)
     seconds = args.seconds
     threads = args.thread_counts
+    arenas = getattr(args, "arenas", None)
     if args.quick:
         seconds = seconds or ([] if args.input else list(QUICK_SECONDS))
         threads = threads or [default_threads()]
+        arenas = arenas or ["auto"]
         if args.variant == "all":
             variants = ("int8", "fp32")  # the first one the bundle has, as `edge-asr file` picks
     elif seconds is None and not args.input:
@@ -435,6 +473,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         isolate=False if args.in_process else None,
         first_variant_only=bool(args.quick and args.variant == "all"),
         use_lm=getattr(args, "use_lm", True),
+        arenas=arenas or DEFAULT_ARENAS,
     )
 
 
@@ -447,7 +486,8 @@ def run_cli(args: argparse.Namespace, out: TextIO) -> int:
     def progress(result: ConfigResult) -> None:
         worst = max((c.rtf for c in result.clips), default=float("nan"))
         print(
-            f"bench: {result.variant}, {result.threads} thread(s): load {result.load_s:.2f} s, "
+            f"bench: {result.variant}, {result.threads} thread(s), arena {_arena_label(result)}: "
+            f"load {result.load_s:.2f} s, "
             f"RTF up to {worst:.3f}, peak RSS {result.peak_rss_mb:.0f} MB",
             file=sys.stderr,
             flush=True,

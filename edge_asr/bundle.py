@@ -5,6 +5,8 @@ A bundle is a folder::
     bundle.json        metadata below (JSON, never pickle)
     model.onnx         float32 graph: input float32 [batch, samples] -> output float32 [batch, frames, vocab]
     model.int8.onnx    optional dynamically quantized twin of model.onnx
+    front_end*.onnx    format 2, optional: the same model split in two graphs (see `SplitGraphs`)
+    encoder*.onnx
     lm.npz             optional character n-gram language model for beam search (see edge_asr.lm)
     words.npz          optional word n-gram language model that scores finished words in that search
     ...                any other file (report.md, samples) listed in "files" with its sha256
@@ -12,7 +14,9 @@ A bundle is a folder::
 The graph may take a second input ``input_lengths`` (int64 [batch]) so that normalization baked into
 the graph ignores padding; the device always runs one utterance at a time and feeds its full length.
 
-Bump FORMAT_VERSION whenever a reader of the old version would misread a new bundle.
+Bump FORMAT_VERSION whenever a reader of the old version would misread a new bundle. A bundle is
+written with the lowest version that describes it, so that a bundle without split graphs still loads
+in an edge-asr that reads version 1 only.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import limits
 from .atomic import PathLike, write_text_atomic
@@ -31,7 +35,12 @@ from .limits import brief
 from .text import TextNormalization
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+# Version 2 adds "split" (`SplitGraphs`): a front-end and an encoder graph beside the single graph.
+# A version-1 reader would not know the field, and one that ignored it would still be right, but a
+# bundle whose front-end graph is missing must be refused by name, so the version says it is there.
+FORMAT_VERSION = 2
+SPLIT_FORMAT_VERSION = 2  # the first version with SplitGraphs
+READABLE_VERSIONS = (1, 2)
 METADATA_FILE = "bundle.json"
 SUPPORTED_SAMPLE_RATES = range(8000, 48001)
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "models" / "default"
@@ -150,6 +159,51 @@ class LanguageModelSettings:
         return data
 
 
+@dataclass(frozen=True)
+class SplitGraphs:
+    """Format 2: the model as two graphs run one after the other, so that a runner can keep the
+    front-end features of audio it has already seen and run the front-end on new samples only
+    (`windows.FeatureCache`). They compute what the single graph in `BundleMetadata.models` does
+    (`python -m quantize` checks that at export); the single graph stays for tools and old readers.
+
+    Attributes:
+        front_end: variant ("fp32", "int8") -> graph file: float32 samples [batch, samples] ->
+            features [batch, frames, feature_dim]. It never normalizes: with `do_normalize` the device
+            normalizes the samples first. Two variants may name the same file (the int8 recipe
+            quantizes MatMuls, and the conv front-end has none).
+        encoder: variant -> graph file: features [batch, frames, feature_dim] -> log-probabilities
+            [batch, frames, vocab] (log-softmax in the graph).
+        feature_dim: the width of the features.
+        frames_local: the features of frame f depend only on that frame's receptive field (samples
+            f * frame_stride .. + receptive_field), as measured at export: true for a conv encoder
+            with per-frame layer norm, false for group norm (statistics over the whole input).
+    """
+
+    front_end: Dict[str, str]
+    encoder: Dict[str, str]
+    feature_dim: int
+    frames_local: bool
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> SplitGraphs:
+        required = {"front_end": dict, "encoder": dict, "feature_dim": int, "frames_local": bool}
+        _section(data, where, required, {})
+        for key in ("front_end", "encoder"):
+            files = data[key]
+            if not files or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+                raise BundleError(f"{where}.{key} must map variant names to file names, got {brief(files)}")
+        if type(data["frames_local"]) is not bool:
+            raise BundleError(
+                f"{where}.frames_local should be true or false, got {brief(data['frames_local'])}"
+            )
+        limits.Range(1, 1 << 16, integer=True).check(data["feature_dim"], f"{where}.feature_dim", BundleError)
+        return cls(dict(data["front_end"]), dict(data["encoder"]), data["feature_dim"], data["frames_local"])
+
+    def files(self) -> List[str]:
+        """Every graph file named, each once."""
+        return sorted(set(self.front_end.values()) | set(self.encoder.values()))
+
+
 @dataclass
 class BundleMetadata:
     """Everything the device must know to turn samples into text with the bundled graph.
@@ -176,6 +230,8 @@ class BundleMetadata:
         language_model: the optional beam-search LM(s) and their tuned settings
             (`LanguageModelSettings`).
         extra: free-form facts (e.g. the int8 report's headline figures).
+        split: format 2: the same model as a front-end and an encoder graph (`SplitGraphs`), with the
+            same variants as `models`; None in a version-1 bundle or one exported as a single graph.
     """
 
     vocabulary: List[str]
@@ -196,6 +252,7 @@ class BundleMetadata:
     source: Dict[str, Any] = field(default_factory=dict)
     language_model: Optional[LanguageModelSettings] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    split: Optional[SplitGraphs] = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -210,6 +267,8 @@ class BundleMetadata:
         data = asdict(self)
         data["text_normalization"] = self.text_normalization.to_dict()
         data["language_model"] = self.language_model.to_dict() if self.language_model else None
+        if self.split is None:
+            del data["split"]  # a version-1 bundle.json stays exactly what version 1 wrote
         ordered = {"format_version": data.pop("format_version"), **data}
         return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
 
@@ -219,11 +278,11 @@ class BundleMetadata:
             raise BundleError(f"{where}: expected a JSON object at the top level")
         _check_nesting(data, where)
         version = data.get("format_version")
-        if type(version) is not int or version != FORMAT_VERSION:
+        if type(version) is not int or version not in READABLE_VERSIONS:
             raise BundleError(
-                f"{where}: unknown bundle format version {brief(version)}; this edge-asr reads version "
-                f"{FORMAT_VERSION}. Upgrade edge-asr, or re-export the model with this version's "
-                "`python -m quantize`."
+                f"{where}: unknown bundle format version {brief(version)}; this edge-asr reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}. Upgrade edge-asr, or re-export the model "
+                "with this version's `python -m quantize`."
             )
         required = {
             "vocabulary": list,
@@ -271,6 +330,12 @@ class BundleMetadata:
             values["language_model"] = LanguageModelSettings.from_dict(
                 data["language_model"], f"{where}: language_model"
             )
+        if data.get("split") is not None:
+            if version < SPLIT_FORMAT_VERSION:
+                raise BundleError(
+                    f"{where}: 'split' needs format_version {SPLIT_FORMAT_VERSION}, the file says {version}"
+                )
+            values["split"] = SplitGraphs.from_dict(data["split"], f"{where}: split")
         meta = cls(**values)
         meta.validate(where)
         return meta
@@ -324,6 +389,19 @@ class BundleMetadata:
         for variant, filename in self.models.items():
             if filename not in self.files:
                 raise BundleError(f"{where}: model {variant!r} ({filename}) has no sha256 in 'files'")
+        split = self.split
+        if split is not None:
+            for key, graphs in (("front_end", split.front_end), ("encoder", split.encoder)):
+                if set(graphs) != set(self.models):
+                    raise BundleError(
+                        f"{where}: split.{key} has variants {', '.join(sorted(graphs))} where 'models' has "
+                        f"{', '.join(sorted(self.models))}; each variant needs both of its graphs"
+                    )
+                for variant, filename in graphs.items():
+                    if filename not in self.files:
+                        raise BundleError(
+                            f"{where}: split.{key} {variant!r} ({filename}) has no sha256 in 'files'"
+                        )
         lm = self.language_model
         if lm is not None:
             named = [("language_model", lm.file)] + (
@@ -353,6 +431,16 @@ class ModelBundle:
         if not quantized and "fp32" not in self.metadata.models:
             log.warning("%s has no fp32 graph; running %s", self.path, self.select_model(quantized))
         return self.path / self.select_model(quantized)
+
+    def split_names(self, quantized: bool = True) -> Optional[Tuple[str, str]]:
+        """(front-end, encoder) file names of the variant `select_model` picks; None without split
+        graphs."""
+        split = self.metadata.split
+        if split is None:
+            return None
+        chosen = self.select_model(quantized)
+        variant = next(v for v, name in self.metadata.models.items() if name == chosen)
+        return split.front_end[variant], split.encoder[variant]
 
     @property
     def language_model_file(self) -> Optional[Path]:
@@ -441,7 +529,11 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
         _check_inside(folder, name)
     bundle = ModelBundle(path=folder, metadata=metadata)
     if verify:
-        bundle.verify([bundle.select_model(quantized)])
+        chosen = [bundle.select_model(quantized)]
+        split = bundle.split_names(quantized)
+        if split is not None:  # the split graphs are the ones that run when features are cached
+            chosen += sorted(set(split))
+        bundle.verify(chosen)
     return bundle
 
 
@@ -488,7 +580,7 @@ def write_bundle(folder: PathLike, metadata: BundleMetadata) -> ModelBundle:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != METADATA_FILE and not p.name.startswith(".")
     }
-    metadata.format_version = FORMAT_VERSION
+    metadata.format_version = SPLIT_FORMAT_VERSION if metadata.split is not None else 1
     metadata.validate(str(root / METADATA_FILE))
     write_text_atomic(root / METADATA_FILE, metadata.to_json())
     return ModelBundle(path=root, metadata=metadata)

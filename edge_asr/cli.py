@@ -21,6 +21,7 @@ from .cli_args import (
     add_model_args,
     add_runtime_args,
     load_grammar,
+    runtime_kwargs,
     transcribe_options,
 )
 from .errors import BundleError, EdgeASRError, InputError
@@ -29,6 +30,7 @@ from .model import limit_heap_growth
 from .progress import Progress
 from .serve.command import add_serve_command  # light: wyoming and aiohttp load when `serve` runs
 from .transcriber import EdgeTranscriber, TranscribeOptions
+from .windows import cache_is_exact
 from .writers import FORMATS, get_writers
 
 log = logging.getLogger("edge_asr")
@@ -163,7 +165,7 @@ def add_info_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .bench import seconds_arg, threads_arg  # light: numpy only
+    from .bench import arenas_arg, seconds_arg, threads_arg  # light: numpy only
 
     bench_cmd = commands.add_parser(
         "bench",
@@ -192,6 +194,14 @@ def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         type=threads_arg,
         metavar="LIST",
         help="thread counts, e.g. 1,2,4 (default: 1, 2, 4... up to the physical cores)",
+    )
+    bench_cmd.add_argument(
+        "--arena",
+        dest="arenas",
+        type=arenas_arg,
+        metavar="LIST",
+        help="onnxruntime CPU memory arena settings to compare: on, off, auto (default: on,off; "
+        "--quick: auto, what `file` uses)",
     )
     bench_cmd.add_argument(
         "--variant",
@@ -262,7 +272,7 @@ def run_file(args: argparse.Namespace, out: TextIO) -> int:
     grammar = load_grammar(args)
     if grammar is not None and args.format not in ("txt", "json"):
         raise InputError(f"--grammar writes one command per input as txt or json, not --format {args.format}")
-    transcriber = EdgeTranscriber(args.model, quantized=not args.fp32, threads=args.threads, options=options)
+    transcriber = EdgeTranscriber(args.model, options=options, **runtime_kwargs(args))
     compiled = transcriber.compile_grammar(grammar) if grammar is not None else None
     writers = get_writers(args.format)
     progress = Progress(len(items), enabled=args.progress)
@@ -347,6 +357,17 @@ def run_info(args: argparse.Namespace, out: TextIO) -> int:
     for variant, name in meta.models.items():
         size = (bundle.path / name).stat().st_size / 1e6
         lines.append(f"model {variant + ':':<9} {name} ({size:.1f} MB)")
+    split = meta.split
+    if split is not None:
+        for variant in meta.models:
+            front, encoder = split.front_end[variant], split.encoder[variant]
+            size = sum((bundle.path / n).stat().st_size for n in {front, encoder}) / 1e6
+            lines.append(f"split {variant + ':':<9} {front} + {encoder} ({size:.1f} MB)")
+        cache = (
+            "on by default (exact)" if cache_is_exact(meta) else "opt-in (--front-end-cache on; not exact)"
+        )
+        where = "local" if split.frames_local else "not local"
+        lines.append(f"front-end cache: {cache}; front-end {where}, {split.feature_dim} features a frame")
     lm = meta.language_model
     if lm is not None:
         size = (bundle.path / lm.file).stat().st_size / 1e6

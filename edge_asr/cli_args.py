@@ -7,11 +7,12 @@ and both turn the parsed flags into a `TranscribeOptions` with `transcribe_optio
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from . import limits
 from .grammar import DEFAULT_MIN_CONFIDENCE, Grammar
 from .hotwords import DEFAULT_BOOST, Hotwords
+from .model import ARENA_CHOICES
 from .transcriber import TranscribeOptions, tuned_beam_options
 
 
@@ -37,6 +38,35 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="subtract from the blank score; >0 emits more letters",
     )
+    parser.add_argument(
+        "--front-end-cache",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="keep front-end features of audio already seen (bundles with split graphs); auto: only "
+        "where that changes no frame (see docs/streaming.md)",
+    )
+    add_arena_arg(parser)
+
+
+def add_arena_arg(parser: argparse.ArgumentParser) -> None:
+    """--arena: onnxruntime's CPU memory arena (file, listen, serve; bench takes a list)."""
+    parser.add_argument(
+        "--arena",
+        choices=ARENA_CHOICES,
+        default="auto",
+        help="onnxruntime's CPU memory arena; auto: by model size, as measured (docs/benchmarks.md)",
+    )
+
+
+def runtime_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    """The `EdgeTranscriber` arguments that `add_runtime_args` flags set, beside the options."""
+    cache = {"auto": None, "on": True, "off": False}[getattr(args, "front_end_cache", "auto")]
+    return {
+        "quantized": not args.fp32,
+        "threads": args.threads,
+        "front_end_cache": cache,
+        "arena": getattr(args, "arena", "auto"),
+    }
 
 
 def add_decoding_args(parser: argparse.ArgumentParser, *, file: bool) -> None:

@@ -337,7 +337,7 @@ def _stream_options(args: argparse.Namespace) -> StreamOptions:
 
 def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> int:
     """`edge-asr listen`: microphone (or --input file) -> lines until the input ends or Ctrl-C/SIGTERM."""
-    from .cli_args import load_grammar, transcribe_options
+    from .cli_args import load_grammar, runtime_kwargs, transcribe_options
     from .mic import FileSource, MicSource
     from .transcriber import EdgeTranscriber
 
@@ -356,9 +356,7 @@ def run_listen_command(args: argparse.Namespace, out: TextIO, err: Optional[Text
         if args.input
         else MicSource(args.device, args.samplerate)
     )
-    transcriber = EdgeTranscriber(
-        args.model, quantized=not args.fp32, threads=args.threads, options=transcribe_options(args)
-    )
+    transcriber = EdgeTranscriber(args.model, options=transcribe_options(args), **runtime_kwargs(args))
     grammar = load_grammar(args)
     stream = transcriber.stream(options, grammar=grammar, min_confidence=args.min_confidence)
     printer = EventPrinter(out, args.format, args.output, show_rejected=bool(getattr(args, "verbose", False)))

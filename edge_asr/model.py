@@ -6,13 +6,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnxruntime as ort
 
 from .bundle import BundleMetadata
-from .errors import BundleError
+from .errors import BundleError, InputError
 
 log = logging.getLogger(__name__)
 LENGTHS_INPUT = "input_lengths"
@@ -46,33 +46,79 @@ def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return result
 
 
-def normalize_utterance(samples: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance, as wav2vec2's feature extractor does (same epsilon)."""
-    mean = samples.mean(dtype=np.float64)
-    var = samples.var(dtype=np.float64)
-    normalized: np.ndarray = ((samples - mean) / np.sqrt(var + 1e-7)).astype(np.float32)
+def normalization_stats(samples: np.ndarray) -> Tuple[float, float]:
+    """(mean, scale) of wav2vec2's zero-mean unit-variance normalization (same epsilon)."""
+    mean = float(samples.mean(dtype=np.float64))
+    return mean, float(np.sqrt(samples.var(dtype=np.float64) + 1e-7))
+
+
+def normalize_utterance(samples: np.ndarray, stats: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """Zero mean, unit variance, as wav2vec2's feature extractor does; `stats` (mean, scale) from
+    `normalization_stats` of other samples (a cache of features normalizes new samples with the
+    statistics of the window they arrive in), else those of `samples` themselves."""
+    mean, scale = stats if stats is not None else normalization_stats(samples)
+    normalized: np.ndarray = ((samples - mean) / scale).astype(np.float32)
     return normalized
+
+
+ARENA_CHOICES = ("auto", "on", "off")
+# onnxruntime's CPU memory arena keeps the largest allocation of a run for the session's life. Measured
+# (docs/benchmarks.md; int8, 1 thread, x86; speed side by side in one process, peak RSS in a process
+# per setting): for graphs of 10-13 MB (the Whisper-tiny default, a small wav2vec2) it was no faster
+# (0.95-1.02x) and cost 7-27 MB of RSS (5-19%); for wav2vec2-base (105-122 MB) it was 2-10% faster
+# and cost 216-348 MB (52-88%). So `auto` takes the arena only for a large model on a machine with
+# the memory to spare: at least ARENA_MIN_MODEL_BYTES of graphs and ARENA_MIN_MEMORY_MB of RAM (where
+# ~350 MB is under a tenth of it); a Pi with 1-2 GB keeps the memory.
+ARENA_MIN_MODEL_BYTES = 50_000_000
+ARENA_MIN_MEMORY_MB = 4096
+
+
+def resolve_arena(choice: str, graphs: Sequence[Path], memory_mb: Optional[int] = None) -> bool:
+    """Whether to use onnxruntime's CPU memory arena for a model made of `graphs`: "on", "off", or
+    "auto" by the measured rule above (`memory_mb`: the machine's, read from /proc when None)."""
+    if choice not in ARENA_CHOICES:
+        raise InputError(f"arena must be one of {', '.join(ARENA_CHOICES)}, got {choice!r}")
+    if choice != "auto":
+        return choice == "on"
+    if sum(Path(g).stat().st_size for g in set(graphs)) < ARENA_MIN_MODEL_BYTES:
+        return False
+    if memory_mb is None:
+        from .sysinfo import memory_mb as machine_memory_mb
+
+        memory_mb = machine_memory_mb()
+    return memory_mb is not None and memory_mb >= ARENA_MIN_MEMORY_MB
+
+
+def session(path: Path, threads: int, arena: bool = False) -> ort.InferenceSession:
+    """An onnxruntime CPU session for one graph of a bundle; BundleError when it does not load.
+
+    `arena`: onnxruntime's CPU memory arena, which keeps the largest allocation it made for the life of
+    the session. Whether that costs memory or saves time depends on the model: `resolve_arena` and
+    docs/benchmarks.md have the measurements.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = arena
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise BundleError(f"{path}: onnxruntime cannot load this model ({exc})") from None
 
 
 class CtcModel:
     """One onnxruntime session running a bundle's CTC graph on one utterance at a time."""
 
-    def __init__(self, model_path: Path, metadata: BundleMetadata, threads: Optional[int] = None):
+    def __init__(
+        self, model_path: Path, metadata: BundleMetadata, threads: Optional[int] = None, arena: bool = False
+    ):
         self.path = Path(model_path)
         self.metadata = metadata
         self.threads = threads or default_threads()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # The CPU arena keeps its peak allocation for the life of the session; without it peak RSS
-        # measured ~15% lower for wav2vec2-base at no cost in speed.
-        options.enable_cpu_mem_arena = False
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise BundleError(f"{self.path}: onnxruntime cannot load this model ({exc})") from None
+        self.arena = arena
+        self.session = session(self.path, self.threads, arena)
         inputs = self.session.get_inputs()
         self.input_name = inputs[0].name
         self.feeds_lengths = any(i.name == LENGTHS_INPUT for i in inputs[1:])
@@ -107,10 +153,104 @@ class CtcModel:
 
     def num_frames(self, num_samples: int) -> int:
         """Frames the graph yields for `num_samples` input samples (exact for strided conv stacks)."""
+        return _num_frames(self.metadata, num_samples)
+
+    @property
+    def graph_files(self) -> List[Path]:
+        """The ONNX files this model runs."""
+        return [self.path]
+
+
+def _num_frames(meta: BundleMetadata, num_samples: int) -> int:
+    if num_samples < meta.receptive_field:
+        return 1 if num_samples > 0 else 0
+    return (num_samples - meta.receptive_field) // meta.frame_stride + 1
+
+
+class SplitCtcModel:
+    """A bundle's model as its two split graphs (format 2, `bundle.SplitGraphs`): the front-end
+    (samples -> features) and the encoder (features -> log-probabilities).
+
+    `log_probs` gives what `CtcModel` gives with the single graph (`python -m quantize` checks that);
+    `features` and `encode` are the two halves, for `windows.FeatureCache`, which runs the front-end on
+    the samples it has not seen yet. The front-end graph never normalizes: with `do_normalize` the
+    caller normalizes (`normalize_utterance`); `log_probs` does, over the samples it is given.
+    """
+
+    def __init__(
+        self,
+        front_end_path: Path,
+        encoder_path: Path,
+        metadata: BundleMetadata,
+        threads: Optional[int] = None,
+        arena: bool = False,
+    ):
+        if metadata.split is None:
+            raise BundleError("this bundle has no split graphs (bundle format 2 'split')")
+        self.metadata = metadata
+        self.path = Path(encoder_path)
+        self.front_end_path = Path(front_end_path)
+        self.threads = threads or default_threads()
+        self.arena = arena
+        self.front_end = session(self.front_end_path, self.threads, arena)
+        self.encoder = session(self.path, self.threads, arena)
+        self._front_in = self.front_end.get_inputs()[0].name
+        self._front_out = self.front_end.get_outputs()[0].name
+        self._encoder_in = self.encoder.get_inputs()[0].name
+        self._encoder_out = self.encoder.get_outputs()[0].name
+        width = self.encoder.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != metadata.vocab_size:
+            raise BundleError(
+                f"{self.path}: the encoder outputs {width} classes but bundle.json lists a vocabulary of "
+                f"{metadata.vocab_size} tokens; the bundle mixes files from different models"
+            )
+
+    @property
+    def normalizes(self) -> bool:
+        """Whether samples must be normalized before `features` (the bundle's `do_normalize`)."""
+        return self.metadata.do_normalize
+
+    def features(self, samples: np.ndarray) -> np.ndarray:
+        """Samples (1-D float32, normalized when `normalizes`; at least one receptive field) ->
+        front-end features [frames, feature_dim]."""
+        feeds = {self._front_in: samples.astype(np.float32, copy=False)[None, :]}
+        (output,) = self.front_end.run([self._front_out], feeds)
+        features: np.ndarray = output[0]
+        dim = self.metadata.split.feature_dim if self.metadata.split else features.shape[-1]
+        if features.shape[-1] != dim:
+            raise BundleError(
+                f"{self.front_end_path}: the front-end gives features {features.shape[-1]} wide where "
+                f"bundle.json's split.feature_dim says {dim}; the bundle mixes files from different models"
+            )
+        return features
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """Front-end features [frames, feature_dim] -> log-probabilities [frames, vocab]."""
+        (output,) = self.encoder.run([self._encoder_out], {self._encoder_in: features[None, :, :]})
+        scores: np.ndarray = output[0]
+        if scores.shape[-1] != self.metadata.vocab_size:
+            raise BundleError(
+                f"{self.path}: the encoder produced {scores.shape[-1]} classes, bundle.json lists "
+                f"{self.metadata.vocab_size}"
+            )
+        return scores
+
+    def log_probs(self, samples: np.ndarray) -> np.ndarray:
+        """Samples (1-D float32 at the model rate) -> log-probabilities [frames, vocab], as `CtcModel`."""
         meta = self.metadata
-        if num_samples < meta.receptive_field:
-            return 1 if num_samples > 0 else 0
-        return (num_samples - meta.receptive_field) // meta.frame_stride + 1
+        if samples.size < meta.receptive_field:
+            samples = np.pad(samples, (0, meta.receptive_field - samples.size))
+        if meta.do_normalize:
+            samples = normalize_utterance(samples)
+        return self.encode(self.features(samples))
+
+    def num_frames(self, num_samples: int) -> int:
+        return _num_frames(self.metadata, num_samples)
+
+    @property
+    def graph_files(self) -> List[Path]:
+        """The ONNX files this model runs (front-end, encoder)."""
+        return [self.front_end_path, self.path]
 
 
 def limit_heap_growth(threshold_bytes: int = 1 << 20) -> bool:

@@ -15,7 +15,9 @@ How it works, and why the cost per hop is bounded:
   right context runs the model each hop on left + hop + right samples only, and keeps the centre
   (core) frames. Core frames had full context on both sides, so their CTC labels are final: they
   are committed and never computed again. The right-context frames of the same run are decoded as
-  a tentative tail for the partial hypothesis, at no extra model cost.
+  a tentative tail for the partial hypothesis, at no extra model cost. With a model split into a
+  front-end and an encoder (bundle format 2), a `windows.FeatureCache` runs the front-end on each
+  hop's new samples only (and the final pass the encoder alone, where that is exact).
 * Endpointing, after sherpa-onnx's three rules: an utterance ends after `endpoint_silence` of trailing
   silence once something was decoded (rule 2), after `endpoint_silence_no_text` when nothing was
   (rule 1: a cough or a door, no final line), or when it reaches `max_utterance_seconds` (rule 3).
@@ -56,7 +58,7 @@ from .errors import InputError
 from .grammar import CommandMatch, GrammarDecoder
 from .results import Word
 from .vad import EnergyVad, EnergyVadOptions, VoiceActivityDetector
-from .windows import LogProbFn, WindowedRunner, WindowPlan
+from .windows import FeatureCache, LogProbFn, SplitStages, WindowedRunner, WindowPlan, cache_is_exact
 
 PARTIAL, FINAL = "partial", "final"
 VAD_FRAME_SECONDS = 0.02
@@ -168,7 +170,9 @@ class StreamStats:
     """Counters of a stream's work, for benchmarks and summaries.
 
     The model counters cover every run, hops and final passes; `final_passes` counts the final passes
-    (`StreamOptions.final_pass`) and `final_pass_seconds` is their share of `model_seconds`.
+    (`StreamOptions.final_pass`) and `final_pass_seconds` is their share of `model_seconds`. With a
+    front-end cache (`Stream(split=...)`), `model_samples` and `max_window_samples` count the samples
+    the front-end ran on (a hop's new ones), and `model_calls` the encoder's runs.
     """
 
     audio_seconds: float = 0.0
@@ -240,6 +244,9 @@ class Stream:
             about 20 ms: `frame_seconds`).
         new_decoder: makes the decoder of each utterance's final text (None: greedy with
             `options.blank_penalty`); `EdgeTranscriber.stream` gives its own, the one files get.
+        split: the model's two halves, to cache front-end features (`windows.FeatureCache`): each hop
+            then runs the front-end on its new samples only, and the final pass the encoder alone
+            (the utterance's features are kept); None runs `log_probs` on every window.
     """
 
     def __init__(
@@ -251,6 +258,7 @@ class Stream:
         options: Optional[StreamOptions] = None,
         vad: Optional[VoiceActivityDetector] = None,
         new_decoder: Optional[Callable[[], FrameDecoder]] = None,
+        split: Optional[SplitStages] = None,
     ):
         self.options = options or StreamOptions()
         self.options.validate()
@@ -279,7 +287,21 @@ class Stream:
         self.final_plan = final_plan
         self.stats = StreamStats()
         self._log_probs = log_probs
-        self._last_output: Optional[np.ndarray] = None
+        # The final pass runs the encoder alone over the features the hops computed (same first
+        # sample, same frame numbering) only where the cache is exact: then the final is still what
+        # `transcribe()` gives for the utterance. An opt-in inexact cache (per-utterance normalization:
+        # hop windows' statistics are not the utterance's) leaves the final pass uncached, so that
+        # finals keep that property and only partials see the cache (docs/streaming.md).
+        self._final_pass_reuses_features = (
+            split is not None and self.options.final_pass and cache_is_exact(metadata)
+        )
+        self._split = (
+            None
+            if split is None
+            else SplitStages(
+                self._timed(split.features, True), self._timed(split.encode, False), split.normalize
+            )
+        )
 
         def frames(seconds: float) -> int:
             return max(1, round(seconds / self.frame_seconds))
@@ -397,10 +419,15 @@ class Stream:
     # -- utterances --------------------------------------------------------------------------------
 
     def _start(self, start_frame: int) -> None:
+        cache = (
+            FeatureCache(self._split, self.plan, keep_all=self._final_pass_reuses_features)
+            if self._split is not None
+            else None
+        )
         utt = _Utterance(
             index=-1,
             start_frame=start_frame,
-            runner=WindowedRunner(self._run_model, self.plan),
+            runner=WindowedRunner(self._run_model, self.plan, cache),
             text=_TextBuilder(self.vocabulary),
             pending=list(self._preroll),
             frames=len(self._preroll),
@@ -419,8 +446,27 @@ class Stream:
         stats.model_calls += 1
         stats.model_samples += window.size
         stats.max_window_samples = max(stats.max_window_samples, window.size)
-        self._last_output = output
         return output
+
+    def _timed(
+        self, stage: Callable[[np.ndarray], np.ndarray], front_end: bool
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """`stage` counted in `stats` as `_run_model` counts a whole run: time for both halves;
+        samples for the front-end (new samples only), a model call per encoder run."""
+
+        def run(values: np.ndarray) -> np.ndarray:
+            started = time.perf_counter()
+            output = stage(values)
+            stats = self.stats
+            stats.model_seconds += time.perf_counter() - started
+            if front_end:
+                stats.model_samples += values.size
+                stats.max_window_samples = max(stats.max_window_samples, values.size)
+            else:
+                stats.model_calls += 1
+            return output
+
+        return run
 
     def _commit(self, utt: _Utterance, cores: List[Tuple[int, np.ndarray]]) -> None:
         for _, core in cores:
@@ -445,8 +491,8 @@ class Stream:
         # The last run's frames after its core (its right context) are the tentative tail.
         first, core = cores[-1]
         window_first = max(0, first - self.plan.left_frames)
-        assert self._last_output is not None
-        tail = self._last_output[first - window_first + core.shape[0] :]
+        assert utt.runner.last_window is not None
+        tail = utt.runner.last_window[first - window_first + core.shape[0] :]
         tail_ids = (
             best_path(tail, self.metadata.blank_id, self.options.blank_penalty)[0] if tail.size else tail
         )
@@ -476,7 +522,8 @@ class Stream:
         model_seconds = self.stats.model_seconds
         audio = np.concatenate(utt.audio) if utt.audio else _EMPTY
         utt.audio.clear()
-        runner = WindowedRunner(self._run_model, self.final_plan)
+        cache = utt.runner.cache if self._final_pass_reuses_features else None
+        runner = WindowedRunner(self._run_model, self.final_plan, cache)
         decoder = self._new_decoder()
         for _, log_probs in runner.push(audio):
             decoder.push(log_probs)

@@ -21,11 +21,11 @@ from .errors import EdgeASRError, InputError
 from .grammar import DEFAULT_MIN_CONFIDENCE, CommandMatch, CompiledGrammar, Grammar, GrammarDecoder
 from .hotwords import Hotwords
 from .lm import CharNgramLM, WordNgramLM
-from .model import CtcModel
+from .model import CtcModel, SplitCtcModel, resolve_arena
 from .results import Transcript
 from .stream import Stream, StreamOptions
 from .vad import VoiceActivityDetector
-from .windows import WindowedRunner, WindowPlan
+from .windows import FeatureCache, SplitStages, WindowedRunner, WindowPlan, cache_is_exact
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, float], None]
@@ -125,6 +125,13 @@ class EdgeTranscriber:
         threads: onnxruntime threads; None picks the physical cores, at most 4.
         options: decoding options (see `TranscribeOptions`).
         verify: check the model file's sha256 against bundle.json when loading.
+        front_end_cache: keep the front-end features of audio already seen, so that overlapping
+            windows (stream hops above all) run the front-end on new samples only; needs a bundle with
+            split graphs (format 2). None: only where that gives exactly the same frames
+            (`windows.cache_is_exact`); True also where it does not (per-utterance normalization, a
+            group-norm front-end: measured in docs/streaming.md); False: never.
+        arena: onnxruntime's CPU memory arena: "on", "off" or "auto" (`model.resolve_arena`: by the
+            size of the graph, from the measurements in docs/benchmarks.md).
     """
 
     def __init__(
@@ -134,6 +141,8 @@ class EdgeTranscriber:
         threads: Optional[int] = None,
         options: Optional[TranscribeOptions] = None,
         verify: bool = True,
+        front_end_cache: Optional[bool] = None,
+        arena: str = "auto",
     ):
         if threads is not None:
             limits.THREADS.check(threads, "threads")
@@ -142,8 +151,26 @@ class EdgeTranscriber:
         self.bundle: ModelBundle = load_bundle(model, verify=verify, quantized=quantized)
         self.metadata = self.bundle.metadata
         self.model_path = self.bundle.model_file(quantized)
-        self.model = CtcModel(self.model_path, self.metadata, threads)
         meta = self.metadata
+        split = self.bundle.split_names(quantized)
+        if front_end_cache and split is None:
+            raise InputError(
+                f"{self.bundle.path}: the front-end cache needs a bundle with split graphs (format 2, "
+                "written by `python -m quantize convert` for wav2vec2-family models); this one has a "
+                "single graph"
+            )
+        exact = cache_is_exact(meta)
+        self.front_end_cache = exact if front_end_cache is None else front_end_cache
+        if self.front_end_cache and not exact:
+            log.info("front-end cache on where it is not exact (see docs/streaming.md)")
+        self.model: Union[CtcModel, SplitCtcModel]
+        if self.front_end_cache and split is not None:
+            front, encoder = (self.bundle.path / name for name in split)
+            use_arena = resolve_arena(arena, [front, encoder])
+            self.model = SplitCtcModel(front, encoder, meta, threads, use_arena)
+            self.model_path = encoder
+        else:
+            self.model = CtcModel(self.model_path, meta, threads, resolve_arena(arena, [self.model_path]))
         self.vocabulary = Vocabulary(meta.vocabulary, meta.blank_id, meta.word_delimiter, meta.special_ids)
         self.plan = WindowPlan.from_seconds(
             self.options.chunk_seconds,
@@ -203,7 +230,7 @@ class EdgeTranscriber:
         """
         started = time.perf_counter()
         name, total, blocks = self._open(audio, sample_rate)
-        runner = WindowedRunner(self.model.log_probs, self.plan)
+        runner = self.new_runner()
         decoder = self.new_decoder()
         for chunk in self._run(runner, blocks, total, progress):
             decoder.push(chunk)
@@ -251,7 +278,20 @@ class EdgeTranscriber:
         """The [frames, vocab] log-probabilities `transcribe` decodes, chunk by chunk (one window's
         core each), computed the same windowed way: for tuning decoders and measuring models."""
         _, total, blocks = self._open(audio, sample_rate)
-        yield from self._run(WindowedRunner(self.model.log_probs, self.plan), blocks, total, None)
+        yield from self._run(self.new_runner(), blocks, total, None)
+
+    def split_stages(self) -> Optional[SplitStages]:
+        """The model's two halves for a `FeatureCache`; None when this transcriber caches no features."""
+        model = self.model
+        if not isinstance(model, SplitCtcModel):
+            return None
+        return SplitStages(model.features, model.encode, model.normalizes)
+
+    def new_runner(self) -> WindowedRunner:
+        """A runner over the file window plan, with a feature cache when this transcriber keeps one."""
+        stages = self.split_stages()
+        cache = FeatureCache(stages, self.plan) if stages is not None else None
+        return WindowedRunner(self.model.log_probs, self.plan, cache)
 
     def _open(
         self, audio: Union[AudioSource, np.ndarray], sample_rate: Optional[int]
@@ -324,7 +364,14 @@ class EdgeTranscriber:
             limits.MIN_CONFIDENCE.check(min_confidence, "min_confidence")  # now, not at the first utterance
             new_decoder = partial(GrammarDecoder, compiled, self.metadata.frame_seconds, min_confidence)
         return Stream(
-            self.model.log_probs, self.metadata, self.vocabulary, self.plan, options, vad, new_decoder
+            self.model.log_probs,
+            self.metadata,
+            self.vocabulary,
+            self.plan,
+            options,
+            vad,
+            new_decoder,
+            self.split_stages(),
         )
 
     def __repr__(self) -> str:

@@ -3,8 +3,9 @@
 Checksums only show that the files are the ones bundle.json names; a bundle whose ONNX file was cut
 short (and its checksum updated), whose vocabulary does not match the graph's output, or whose frame
 geometry is wrong passed them and failed later, on the first file. So each graph is loaded and run on
-a few inputs whose frame counts bundle.json's frame_stride and receptive_field predict, and each
-language model is loaded, the way `edge-asr file` would.
+a few inputs whose frame counts bundle.json's frame_stride and receptive_field predict, split graphs
+(format 2) are run against their single graph, and each language model is loaded, the way
+`edge-asr file` would.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from .bundle import ModelBundle
 from .errors import BundleError
 from .lm import CharNgramLM, WordNgramLM
-from .model import CtcModel
+from .model import CtcModel, SplitCtcModel
 
 PROBE_SEED = 16
 
@@ -62,6 +63,41 @@ def check_graph(bundle: ModelBundle, filename: str, threads: int = 1) -> str:
     )
 
 
+def check_split(bundle: ModelBundle, variant: str, threads: int = 1) -> str:
+    """Run a variant's split graphs (format 2) and its single graph on the same probes: the same frames,
+    and greedy tokens that agree (exactly what `python -m quantize` checked at export)."""
+    meta = bundle.metadata
+    assert meta.split is not None
+    front, encoder = meta.split.front_end[variant], meta.split.encoder[variant]
+    split = SplitCtcModel(bundle.path / front, bundle.path / encoder, meta, threads)
+    single = CtcModel(bundle.path / meta.models[variant], meta, threads)
+    rng = np.random.default_rng(PROBE_SEED)
+    agree, frames = 0, 0
+    for samples in probe_lengths(meta.frame_stride, meta.receptive_field, meta.sample_rate):
+        audio = (0.1 * rng.standard_normal(samples)).astype(np.float32)
+        try:
+            a, b = single.log_probs(audio), split.log_probs(audio)
+        except BundleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors: loads but cannot run
+            raise BundleError(
+                f"{bundle.path / front}: the split graphs fail on {samples} samples ({exc})"
+            ) from None
+        if a.shape != b.shape:
+            raise BundleError(
+                f"{bundle.path}: the split graphs ({front}, {encoder}) give {b.shape[0]} frames for "
+                f"{samples} samples where {meta.models[variant]} gives {a.shape[0]}; they are not the "
+                "same model. Re-export the bundle with `python -m quantize convert`"
+            )
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        frames += a.shape[0]
+    return (
+        f"{front} + {encoder} run and give {meta.models[variant]}'s frames "
+        f"(greedy tokens agree on {agree} of {frames}); front-end "
+        + ("local" if meta.split.frames_local else "not local (group norm: the cache is opt-in)")
+    )
+
+
 def verify_bundle(bundle: ModelBundle, threads: int = 1) -> List[str]:
     """Every check `info --verify` makes, in order; a BundleError at the first that fails, else a line
     per check saying what was checked."""
@@ -70,6 +106,8 @@ def verify_bundle(bundle: ModelBundle, threads: int = 1) -> List[str]:
     lines = [f"checksums:       all {len(meta.files)} files OK (sha256 as in bundle.json)"]
     for variant, filename in meta.models.items():
         lines.append(f"graph {variant + ':':<11}{check_graph(bundle, filename, threads)}")
+        if meta.split is not None:
+            lines.append(f"split {variant + ':':<11}{check_split(bundle, variant, threads)}")
     lm_file = bundle.language_model_file
     if lm_file is not None:
         CharNgramLM.load(lm_file, meta.vocabulary)

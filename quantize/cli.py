@@ -37,6 +37,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default=1e-3,
         help="largest allowed |log-prob difference| between ONNX and PyTorch (default: 1e-3)",
     )
+    p.add_argument(
+        "--no-split",
+        dest="split",
+        action="store_false",
+        help="wav2vec2 family: write the single graph only, not also the front-end and encoder graphs "
+        "that let the device cache front-end features (a smaller bundle; see docs/streaming.md)",
+    )
 
 
 def _add_out_args(p: argparse.ArgumentParser) -> None:
@@ -214,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             force=args.force,
             name=args.name,
+            split=args.split,
             export=ExportOptions(opset=args.opset),
             parity=ParityOptions(atol=args.parity_atol),
         )

@@ -16,19 +16,28 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from edge_asr.audio import read_audio
-from edge_asr.bundle import FORMAT_VERSION, BundleMetadata, write_bundle
+from edge_asr.bundle import BundleMetadata, SplitGraphs, write_bundle
 
 from .errors import GuardError, QuantizeError
 from .evaluate import Evaluation, evaluate
-from .export import ExportOptions, export_onnx
+from .export import ExportOptions, can_split, export_onnx, export_split
 from .int8 import Int8Options, quantize_int8
 from .manifest import EvalItem, read_manifest
-from .parity import ParityOptions, check_parity, make_session, probe_signal, run_graph
+from .parity import (
+    LOCALITY_RTOL,
+    ParityOptions,
+    check_parity,
+    check_split_parity,
+    front_end_locality,
+    make_session,
+    probe_signal,
+    run_graph,
+)
 from .report import report_data, write_report
 from .source import SourceModel, load_source
 from .staging import place_bundle, staged_bundle
@@ -37,6 +46,10 @@ log = logging.getLogger(__name__)
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+FRONT_END_FILE = "front_end.onnx"
+FRONT_END_INT8_FILE = "front_end.int8.onnx"
+ENCODER_FILE = "encoder.onnx"
+ENCODER_INT8_FILE = "encoder.int8.onnx"
 PARITY_UTTERANCES = 2
 PARITY_MAX_SECONDS = 15.0
 ProgressFn = Callable[[str], None]
@@ -57,6 +70,9 @@ class ConvertOptions:
         threads: onnxruntime threads for the evaluation runs (None: edge_asr's default).
         force: replace an existing bundle folder at `out`.
         name: the bundle's human name (default: the model folder's name).
+        split: also write the front-end and encoder graphs (bundle format 2, `SplitGraphs`) for
+            wav2vec2-family models, so the device can cache front-end features; False writes the
+            single graph only (a smaller bundle).
     """
 
     model: str
@@ -68,6 +84,7 @@ class ConvertOptions:
     threads: Optional[int] = None
     force: bool = False
     name: str = ""
+    split: bool = True
     export: ExportOptions = field(default_factory=ExportOptions)
     parity: ParityOptions = field(default_factory=ParityOptions)
     quantization: Int8Options = field(default_factory=Int8Options)
@@ -172,6 +189,7 @@ def convert(options: ConvertOptions, progress: Optional[ProgressFn] = None) -> C
         say(f"evaluation set: {len(items)} utterance(s) from {options.eval_manifest}")
     with steps.step(f"loading {options.model}", "load"):
         source = load_source(options.model)
+    steps.total += int(options.split and can_split(source))
     with staged_bundle(out) as tmp:
         result = _build(source, options, items, tmp, steps, say)
         place_bundle(tmp, out, options.force)
@@ -229,6 +247,9 @@ def _build(
         extra["int8"] = {"options": options.quantization.to_dict(), "probe_agreement": smoke}
     metadata = _metadata(source, options, models)
     metadata.extra = extra
+    if options.split and can_split(source):
+        with steps.step("exporting the front-end and encoder graphs", "split"):
+            metadata.split, extra["split"] = _split(source, options, tmp, models, utterances, metadata, say)
     report: Optional[Dict[str, Any]] = None
     evaluation: Optional[Evaluation] = None
     with steps.step("writing the bundle", "bundle"):
@@ -249,7 +270,7 @@ def _build(
             shutil.rmtree(tmp / ".measure", ignore_errors=True)
         with steps.step("writing the report", "report"):
             context = {
-                "format_version": FORMAT_VERSION,
+                "format_version": metadata.format_version,  # set by write_bundle
                 "model": {"name": metadata.name, **metadata.source},
                 "manifest": str(options.eval_manifest),
                 "int8": extra.get("int8", {}),
@@ -275,6 +296,67 @@ def _build(
             _summarize(evaluation, say)
             write_bundle(tmp, metadata)
     return ConvertResult(tmp, metadata, steps.timings, report, evaluation)
+
+
+def quantize_split(
+    folder: Path, front_end: str, encoder: str, options: Int8Options
+) -> Tuple[str, str, Dict[str, Any]]:
+    """The int8 twins of the split graphs in `folder`: (front-end, encoder, facts). A front-end in
+    which the recipe quantizes nothing (the default recipe quantizes MatMuls; a conv front-end has
+    none) is not copied: the int8 variant names the fp32 front-end."""
+    front = quantize_int8(folder / front_end, folder / FRONT_END_INT8_FILE, options)
+    if not front.quantized_nodes:
+        (folder / FRONT_END_INT8_FILE).unlink()
+    front_name = FRONT_END_INT8_FILE if front.quantized_nodes else front_end
+    encoded = quantize_int8(folder / encoder, folder / ENCODER_INT8_FILE, options)
+    for warning in encoded.warnings:
+        log.warning("encoder: %s", warning)
+    facts = {"front_end_nodes": front.quantized_nodes, "encoder_nodes": encoded.quantized_nodes}
+    return front_name, ENCODER_INT8_FILE, facts
+
+
+def _split(
+    source: SourceModel,
+    options: ConvertOptions,
+    tmp: Path,
+    models: Dict[str, str],
+    utterances: List[np.ndarray],
+    metadata: BundleMetadata,
+    say: ProgressFn,
+) -> Tuple[SplitGraphs, Dict[str, Any]]:
+    """Export the split graphs (and int8 twins when `models` has int8), check each variant against
+    its single graph as the device runs it, and measure whether the front-end is local."""
+    exported = export_split(source, tmp / FRONT_END_FILE, tmp / ENCODER_FILE, options.export)
+    front_end, encoder = {"fp32": FRONT_END_FILE}, {"fp32": ENCODER_FILE}
+    facts: Dict[str, Any] = {"export_seconds": round(exported.seconds, 2)}
+    if "int8" in models:
+        front_end["int8"], encoder["int8"], facts["int8"] = quantize_split(
+            tmp, FRONT_END_FILE, ENCODER_FILE, options.quantization
+        )
+    # Measured, not read off the config: any whole-input statistic in the front-end shows up here.
+    locality = front_end_locality(tmp / FRONT_END_FILE, source.features.sample_rate, source.frame_stride)
+    split = SplitGraphs(front_end, encoder, exported.feature_dim, frames_local=locality <= LOCALITY_RTOL)
+    metadata.split = split
+    facts["locality_rel_diff"] = locality
+    for variant in models:
+        parity = check_split_parity(tmp, metadata, variant, utterances)
+        facts[f"parity_{variant}"] = {
+            "max_abs_diff": parity.max_abs_diff,
+            "agreement": parity.agreement,
+            "agreement_with_fp32": parity.agreement_with_fp32,
+        }
+        versus = parity.agreement_with_fp32
+        say(
+            f"  split {variant}: max |diff| {parity.max_abs_diff:.2e} against the single graph, "
+            f"greedy-token agreement {100 * parity.agreement:.2f}%"
+            + (f" (int8 vs fp32: {100 * versus:.2f}%)" if versus is not None else "")
+        )
+    say(
+        f"  front-end: {exported.feature_dim} features a frame, "
+        + ("local" if split.frames_local else "not local")
+        + f" (slice vs whole: {locality:.1e} of the largest feature)"
+    )
+    return split, facts
 
 
 def _summarize(evaluation: Evaluation, say: ProgressFn) -> None:

@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "input_values"
 LENGTHS_NAME = "input_lengths"  # edge_asr.model.LENGTHS_INPUT; the name is part of the graph contract
 OUTPUT_NAME = "log_probs"
+FEATURES_NAME = "features"  # the split graphs' link: the front-end's output, the encoder's input
+SPLIT_MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio")
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm's epsilon
 
 
@@ -157,3 +159,115 @@ def export_onnx(source: SourceModel, path: Path, options: Optional[ExportOptions
     if not path.is_file():
         raise ExportError(f"torch.onnx.export wrote no file at {path}")
     return ExportResult(path=path, seconds=seconds, size_bytes=path.stat().st_size, has_lengths_input=lengths)
+
+
+# -- the split graphs (bundle format 2): front-end and encoder ------------------------------------------
+
+
+class FrontEndGraph(nn.Module):
+    """Samples [batch, samples] -> conv features [batch, frames, conv_dim[-1]]: the model's feature
+    encoder alone. No normalization: the device normalizes (edge_asr.model.SplitCtcModel), so that a
+    cache of features can choose the statistics (edge_asr.windows.FeatureCache)."""
+
+    feature_extractor: nn.Module
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.feature_extractor = model.base_model.feature_extractor
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        return self.feature_extractor(input_values).transpose(1, 2)
+
+
+class EncoderGraph(nn.Module):
+    """Conv features [batch, frames, dim] -> CTC log-probabilities: the rest of the *ForCTC forward
+    (feature projection, transformer, optional adapter, head), as Wav2Vec2Model.forward runs it
+    without an attention mask (the device runs one unpadded utterance, for which the single graph's
+    all-ones mask changes nothing)."""
+
+    base: Any  # a Wav2Vec2Model / HubertModel / Data2VecAudioModel
+    lm_head: nn.Module
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.base = model.base_model
+        self.lm_head = model.lm_head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        projected = self.base.feature_projection(features)
+        # wav2vec2 and data2vec-audio return (hidden, normed features); HuBERT returns hidden alone.
+        hidden = projected[0] if isinstance(projected, tuple) else projected
+        hidden = self.base.encoder(hidden)[0]
+        adapter = getattr(self.base, "adapter", None)
+        if adapter is not None:
+            hidden = adapter(hidden)
+        return torch.log_softmax(self.lm_head(hidden), dim=-1)
+
+
+@dataclass
+class SplitExport:
+    front_end: Path
+    encoder: Path
+    feature_dim: int
+    seconds: float
+
+
+def can_split(source: SourceModel) -> bool:
+    """The wav2vec2 family has a separable conv feature encoder; whisper-ctc's mel front-end is a
+    small share of its time (docs/benchmarks.md), so it stays one graph."""
+    return source.model_type in SPLIT_MODEL_TYPES
+
+
+def export_split(
+    source: SourceModel, front_end_path: Path, encoder_path: Path, options: Optional[ExportOptions] = None
+) -> SplitExport:
+    """Export the front-end and encoder graphs of a wav2vec2-family model; raises ExportError."""
+    options = options or ExportOptions()
+    model = source.model.eval()
+    front_end, encoder = FrontEndGraph(model).eval(), EncoderGraph(model).eval()
+    x = example_input(source, options)
+    started = time.perf_counter()
+    with torch.no_grad():
+        features = front_end(x)
+    feature_dim = int(features.shape[-1])
+    _export(
+        source, front_end, (x,), front_end_path, INPUT_NAME, FEATURES_NAME,
+        {INPUT_NAME: {0: "batch", 1: "samples"}, FEATURES_NAME: {0: "batch", 1: "frames"}}, options,
+    )  # fmt: skip
+    _export(
+        source, encoder, (features,), encoder_path, FEATURES_NAME, OUTPUT_NAME,
+        {FEATURES_NAME: {0: "batch", 1: "frames"}, OUTPUT_NAME: {0: "batch", 1: "frames"}}, options,
+    )  # fmt: skip
+    return SplitExport(front_end_path, encoder_path, feature_dim, time.perf_counter() - started)
+
+
+def _export(
+    source: SourceModel,
+    module: nn.Module,
+    args: tuple,
+    path: Path,
+    input_name: str,
+    output_name: str,
+    axes: dict,
+    options: ExportOptions,
+) -> None:
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as in export_onnx: parity is what tells
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes=axes,
+                opset_version=options.opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except Exception as exc:  # the exporter raises anything from RuntimeError to torch-internal types
+        raise ExportError(
+            f"torch.onnx.export of {path.name} failed for {source.name}: {type(exc).__name__}: {exc}"
+        ) from None
+    if not path.is_file():
+        raise ExportError(f"torch.onnx.export wrote no file at {path}")

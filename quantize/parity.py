@@ -17,6 +17,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from edge_asr.bundle import BundleMetadata
+from edge_asr.model import CtcModel, SplitCtcModel
+
 from .errors import ParityError
 from .export import INPUT_NAME, LENGTHS_NAME, graph_module
 from .source import SourceModel
@@ -167,3 +170,96 @@ def check_parity(
             "The exported graph does not reproduce the PyTorch model; no bundle was written."
         )
     return result
+
+
+# -- split graphs (bundle format 2) ----------------------------------------------------------------
+
+SPLIT_FP32_ATOL = 1e-4  # split vs single fp32 graph: the same arithmetic, but normalization in numpy
+# int8 quantizes activations by their range at run time, so a difference in the last bits of the
+# input (normalization in numpy rather than in the graph) can flip a rounding and, in a random or weak
+# model, a token. So the split int8 pipeline must agree with the single int8 graph at least as well as
+# that graph agrees with fp32 (less one point): the split changes no more than quantization does.
+# (A random wav2vec2-base with group norm: 97.3% split vs single int8, 95.7% int8 vs fp32.)
+SPLIT_INT8_MARGIN = 0.01
+LOCALITY_RTOL = 1e-4  # relative to the largest feature: float noise passes, group norm does not
+LOCALITY_OFFSET_FRAMES = 37  # where the slice starts: any frame boundary well inside the probe
+
+
+@dataclass
+class SplitParity:
+    """The split pipeline (device code: edge_asr.model.SplitCtcModel) against the single graph.
+
+    Attributes:
+        max_abs_diff, agreement: split vs single graph of the same variant (log-probs; greedy tokens).
+        agreement_with_fp32: int8 only: the single int8 graph's greedy-token agreement with the
+            single fp32 graph, which bounds how far the split may be from the single int8 graph.
+    """
+
+    variant: str
+    max_abs_diff: float
+    agreement: float
+    frames: int
+    agreement_with_fp32: Optional[float] = None
+
+
+def check_split_parity(
+    folder: Path,
+    metadata: BundleMetadata,
+    variant: str,
+    utterances: Sequence[np.ndarray] = (),
+    seconds: Sequence[float] = ParityOptions.seconds,
+) -> SplitParity:
+    """Run `variant`'s split graphs as the device does and compare them with its single graph on the
+    parity probes: fp32 within SPLIT_FP32_ATOL; int8 as close to the single int8 graph as that is to
+    the fp32 graph (SPLIT_INT8_MARGIN). Raises ParityError."""
+    split = metadata.split
+    assert split is not None
+    single = CtcModel(folder / metadata.models[variant], metadata, threads=1)
+    pipeline = SplitCtcModel(
+        folder / split.front_end[variant], folder / split.encoder[variant], metadata, threads=1
+    )
+    fp32 = CtcModel(folder / metadata.models["fp32"], metadata, threads=1) if variant != "fp32" else None
+    rate = metadata.sample_rate
+    signals = [probe_signal(int(s * rate), rate, i) for i, s in enumerate(seconds)] + list(utterances)
+    diff, agree, frames = 0.0, 0, 0
+    single_fp32 = 0
+    for signal in signals:
+        ref, out = single.log_probs(signal), pipeline.log_probs(signal)
+        if ref.shape != out.shape:
+            raise ParityError(
+                f"split parity ({variant}): the split graphs give {out.shape} for {signal.size} samples, "
+                f"the single graph {ref.shape}; the front-end and encoder do not compose into the model"
+            )
+        diff = max(diff, float(np.abs(ref - out).max()))
+        agree += int((ref.argmax(-1) == out.argmax(-1)).sum())
+        frames += ref.shape[0]
+        if fp32 is not None:
+            single_fp32 += int((ref.argmax(-1) == fp32.log_probs(signal).argmax(-1)).sum())
+    result = SplitParity(variant, diff, agree / max(1, frames), frames)
+    if fp32 is None:
+        failed, bound = diff > SPLIT_FP32_ATOL, f"max |diff| {SPLIT_FP32_ATOL:g}"
+    else:
+        result.agreement_with_fp32 = single_fp32 / max(1, frames)
+        least = result.agreement_with_fp32 - SPLIT_INT8_MARGIN
+        failed, bound = result.agreement < least, f"greedy-token agreement {least:.4f}"
+    if failed:
+        raise ParityError(
+            f"split parity ({variant}) failed against the single graph: max |diff| {diff:.3g}, greedy-token "
+            f"agreement {result.agreement:.4f} (needed: {bound}); no bundle was written. "
+            "`--no-split` exports the single graph only"
+        )
+    return result
+
+
+def front_end_locality(front_end: Path, rate: int, frame_stride: int) -> float:
+    """How far the front-end is from local: the largest difference between the features of frames
+    computed from a slice of a probe (starting on a frame boundary) and from the whole probe, relative
+    to the largest feature. ~1e-7 for per-frame layer norm; order 1 for group norm (whole-input
+    statistics)."""
+    session = make_session(front_end)
+    probe = probe_signal(int(3.2 * rate), rate, seed=11)
+    start = LOCALITY_OFFSET_FRAMES * frame_stride
+    whole = session.run(None, {INPUT_NAME: probe[None, :]})[0][0]
+    part = session.run(None, {INPUT_NAME: probe[None, start : start + rate]})[0][0]
+    reference = whole[LOCALITY_OFFSET_FRAMES : LOCALITY_OFFSET_FRAMES + part.shape[0]]
+    return float(np.abs(reference - part).max() / max(float(np.abs(whole).max()), 1e-30))

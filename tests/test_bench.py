@@ -16,11 +16,12 @@ import pytest
 import soundfile as sf
 from tone_model import tone_audio, write_tone_bundle
 
-from edge_asr import cli, sysinfo
+from edge_asr import EdgeTranscriber, cli, sysinfo
 from edge_asr.bench import (
     BenchOptions,
     format_table,
     generated_audio,
+    parse_arenas,
     parse_seconds,
     parse_threads,
     run_bench,
@@ -29,10 +30,12 @@ from edge_asr.errors import BenchError, BundleError, InputError
 
 
 def test_in_process_times_every_variant_and_clip(tone_bundle):
-    report = run_bench(BenchOptions(model=str(tone_bundle), seconds=[1.0, 0.5], threads=[1], isolate=False))
-    assert [(r.variant, r.threads, r.model_file) for r in report.results] == [
-        ("fp32", 1, "model.onnx"),
-        ("int8", 1, "model.int8.onnx"),
+    report = run_bench(
+        BenchOptions(model=str(tone_bundle), seconds=[1.0, 0.5], threads=[1], isolate=False, arenas=["off"])
+    )
+    assert [(r.variant, r.threads, r.model_file, r.arena) for r in report.results] == [
+        ("fp32", 1, "model.onnx", "off"),
+        ("int8", 1, "model.int8.onnx", "off"),
     ]
     for result in report.results:
         assert [c.seconds for c in result.clips] == [0.5, 1.0]  # shortest first: RSS peaks in order
@@ -55,7 +58,13 @@ def test_input_file_is_used_and_transcribed(tone_bundle, tmp_path):
     sf.write(wav, tone_audio("abc"), 16000)
     report = run_bench(
         BenchOptions(
-            model=str(tone_bundle), input=str(wav), seconds=[], threads=[1], variants=("fp32",), isolate=False
+            model=str(tone_bundle),
+            input=str(wav),
+            seconds=[],
+            threads=[1],
+            variants=("fp32",),
+            isolate=False,
+            arenas=["auto"],
         )
     )
     (result,) = report.results
@@ -68,8 +77,34 @@ def test_each_configuration_in_its_own_child_process(tone_bundle):
         BenchOptions(model=str(tone_bundle), seconds=[0.5], threads=[1, 2], variants=("int8",))
     )
     assert report.settings["isolated"] is True
-    assert [r.threads for r in report.results] == [1, 2]
+    # the arena on and off by default, each its own configuration (RSS needs a process per setting)
+    assert [(r.threads, r.arena) for r in report.results] == [(1, "on"), (1, "off"), (2, "on"), (2, "off")]
     assert all(r.clips[0].rtf > 0 for r in report.results)
+    assert "arena" in format_table(report) and report.settings["arenas"] == ["on", "off"]
+
+
+def test_arena_setting_reaches_the_session(tone_bundle, monkeypatch):
+    import edge_asr.model as model
+
+    for choice, expected in (("on", 1), ("off", 0)):
+        asr = EdgeTranscriber(tone_bundle, arena=choice)
+        assert asr.model.arena is (expected == 1)
+        options = asr.model.session.get_session_options()
+        assert options.enable_cpu_mem_arena is (expected == 1)
+    # auto: by the size of the graphs and the machine's memory, against the measured thresholds
+    assert not EdgeTranscriber(tone_bundle, arena="auto").model.arena  # a tiny graph: off
+    monkeypatch.setattr(model, "ARENA_MIN_MODEL_BYTES", 1)
+    monkeypatch.setattr(model, "ARENA_MIN_MEMORY_MB", 1)
+    assert EdgeTranscriber(tone_bundle, arena="auto").model.arena
+    graph = [tone_bundle / "model.onnx"]
+    assert model.resolve_arena("auto", graph, memory_mb=1) and not model.resolve_arena("auto", graph, 0)
+    with pytest.raises(InputError, match="arena must be one of"):
+        EdgeTranscriber(tone_bundle, arena="sometimes")
+    args = cli.parse_args(["file", "x.wav", "--arena", "on", "--front-end-cache", "off"])
+    assert (args.arena, args.front_end_cache) == ("on", "off")
+    assert parse_arenas("off, on,off") == ["off", "on"]
+    with pytest.raises(InputError, match="--arena 'big'"):
+        parse_arenas("big")
 
 
 def test_cli_quick_writes_table_and_json(capsys, tone_bundle, tmp_path):

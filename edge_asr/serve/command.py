@@ -161,7 +161,7 @@ def run_serve_command(args: argparse.Namespace, out: TextIO) -> int:
             f"edge-asr serve needs the serve extra ({exc.name} is missing): in the repository, "
             "pip install '.[serve]' (edge-asr is not on PyPI), or pip install wyoming aiohttp"
         ) from None
-    from ..cli_args import transcribe_options
+    from ..cli_args import runtime_kwargs, transcribe_options
     from ..transcriber import EdgeTranscriber
     from .wyoming_server import parse_wyoming_uri
 
@@ -171,9 +171,7 @@ def run_serve_command(args: argparse.Namespace, out: TextIO) -> int:
         parse_wyoming_uri(wyoming_uri)  # a bad address fails before the model loads
     http_address = parse_http_address(args.http) if args.http else None
     logging.getLogger("edge_asr.serve").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    transcriber = EdgeTranscriber(
-        args.model, quantized=not args.fp32, threads=args.threads, options=transcribe_options(args)
-    )
+    transcriber = EdgeTranscriber(args.model, options=transcribe_options(args), **runtime_kwargs(args))
     engine = Engine(transcriber, limits)
     return asyncio.run(serve(engine, wyoming_uri, http_address, args.wyoming_streaming))
 
