@@ -98,7 +98,11 @@ def count_quantized(path: Path) -> Dict[str, int]:
     """Op types of the quantized graph that carry int8 work, and how many of each."""
     model = onnx.load(str(path), load_external_data=False)
     counts: Dict[str, int] = {}
+    dequantized = {o for node in model.graph.node if node.op_type == "DequantizeLinear" for o in node.output}
     for node in model.graph.node:
+        # Static QDQ: onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv on load.
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in dequantized:
+            counts["Conv (QDQ)"] = counts.get("Conv (QDQ)", 0) + 1
         if node.op_type in (
             "MatMulInteger",
             "ConvInteger",
