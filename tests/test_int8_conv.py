@@ -116,11 +116,10 @@ def test_conv_nodes_are_int8_except_those_the_rules_kept_float(converted):
     assert qdq_convs(graph) == quantized
     assert FIRST_CONV not in quantized and "GEMM depth 10" in layers[FIRST_CONV]["reason"]
     assert set(conv["kept_float"]) == set(layers) - quantized
-    limit = conv["options"]["max_layer_cer_increase"]
-    for layer in layers.values():
-        if layer["depth"] >= conv["options"]["min_depth"]:
-            assert layer["cer_increase"] is not None, layer
-            assert layer["quantized"] == (layer["cer_increase"] <= limit), layer
+    limit, min_depth = conv["options"]["max_layer_cer_increase"], conv["options"]["min_depth"]
+    for layer in layers.values():  # every layer is measured, the shallow first conv too
+        assert layer["cer_increase"] is not None, layer
+        assert layer["quantized"] == (layer["depth"] >= min_depth and layer["cer_increase"] <= limit), layer
     # onnxruntime fuses each quantized Conv into QLinearConv when it loads the graph.
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -217,3 +216,22 @@ def test_quantize_adds_int8_conv_to_an_existing_bundle(workspace, converted, tmp
     assert conv["calibration_utterances"] == CALIBRATION_CLIPS
     text = EdgeTranscriber(new, quantized=True).transcribe(np.zeros(RATE, dtype=np.float32), RATE).text
     assert isinstance(text, str)
+
+
+def test_gelu_fusion_leaves_the_float_graph_exact(converted, tmp_path):
+    from quantize.int8_conv import fuse_erf_gelu
+    from quantize.parity import make_session, run_graph
+
+    _, out, _ = converted
+    fused = tmp_path / "fused.onnx"
+    fused.write_bytes((out / "model.onnx").read_bytes())
+    erfs = sum(n.op_type == "Erf" for n in onnx.load(str(fused)).graph.node)
+    assert erfs > 0 and fuse_erf_gelu(fused) == erfs
+    ops = collections.Counter(n.op_type for n in onnx.load(str(fused)).graph.node)
+    assert ops["Gelu"] == erfs and ops["Erf"] == 0
+    signal = _speechlike(1.7, seed=9)[None, :]
+    lengths = np.array([signal.shape[1]])
+    a = run_graph(make_session(out / "model.onnx"), signal, lengths)
+    b = run_graph(make_session(fused), signal, lengths)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert fuse_erf_gelu(fused) == 0  # nothing left to fuse; the file is untouched
