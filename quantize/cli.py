@@ -257,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
         from .parity import ParityOptions
 
         int8 = args.command == "convert" and not args.no_int8
+        if args.command == "convert" and args.no_int8 and args.int8_conv:
+            raise QuantizeError("--int8-conv makes the int8 graph; drop --no-int8 or --int8-conv")
         options = ConvertOptions(
             model=args.model,
             out=args.out,

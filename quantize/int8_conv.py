@@ -3,18 +3,20 @@
 Dynamic int8 (int8.py) leaves Conv in float: ConvInteger was slower than float Conv. With activation
 ranges calibrated on audio beforehand, onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear into
 QLinearConv, which is fast. The recipe, measured on wav2vec2-base (random weights, 10 s, 1 thread, x86
-with AVX-512 VNNI; benchmarks/int8_conv.py):
+with AVX-512 VNNI; benchmarks/int8_conv.py) where the dynamic recipe ran 0.550 s and this one 0.331 s:
 
-- QDQ format, then the dynamic MatMul recipe on the result. QOperator ran at the same speed; QDQ is
-  onnxruntime's recommended format. Dynamic-first-then-static gave the same graph speed.
-- uint8 activations, int8 per-channel weights: int8 activations ran the graph 1.45x slower on x86.
-- A Conv whose GEMM depth (input channels per group x kernel) is shallow stays float: wav2vec2's first
-  conv (depth 10, one channel of raw audio) took 39 ms quantized against 26 ms in float, plus 37 ms
-  to dequantize its 512 x 32000 output, for nothing gained.
+- QDQ format, then the dynamic MatMul recipe on the result (dynamic first, then static, made a graph
+  of the same speed). QOperator ran 0.322 s, the same within noise; QDQ is onnxruntime's recommended
+  format.
+- uint8 activations (as the dynamic recipe's), int8 per-channel weights; int8 activations ran 0.325 s.
+  MinMax calibration: Percentile took 13x longer to calibrate for the same accuracy on layers 1-6.
+- Each erf GELU behind a dequantized Conv output is fused into one Gelu node (`fuse_erf_gelu`):
+  unfused, onnxruntime fused no QLinearConv at all with int8 activations and cost 20 ms with uint8.
+- A Conv whose GEMM depth (input channels per group x kernel) is shallow stays float: with wav2vec2's
+  first conv (depth 10, one channel of raw audio) in int8 too the graph ran 0.353 s.
 - A Conv whose quantization alone raises CER on a slice of the calibration set by more than a
-  threshold stays float (the accuracy rule, `select_layers`).
-- Each erf GELU behind a dequantized Conv output is fused into one Gelu node beforehand
-  (`fuse_erf_gelu`): 0.349 -> 0.329 s.
+  threshold stays float (the accuracy rule, `select_layers`). On the v1 model the first conv cost
+  4.5 points alone, the others -0.1 to +0.15.
 
 The functions take an ONNX path and write an ONNX path and quantize the Conv nodes they find
 (optionally restricted by name), so they work on any graph whose inputs are raw audio.
@@ -58,7 +60,7 @@ class ConvInt8Options:
         calibration_limit: use only the first N utterances of the manifest.
         max_seconds: cut each calibration clip to this length (bounds calibration time).
         method: onnxruntime calibration method: "MinMax", "Percentile" or "Entropy".
-        activation_type: "QUInt8" (measured fastest on x86) or "QInt8".
+        activation_type: "QUInt8" or "QInt8" (the same speed on x86; ARM not measured).
         per_channel: one weight scale per output channel.
         quant_format: "QDQ" (Q/DQ pairs that onnxruntime fuses into QLinearConv when it loads the graph)
             or "QOperator" (QLinearConv written into the file); they measured the same speed.
@@ -330,8 +332,9 @@ def fuse_erf_gelu(path: Path) -> int:
     reaches the GELU through a DequantizeLinear that feeds both its Div and its Mul; onnxruntime gives
     each consumer its own copy of that DequantizeLinear and the fusion no longer matches, so five
     elementwise passes (and a second dequantization) run over the feature encoder's largest tensors
-    (measured on wav2vec2-base: ~25 ms of 430 at 1 thread). Fused here, the graph runs what the float
-    graph runs. Returns how many were fused; rewrites `path` when any was.
+    (measured on wav2vec2-base: 20 ms of 350 at 1 thread; with int8 activations onnxruntime then fused
+    no QLinearConv at all). Fused here, the graph runs what the float graph runs. Returns how many were
+    fused; rewrites `path` when any was.
     """
     model = onnx.load(str(path))
     nodes = list(model.graph.node)

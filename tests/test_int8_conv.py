@@ -189,6 +189,7 @@ def test_the_guard_fails_when_int8_conv_costs_more_than_allowed(workspace, conve
         (["--calibration", "CAL"], "only used with --int8-conv"),
         (["--int8-conv", "--calibration", "CAL", "--int8-ops", "MatMul,Conv"], "drop Conv from --int8-ops"),
         (["--int8-conv", "--calibration", "missing.csv"], "calibration manifest not found"),
+        (["--int8-conv", "--calibration", "CAL", "--no-int8"], "drop --no-int8 or --int8-conv"),
     ],
 )
 def test_int8_conv_arguments_are_checked_before_any_work(workspace, tmp_path, capsys, extra, message):
