@@ -36,6 +36,7 @@ import numpy as np
 import onnx
 
 from edge_asr.audio import read_audio
+from edge_asr.text import TextNormalization
 
 from .errors import QuantizationError
 from .int8 import Int8Options, count_quantized, quantize_int8
@@ -58,7 +59,8 @@ class ConvInt8Options:
         calibration: manifest (CSV path,text; see manifest.py) of audio to calibrate activation
             ranges on; a few hundred utterances like the ones the model will hear.
         calibration_limit: use only the first N utterances of the manifest.
-        max_seconds: cut each calibration clip to this length (bounds calibration time).
+        max_seconds: cut each calibration clip to this length (bounds calibration time; the probe
+            then scores a cut clip against its whole transcript, so keep it above the clips' length).
         method: onnxruntime calibration method: "MinMax", "Percentile" or "Entropy".
         activation_type: "QUInt8" or "QInt8" (the same speed on x86; ARM not measured).
         per_channel: one weight scale per output channel.
@@ -504,7 +506,7 @@ def greedy_cer_judge(
     blank_id: int,
     word_delimiter: Optional[str],
     special_ids: Sequence[int],
-    normalization,
+    normalization: TextNormalization,
     threads: int = 1,
 ) -> Judge:
     """A judge for a whole CTC graph (audio in, log-probs out): greedy CER over `items`."""
