@@ -22,6 +22,8 @@ EXAMPLES = """examples:
   python -m quantize convert --model runs/tiny/model --out bundles/tiny --eval data/dev.csv
   python -m quantize export --model runs/tiny/model --out bundles/tiny-fp32
   python -m quantize quantize --bundle bundles/tiny-fp32 --out bundles/tiny-gemm --int8-ops MatMul,Gemm
+  python -m quantize convert --model runs/tiny/model --out bundles/tiny-conv --eval data/dev.csv \
+      --int8-conv --calibration data/valid.csv
   python -m quantize report --bundle bundles/tiny --model runs/tiny/model --eval dev.csv --out rep/
   python -m quantize lm --bundle bundles/tiny --text data/train.csv --tune data/dev.csv --eval data/test.csv
 """
@@ -85,6 +87,34 @@ def _add_int8_args(p: argparse.ArgumentParser) -> None:
         "needs --eval; a negative value never passes",
     )
     g.add_argument("--no-guard", action="store_true", help="report the int8 cost but never fail on it")
+    g.add_argument(
+        "--int8-conv",
+        action="store_true",
+        help="also quantize the Conv layers (feature encoder, positional conv) statically, calibrated on "
+        "--calibration; a layer whose int8 costs accuracy, or would run slower, stays float",
+    )
+    g.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="--int8-conv: manifest (CSV path,text) of a few hundred utterances like the model's input, "
+        "to calibrate on; not the --eval set",
+    )
+    g.add_argument(
+        "--calibration-limit", type=int, default=300, help="--int8-conv: first N utterances (default: 300)"
+    )
+    g.add_argument(
+        "--conv-max-layer-cer-increase",
+        type=float,
+        default=0.002,
+        help="--int8-conv: keep in float a Conv layer whose int8 alone raises greedy CER on the first 100 "
+        "calibration utterances by more than this, absolute (default 0.002 = 0.2 points)",
+    )
+    g.add_argument(
+        "--conv-keep-float",
+        default="",
+        help="--int8-conv: comma-separated Conv node names (or parts of them) to keep in float",
+    )
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -193,6 +223,29 @@ def _int8_options(args: argparse.Namespace):
     )
 
 
+def _conv_options(args: argparse.Namespace):
+    """The --int8-conv options, or None without --int8-conv."""
+    from .int8_conv import ConvInt8Options
+
+    if not args.int8_conv:
+        if args.calibration is not None:
+            raise QuantizeError("--calibration is only used with --int8-conv; add --int8-conv or drop it")
+        return None
+    if args.calibration is None:
+        raise QuantizeError(
+            "--int8-conv needs --calibration MANIFEST: a CSV path,text of a few hundred utterances like the "
+            "model's input (e.g. the validation set), to measure activation ranges on"
+        )
+    if "Conv" in [o.strip() for o in args.int8_ops.split(",")]:
+        raise QuantizeError("--int8-conv quantizes Conv statically; drop Conv from --int8-ops")
+    return ConvInt8Options(
+        calibration=args.calibration,
+        calibration_limit=args.calibration_limit,
+        max_layer_cer_increase=args.conv_max_layer_cer_increase,
+        keep_float=tuple(n.strip() for n in args.conv_keep_float.split(",") if n.strip()),
+    )
+
+
 def _progress(quiet: bool):
     def say(message: str) -> None:
         if not quiet:
@@ -211,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
         from .parity import ParityOptions
 
         int8 = args.command == "convert" and not args.no_int8
+        if args.command == "convert" and args.no_int8 and args.int8_conv:
+            raise QuantizeError("--int8-conv makes the int8 graph; drop --no-int8 or --int8-conv")
         options = ConvertOptions(
             model=args.model,
             out=args.out,
@@ -227,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if int8:
             options.quantization = _int8_options(args)
+            options.conv = _conv_options(args)
         result = convert(options, say)
         say(f"bundle written to {result.bundle} in {time.perf_counter() - started:.1f} s")
         if result.report is not None:
@@ -235,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "quantize":
         from .rework import add_int8
 
-        bundle = add_int8(args.bundle, args.out, _int8_options(args), args.force, say)
+        bundle = add_int8(args.bundle, args.out, _int8_options(args), args.force, say, _conv_options(args))
         say(f"bundle written to {bundle} in {time.perf_counter() - started:.1f} s")
         return 0
     if args.command == "report":

@@ -52,12 +52,17 @@ class Evaluation:
     agreement: Dict[str, float] = field(default_factory=dict)
     identical_to_pytorch: Dict[str, int] = field(default_factory=dict)
     max_cer_increase: Optional[float] = None
+    guarded: str = "int8"  # the variant the bundle ships as its int8 graph, which the guard judges
+
+    def increase(self, variant: str) -> Optional[float]:
+        """CER(variant) - CER(fp32), absolute; None when either was not measured."""
+        if variant not in self.cer or "fp32" not in self.cer:
+            return None
+        return self.cer[variant] - self.cer["fp32"]
 
     @property
     def cer_increase(self) -> Optional[float]:
-        if "int8" not in self.cer:
-            return None
-        return self.cer["int8"] - self.cer["fp32"]
+        return self.increase(self.guarded)
 
     @property
     def guard_passed(self) -> bool:
@@ -108,13 +113,18 @@ def evaluate(
     max_cer_increase: Optional[float] = None,
     threads: Optional[int] = None,
     variants: Sequence[str] = ("fp32", "int8"),
+    guarded: str = "int8",
 ) -> Evaluation:
-    """Run PyTorch and each bundle variant over `items` and compute the report's figures."""
+    """Run PyTorch and each bundle variant over `items` and compute the report's figures.
+
+    `guarded` names the variant whose CER increase over fp32 the guard judges.
+    """
     torch_run = torch_greedy(source, items)
     paths = [i.path for i in items]
     runs = {v: run_variant(bundle, v, paths, scratch, threads) for v in variants}
     sizes = {v: (bundle / r.model_file).stat().st_size for v, r in runs.items()}
-    result = Evaluation(list(items), torch_run, runs, sizes, max_cer_increase=max_cer_increase)
+    result = Evaluation(list(items), torch_run, runs, sizes)
+    result.max_cer_increase, result.guarded = max_cer_increase, guarded
     refs = [i.text for i in items]
     norm = source.text_normalization
     result.cer["pytorch"], result.wer["pytorch"] = score(refs, torch_run.transcripts, norm)
@@ -124,6 +134,9 @@ def evaluate(
         result.identical_to_pytorch[variant] = sum(
             a == b for a, b in zip(run.transcripts, torch_run.transcripts)
         )
-    if "int8" in runs and "fp32" in runs:
-        result.agreement["int8_vs_fp32"] = frame_agreement(runs["int8"].frame_ids, runs["fp32"].frame_ids)
+    for variant in runs:
+        if variant != "fp32" and "fp32" in runs:
+            result.agreement[f"{variant}_vs_fp32"] = frame_agreement(
+                runs[variant].frame_ids, runs["fp32"].frame_ids
+            )
     return result

@@ -80,11 +80,16 @@ def _jsonl_items(manifest: Path, lines: List[str]) -> List[EvalItem]:
     return items
 
 
-def read_manifest(path: Path, limit: Optional[int] = None) -> List[EvalItem]:
-    """Read a manifest and check every audio file exists; raises ManifestError naming the problem."""
+def read_manifest(
+    path: Path, limit: Optional[int] = None, what: str = "evaluation manifest"
+) -> List[EvalItem]:
+    """Read a manifest and check every audio file exists; raises ManifestError naming the problem.
+
+    `what` names the manifest's role in the not-found message (e.g. "calibration manifest").
+    """
     manifest = Path(path)
     if not manifest.is_file():
-        raise ManifestError(f"{manifest}: evaluation manifest not found")
+        raise ManifestError(f"{manifest}: {what} not found")
     try:
         lines = manifest.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

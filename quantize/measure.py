@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -101,6 +102,34 @@ def _measure(
     return result, ids
 
 
+DEVICE_VARIANTS = ("fp32", "int8")
+
+
+def variant_view(bundle: Path, variant: str, folder: Path) -> Path:
+    """A bundle in `folder` whose int8 graph is `variant`'s file, hard-linked (or copied) from `bundle`.
+
+    The device runs a bundle's "fp32" or "int8" graph only; another variant (the dynamic-only int8
+    graph measured beside int8-conv) goes through the same code path as this view's int8 graph.
+    """
+    from edge_asr.bundle import load_bundle, write_bundle
+
+    meta = load_bundle(bundle, verify=False).metadata
+    chosen = meta.models[variant]
+    others = set(meta.models.values()) - {chosen}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in meta.files:
+        if name not in others:  # the LMs come along, so decoding is the same as for the other variants
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            # A bundle refuses symbolic links; a hard link costs nothing (the folders share a disk).
+            try:
+                os.link(bundle / name, folder / name)
+            except OSError:
+                shutil.copyfile(bundle / name, folder / name)
+    meta.models = {"int8": chosen}
+    write_bundle(folder, meta)
+    return folder
+
+
 def run_variant(
     bundle: Path, variant: str, paths: Sequence[Path], scratch: Path, threads: Optional[int] = None
 ) -> VariantRun:
@@ -108,6 +137,11 @@ def run_variant(
     from .errors import QuantizeError
 
     scratch.mkdir(parents=True, exist_ok=True)
+    if variant not in DEVICE_VARIANTS:
+        view = variant_view(bundle, variant, scratch / f"view-{variant}")
+        run = run_variant(view, "int8", paths, scratch / f"measure-{variant}", threads)
+        run.variant = variant
+        return run
     items = scratch / f"{variant}.items.json"
     items.write_text(json.dumps([str(p) for p in paths]), encoding="utf-8")
     out, ids = scratch / f"{variant}.result.json", scratch / f"{variant}.ids.npz"

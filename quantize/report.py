@@ -43,8 +43,12 @@ def report_data(evaluation: Evaluation, context: Dict[str, Any]) -> Dict[str, An
             "identical_to_pytorch": ev.identical_to_pytorch[name],
             **run.summary(),
         }
+    for name in ev.runs:
+        if name != "fp32":
+            variants[name]["cer_increase"] = _r(ev.increase(name))
     cer_increase = ev.cer_increase
-    wer_increase = ev.wer["int8"] - ev.wer["fp32"] if "int8" in ev.wer and "fp32" in ev.wer else None
+    guarded = ev.guarded
+    wer_increase = ev.wer[guarded] - ev.wer["fp32"] if guarded in ev.wer and "fp32" in ev.wer else None
     utterances: List[Dict[str, Any]] = []
     for i, item in enumerate(ev.items):
         row = {"path": str(item.path), "reference": item.text, "pytorch": ev.torch.transcripts[i]}
@@ -55,6 +59,7 @@ def report_data(evaluation: Evaluation, context: Dict[str, Any]) -> Dict[str, An
         "utterances_count": len(ev.items),
         "audio_seconds": round(ev.torch.audio_seconds, 2),
         "variants": variants,
+        "guarded_variant": guarded,
         "cer_increase": _r(cer_increase),
         "wer_increase": _r(wer_increase),
         "token_agreement": {k: _r(v) for k, v in ev.agreement.items()},
@@ -89,33 +94,70 @@ def report_markdown(data: Dict[str, Any]) -> str:
             f"{v.get('size_mb', 'n/a')} | {v.get('identical_to_pytorch', n)}/{n} |"
         )
     agreement = data["token_agreement"]
-    lines += [
-        "",
-        f"- int8 - fp32: CER {_pct(data['cer_increase'])}, WER {_pct(data['wer_increase'])} "
-        "(absolute points)",
+    guarded = data.get("guarded_variant", "int8")
+    quantized = [name for name in variants if name not in ("pytorch", "fp32")]
+    lines.append("")
+    for name in quantized:
+        wer = f", WER {_pct(data['wer_increase'])}" if name == guarded else ""
+        increase = _pct(variants[name].get("cer_increase"))
+        lines.append(f"- {name} - fp32: CER {increase}{wer} (absolute points)")
+    lines.append(
         "- greedy-token agreement: "
         + ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in agreement.items()),
-    ]
-    if "fp32" in variants and "int8" in variants and variants["int8"]["rtf"]:
-        lines.append(
-            f"- int8 speed-up over fp32: {variants['fp32']['rtf'] / variants['int8']['rtf']:.2f}x; size "
-            f"{variants['int8']['size_bytes'] / variants['fp32']['size_bytes']:.2f}x"
-        )
+    )
+    for name in quantized:
+        if "fp32" in variants and variants[name]["rtf"]:
+            lines.append(
+                f"- {name} speed-up over fp32: {variants['fp32']['rtf'] / variants[name]['rtf']:.2f}x; size "
+                f"{variants[name]['size_bytes'] / variants['fp32']['size_bytes']:.2f}x"
+            )
     guard = data["max_cer_increase"]
     if guard is None:
         lines.append("- guard: none set")
     else:
         verdict = "passed" if data["guard_passed"] else "FAILED: int8 is marked not recommended"
-        lines.append(f"- guard: CER increase at most {_pct(guard)}: {verdict}")
+        lines.append(f"- guard ({guarded}): CER increase at most {_pct(guard)}: {verdict}")
     recipe = data.get("int8", {}).get("options")
     if recipe:
         lines.append(f"- int8 recipe: {json.dumps(recipe)}")
-    lines += ["", "## Examples", "", "| reference | pytorch | fp32 | int8 |", "|---|---|---|---|"]
+    conv = data.get("int8", {}).get("conv")
+    if conv:
+        lines += _conv_lines(conv)
+    columns = ["pytorch", *[name for name in variants if name != "pytorch"]]
+    lines += [
+        "",
+        "## Examples",
+        "",
+        "| reference | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     for row in data["utterances"][:MAX_EXAMPLES]:
-        cells = [row["reference"], row["pytorch"], row.get("fp32", ""), row.get("int8", "")]
+        cells = [row["reference"], *[row.get(name, "") for name in columns]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", f"![fp32 vs int8]({REPORT_PNG})", ""]
     return "\n".join(lines)
+
+
+def _conv_lines(conv: Dict[str, Any]) -> List[str]:
+    """What static Conv quantization (--int8-conv) did to each Conv node, and why."""
+    lines = [
+        "",
+        "## Static int8 Conv layers (--int8-conv)",
+        "",
+        f"The bundle's int8 graph ({conv.get('file', '?')}) is int8-conv. Calibrated on "
+        f"{conv['calibration_utterances']} utterance(s) of `{conv['options'].get('calibration')}`; probe "
+        f"(the first {conv.get('probe_utterances')} of them) CER in float: "
+        f"{_pct(conv.get('probe_cer'))}.",
+        "",
+        "| Conv node | GEMM depth | int8 | probe CER alone | why |",
+        "|---|---|---|---|---|",
+    ]
+    for layer in conv["layers"]:
+        lines.append(
+            f"| `{layer['name']}` | {layer['depth']} | {'yes' if layer['quantized'] else '**float**'} | "
+            f"{_pct(layer.get('cer'))} | {layer['reason']} |"
+        )
+    return lines
 
 
 def report_plot(data: Dict[str, Any], path: Path) -> None:
@@ -135,7 +177,7 @@ def report_plot(data: Dict[str, Any], path: Path) -> None:
         ("peak RSS (MB)", "peak_rss_mb"),
         ("size (MB)", "size_mb"),
     ]
-    colors = ["#4878a8", "#e0873b"]
+    colors = ["#4878a8", "#e0873b", "#5a9a5a", "#a05a9a"]
     for ax, (title, key) in zip(axes, panels):
         if key is None:
             width = 0.38

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Dict, Optional
 
 from edge_asr.bundle import load_bundle, write_bundle
 from edge_asr.errors import BundleError
@@ -16,6 +16,7 @@ from .convert import FP32_FILE, INT8_FILE, int8_smoke, quantize_split
 from .errors import QuantizeError
 from .evaluate import evaluate
 from .int8 import Int8Options, quantize_int8
+from .int8_conv import ConvInt8Options, greedy_cer_judge, load_calibration, quantize_int8_conv
 from .manifest import read_manifest
 from .parity import check_split_parity
 from .report import REPORT_JSON, REPORT_MD, REPORT_PNG, report_data, write_report
@@ -31,8 +32,15 @@ def _load(folder: Path):
         raise QuantizeError(str(exc)) from None
 
 
-def add_int8(bundle_dir: Path, out: Path, options: Int8Options, force: bool, say: ProgressFn) -> Path:
-    """Copy a bundle to `out` with a freshly quantized int8 twin of its fp32 model.
+def add_int8(
+    bundle_dir: Path,
+    out: Path,
+    options: Int8Options,
+    force: bool,
+    say: ProgressFn,
+    conv: Optional[ConvInt8Options] = None,
+) -> Path:
+    """Copy a bundle to `out` with a freshly quantized int8 twin of its fp32 model (int8-conv with `conv`).
 
     Evaluation figures and report files of the source bundle describe its old int8 model, so they are
     dropped; run `report` (or `convert --eval`) to measure the new one.
@@ -40,6 +48,11 @@ def add_int8(bundle_dir: Path, out: Path, options: Int8Options, force: bool, say
     bundle = _load(bundle_dir)
     meta = bundle.metadata
     fp32_name = meta.models.get("fp32", FP32_FILE)
+    if conv is not None and meta.do_normalize and not meta.normalization_in_graph:
+        raise QuantizeError(
+            f"{bundle_dir}: its graph expects normalized samples, which --int8-conv cannot calibrate on; "
+            "re-export it with `python -m quantize convert --int8-conv`"
+        )
     if out.exists() and not force:
         raise QuantizeError(f"{out}: already exists; pass --force to replace it")
     if out.resolve() == bundle.path.resolve():
@@ -50,11 +63,37 @@ def add_int8(bundle_dir: Path, out: Path, options: Int8Options, force: bool, say
         for stale in (REPORT_JSON, REPORT_MD, REPORT_PNG, INT8_FILE):
             (tmp / stale).unlink(missing_ok=True)
         say(f"quantizing {bundle.path / fp32_name} ...")
-        result = quantize_int8(tmp / fp32_name, tmp / INT8_FILE, options)
+        info: Dict[str, Any] = {"options": options.to_dict()}
+        if conv is None:
+            result = quantize_int8(tmp / fp32_name, tmp / INT8_FILE, options)
+            size_mb, seconds = result.size_bytes / 1e6, result.seconds
+        else:
+            items, audio = load_calibration(conv, meta.sample_rate)
+            probe = conv.probe_utterances
+            judge = greedy_cer_judge(
+                items[:probe],
+                audio[:probe],
+                meta.vocabulary,
+                meta.blank_id,
+                meta.word_delimiter,
+                meta.special_ids,
+                meta.text_normalization,
+            )
+            conv_result = quantize_int8_conv(tmp / fp32_name, tmp / INT8_FILE, audio, conv, options, judge)
+            for name, reason in conv_result.kept_float.items():
+                say(f"  kept in float: {name} ({reason})")
+            size_mb, seconds = conv_result.size_bytes / 1e6, conv_result.seconds
+            info["conv"] = {"file": INT8_FILE, "options": conv.to_dict(), **conv_result.to_dict()}
         smoke = int8_smoke(tmp / fp32_name, tmp / INT8_FILE, meta.sample_rate)
-        size_mb = result.size_bytes / 1e6
-        say(f"  int8: {size_mb:.1f} MB in {result.seconds:.1f} s, probe agreement {100 * smoke:.1f}%")
+        say(f"  int8: {size_mb:.1f} MB in {seconds:.1f} s, probe agreement {100 * smoke:.1f}%")
         meta.models = {**meta.models, "int8": INT8_FILE}
+        if meta.split is not None and conv is not None:
+            # As in convert: split graphs with static int8 Convs are not built yet (convert._splits).
+            for name in {*meta.split.front_end.values(), *meta.split.encoder.values()}:
+                (tmp / name).unlink(missing_ok=True)
+            meta.split = None
+            meta.extra.pop("split", None)
+            say("  --int8-conv: split graphs dropped (split graphs with int8 Convs are not built yet)")
         if meta.split is not None:  # the split graphs' int8 twins are redone with the same recipe
             split = meta.split
             for stale in {split.front_end.get("int8"), split.encoder.get("int8")} - {None, fp32_name}:
@@ -70,7 +109,7 @@ def add_int8(bundle_dir: Path, out: Path, options: Int8Options, force: bool, say
             say(f"  split int8: greedy-token agreement with the single graph {100 * parity.agreement:.2f}%")
         meta.int8_recommended = True
         meta.extra.pop("evaluation", None)
-        meta.extra["int8"] = {"options": options.to_dict(), "probe_agreement": smoke}
+        meta.extra["int8"] = {**info, "probe_agreement": smoke}
         write_bundle(tmp, meta)
         place_bundle(tmp, out, force)
     return out
