@@ -16,6 +16,13 @@ For each bundle (format 2, with split graphs), with the cache on and off:
 
 Runs alternate off, on, off, on... and the fastest of each counts, so that other programs' load hits
 both alike. Without --manifest the audio is espeak-ng speech (meaningful text with a trained model).
+
+    python benchmarks/front_end_cache.py --int8-conv-base data/corpus-v1/valid.csv [--utterances 3]
+
+instead builds a wav2vec2-base-architecture model (random weights, layer-norm front end, no
+do_normalize: the cache is exact), converts it to int8 and, from that bundle, to int8-conv (`python -m
+quantize quantize --int8-conv`, calibrated on the manifest's first clips), and times `listen` with the
+cache off and on for both, side by side: the 4 figures of "int8 convs and the front-end cache".
 """
 
 from __future__ import annotations
@@ -165,19 +172,71 @@ def measure(
     return result
 
 
+def int8_conv_base(manifest: Path, count: int, threads: int, rounds: int) -> Dict[str, object]:
+    """`listen` CPU seconds per audio second: int8 vs int8-conv, cache off vs on, wav2vec2-base."""
+    from quantize.convert import ConvertOptions, convert
+    from quantize.int8 import Int8Options
+    from quantize.int8_conv import ConvInt8Options
+    from quantize.rework import add_int8
+    from quantize.synthetic import BASE_CONFIG, make_random_model
+
+    parts, _ = utterances(manifest, count)
+    audio, ends = session_audio(parts)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        config = dict(BASE_CONFIG, feat_extract_norm="layer", conv_bias=True)
+        folder = make_random_model(work / "hf", config=config, do_normalize=False, head_scale=10.0)
+        say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        bundles = {"int8": convert(ConvertOptions(model=str(folder), out=work / "int8"), say).bundle}
+        conv = ConvInt8Options(calibration=manifest, calibration_limit=count, probe_utterances=0)
+        bundles["int8-conv"] = add_int8(bundles["int8"], work / "int8-conv", Int8Options(), False, say, conv)
+        options = TranscribeOptions(use_lm=False)
+        models = {
+            f"{name}, cache {'on' if cache else 'off'}": EdgeTranscriber(
+                bundle, threads=threads, options=options, front_end_cache=cache
+            )
+            for name, bundle in bundles.items()
+            for cache in (False, True)
+        }
+        for asr in models.values():  # warm-up
+            asr.transcribe(audio[: 3 * RATE], sample_rate=RATE)
+        best = {name: 1e9 for name in models}
+        for _ in range(rounds):
+            for name, asr in models.items():
+                best[name] = min(best[name], listen(asr, audio, ends)[0])
+    return {
+        "model": "wav2vec2-base architecture, random weights, layer-norm front end, no do_normalize",
+        "threads": threads,
+        "audio_seconds": round(audio.size / RATE, 1),
+        "calibration_clips": count,
+        "listen_cpu_per_audio_s": {name: round(cost, 4) for name, cost in best.items()},
+    }
+
+
 def _differing(a: List[str], b: List[str]) -> int:
     return sum(x != y for x, y in zip(a, b))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", action="append", required=True, help="a bundle with split graphs")
+    parser.add_argument("--model", action="append", default=[], help="a bundle with split graphs")
+    parser.add_argument(
+        "--int8-conv-base",
+        type=Path,
+        metavar="MANIFEST",
+        help="int8 vs int8-conv on a wav2vec2-base-architecture model, calibrated on MANIFEST's clips",
+    )
     parser.add_argument("--manifest", type=Path, help="path,text CSV of utterances (default: espeak-ng)")
     parser.add_argument("--utterances", type=int, default=6, help="how many of the manifest's")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--fp32", action="store_true", help="the fp32 graphs (default: int8)")
     args = parser.parse_args()
+    if args.int8_conv_base is not None:
+        print(json.dumps(int8_conv_base(args.int8_conv_base, args.utterances, args.threads, args.rounds)))
+        return
+    if not args.model:
+        parser.error("--model BUNDLE (or --int8-conv-base MANIFEST) is required")
     parts, refs = utterances(args.manifest, args.utterances)
     audio, ends = session_audio(parts)
     for bundle in args.model:

@@ -14,14 +14,15 @@ import platform
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edge_asr.audio import read_audio
 from edge_asr.bundle import BundleMetadata, SplitGraphs, write_bundle
+from edge_asr.model import normalize_utterance
 
 from .errors import GuardError, QuantizeError
 from .evaluate import Evaluation, evaluate
@@ -30,7 +31,9 @@ from .int8 import Int8Options, quantize_int8
 from .int8_conv import (
     ConvInt8Options,
     ConvInt8Result,
+    ConvLayer,
     calibration_items,
+    corresponding_convs,
     greedy_cer_judge,
     load_calibration,
     quantize_int8_conv,
@@ -61,6 +64,8 @@ ENCODER_INT8_FILE = "encoder.int8.onnx"
 # With --int8-conv and --eval: today's dynamic-only int8 graph, measured beside int8-conv for the report
 # and removed from the bundle before it is placed.
 INT8_DYNAMIC_FILE = "model.int8-dynamic.onnx"
+# Its split front-end, when the dynamic recipe quantizes anything there (a conv front-end: nothing).
+FRONT_END_INT8_DYNAMIC_FILE = "front_end.int8-dynamic.onnx"
 INT8_CONV = "int8-conv"
 PARITY_UTTERANCES = 2
 PARITY_MAX_SECONDS = 15.0
@@ -212,10 +217,7 @@ def convert(options: ConvertOptions, progress: Optional[ProgressFn] = None) -> C
         say(f"calibration set: {len(calibration)} utterance(s) from {conv.calibration}")
     with steps.step(f"loading {options.model}", "load"):
         source = load_source(options.model)
-    splits = _splits(source, options)
-    if options.split and can_split(source) and not splits:
-        say("  --int8-conv: the single graph only (split graphs with static int8 Convs are not built yet)")
-    steps.total += int(splits)
+    steps.total += int(_splits(source, options))
     with staged_bundle(out) as tmp:
         result = _build(source, options, items, tmp, steps, say)
         place_bundle(tmp, out, options.force)
@@ -236,16 +238,17 @@ def convert(options: ConvertOptions, progress: Optional[ProgressFn] = None) -> C
 
 
 def _splits(source: SourceModel, options: ConvertOptions) -> bool:
-    """Whether the bundle also gets the front-end and encoder graphs (format 2). Not with
-    --int8-conv yet: its Conv decisions are made on the single graph, and the split front-end would
-    stay float, so the cached path would lose what int8-conv gains."""
-    return options.split and options.conv is None and can_split(source)
+    """Whether the bundle also gets the front-end and encoder graphs (format 2). With --int8-conv
+    their int8 front-end gets the static int8 Convs the single graph's rule chose
+    (`int8_conv_front_end`)."""
+    return options.split and can_split(source)
 
 
 def _int8_conv(
     source: SourceModel, options: ConvertOptions, fp32_path: Path, int8_path: Path, say: ProgressFn
-) -> ConvInt8Result:
-    """int8-conv of the fp32 graph at `int8_path`; the accuracy rule judges greedy CER on the probe."""
+) -> Tuple[ConvInt8Result, List[np.ndarray]]:
+    """int8-conv of the fp32 graph at `int8_path`; the accuracy rule judges greedy CER on the probe.
+    Returns the result and the calibration audio (the split front-end is calibrated on it too)."""
     assert options.conv is not None
     conv = options.conv
     items, audio = load_calibration(conv, source.features.sample_rate)
@@ -266,7 +269,7 @@ def _int8_conv(
     quantized = sum(layer.quantized for layer in result.layers)
     size = result.size_bytes / 1e6
     say(f"  int8-conv: {quantized} of {len(result.layers)} Conv node(s) in int8, {size:.1f} MB")
-    return result
+    return result, audio
 
 
 def _build(
@@ -302,6 +305,8 @@ def _build(
     # With --int8-conv the bundle's int8 graph is int8-conv; the dynamic-only graph is made only to be
     # measured beside it, and only when there is an evaluation to measure it with.
     dynamic_path = tmp / INT8_DYNAMIC_FILE if conv is not None else int8_path
+    conv_result: Optional[ConvInt8Result] = None
+    calibration: List[np.ndarray] = []
     if options.int8 and (conv is None or items):
         with steps.step("quantizing to int8", "int8"):
             quantized = quantize_int8(fp32_path, dynamic_path, options.quantization)
@@ -316,7 +321,7 @@ def _build(
         extra["int8"] = {"options": options.quantization.to_dict(), "probe_agreement": smoke}
     if conv is not None:
         with steps.step("quantizing Conv nodes statically (int8-conv)", "int8_conv"):
-            conv_result = _int8_conv(source, options, fp32_path, int8_path, say)
+            conv_result, calibration = _int8_conv(source, options, fp32_path, int8_path, say)
             smoke = int8_smoke(fp32_path, int8_path, source.features.sample_rate)
         say(f"  int8-conv: agreement with fp32 on a probe {100 * smoke:.1f}%")
         models[INT8_CONV if items else "int8"] = INT8_FILE
@@ -329,7 +334,10 @@ def _build(
     metadata.extra = extra
     if _splits(source, options):
         with steps.step("exporting the front-end and encoder graphs", "split"):
-            metadata.split, extra["split"] = _split(source, options, tmp, models, utterances, metadata, say)
+            conv_split = (conv_result, calibration) if conv_result is not None else None
+            metadata.split, extra["split"] = _split(
+                source, options, tmp, models, utterances, metadata, say, conv_split
+            )
     report: Optional[Dict[str, Any]] = None
     evaluation: Optional[Evaluation] = None
     with steps.step("writing the bundle", "bundle"):
@@ -352,6 +360,8 @@ def _build(
         if INT8_CONV in models:  # the bundle ships int8-conv as its int8 graph
             (tmp / INT8_DYNAMIC_FILE).unlink()
             metadata.models = {"fp32": FP32_FILE, "int8": INT8_FILE}
+            if metadata.split is not None:
+                _ship_int8_conv_split(tmp, metadata)
         with steps.step("writing the report", "report"):
             context = {
                 "format_version": metadata.format_version,  # set by write_bundle
@@ -386,20 +396,91 @@ def _build(
 
 
 def quantize_split(
-    folder: Path, front_end: str, encoder: str, options: Int8Options
+    folder: Path, front_end: str, encoder: str, options: Int8Options, front_end_out: str = FRONT_END_INT8_FILE
 ) -> Tuple[str, str, Dict[str, Any]]:
     """The int8 twins of the split graphs in `folder`: (front-end, encoder, facts). A front-end in
     which the recipe quantizes nothing (the default recipe quantizes MatMuls; a conv front-end has
     none) is not copied: the int8 variant names the fp32 front-end."""
-    front = quantize_int8(folder / front_end, folder / FRONT_END_INT8_FILE, options)
+    front = quantize_int8(folder / front_end, folder / front_end_out, options)
     if not front.quantized_nodes:
-        (folder / FRONT_END_INT8_FILE).unlink()
-    front_name = FRONT_END_INT8_FILE if front.quantized_nodes else front_end
+        (folder / front_end_out).unlink()
+    front_name = front_end_out if front.quantized_nodes else front_end
     encoded = quantize_int8(folder / encoder, folder / ENCODER_INT8_FILE, options)
     for warning in encoded.warnings:
         log.warning("encoder: %s", warning)
     facts = {"front_end_nodes": front.quantized_nodes, "encoder_nodes": encoded.quantized_nodes}
     return front_name, ENCODER_INT8_FILE, facts
+
+
+def int8_conv_front_end(
+    folder: Path,
+    single: str,
+    front_end: str,
+    layers: Sequence[ConvLayer],
+    audio: Sequence[np.ndarray],
+    conv: ConvInt8Options,
+    dynamic: Int8Options,
+    normalize: bool,
+    say: ProgressFn,
+) -> Tuple[str, Dict[str, Any]]:
+    """The int8-conv twin of the split front-end `front_end` (in `folder`): the same Convs static int8
+    as in the single fp32 graph `single`'s int8-conv (`layers`, the rule's decisions there), then the
+    dynamic recipe. Returns (file name, facts); the fp32 front-end's name when no Conv of it was chosen.
+
+    The rule is not run again (no judge): it measured each layer's cost on the whole model, and the
+    split int8 graphs must be the single int8 graph cut in two, so that the cached path transcribes what
+    the single graph does. Calibrated on the same audio, normalized first when the bundle normalizes:
+    the single graph normalizes inside, the front-end is fed normalized samples (edge_asr.model).
+    The positional conv is in the encoder graph, which keeps the dynamic recipe (features, not audio,
+    are its input, and calibration feeds audio), so it stays float there.
+    """
+    twins = corresponding_convs(folder / single, folder / front_end)  # front-end name -> single name
+    chosen = {layer.name for layer in layers if layer.quantized}
+    nodes = [name for name, twin in twins.items() if twin in chosen]
+    outside = sorted(chosen - set(twins.values()))
+    facts: Dict[str, Any] = {
+        "quantized": nodes,
+        "kept_float": [name for name in twins if name not in nodes],
+        "layers_from": f"{single} (the rule is not run on the front-end)",
+        "float_in_encoder": outside,
+    }
+    if outside:
+        # Measured on wav2vec2-base (benchmarks/int8_conv.py): the positional conv left float costs
+        # ~7% of the single graph's time (0.353 against 0.331 s for 10 s at 1 thread).
+        say(f"  split int8-conv: int8 in the single graph, float in the encoder graph: {', '.join(outside)}")
+    if not nodes:
+        return front_end, facts
+    calibration = [normalize_utterance(clip) for clip in audio] if normalize else list(audio)
+    options = replace(conv, nodes=tuple(nodes), keep_float=(), min_depth=0, probe_utterances=0)
+    result = quantize_int8_conv(
+        folder / front_end, folder / FRONT_END_INT8_FILE, calibration, options, dynamic, judge=None
+    )
+    made = {layer.name for layer in result.layers if layer.quantized}
+    if made != set(nodes):
+        (folder / FRONT_END_INT8_FILE).unlink(missing_ok=True)
+        raise QuantizeError(
+            f"the int8-conv front-end quantized {sorted(made)}, expected {sorted(nodes)} (the single graph's)"
+        )
+    say(f"  split int8-conv: {len(nodes)} of {len(twins)} front-end Conv(s) in int8, as in the single graph")
+    return FRONT_END_INT8_FILE, facts
+
+
+def _ship_int8_conv_split(tmp: Path, metadata: BundleMetadata) -> None:
+    """After the evaluation: the split "int8" variant becomes int8-conv's, as the single graph's does;
+    the dynamic-only front-end (if the recipe made one) goes with the dynamic-only graph."""
+    split = metadata.split
+    assert split is not None
+    if split.front_end["int8"] == FRONT_END_INT8_DYNAMIC_FILE:
+        (tmp / FRONT_END_INT8_DYNAMIC_FILE).unlink()
+    metadata.split = replace(
+        split,
+        front_end={"fp32": split.front_end["fp32"], "int8": split.front_end[INT8_CONV]},
+        encoder={"fp32": split.encoder["fp32"], "int8": split.encoder[INT8_CONV]},
+    )
+    facts = metadata.extra.get("split", {})
+    if f"parity_{INT8_CONV}" in facts:
+        facts["parity_int8_dynamic_only"] = facts.pop("parity_int8", None)
+        facts["parity_int8"] = facts.pop(f"parity_{INT8_CONV}")
 
 
 def _split(
@@ -410,16 +491,39 @@ def _split(
     utterances: List[np.ndarray],
     metadata: BundleMetadata,
     say: ProgressFn,
+    conv: Optional[Tuple[ConvInt8Result, List[np.ndarray]]] = None,
 ) -> Tuple[SplitGraphs, Dict[str, Any]]:
     """Export the split graphs (and int8 twins when `models` has int8), check each variant against
-    its single graph as the device runs it, and measure whether the front-end is local."""
+    its single graph as the device runs it, and measure whether the front-end is local. With `conv`
+    (the single graph's int8-conv result and calibration audio) the int8-conv variant's front-end gets
+    the same static int8 Convs (`int8_conv_front_end`); its encoder is the dynamic recipe's."""
     exported = export_split(source, tmp / FRONT_END_FILE, tmp / ENCODER_FILE, options.export)
     front_end, encoder = {"fp32": FRONT_END_FILE}, {"fp32": ENCODER_FILE}
     facts: Dict[str, Any] = {"export_seconds": round(exported.seconds, 2)}
+    # With int8-conv, the dynamic recipe's front-end (if it quantizes anything) gets a name of its own:
+    # it is the dynamic-only variant's, measured beside int8-conv and not shipped.
+    dynamic_front = FRONT_END_INT8_DYNAMIC_FILE if conv is not None else FRONT_END_INT8_FILE
     if "int8" in models:
         front_end["int8"], encoder["int8"], facts["int8"] = quantize_split(
-            tmp, FRONT_END_FILE, ENCODER_FILE, options.quantization
+            tmp, FRONT_END_FILE, ENCODER_FILE, options.quantization, dynamic_front
         )
+    if conv is not None:
+        assert options.conv is not None
+        variant = INT8_CONV if INT8_CONV in models else "int8"  # "int8" when no evaluation measures both
+        front_end[variant], facts["int8_conv"] = int8_conv_front_end(
+            tmp,
+            FP32_FILE,
+            FRONT_END_FILE,
+            conv[0].layers,
+            conv[1],
+            options.conv,
+            options.quantization,
+            source.features.do_normalize,
+            say,
+        )
+        encoder[variant] = encoder["int8"]
+        if variant == "int8":  # nothing measures the dynamic-only variant
+            (tmp / FRONT_END_INT8_DYNAMIC_FILE).unlink(missing_ok=True)
     # Measured, not read off the config: any whole-input statistic in the front-end shows up here.
     locality = front_end_locality(tmp / FRONT_END_FILE, source.features.sample_rate, source.frame_stride)
     split = SplitGraphs(front_end, encoder, exported.feature_dim, frames_local=locality <= LOCALITY_RTOL)

@@ -168,6 +168,46 @@ def conv_layers(path: Path, nodes: Sequence[str] = ()) -> List[ConvLayer]:
     return found
 
 
+def corresponding_convs(reference: Path, other: Path) -> Dict[str, str]:
+    """Each Conv node of `other` -> the Conv node of `reference` with the same weights.
+
+    For a graph cut out of another (the split front-end of a single graph, quantize/export.py): node
+    names differ between the two exports (`/model/wav2vec2/feature_extractor/...` against
+    `/feature_extractor/...`, and HuBERT or data2vec name their own module paths), but a Conv's weight
+    initializer is the checkpoint's tensor in both, so its shape and values identify the layer. Equal
+    weights (a degenerate checkpoint) are paired in graph order. Raises QuantizationError when a Conv
+    of `other` has no twin in `reference` (they are not the same model).
+    """
+
+    def convs(path: Path) -> List[Tuple[str, Tuple[Tuple[int, ...], bytes]]]:
+        model = onnx.load(str(path))
+        weights = {w.name: w for w in model.graph.initializer}
+        found = []
+        for node in model.graph.node:
+            if node.op_type != "Conv":
+                continue
+            tensor = weights.get(node.input[1])
+            array = onnx.numpy_helper.to_array(tensor) if tensor is not None else None
+            if array is None:
+                raise QuantizationError(f"{path}: Conv {node.name!r} has no weight initializer to match by")
+            found.append((node.name, (tuple(array.shape), np.ascontiguousarray(array).tobytes())))
+        return found
+
+    candidates: Dict[Tuple[Tuple[int, ...], bytes], List[str]] = {}
+    for name, key in convs(reference):
+        candidates.setdefault(key, []).append(name)
+    matched: Dict[str, str] = {}
+    for name, key in convs(other):
+        twins = candidates.get(key)
+        if not twins:
+            raise QuantizationError(
+                f"{other}: Conv {name!r} has no Conv with the same weights in {reference}; "
+                "the graphs are not of the same model"
+            )
+        matched[name] = twins.pop(0)
+    return matched
+
+
 def calibration_items(options: ConvInt8Options) -> List[EvalItem]:
     """The calibration manifest's utterances (checked to exist); raises naming what is missing."""
     if options.calibration is None:

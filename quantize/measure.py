@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -126,6 +126,12 @@ def variant_view(bundle: Path, variant: str, folder: Path) -> Path:
             except OSError:
                 shutil.copyfile(bundle / name, folder / name)
     meta.models = {"int8": chosen}
+    split = meta.split
+    if split is not None:  # its split graphs too (the measurement runs the single graph, but a bundle
+        # names both graphs of each variant it has)
+        meta.split = replace(
+            split, front_end={"int8": split.front_end[variant]}, encoder={"int8": split.encoder[variant]}
+        )
     write_bundle(folder, meta)
     return folder
 

@@ -7,16 +7,26 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
 
 from edge_asr.bundle import load_bundle, write_bundle
 from edge_asr.errors import BundleError
 
-from .convert import FP32_FILE, INT8_FILE, int8_smoke, quantize_split
+from .convert import (
+    FP32_FILE,
+    FRONT_END_INT8_DYNAMIC_FILE,
+    FRONT_END_INT8_FILE,
+    INT8_FILE,
+    int8_conv_front_end,
+    int8_smoke,
+    quantize_split,
+)
 from .errors import QuantizeError
 from .evaluate import evaluate
 from .int8 import Int8Options, quantize_int8
-from .int8_conv import ConvInt8Options, greedy_cer_judge, load_calibration, quantize_int8_conv
+from .int8_conv import ConvInt8Options, ConvInt8Result, greedy_cer_judge, load_calibration, quantize_int8_conv
 from .manifest import read_manifest
 from .parity import check_split_parity
 from .report import REPORT_JSON, REPORT_MD, REPORT_PNG, report_data, write_report
@@ -64,6 +74,8 @@ def add_int8(
             (tmp / stale).unlink(missing_ok=True)
         say(f"quantizing {bundle.path / fp32_name} ...")
         info: Dict[str, Any] = {"options": options.to_dict()}
+        conv_result: Optional[ConvInt8Result] = None
+        audio: List[np.ndarray] = []
         if conv is None:
             result = quantize_int8(tmp / fp32_name, tmp / INT8_FILE, options)
             size_mb, seconds = result.size_bytes / 1e6, result.seconds
@@ -87,19 +99,29 @@ def add_int8(
         smoke = int8_smoke(tmp / fp32_name, tmp / INT8_FILE, meta.sample_rate)
         say(f"  int8: {size_mb:.1f} MB in {seconds:.1f} s, probe agreement {100 * smoke:.1f}%")
         meta.models = {**meta.models, "int8": INT8_FILE}
-        if meta.split is not None and conv is not None:
-            # As in convert: split graphs with static int8 Convs are not built yet (convert._splits).
-            for name in {*meta.split.front_end.values(), *meta.split.encoder.values()}:
-                (tmp / name).unlink(missing_ok=True)
-            meta.split = None
-            meta.extra.pop("split", None)
-            say("  --int8-conv: split graphs dropped (split graphs with int8 Convs are not built yet)")
         if meta.split is not None:  # the split graphs' int8 twins are redone with the same recipe
             split = meta.split
             for stale in {split.front_end.get("int8"), split.encoder.get("int8")} - {None, fp32_name}:
                 if stale not in (split.front_end["fp32"], split.encoder["fp32"]):
                     (tmp / str(stale)).unlink(missing_ok=True)
-            front, encoder, _ = quantize_split(tmp, split.front_end["fp32"], split.encoder["fp32"], options)
+            # With --int8-conv the dynamic recipe's front-end is not used: the int8-conv one replaces it.
+            front_out = FRONT_END_INT8_DYNAMIC_FILE if conv_result is not None else FRONT_END_INT8_FILE
+            front, encoder, _ = quantize_split(
+                tmp, split.front_end["fp32"], split.encoder["fp32"], options, front_out
+            )
+            if conv is not None and conv_result is not None:  # as convert does (int8_conv_front_end)
+                (tmp / FRONT_END_INT8_DYNAMIC_FILE).unlink(missing_ok=True)
+                front, info["conv"]["split"] = int8_conv_front_end(
+                    tmp,
+                    fp32_name,
+                    split.front_end["fp32"],
+                    conv_result.layers,
+                    audio,
+                    conv,
+                    options,
+                    meta.do_normalize,
+                    say,
+                )
             meta.split = replace(
                 split,
                 front_end={**split.front_end, "int8": front},

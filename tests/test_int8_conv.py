@@ -86,8 +86,14 @@ def test_the_bundle_ships_int8_conv_and_the_report_measures_it_beside_int8(conve
     bundle.verify()
     meta = bundle.metadata
     assert meta.models == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-    assert meta.split is None  # --int8-conv writes the single graph only (convert._splits)
-    assert sorted(p.name for p in out.glob("*.onnx")) == ["model.int8.onnx", "model.onnx"]
+    # the split graphs too: the int8 variant's front-end is int8-conv's (test_split_front_end_...)
+    assert meta.split is not None
+    assert meta.split.front_end == {"fp32": "front_end.onnx", "int8": "front_end.int8.onnx"}
+    assert meta.split.encoder == {"fp32": "encoder.onnx", "int8": "encoder.int8.onnx"}
+    assert sorted(p.name for p in out.glob("*.onnx")) == sorted(
+        ["model.int8.onnx", "model.onnx", "front_end.onnx", "front_end.int8.onnx", "encoder.onnx",
+         "encoder.int8.onnx"]
+    )  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     variants = report["variants"]
     assert {"pytorch", "fp32", "int8", "int8-conv"} <= set(variants)
@@ -129,6 +135,29 @@ def test_conv_nodes_are_int8_except_those_the_rules_kept_float(converted):
     ops = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
     assert ops["QLinearConv"] == len(quantized) and ops["Conv"] == len(layers) - len(quantized)
     assert ops["DynamicQuantizeMatMul"] + ops["MatMulInteger"] > 0  # the dynamic MatMul recipe too
+
+
+def front_end_twins(layers) -> Set[str]:
+    """The split front-end's names of the single graph's feature-encoder layers among `layers`."""
+    return {name.replace("/model/wav2vec2", "") for name in layers if "/feature_extractor/" in name}
+
+
+def test_split_front_end_has_the_single_graphs_int8_convs(converted):
+    _, out, _ = converted
+    meta = load_bundle(out).metadata
+    conv = meta.extra["int8"]["conv"]
+    quantized = {layer["name"] for layer in conv["layers"] if layer["quantized"]}
+    front = out / "front_end.int8.onnx"
+    assert qdq_convs(front) == front_end_twins(quantized)
+    assert "/feature_extractor/conv_layers.0/conv/Conv" in all_convs(front) - qdq_convs(front)  # depth rule
+    assert not qdq_convs(out / "encoder.int8.onnx")  # the positional conv stays float in the encoder
+    split = meta.extra["split"]
+    assert split["int8_conv"]["quantized"] and set(split["int8_conv"]["quantized"]) == qdq_convs(front)
+    positional = "/model/wav2vec2/encoder/pos_conv_embed/conv/Conv"
+    assert split["int8_conv"]["float_in_encoder"] == sorted({positional} & quantized)
+    parity = split["parity_int8"]  # int8-conv's split graphs against the single int8-conv graph
+    assert parity["agreement"] >= parity["agreement_with_fp32"] - 0.01
+    assert "parity_int8_dynamic_only" in split and "parity_int8-conv" not in split
 
 
 def test_the_int8_conv_bundle_transcribes_through_edge_asr(converted):
@@ -213,10 +242,14 @@ def test_quantize_adds_int8_conv_to_an_existing_bundle(workspace, converted, tmp
     assert main([*argv, "--calibration", str(calibration)]) == 0
     bundle = load_bundle(new)
     bundle.verify()
-    assert bundle.metadata.split is None and not list(new.glob("front_end*.onnx"))
+    split = bundle.metadata.split
+    assert split is not None and split.front_end["int8"] == "front_end.int8.onnx"
+    assert sorted(p.name for p in new.glob("front_end*.onnx")) == ["front_end.int8.onnx", "front_end.onnx"]
     conv = bundle.metadata.extra["int8"]["conv"]
     quantized = {layer["name"] for layer in conv["layers"] if layer["quantized"]}
     assert quantized and qdq_convs(new / "model.int8.onnx") == quantized
+    assert qdq_convs(new / "front_end.int8.onnx") == front_end_twins(quantized)
+    assert conv["split"]["quantized"] and set(conv["split"]["quantized"]) == front_end_twins(quantized)
     assert conv["calibration_utterances"] == CALIBRATION_CLIPS
     text = EdgeTranscriber(new, quantized=True).transcribe(np.zeros(RATE, dtype=np.float32), RATE).text
     assert isinstance(text, str)
@@ -239,3 +272,43 @@ def test_gelu_fusion_leaves_the_float_graph_exact(converted, tmp_path):
     b = run_graph(make_session(fused), signal, lengths)
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert fuse_erf_gelu(fused) == 0  # nothing left to fuse; the file is untouched
+
+
+@pytest.fixture(scope="module")
+def local_conv_bundle(workspace):
+    """A layer-norm front-end without do_normalize (the cache is exact), converted with --int8-conv."""
+    from quantize.synthetic import TINY_CONFIG
+
+    root, _, _, calibration = workspace
+    config = dict(TINY_CONFIG, feat_extract_norm="layer", conv_bias=True)
+    model = make_random_model(
+        root / "local-model", config=config, do_normalize=False, head_scale=30.0, suppress_special=True
+    )
+    options = ConvertOptions(
+        model=str(model), out=root / "local", conv=ConvInt8Options(calibration=calibration)
+    )
+    return convert(options).bundle
+
+
+def test_int8_conv_split_bundle_caches_features_and_gives_the_uncached_frames(local_conv_bundle):
+    from edge_asr import TranscribeOptions
+    from edge_asr.model import SplitCtcModel
+    from edge_asr.windows import WindowedRunner, cache_is_exact
+
+    bundle = load_bundle(local_conv_bundle)
+    meta = bundle.metadata
+    assert meta.split is not None and cache_is_exact(meta)
+    assert qdq_convs(local_conv_bundle / "front_end.int8.onnx")  # int8 convs in the cached front-end
+    options = TranscribeOptions(chunk_seconds=1.0, context_seconds=0.4, use_lm=False)
+    cached = EdgeTranscriber(local_conv_bundle, quantized=True, options=options)
+    assert cached.front_end_cache and isinstance(cached.model, SplitCtcModel)
+    assert cached.model.front_end_path.name == "front_end.int8.onnx"
+    audio = _speechlike(6.3, seed=21)
+    a = np.concatenate(list(cached.log_probs(audio, RATE)))
+    # the same split graphs without the cache: each window runs the front-end on all its samples
+    plain = WindowedRunner(cached.model.log_probs, cached.plan, None)
+    b = np.concatenate([core for _, core in [*plain.push(audio), *plain.finish()]])
+    assert a.shape == b.shape
+    assert (a.argmax(-1) == b.argmax(-1)).all()
+    np.testing.assert_allclose(a, b, atol=1e-3)
+    assert isinstance(cached.transcribe(audio, RATE).text, str)
