@@ -34,8 +34,7 @@ from .int8_conv import (
     ConvLayer,
     calibration_items,
     corresponding_convs,
-    greedy_cer_judge,
-    load_calibration,
+    quantize_calibrated,
     quantize_int8_conv,
 )
 from .manifest import EvalItem, read_manifest
@@ -251,19 +250,10 @@ def _int8_conv(
     Returns the result and the calibration audio (the split front-end is calibrated on it too)."""
     assert options.conv is not None
     conv = options.conv
-    items, audio = load_calibration(conv, source.features.sample_rate)
-    probe = conv.probe_utterances
-    judge = greedy_cer_judge(
-        items[:probe],
-        audio[:probe],
-        source.vocabulary,
-        source.blank_id,
-        source.word_delimiter,
-        source.special_ids,
-        source.text_normalization,
-        options.threads or 1,
+    sample_rate = source.features.sample_rate
+    result, audio = quantize_calibrated(
+        fp32_path, int8_path, conv, source, sample_rate, options.quantization, options.threads or 1
     )
-    result = quantize_int8_conv(fp32_path, int8_path, audio, conv, options.quantization, judge)
     for name, reason in result.kept_float.items():
         say(f"  kept in float: {name} ({reason})")
     quantized = sum(layer.quantized for layer in result.layers)

@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
@@ -135,29 +135,8 @@ def export_onnx(source: SourceModel, path: Path, options: Optional[ExportOptions
     if lengths:
         axes[LENGTHS_NAME] = {0: "batch"}
     started = time.perf_counter()
-    try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            # The tracer warns about every Python-level shape computation in transformers; parity on
-            # other lengths and batch sizes is what shows whether one of them froze.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                input_names=input_names,
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=axes,
-                opset_version=options.opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-    except Exception as exc:  # the exporter raises anything from RuntimeError to torch-internal types
-        raise ExportError(
-            f"torch.onnx.export failed for {source.name}: {type(exc).__name__}: {exc}"
-        ) from None
+    torch_export(source, module, args, path, input_names, axes, options)
     seconds = time.perf_counter() - started
-    if not path.is_file():
-        raise ExportError(f"torch.onnx.export wrote no file at {path}")
     return ExportResult(path=path, seconds=seconds, size_bytes=path.stat().st_size, has_lengths_input=lengths)
 
 
@@ -230,35 +209,39 @@ def export_split(
     with torch.no_grad():
         features = front_end(x)
     feature_dim = int(features.shape[-1])
-    _export(
-        source, front_end, (x,), front_end_path, INPUT_NAME, FEATURES_NAME,
+    torch_export(
+        source, front_end, (x,), front_end_path, [INPUT_NAME],
         {INPUT_NAME: {0: "batch", 1: "samples"}, FEATURES_NAME: {0: "batch", 1: "frames"}}, options,
+        output_name=FEATURES_NAME,
     )  # fmt: skip
-    _export(
-        source, encoder, (features,), encoder_path, FEATURES_NAME, OUTPUT_NAME,
+    torch_export(
+        source, encoder, (features,), encoder_path, [FEATURES_NAME],
         {FEATURES_NAME: {0: "batch", 1: "frames"}, OUTPUT_NAME: {0: "batch", 1: "frames"}}, options,
     )  # fmt: skip
     return SplitExport(front_end_path, encoder_path, feature_dim, time.perf_counter() - started)
 
 
-def _export(
+def torch_export(
     source: SourceModel,
     module: nn.Module,
     args: tuple,
     path: Path,
-    input_name: str,
-    output_name: str,
+    input_names: List[str],
     axes: dict,
     options: ExportOptions,
+    output_name: str = OUTPUT_NAME,
 ) -> None:
+    """torch.onnx.export with the settings measured in the module docstring; raises ExportError."""
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # as in export_onnx: parity is what tells
+            # The tracer warns about every Python-level shape computation in transformers; parity on
+            # other lengths and batch sizes is what shows whether one of them froze.
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
                 args,
                 str(path),
-                input_names=[input_name],
+                input_names=input_names,
                 output_names=[output_name],
                 dynamic_axes=axes,
                 opset_version=options.opset,

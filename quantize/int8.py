@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import onnx
 
@@ -28,6 +29,19 @@ log = logging.getLogger(__name__)
 
 WEIGHT_TYPES = ("QInt8", "QUInt8")
 
+
+
+@contextmanager
+def root_logger_quieted() -> Iterator[None]:
+    """onnxruntime.quantization advises pre-processing through the root logger at every call; our
+    recipes decide that themselves, so the hint is kept out of the user's output."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 @dataclass
 class Int8Options:
@@ -137,11 +151,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, options: Optional[Int8Options
             # the quantizer stops on them (seen after onnxruntime's transformer optimizer).
             "DefaultTensorType": onnx.TensorProto.FLOAT,
         }
-        quiet = logging.getLogger().level
-        try:
-            # quantize_dynamic warns through the root logger that pre-processing is advised; it is
-            # optional here (see --preprocess), so the hint is kept out of the user's output.
-            logging.getLogger().setLevel(max(quiet, logging.ERROR))
+        # Pre-processing is optional here (see --preprocess).
+        with root_logger_quieted():
             quantize_dynamic(
                 str(source),
                 str(out_path),
@@ -152,8 +163,6 @@ def quantize_int8(fp32_path: Path, out_path: Path, options: Optional[Int8Options
                 nodes_to_exclude=list(options.exclude_nodes),
                 extra_options=extra,
             )
-        finally:
-            logging.getLogger().setLevel(quiet)
     except QuantizationError:
         raise
     except Exception as exc:  # onnxruntime.quantization raises assorted types

@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -39,7 +39,7 @@ from edge_asr.audio import read_audio
 from edge_asr.text import TextNormalization
 
 from .errors import QuantizationError
-from .int8 import Int8Options, count_quantized, quantize_int8
+from .int8 import Int8Options, count_quantized, quantize_int8, root_logger_quieted
 from .manifest import EvalItem, read_manifest
 
 log = logging.getLogger(__name__)
@@ -326,30 +326,25 @@ def quantize_convs(
     """Write `model_path` with the Conv nodes named in `nodes` quantized statically to `out_path`."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    quiet = logging.getLogger().level
     try:
-        # quantize_static advises pre-processing through the root logger; the Conv nodes quantize
-        # without it, so the hint is kept out of the user's output.
-        logging.getLogger().setLevel(max(quiet, logging.ERROR))
-        quantize_static(
-            str(model_path),
-            str(out_path),
-            calibration_data_reader=None,
-            quant_format=getattr(QuantFormat, options.quant_format),
-            op_types_to_quantize=["Conv"],
-            per_channel=options.per_channel,
-            activation_type=getattr(QuantType, options.activation_type),
-            weight_type=QuantType.QInt8,
-            nodes_to_quantize=list(nodes),
-            calibrate_method=_method(options.method),
-            calibration_cache_path=str(cache),
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        with root_logger_quieted():  # the Conv nodes quantize without pre-processing
+            quantize_static(
+                str(model_path),
+                str(out_path),
+                calibration_data_reader=None,
+                quant_format=getattr(QuantFormat, options.quant_format),
+                op_types_to_quantize=["Conv"],
+                per_channel=options.per_channel,
+                activation_type=getattr(QuantType, options.activation_type),
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=list(nodes),
+                calibrate_method=_method(options.method),
+                calibration_cache_path=str(cache),
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
     except Exception as exc:  # onnxruntime.quantization raises assorted types
         out_path.unlink(missing_ok=True)
         raise QuantizationError(f"static Conv quantization failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        logging.getLogger().setLevel(quiet)
     if not out_path.is_file():
         raise QuantizationError(f"static Conv quantization wrote no file at {out_path}")
     return out_path
@@ -539,15 +534,27 @@ def quantize_int8_conv(
     )
 
 
+class CtcLabels(Protocol):
+    """What greedy decoding needs of a model's labels: a `SourceModel` or a `BundleMetadata`."""
+
+    @property
+    def vocabulary(self) -> Sequence[str]: ...
+
+    @property
+    def blank_id(self) -> int: ...
+
+    @property
+    def word_delimiter(self) -> Optional[str]: ...
+
+    @property
+    def special_ids(self) -> Sequence[int]: ...
+
+    @property
+    def text_normalization(self) -> TextNormalization: ...
+
+
 def greedy_cer_judge(
-    items: Sequence[EvalItem],
-    audio: Sequence[np.ndarray],
-    vocabulary: Sequence[str],
-    blank_id: int,
-    word_delimiter: Optional[str],
-    special_ids: Sequence[int],
-    normalization: TextNormalization,
-    threads: int = 1,
+    items: Sequence[EvalItem], audio: Sequence[np.ndarray], labels: CtcLabels, threads: int = 1
 ) -> Judge:
     """A judge for a whole CTC graph (audio in, log-probs out): greedy CER over `items`."""
     from train.metrics import ids_to_text
@@ -556,13 +563,36 @@ def greedy_cer_judge(
     from .scoring import score
 
     refs = [item.text for item in items]
+    vocabulary, blank, delimiter, special = (
+        labels.vocabulary,
+        labels.blank_id,
+        labels.word_delimiter,
+        labels.special_ids,
+    )
 
     def judge(path: Path) -> float:
         session, template = make_session(path, threads), _input_template(path)
         hyps = []
         for clip in audio[: len(items)]:
             log_probs = session.run(None, _feed(template, clip))[0][0]
-            hyps.append(ids_to_text(log_probs.argmax(-1), vocabulary, blank_id, word_delimiter, special_ids))
-        return score(refs, hyps, normalization)[0]
+            hyps.append(ids_to_text(log_probs.argmax(-1), vocabulary, blank, delimiter, special))
+        return score(refs, hyps, labels.text_normalization)[0]
 
     return judge
+
+
+def quantize_calibrated(
+    fp32_path: Path,
+    out_path: Path,
+    options: ConvInt8Options,
+    labels: CtcLabels,
+    sample_rate: int,
+    dynamic: Optional[Int8Options],
+    threads: int = 1,
+) -> Tuple[ConvInt8Result, List[np.ndarray]]:
+    """`quantize_int8_conv` on the options' calibration manifest, the accuracy rule judging greedy CER
+    on its first `probe_utterances`. Returns the result and the calibration audio."""
+    items, audio = load_calibration(options, sample_rate)
+    probe = options.probe_utterances
+    judge = greedy_cer_judge(items[:probe], audio[:probe], labels, threads)
+    return quantize_int8_conv(fp32_path, out_path, audio, options, dynamic, judge), list(audio)

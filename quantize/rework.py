@@ -26,7 +26,7 @@ from .convert import (
 from .errors import QuantizeError
 from .evaluate import evaluate
 from .int8 import Int8Options, quantize_int8
-from .int8_conv import ConvInt8Options, ConvInt8Result, greedy_cer_judge, load_calibration, quantize_int8_conv
+from .int8_conv import ConvInt8Options, ConvInt8Result, quantize_calibrated
 from .manifest import read_manifest
 from .parity import check_split_parity
 from .report import REPORT_JSON, REPORT_MD, REPORT_PNG, report_data, write_report
@@ -80,18 +80,9 @@ def add_int8(
             result = quantize_int8(tmp / fp32_name, tmp / INT8_FILE, options)
             size_mb, seconds = result.size_bytes / 1e6, result.seconds
         else:
-            items, audio = load_calibration(conv, meta.sample_rate)
-            probe = conv.probe_utterances
-            judge = greedy_cer_judge(
-                items[:probe],
-                audio[:probe],
-                meta.vocabulary,
-                meta.blank_id,
-                meta.word_delimiter,
-                meta.special_ids,
-                meta.text_normalization,
+            conv_result, audio = quantize_calibrated(
+                tmp / fp32_name, tmp / INT8_FILE, conv, meta, meta.sample_rate, options
             )
-            conv_result = quantize_int8_conv(tmp / fp32_name, tmp / INT8_FILE, audio, conv, options, judge)
             for name, reason in conv_result.kept_float.items():
                 say(f"  kept in float: {name} ({reason})")
             size_mb, seconds = conv_result.size_bytes / 1e6, conv_result.seconds

@@ -261,9 +261,8 @@ def test_failed_parity_writes_no_bundle(workspace, tmp_path, capsys):
 
 def test_failed_export_writes_no_bundle(workspace, tmp_path, capsys):
     _, model, _ = workspace
-    _expect_refusal(
-        capsys, tmp_path, ["export", "--model", str(model), "--opset", "3"], "torch.onnx.export failed"
-    )
+    argv = ["export", "--model", str(model), "--opset", "3"]
+    _expect_refusal(capsys, tmp_path, argv, "torch.onnx.export of model.onnx failed")
 
 
 def test_failed_quantization_leaves_nothing(tmp_path):
