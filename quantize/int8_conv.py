@@ -155,6 +155,11 @@ def conv_layers(path: Path, nodes: Sequence[str] = ()) -> List[ConvLayer]:
     """The graph's Conv nodes (those whose name contains one of `nodes`, when given), in graph order."""
     model = onnx.load(str(path), load_external_data=False)
     weights = {w.name: list(w.dims) for w in model.graph.initializer}
+    for node in model.graph.node:  # weights folded into Constant nodes (the Whisper DFT basis)
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                weights[node.output[0]] = list(value.dims)
     found = []
     for node in model.graph.node:
         if node.op_type != "Conv" or (nodes and not any(n in node.name for n in nodes)):
@@ -393,6 +398,7 @@ def fuse_erf_gelu(path: Path) -> int:
         return found is not None and abs(found - value) < 1e-4
 
     fused: List[tuple] = []
+    taken = {n.name for n in nodes}
     for erf in (n for n in nodes if n.op_type == "Erf"):
         div = producers.get(erf.input[0])
         if (
@@ -412,9 +418,13 @@ def fuse_erf_gelu(path: Path) -> int:
         half = only(mul.output[0], "Mul")
         if half is None or not near([i for i in half.input if i != mul.output[0]][0], 0.5):
             continue
-        gelu = onnx.helper.make_node(
-            "Gelu", [x], [half.output[0]], name=div.name.rsplit("/", 1)[0] + "/Gelu", domain="com.microsoft"
-        )
+        # Node names must be unique: a Whisper encoder's two GELUs sit under the same scope.
+        name, base, suffix = div.name.rsplit("/", 1)[0] + "/Gelu", div.name.rsplit("/", 1)[0] + "/Gelu", 0
+        while name in taken:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        taken.add(name)
+        gelu = onnx.helper.make_node("Gelu", [x], [half.output[0]], name=name, domain="com.microsoft")
         fused.append((div, gelu, [div, erf, add, mul, half]))
     if not fused:
         return 0

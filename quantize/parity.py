@@ -20,7 +20,7 @@ import torch
 from edge_asr.bundle import BundleMetadata
 from edge_asr.model import CtcModel, SplitCtcModel
 
-from .errors import ParityError
+from .errors import ExportError, ParityError
 from .export import INPUT_NAME, LENGTHS_NAME, graph_module
 from .source import SourceModel
 
@@ -77,10 +77,17 @@ def expected_frames(samples: int, frame_stride: int, receptive_field: int) -> in
 
 
 def make_session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    """An onnxruntime session for a graph this package wrote; ExportError (a one-line error, not a
+    traceback) when onnxruntime refuses it, which is a bug in the writer."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ExportError(
+            f"{path.name}: onnxruntime cannot load the graph written here ({exc}); please report it"
+        ) from None
 
 
 def run_graph(session: ort.InferenceSession, batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:

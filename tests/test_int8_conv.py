@@ -274,6 +274,42 @@ def test_gelu_fusion_leaves_the_float_graph_exact(converted, tmp_path):
     assert fuse_erf_gelu(fused) == 0  # nothing left to fuse; the file is untouched
 
 
+def test_gelus_under_one_scope_fuse_into_uniquely_named_nodes(tmp_path):
+    """A Whisper encoder's two GELUs are exported under the same scope ("/model/Div", "/model/Div_1")."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from quantize.int8_conv import fuse_erf_gelu
+    from quantize.parity import make_session
+
+    nodes, inits, x = [], [], "x"
+    for i, suffix in enumerate(("", "_1")):
+        for name, value in (("sqrt2", 2**0.5), ("one", 1.0), ("half", 0.5)):
+            inits.append(numpy_helper.from_array(np.array(value, dtype=np.float32), f"{name}{i}"))
+        nodes += [
+            helper.make_node("Div", [x, f"sqrt2{i}"], [f"d{i}"], name=f"/model/Div{suffix}"),
+            helper.make_node("Erf", [f"d{i}"], [f"e{i}"], name=f"/model/Erf{suffix}"),
+            helper.make_node("Add", [f"e{i}", f"one{i}"], [f"a{i}"], name=f"/model/Add{suffix}"),
+            helper.make_node("Mul", [x, f"a{i}"], [f"m{i}"], name=f"/model/Mul{suffix}"),
+            helper.make_node("Mul", [f"m{i}", f"half{i}"], [f"y{i}"], name=f"/model/Mul_half{suffix}"),
+        ]
+        x = f"y{i}"
+    graph = helper.make_graph(
+        nodes,
+        "two_gelus",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [4])],
+        inits,
+    )
+    path = tmp_path / "gelus.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    values = np.array([-2.0, -0.5, 0.3, 1.7], dtype=np.float32)
+    before = make_session(path).run(None, {"x": values})[0]
+    assert fuse_erf_gelu(path) == 2
+    names = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Gelu"]
+    assert len(set(names)) == 2
+    np.testing.assert_allclose(make_session(path).run(None, {"x": values})[0], before, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def local_conv_bundle(workspace):
     """A layer-norm front-end without do_normalize (the cache is exact), converted with --int8-conv."""
