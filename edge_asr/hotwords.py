@@ -6,7 +6,7 @@ format)::
     Anneliese
     Living Room Lamp :3.0
 
-A weak acoustic model loses a rare name in its first letters, and hears "leopold" as "a polled".
+A weak acoustic model loses a rare name in its first letters, and hears "ottoline" as "to line".
 So a hotword is not boosted letter by letter inside the beam search. Each hotword is instead scored
 whole, exactly, against the frames, the way the command grammar scores its phrases (`grammar.py`),
 and it is written where it scores close enough to what the model heard.
