@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import fields
 from typing import Awaitable, Callable, Dict, List, Optional, TextIO, Tuple
 
 from ..cli_args import add_decoding_args, add_runtime_args
@@ -21,6 +22,24 @@ log = logging.getLogger("edge_asr.serve")
 
 DEFAULT_WYOMING = "tcp://127.0.0.1:10300"
 LOOPBACK = ("127.", "::1", "localhost")
+# Each `ServeLimits` field is a flag of its own name: metavar and help ({default} is the field's default).
+LIMIT_FLAGS: Dict[str, Tuple[str, str]] = {
+    "max_concurrent": (
+        "N",
+        "transcriptions run at once (default {default}; measured on 2 cores in docs/serve.md)",
+    ),
+    "max_queue": ("N", "requests that may wait for a free slot; more get a busy error (default {default})"),
+    "queue_timeout": ("S", "seconds a request may wait for a slot before a busy error (default {default})"),
+    "max_audio_seconds": ("S", "longest audio one request may carry (default {default})"),
+    "max_upload_mb": ("MB", "largest HTTP upload (default {default}, as OpenAI's API)"),
+    "idle_timeout": ("S", "close connections idle this long (default {default})"),
+    "read_timeout": (
+        "S",
+        "end a request that sends nothing for this long (between Wyoming events, within an upload; "
+        "default {default})",
+    ),
+    "shutdown_timeout": ("S", "on SIGTERM, time requests in flight get to finish (default {default})"),
+}
 
 
 def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,80 +73,21 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     add_runtime_args(serve_cmd)
     defaults = ServeLimits()
     group = serve_cmd.add_argument_group("limits and timeouts")
-    group.add_argument(
-        "--max-concurrent",
-        type=int,
-        default=defaults.max_concurrent,
-        metavar="N",
-        help=f"transcriptions run at once (default {defaults.max_concurrent}; measured on 2 cores in "
-        "docs/serve.md)",
-    )
-    group.add_argument(
-        "--max-queue",
-        type=int,
-        default=defaults.max_queue,
-        metavar="N",
-        help=f"requests that may wait for a free slot; more get a busy error (default {defaults.max_queue})",
-    )
-    group.add_argument(
-        "--queue-timeout",
-        type=float,
-        default=defaults.queue_timeout,
-        metavar="S",
-        help="seconds a request may wait for a slot before a busy error "
-        f"(default {defaults.queue_timeout:g})",
-    )
-    group.add_argument(
-        "--max-audio-seconds",
-        type=float,
-        default=defaults.max_audio_seconds,
-        metavar="S",
-        help=f"longest audio one request may carry (default {defaults.max_audio_seconds:g})",
-    )
-    group.add_argument(
-        "--max-upload-mb",
-        type=float,
-        default=defaults.max_upload_mb,
-        metavar="MB",
-        help=f"largest HTTP upload (default {defaults.max_upload_mb:g}, as OpenAI's API)",
-    )
-    group.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=defaults.idle_timeout,
-        metavar="S",
-        help=f"close connections idle this long (default {defaults.idle_timeout:g})",
-    )
-    group.add_argument(
-        "--read-timeout",
-        type=float,
-        default=defaults.read_timeout,
-        metavar="S",
-        help="end a request that sends nothing for this long (between Wyoming events, within an "
-        f"upload; default {defaults.read_timeout:g})",
-    )
-    group.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=defaults.shutdown_timeout,
-        metavar="S",
-        help=f"on SIGTERM, time requests in flight get to finish (default {defaults.shutdown_timeout:g})",
-    )
+    for name, (metavar, text) in LIMIT_FLAGS.items():
+        default = getattr(defaults, name)
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            type=type(default),
+            default=default,
+            metavar=metavar,
+            help=text.format(default=f"{default:g}"),
+        )
     add_decoding_args(serve_cmd, file=True)
     serve_cmd.set_defaults(handler=run_serve_command)
 
 
 def serve_limits(args: argparse.Namespace) -> ServeLimits:
-    limits = ServeLimits(
-        max_concurrent=args.max_concurrent,
-        max_queue=args.max_queue,
-        queue_timeout=args.queue_timeout,
-        max_audio_seconds=args.max_audio_seconds,
-        max_upload_mb=args.max_upload_mb,
-        idle_timeout=args.idle_timeout,
-        read_timeout=args.read_timeout,
-        shutdown_timeout=args.shutdown_timeout,
-    )
+    limits = ServeLimits(**{f.name: getattr(args, f.name) for f in fields(ServeLimits)})
     limits.validate()
     return limits
 
