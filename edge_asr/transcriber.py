@@ -148,7 +148,7 @@ class EdgeTranscriber:
             limits.THREADS.check(threads, "threads")
         self.options = options or TranscribeOptions()
         self.options.validate()
-        self.bundle: ModelBundle = load_bundle(model, verify=verify, quantized=quantized)
+        self.bundle: ModelBundle = load_bundle(model, verify=False, quantized=quantized)
         self.metadata = self.bundle.metadata
         self.model_path = self.bundle.model_file(quantized)
         meta = self.metadata
@@ -164,13 +164,16 @@ class EdgeTranscriber:
         if self.front_end_cache and not exact:
             log.info("front-end cache on where it is not exact (see docs/streaming.md)")
         self.model: Union[CtcModel, SplitCtcModel]
-        if self.front_end_cache and split is not None:
-            front, encoder = (self.bundle.path / name for name in split)
-            use_arena = resolve_arena(arena, [front, encoder])
-            self.model = SplitCtcModel(front, encoder, meta, threads, use_arena)
+        runs_split = self.front_end_cache and split is not None
+        graphs = [self.bundle.path / name for name in split] if runs_split and split else [self.model_path]
+        if verify:  # the graphs that run, and only those (see load_bundle)
+            self.bundle.verify([graph.name for graph in graphs])
+        if runs_split:
+            front, encoder = graphs
+            self.model = SplitCtcModel(front, encoder, meta, threads, resolve_arena(arena, graphs))
             self.model_path = encoder
         else:
-            self.model = CtcModel(self.model_path, meta, threads, resolve_arena(arena, [self.model_path]))
+            self.model = CtcModel(self.model_path, meta, threads, resolve_arena(arena, graphs))
         self.vocabulary = Vocabulary(meta.vocabulary, meta.blank_id, meta.word_delimiter, meta.special_ids)
         self.plan = WindowPlan.from_seconds(
             self.options.chunk_seconds,

@@ -176,3 +176,14 @@ def test_missing_split_graph_is_a_bundle_error(local_bundle, tmp_path):
     (copy / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="'split' needs format_version 2"):
         load_bundle(copy)
+
+
+def test_the_graphs_that_run_are_checked_at_load_and_only_those(local_bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(local_bundle, copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    encoder = meta["split"]["encoder"]["int8"]
+    (copy / encoder).write_bytes((copy / encoder).read_bytes()[:-16])
+    with pytest.raises(BundleError, match=rf"{encoder}: checksum mismatch"):
+        EdgeTranscriber(copy)  # the cache is on by default here: the split graphs run
+    EdgeTranscriber(copy, front_end_cache=False)  # the single graph runs, and it is intact
