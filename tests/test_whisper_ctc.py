@@ -154,6 +154,66 @@ def test_head_trainer_caches_trains_resumes_and_the_model_converts(whisper_dir: 
     assert transcript.duration == pytest.approx(len(audio) / 16000)
 
 
+def test_head_trainer_starts_from_a_trained_head_and_recaches_changed_validation_rows(
+    whisper_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from train import whisper_head
+
+    manifest = _noise_corpus(tmp_path / "data")
+    common = [
+        "--encoder", str(whisper_dir), "--data", str(manifest), "--vocab", str(VOCAB), "--copies", "1",
+        "--head-layers", "1", "--head-dim", "32", "--head-ffn", "64", "--warmup", "1", "--threads", "1",
+    ]  # fmt: skip
+    first = tmp_path / "first"
+    whisper_head.train_head(
+        whisper_head.parse_args(
+            [
+                *common,
+                "--validation-data",
+                str(manifest),
+                "--out",
+                str(first),
+                "--steps",
+                "3",
+                "--eval-every",
+                "3",
+            ]
+        )
+    )
+    trained = load_file(str(first / "head-best.safetensors"))
+
+    # A continuation starts from that head: with a vanishing learning rate its first checkpoint is it.
+    second = tmp_path / "second"
+    shorter = tmp_path / "data" / "valid.csv"
+    shorter.write_text("".join(manifest.read_text().splitlines(keepends=True)[:4]))  # header + 3 rows
+    args = [*common, "--out", str(second), "--steps", "1", "--eval-every", "1", "--lr", "1e-12"]
+    whisper_head.train_head(
+        whisper_head.parse_args(
+            [*args, "--validation-data", str(manifest), "--init-head", str(first / "model")]
+        )
+    )
+    continued = load_file(str(second / "head-last.safetensors"))
+    assert continued.keys() == trained.keys()
+    assert all(torch.allclose(continued[k], trained[k], atol=1e-6) for k in trained)
+
+    # Other validation rows on resume: the validation cache is rebuilt, not read back stale.
+    whisper_head.train_head(
+        whisper_head.parse_args([*args, "--validation-data", str(shorter), "--steps", "2"])
+    )
+    valid = whisper_head.load_cache(second / "cache" / "valid.f16", 64)
+    assert len(valid) == 3
+
+    with pytest.raises(ValueError, match="do not fit"):
+        whisper_head.train_head(
+            whisper_head.parse_args(
+                [*common, "--validation-data", str(manifest), "--out", str(tmp_path / "third"), "--steps", "1",
+                 "--head-dim", "48", "--force", "--init-head", str(first / "model")]
+            )
+        )  # fmt: skip
+
+
 def test_head_only_folder_reassembles_into_the_same_model(whisper_dir: Path, tmp_path: Path) -> None:
     model = W.from_whisper(str(whisper_dir), vocab_size=29, head_layers=1, head_dim=32, head_ffn=64).eval()
     model.save_pretrained(str(tmp_path / "full"))

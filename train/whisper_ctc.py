@@ -447,23 +447,41 @@ def save_head_folder(model_dir: str, out: str) -> None:
     save_file(head, str(target / HEAD_FILE))
 
 
+def load_head(model, source) -> None:
+    """Load a trained head into `model` (a WhisperCtcForCTC with the same head settings) from a
+    head-only folder (head.safetensors), a full model folder (model.safetensors) or either file."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / HEAD_FILE if (path / HEAD_FILE).is_file() else path / "model.safetensors"
+    if not path.is_file():
+        raise ValueError(f"{source}: no {HEAD_FILE} or model.safetensors there")
+    head = {k: v.float() for k, v in load_file(str(path)).items() if k.startswith(HEAD_PREFIXES)}
+    expected = {k: v.shape for k, v in model.state_dict().items() if k.startswith(HEAD_PREFIXES)}
+    missing = [k for k in expected if k not in head]
+    wrong = [k for k in expected if k in head and head[k].shape != expected[k]]
+    if missing or wrong or len(head) != len(expected):
+        raise ValueError(
+            f"{path}: these head weights do not fit this head (missing: {', '.join(missing[:5]) or '-'}; "
+            f"other shapes: {', '.join(wrong[:5]) or '-'}); give the same --head-* settings as that model's"
+        )
+    model.load_state_dict(head, strict=False)
+
+
 def assemble(head_dir: str, encoder: str, out: str) -> None:
     """A full whisper-ctc model folder from a head-only folder and the encoder's Whisper checkpoint."""
     import shutil
     from pathlib import Path
-
-    from safetensors.torch import load_file
 
     source = Path(head_dir)
     config = WhisperCtcConfig.from_pretrained(str(source))
     _, encoder_weights = encoder_from_whisper(encoder)
     model = WhisperCtcForCTC(config)
     model.encoder.load_state_dict(encoder_weights)
-    head = {k: v.float() for k, v in load_file(str(source / HEAD_FILE)).items()}
-    missing = [k for k in model.state_dict() if k.startswith(HEAD_PREFIXES) and k not in head]
-    if missing:
-        raise ValueError(f"{source / HEAD_FILE}: head weights missing: {', '.join(missing[:5])}")
-    model.load_state_dict(head, strict=False)
+    load_head(model, source)
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(target))

@@ -266,10 +266,13 @@ def cache_split(
     seed: int,
     threads: int,
 ) -> CachedSplit:
-    """Every row through the encoder (augmented when `augmenter`); a complete cache at `path` is read
-    back instead (resume)."""
+    """Every row through the encoder (augmented when `augmenter`); a complete cache at `path` of the
+    same rows is read back instead (resume). One of other rows (another --validation-data) is rebuilt."""
     if path.is_file() and path.with_suffix(".json").is_file():
-        return load_cache(path, d_model)
+        cached = load_cache(path, d_model)
+        if cached.texts == [row.label for row in rows]:
+            return cached
+        log.warning("%s holds other utterances than these %d: caching them again", path.name, len(rows))
 
     def items() -> Iterator[Tuple[np.ndarray, str, List[int]]]:
         for i, row in enumerate(rows):
@@ -442,6 +445,7 @@ def check_settings(args: argparse.Namespace, options: HeadOptions, run_dir: Path
     record = {
         "options": asdict(options),
         "encoder": args.encoder,
+        "init_head": getattr(args, "init_head", None),
         "data": args.data,
         "validation_data": args.validation_data,
     }
@@ -560,6 +564,7 @@ def train_loop(
 
     from .pipeline import cpu_has_native_bf16
     from .trainer import ctc_loss
+    from .whisper_ctc import load_head
 
     tokens = [t for t, _ in sorted(vocabulary.items(), key=lambda kv: kv[1])]
     blank_id = vocabulary[V.PAD]
@@ -582,6 +587,9 @@ def train_loop(
         if args.reset_best:  # a continuation with another data mix picks its own best checkpoint
             best = math.inf
         log.info("resuming at step %d (best validation CER %.4f)", step, best)
+    elif getattr(args, "init_head", None):
+        load_head(model, args.init_head)
+        log.info("head initialized from %s", args.init_head)
     rng = random.Random(options.seed + step)
     generator = torch.Generator().manual_seed(options.seed + step)
     stream = batches(train_splits, options.batch_frames, rng)
@@ -673,6 +681,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="bf16 autocast for the head (auto: where the CPU has native bf16)",
     )
     parser.add_argument("--cache-only", action="store_true", help="cache the encoder states and stop")
+    parser.add_argument(
+        "--init-head",
+        help="start from a trained head (a whisper-ctc folder, e.g. models/default-model-hf, or its "
+        "head.safetensors) instead of a random one; ignored when the run resumes",
+    )
     parser.add_argument(
         "--reset-best",
         action="store_true",
