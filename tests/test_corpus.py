@@ -179,6 +179,27 @@ def test_debian_text_sources_give_sentences():
     assert all(to_spoken(s) for s in found.values())
 
 
+def test_fragments_are_single_words_and_short_runs_of_the_sources(monkeypatch):
+    from train.corpus import sources
+
+    text = [f"The {c}ook saw a {c}at by the river bank today." for c in "bcdfghlmnprstvw"]
+    for name in ("kjv", "wordnet", "jargon", "fortunes"):
+        monkeypatch.setitem(sources.SOURCES, name, lambda: iter(text))
+    lines = sources.fragment_lines(words=10, fragments=20, vocabulary=40)
+    assert lines == sources.fragment_lines(words=10, fragments=20, vocabulary=40)  # deterministic
+    singles = [line for line in lines if " " not in line]
+    runs = [line for line in lines if " " in line]
+    assert len(singles) == 10 and len(runs) == 20 and len(set(lines)) == 30
+    joined = " ".join(" ".join(t.lower().rstrip(".").split()) for t in text)
+    assert all(2 <= len(run.split()) <= 3 and run in joined for run in runs)
+    assert all(len(word) >= 2 for word in singles)
+    labels = [s.label for s in load_sentences(["fragments"], min_words=1, max_words=3)]
+    # The default sizes ask for more than this text holds: every word and every distinct run, then stop.
+    assert len(set(labels)) == len(labels) and all(1 <= len(label.split()) <= 3 for label in labels)
+    assert {"the", "cook saw a", "saw a"} <= set(labels) and len(labels) > 60
+    assert "fragments" not in main.__globals__["SOURCES"]  # never part of the default source list
+
+
 # --- plan -----------------------------------------------------------------------------------------
 
 
