@@ -208,8 +208,8 @@ def test_head_trainer_starts_from_a_trained_head_and_recaches_changed_validation
     with pytest.raises(ValueError, match="do not fit"):
         whisper_head.train_head(
             whisper_head.parse_args(
-                [*common, "--validation-data", str(manifest), "--out", str(tmp_path / "third"), "--steps", "1",
-                 "--head-dim", "48", "--force", "--init-head", str(first / "model")]
+                [*common, "--validation-data", str(manifest), "--out", str(tmp_path / "third"),
+                 "--steps", "1", "--head-dim", "48", "--force", "--init-head", str(first / "model")]
             )
         )  # fmt: skip
 
