@@ -445,7 +445,7 @@ def check_settings(args: argparse.Namespace, options: HeadOptions, run_dir: Path
     record = {
         "options": asdict(options),
         "encoder": args.encoder,
-        "init_head": getattr(args, "init_head", None),
+        "init_head": args.init_head,
         "data": args.data,
         "validation_data": args.validation_data,
     }
@@ -587,7 +587,7 @@ def train_loop(
         if args.reset_best:  # a continuation with another data mix picks its own best checkpoint
             best = math.inf
         log.info("resuming at step %d (best validation CER %.4f)", step, best)
-    elif getattr(args, "init_head", None):
+    elif args.init_head:
         load_head(model, args.init_head)
         log.info("head initialized from %s", args.init_head)
     rng = random.Random(options.seed + step)

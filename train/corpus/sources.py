@@ -150,6 +150,7 @@ def fragment_lines(
     rng = random.Random(seed)
     counts: collections.Counter = collections.Counter()
     sentences = []
+    # This order (not SOURCES') fixes the draws, and so the text corpus-short was built from.
     for name in ("kjv", "wordnet", "jargon", "fortunes"):
         for line in SOURCES[name]():
             tokens = re.findall(r"[A-Za-z']+", line)
