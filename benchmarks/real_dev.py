@@ -10,8 +10,11 @@ how a model does on voices like its training data; this set says how it does on 
 prompts, spelled letters, conversational and whispered speech, read poetry. It is evaluation-only data.
 
 Decodings (each transcribes every file once): `greedy` (no LM), `char` (beam search with the character
-LM alone) and `lm` (the bundle's shipped decoding: beam search with both LMs when it has them). A
-bundle without an LM skips `char` and `lm` rather than silently decoding greedily under their names.
+LM alone), `lm` (CTC beam search with both LMs when the bundle has them) and `joint` (the bundle's text
+decoder steered by the CTC head, `edge_asr.attention`: the shipped decoding of a bundle with a decoder,
+scored on its display text after the same normalization). A bundle without an LM skips `char` and `lm`,
+one without a decoder skips `joint`, rather than silently decoding another way under their names.
+The joint run also counts the segments that hit the token bound and that the empty-CTC gate skipped.
 
 Scoring is in spoken form: on both sides, for every engine, numbers are first written as words with
 the training corpus's own rewriter (`edge_asr.spoken.spell_numbers`: "press 1" -> "press one",
@@ -59,8 +62,8 @@ log = logging.getLogger("real_dev")
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "real-dev"
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("path", "text", "subset", "seconds")
-DECODINGS = ("greedy", "char", "lm")
-DEFAULT_DECODINGS = "greedy,lm"
+DECODINGS = ("greedy", "char", "lm", "joint")
+DEFAULT_DECODINGS = "greedy,lm,joint"
 FASTER_WHISPER = "faster-whisper"
 SPOKEN_SCORING = "spoken form: numbers written as words on both sides"
 RAW_SCORING = "raw references: texts as written, digits kept on both sides"
@@ -337,23 +340,36 @@ def transcribe_with_bundle(
 ) -> Optional[DecodingRun]:
     """Every file through EdgeTranscriber with one decoding; None when the bundle cannot decode that way."""
     from edge_asr import EdgeTranscriber, TranscribeOptions
+    from edge_asr.bundle import load_bundle
     from edge_asr.errors import EdgeASRError
 
+    if decoding == "joint" and load_bundle(model, verify=False).metadata.decoder is None:
+        print(f"skipping 'joint': {model or 'the default model'} has no text decoder", file=sys.stderr)
+        return None
     options = {
-        "greedy": TranscribeOptions(use_lm=False),
-        "char": TranscribeOptions(use_lm=True, use_word_lm=False),
-        "lm": TranscribeOptions(use_lm=True, use_word_lm=True),
+        "greedy": TranscribeOptions(use_lm=False, decoder="ctc"),
+        "char": TranscribeOptions(use_lm=True, use_word_lm=False, decoder="ctc"),
+        "lm": TranscribeOptions(use_lm=True, use_word_lm=True, decoder="ctc"),
+        "joint": TranscribeOptions(decoder="joint"),
     }[decoding]
     started = time.perf_counter()
     asr = EdgeTranscriber(model, threads=threads, options=options)
     load_seconds = time.perf_counter() - started
-    if decoding != "greedy" and asr.lm is None:
+    if decoding in ("char", "lm") and asr.lm is None:
         print(f"skipping '{decoding}': {asr.bundle.path} has no language model", file=sys.stderr)
         return None
-    description = {"greedy": "greedy", "char": "beam + character LM", "lm": "beam + character LM"}[decoding]
+    description = {
+        "greedy": "greedy",
+        "char": "beam + character LM",
+        "lm": "beam + character LM",
+        "joint": "joint CTC/attention",
+    }[decoding]
+    if decoding == "joint" and asr.metadata.decoder is not None:
+        settings = asr.metadata.decoder
+        description += f" (CTC weight {settings.ctc_weight}, beam {settings.beam_size})"
     if decoding == "lm":
         description += " + word LM" if asr.word_lm is not None else " (the bundle has no word LM)"
-    if asr.beam_options is not None:
+    if asr.beam_options is not None and decoding != "joint":
         beam = asr.beam_options
         description += f" (beam {beam.beam_size}, LM weight {beam.lm_weight})"
     normalization = asr.metadata.text_normalization
@@ -377,6 +393,12 @@ def transcribe_with_bundle(
             )
         files.append(item)
         log_progress(decoding, index, len(utterances), item)
+    if asr.joint:
+        stats = asr.joint_stats
+        description += (
+            f"; {stats.segments} segments, {stats.gated} gated (empty CTC path), {stats.hit_bound} hit the "
+            f"token bound, {stats.unaligned} unaligned"
+        )
     return DecodingRun(decoding, description, files, load_seconds)
 
 

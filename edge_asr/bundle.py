@@ -7,6 +7,8 @@ A bundle is a folder::
     model.int8.onnx    optional dynamically quantized twin of model.onnx
     front_end*.onnx    format 2, optional: the same model split in two graphs (see `SplitGraphs`)
     encoder*.onnx
+    decoder_*.onnx     format 3, optional: Whisper's text decoder for joint CTC/attention decoding
+    decoder_tokens.json                      (see `DecoderSettings`), with its byte-level token table
     lm.npz             optional character n-gram language model for beam search (see edge_asr.lm)
     words.npz          optional word n-gram language model that scores finished words in that search
     ...                any other file (report.md, samples) listed in "files" with its sha256
@@ -38,9 +40,12 @@ log = logging.getLogger(__name__)
 # Version 2 adds "split" (`SplitGraphs`): a front-end and an encoder graph beside the single graph.
 # A version-1 reader would not know the field, and one that ignored it would still be right, but a
 # bundle whose front-end graph is missing must be refused by name, so the version says it is there.
-FORMAT_VERSION = 2
+# Version 3 adds "decoder" (`DecoderSettings`): a version-2 reader would ignore it and decode with CTC
+# alone, which still works, but it would refuse the unknown field; the version says why.
+FORMAT_VERSION = 3
 SPLIT_FORMAT_VERSION = 2  # the first version with SplitGraphs
-READABLE_VERSIONS = (1, 2)
+DECODER_FORMAT_VERSION = 3  # the first version with DecoderSettings
+READABLE_VERSIONS = (1, 2, 3)
 METADATA_FILE = "bundle.json"
 SUPPORTED_SAMPLE_RATES = range(8000, 48001)
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "models" / "default"
@@ -204,6 +209,93 @@ class SplitGraphs:
         return sorted(set(self.front_end.values()) | set(self.encoder.values()))
 
 
+def _id_list(value: Any, where: str, size: int) -> List[int]:
+    if not isinstance(value, list) or not all(type(i) is int and 0 <= i < size for i in value):
+        raise BundleError(f"{where} must be a list of token ids below {size}, got {brief(value)}")
+    return list(value)
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """Format 3: Whisper's text decoder over the encoder's states, for joint CTC/attention decoding
+    (`edge_asr.attention`). The bundle's CTC graph then has a second output, `encoder_states`
+    [batch, frames, heads * head_dim]; a reader that ignores this section decodes with CTC alone.
+
+    Attributes:
+        cross: graph file: encoder_states [1, frames, d] -> cross_k, cross_v [layers, 1, heads, frames,
+            head_dim] (run once per utterance).
+        step: graph file: tokens [beams, n], self_k, self_v [layers, beams, heads, past, head_dim],
+            cross_k, cross_v -> log_probs [beams, vocab] of the next token, self_k_out, self_v_out.
+        tokens: JSON list of the byte-level BPE strings by id (GPT-2's bytes-to-unicode form).
+        prompt: ids fed first (start of transcript, no timestamps).
+        eot: the end-of-text id.
+        suppress: ids never written; suppress_at_begin: ids not written first; every id from
+            `special_from` on is special and never written.
+        layers, heads, head_dim, max_positions: the decoder's geometry (cache shapes, longest prompt
+            plus output).
+        ctc_weight: weight of the CTC prefix score's change against the decoder's log-probability
+            (picked on synthetic validation voices).
+        beam_size: 1 for greedy joint decoding.
+        max_tokens_per_second: the hard bound on tokens written per second of audio (plus
+            `min_tokens`), so a decoder that wants to loop stops.
+        min_tokens: tokens always allowed, however short the audio.
+    """
+
+    cross: str
+    step: str
+    tokens: str
+    prompt: List[int]
+    eot: int
+    suppress: List[int]
+    suppress_at_begin: List[int]
+    special_from: int
+    layers: int
+    heads: int
+    head_dim: int
+    max_positions: int
+    ctc_weight: float = 0.3
+    beam_size: int = 1
+    max_tokens_per_second: float = 8.0
+    min_tokens: int = 8
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "decoder") -> DecoderSettings:
+        ints = {"eot": int, "special_from": int, "layers": int, "heads": int, "head_dim": int,
+                "max_positions": int}  # fmt: skip
+        lists = {"prompt": list, "suppress": list, "suppress_at_begin": list}
+        optional = {"ctc_weight": float, "beam_size": int, "max_tokens_per_second": float, "min_tokens": int}
+        _section(data, where, {"cross": str, "step": str, "tokens": str, **ints, **lists}, optional)
+        for key in ints:
+            limits.Range(1, 1 << 20, integer=True).check(data[key], f"{where}.{key}", BundleError)
+        size = data["special_from"] + 4096  # specials follow; no id is that far past them
+        values = {key: _id_list(data[key], f"{where}.{key}", size) for key in lists}
+        if not values["prompt"]:
+            raise BundleError(f"{where}.prompt must hold at least one id (the start of transcript)")
+        checks = {
+            "ctc_weight": limits.CTC_WEIGHT,
+            "beam_size": limits.DECODER_BEAM_SIZE,
+            "max_tokens_per_second": limits.MAX_TOKENS_PER_SECOND,
+            "min_tokens": limits.MIN_TOKENS,
+        }
+        for key, allowed in checks.items():
+            if key in data:
+                allowed.check(data[key], f"{where}.{key}", BundleError)
+        settings: Dict[str, Any] = {key: data[key] for key in optional if key in data}
+        settings.update(values)
+        settings.update({key: data[key] for key in ints})
+        if len(values["prompt"]) >= data["max_positions"]:
+            raise BundleError(f"{where}.prompt is longer than max_positions {data['max_positions']}")
+        return cls(cross=data["cross"], step=data["step"], tokens=data["tokens"], **settings)
+
+    @property
+    def state_dim(self) -> int:
+        """The width of the encoder states the decoder reads."""
+        return self.heads * self.head_dim
+
+    def files(self) -> List[str]:
+        return [self.cross, self.step, self.tokens]
+
+
 @dataclass
 class BundleMetadata:
     """Everything the device must know to turn samples into text with the bundled graph.
@@ -232,6 +324,8 @@ class BundleMetadata:
         extra: free-form facts (e.g. the int8 report's headline figures).
         split: format 2: the same model as a front-end and an encoder graph (`SplitGraphs`), with the
             same variants as `models`; None in a version-1 bundle or one exported as a single graph.
+        decoder: format 3: Whisper's text decoder for joint CTC/attention decoding
+            (`DecoderSettings`); None decodes with CTC alone.
     """
 
     vocabulary: List[str]
@@ -253,6 +347,7 @@ class BundleMetadata:
     language_model: Optional[LanguageModelSettings] = None
     extra: Dict[str, Any] = field(default_factory=dict)
     split: Optional[SplitGraphs] = None
+    decoder: Optional[DecoderSettings] = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -269,6 +364,8 @@ class BundleMetadata:
         data["language_model"] = self.language_model.to_dict() if self.language_model else None
         if self.split is None:
             del data["split"]  # a version-1 bundle.json stays exactly what version 1 wrote
+        if self.decoder is None:
+            del data["decoder"]
         ordered = {"format_version": data.pop("format_version"), **data}
         return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
 
@@ -336,6 +433,13 @@ class BundleMetadata:
                     f"{where}: 'split' needs format_version {SPLIT_FORMAT_VERSION}, the file says {version}"
                 )
             values["split"] = SplitGraphs.from_dict(data["split"], f"{where}: split")
+        if data.get("decoder") is not None:
+            if version < DECODER_FORMAT_VERSION:
+                raise BundleError(
+                    f"{where}: 'decoder' needs format_version {DECODER_FORMAT_VERSION}, "
+                    f"the file says {version}"
+                )
+            values["decoder"] = DecoderSettings.from_dict(data["decoder"], f"{where}: decoder")
         meta = cls(**values)
         meta.validate(where)
         return meta
@@ -410,6 +514,10 @@ class BundleMetadata:
             for section, name in named:
                 if name not in self.files:
                     raise BundleError(f"{where}: {section} file {name!r} has no sha256 in 'files'")
+        if self.decoder is not None:
+            for name in self.decoder.files():
+                if name not in self.files:
+                    raise BundleError(f"{where}: decoder file {name!r} has no sha256 in 'files'")
 
 
 @dataclass
@@ -577,7 +685,13 @@ def write_bundle(folder: PathLike, metadata: BundleMetadata) -> ModelBundle:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != METADATA_FILE and not p.name.startswith(".")
     }
-    metadata.format_version = SPLIT_FORMAT_VERSION if metadata.split is not None else 1
+    metadata.format_version = (
+        DECODER_FORMAT_VERSION
+        if metadata.decoder is not None
+        else SPLIT_FORMAT_VERSION
+        if metadata.split is not None
+        else 1
+    )
     metadata.validate(str(root / METADATA_FILE))
     write_text_atomic(root / METADATA_FILE, metadata.to_json())
     return ModelBundle(path=root, metadata=metadata)

@@ -368,6 +368,14 @@ def run_info(args: argparse.Namespace, out: TextIO) -> int:
         )
         where = "local" if split.frames_local else "not local"
         lines.append(f"front-end cache: {cache}; front-end {where}, {split.feature_dim} features a frame")
+    decoder = meta.decoder
+    if decoder is not None:
+        size = sum((bundle.path / n).stat().st_size for n in decoder.files()) / 1e6
+        lines.append(
+            f"text decoder:    {decoder.cross} + {decoder.step} ({size:.1f} MB with {decoder.tokens}); "
+            f"joint with CTC weight {decoder.ctc_weight}, beam {decoder.beam_size}, at most "
+            f"{decoder.max_tokens_per_second:g} tokens a second (default --decoder joint)"
+        )
     lm = meta.language_model
     if lm is not None:
         size = (bundle.path / lm.file).stat().st_size / 1e6

@@ -13,7 +13,7 @@ from . import limits
 from .grammar import DEFAULT_MIN_CONFIDENCE, Grammar
 from .hotwords import DEFAULT_BOOST, Hotwords
 from .model import ARENA_CHOICES
-from .transcriber import TranscribeOptions, tuned_beam_options
+from .transcriber import DECODER_CHOICES, TranscribeOptions, tuned_beam_options
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +85,22 @@ def add_decoding_args(parser: argparse.ArgumentParser, *, file: bool) -> None:
         no_lm = "greedy finals even if the bundle has a language model (partials are always greedy)"
         word_lm = "leave the bundle's word LM out of the finals' beam search (character LM alone)"
         beam = "prefixes kept per frame for finals (default: the bundle's; 8 halves the cost)"
+    text = parser.add_argument_group(
+        "text decoder", "a bundle with a text decoder (`edge-asr info` says) writes final text with it"
+    )
+    text.add_argument(
+        "--decoder",
+        choices=DECODER_CHOICES,
+        default="auto",
+        help="joint: the bundle's text decoder steered by the CTC head (cased, punctuated); ctc: the CTC "
+        "head alone, with the LMs; auto (default): joint when the bundle has a decoder and no --hotwords"
+        + ("" if file else "; partials are always CTC"),
+    )
+    text.add_argument(
+        "--lowercase",
+        action="store_true",
+        help="with the text decoder: lower case without punctuation, numbers spelled (the CTC form)",
+    )
     group = parser.add_argument_group("language model", about)
     group.add_argument("--no-lm", dest="use_lm", action="store_false", help=no_lm)
     group.add_argument("--no-word-lm", dest="use_word_lm", action="store_false", help=word_lm)
@@ -119,6 +135,8 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         use_lm=args.use_lm,
         use_word_lm=args.use_word_lm,
         hotwords=Hotwords.from_file(args.hotwords, args.hotword_boost) if args.hotwords else None,
+        decoder=args.decoder,
+        lowercase=args.lowercase,
         beam=tuned_beam_options(
             args.model,
             beam_size=args.beam_size,

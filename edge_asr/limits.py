@@ -83,6 +83,11 @@ WORD_WEIGHT = Range(0, 10)
 UNKNOWN_WORD_PENALTY = Range(-100, 0)
 TOKEN_MIN_LOGPROB = Range(-1000, 0)
 BLANK_PENALTY = Range(-100, 100)
+# Joint CTC/attention decoding (edge_asr.attention, a bundle's "decoder" section).
+CTC_WEIGHT = Range(0, 10)
+DECODER_BEAM_SIZE = Range(1, 16, integer=True)
+MAX_TOKENS_PER_SECOND = Range(0.5, 50)
+MIN_TOKENS = Range(1, 448, integer=True)
 
 # Windows for files. Below 0.5 s per core the context dominates every window (`--chunk-seconds 0`
 # ran 15x slower); a 10-minute window's attention alone needs gigabytes (quadratic in its length).

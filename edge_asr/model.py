@@ -16,6 +16,7 @@ from .errors import BundleError, InputError
 
 log = logging.getLogger(__name__)
 LENGTHS_INPUT = "input_lengths"
+STATES_OUTPUT = "encoder_states"  # format 3: the encoder states a bundle's text decoder reads
 MAX_DEFAULT_THREADS = 4
 
 
@@ -124,6 +125,7 @@ class CtcModel:
         self.feeds_lengths = any(i.name == LENGTHS_INPUT for i in inputs[1:])
         out = self.session.get_outputs()[0]
         self.output_name = out.name
+        self.has_states = any(o.name == STATES_OUTPUT for o in self.session.get_outputs()[1:])
         width = out.shape[-1] if out.shape else None
         if isinstance(width, int) and width != metadata.vocab_size:
             raise BundleError(
@@ -133,6 +135,20 @@ class CtcModel:
 
     def log_probs(self, samples: np.ndarray) -> np.ndarray:
         """Samples (1-D float32 at the model rate) -> log-probabilities [frames, vocab]."""
+        return self._run(samples, states=False)
+
+    def frame_rows(self, samples: np.ndarray) -> np.ndarray:
+        """Samples -> [frames, vocab + d]: each frame's log-probabilities, then its encoder states
+        (the graph's second output, format 3). One array, so that the windowed runner, which cuts
+        and joins frames, carries both unchanged; `attention.JointDecoder` splits them again."""
+        if not self.has_states:
+            raise BundleError(
+                f"{self.path}: this graph has no {STATES_OUTPUT} output for the text decoder; re-export "
+                "the bundle with `python -m quantize convert --decoder`, or decode with --decoder ctc"
+            )
+        return self._run(samples, states=True)
+
+    def _run(self, samples: np.ndarray, states: bool) -> np.ndarray:
         meta = self.metadata
         if samples.size < meta.receptive_field:
             # Shorter than one frame's receptive field: pad with silence so it still yields a frame.
@@ -142,14 +158,23 @@ class CtcModel:
         feeds: Dict[str, np.ndarray] = {self.input_name: samples.astype(np.float32, copy=False)[None, :]}
         if self.feeds_lengths:
             feeds[LENGTHS_INPUT] = np.array([samples.size], dtype=np.int64)
-        (output,) = self.session.run([self.output_name], feeds)
-        scores = output[0]
+        outputs = self.session.run([self.output_name, STATES_OUTPUT] if states else [self.output_name], feeds)
+        scores = outputs[0][0]
         if scores.shape[-1] != meta.vocab_size:
             raise BundleError(
                 f"{self.path}: the graph produced {scores.shape[-1]} classes, bundle.json lists "
                 f"{meta.vocab_size}"
             )
-        return scores if meta.log_softmax_in_graph else log_softmax(scores)
+        scores = scores if meta.log_softmax_in_graph else log_softmax(scores)
+        if not states:
+            return scores
+        encoder_states = outputs[1][0]
+        if encoder_states.shape[0] != scores.shape[0]:
+            raise BundleError(
+                f"{self.path}: {encoder_states.shape[0]} frames of encoder states for {scores.shape[0]} "
+                "frames of log-probabilities; the graph's two outputs must line up"
+            )
+        return np.concatenate((scores, encoder_states.astype(np.float32, copy=False)), axis=1)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames the graph yields for `num_samples` input samples (exact for strided conv stacks)."""

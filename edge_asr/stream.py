@@ -51,9 +51,10 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import limits
+from .attention import finish_decoding, push_core
 from .audio import SampleGuard, _Resampler, clean_mono, sample_rate_hz
 from .bundle import BundleMetadata
-from .ctc import FrameDecoder, GreedyDecoder, Vocabulary, best_path, decode, token_runs
+from .ctc import FrameDecoder, GreedyDecoder, Vocabulary, best_path, token_runs
 from .errors import InputError
 from .grammar import CommandMatch, GrammarDecoder
 from .results import Word
@@ -247,6 +248,9 @@ class Stream:
         split: the model's two halves, to cache front-end features (`windows.FeatureCache`): each hop
             then runs the front-end on its new samples only, and the final pass the encoder alone
             (the utterance's features are kept); None runs `log_probs` on every window.
+        final_frames: what the final pass runs instead of `log_probs` (None: `log_probs`): the
+            model's `frame_rows` when `new_decoder` makes joint decoders, which read the encoder
+            states too. Partials always read `log_probs`.
     """
 
     def __init__(
@@ -259,6 +263,7 @@ class Stream:
         vad: Optional[VoiceActivityDetector] = None,
         new_decoder: Optional[Callable[[], FrameDecoder]] = None,
         split: Optional[SplitStages] = None,
+        final_frames: Optional[LogProbFn] = None,
     ):
         self.options = options or StreamOptions()
         self.options.validate()
@@ -287,6 +292,7 @@ class Stream:
         self.final_plan = final_plan
         self.stats = StreamStats()
         self._log_probs = log_probs
+        self._final_frames = final_frames
         # The final pass runs the encoder alone over the features the hops computed (same first
         # sample, same frame numbering) only where the cache is exact: then the final is still what
         # `transcribe()` gives for the utterance. An opt-in inexact cache (per-utterance normalization:
@@ -523,12 +529,13 @@ class Stream:
         audio = np.concatenate(utt.audio) if utt.audio else _EMPTY
         utt.audio.clear()
         cache = utt.runner.cache if self._final_pass_reuses_features else None
-        runner = WindowedRunner(self._run_model, self.final_plan, cache)
+        run = self._run_model if self._final_frames is None else self._timed(self._final_frames, False)
+        runner = WindowedRunner(run, self.final_plan, cache)
         decoder = self._new_decoder()
-        for _, log_probs in runner.push(audio):
-            decoder.push(log_probs)
-        for _, log_probs in runner.finish():
-            decoder.push(log_probs)
+        for first, core in runner.push(audio):
+            push_core(decoder, runner, first, core)
+        for first, core in runner.finish():
+            push_core(decoder, runner, first, core)
         self.stats.final_passes += 1
         self.stats.final_pass_seconds += self.stats.model_seconds - model_seconds
         return decoder
@@ -544,8 +551,7 @@ class Stream:
                 self._commit(utt, list(utt.runner.push(self._take_pending(utt))))
             self._commit(utt, list(utt.runner.finish()))
             decoder = utt.decoder
-        ids, scores = decoder.finish()
-        text, _, words = decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)
+        text, _, words = finish_decoding(decoder, self.vocabulary, self.metadata.frame_seconds)
         command = decoder.match if isinstance(decoder, GrammarDecoder) else None
         if not text and not utt.shown:
             return  # noise: nothing was shown, nothing to finish

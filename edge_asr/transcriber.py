@@ -13,11 +13,12 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Tuple, Union
 import numpy as np
 
 from . import limits
+from .attention import AttentionDecoder, JointDecoder, JointStats, finish_decoding, joint_plan, push_core
 from .audio import AudioSource, open_audio, prepare_array, source_name
 from .beam import BeamOptions, frame_decoder
 from .bundle import ModelBundle, load_bundle
-from .ctc import FrameDecoder, Vocabulary, decode
-from .errors import EdgeASRError, InputError
+from .ctc import FrameDecoder, Vocabulary
+from .errors import BundleError, EdgeASRError, InputError
 from .grammar import DEFAULT_MIN_CONFIDENCE, CommandMatch, CompiledGrammar, Grammar, GrammarDecoder
 from .hotwords import Hotwords
 from .lm import CharNgramLM, WordNgramLM
@@ -29,6 +30,7 @@ from .windows import FeatureCache, SplitStages, WindowedRunner, WindowPlan, cach
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, float], None]
+DECODER_CHOICES = ("auto", "joint", "ctc")
 """Called with (seconds of audio done, total seconds or 0 when unknown)."""
 
 
@@ -54,6 +56,12 @@ class TranscribeOptions:
             the beam search with the LMs or over greedy decoding.
         use_word_lm: with `use_lm`, also score finished words with the bundle's word LM when it has
             one; False decodes with the character LM alone.
+        decoder: "joint" (the bundle's text decoder steered by the CTC head: `edge_asr.attention`),
+            "ctc" (CTC alone: greedy, or the beam search with the LMs), or "auto": joint when the
+            bundle has a decoder and no hotwords are given (hotwords are a CTC-side feature), else
+            ctc. Stream partials and grammars are always CTC.
+        lowercase: with joint decoding, write the normalized form (lower case, no punctuation, numbers
+            spelled) instead of the decoder's casing and punctuation.
     """
 
     blank_penalty: float = 0.0
@@ -64,6 +72,8 @@ class TranscribeOptions:
     beam: Optional[BeamOptions] = None
     use_word_lm: bool = True
     hotwords: Optional[Hotwords] = None
+    decoder: str = "auto"
+    lowercase: bool = False
 
     def validate(self) -> None:
         """InputError naming the first option outside its range (`edge_asr.limits`)."""
@@ -76,6 +86,8 @@ class TranscribeOptions:
                 "block_seconds": limits.BLOCK_SECONDS,
             },
         )
+        if self.decoder not in DECODER_CHOICES:
+            raise InputError(f"decoder must be one of {', '.join(DECODER_CHOICES)}, got {self.decoder!r}")
         if self.beam is not None:  # None: the bundle's tuned settings, checked when it was read
             try:
                 self.beam.validate()
@@ -189,6 +201,42 @@ class EdgeTranscriber:
         self._load_lm(verify)
         hotwords = self.options.hotwords
         self.hotwords = hotwords.compile(self.vocabulary, meta.text_normalization) if hotwords else None
+        self.attention: Optional[AttentionDecoder] = self._load_attention(verify, threads, arena)
+        if self.attention is not None:  # its windows: see attention.JOINT_WINDOW
+            self.plan = joint_plan(meta.sample_rate, meta.frame_stride, meta.receptive_field)
+        self.joint_stats = JointStats()  # what joint decoding did over this transcriber's files
+
+    def _load_attention(self, verify: bool, threads: Optional[int], arena: str) -> Optional[AttentionDecoder]:
+        """The bundle's text decoder when the options ask for joint decoding (see `TranscribeOptions`)."""
+        settings, choice = self.metadata.decoder, self.options.decoder
+        if choice == "ctc" or (choice == "auto" and (settings is None or self.hotwords is not None)):
+            return None
+        if settings is None:
+            raise InputError(
+                f"{self.bundle.path}: this bundle has no text decoder for --decoder joint (bundle.json has "
+                "no 'decoder' section); use --decoder ctc, or a bundle converted with `--decoder`"
+            )
+        if self.hotwords is not None:
+            raise InputError("hotwords work with CTC decoding only: use --decoder ctc (or auto) with them")
+        if not isinstance(self.model, CtcModel) or not self.model.has_states:
+            raise BundleError(
+                f"{self.model_path}: the graph has no encoder_states output for the text decoder; "
+                "re-export the bundle with `python -m quantize convert --decoder`, or use --decoder ctc"
+            )
+        graphs = [self.bundle.path / name for name in (settings.cross, settings.step)]
+        if verify:
+            self.bundle.verify(settings.files())
+        started = time.perf_counter()
+        decoder = AttentionDecoder(
+            self.bundle.path, settings, self.model.threads, resolve_arena(arena, graphs)
+        )
+        log.debug("text decoder loaded in %.2f s", time.perf_counter() - started)
+        return decoder
+
+    @property
+    def joint(self) -> bool:
+        """Whether final text comes from joint CTC/attention decoding."""
+        return self.attention is not None
 
     def _load_lm(self, verify: bool) -> None:
         """Load the bundle's LM(s) and their beam settings as the options ask (else decode greedily)."""
@@ -213,8 +261,17 @@ class EdgeTranscriber:
         return self.metadata.sample_rate
 
     def new_decoder(self, blank_penalty: Optional[float] = None) -> FrameDecoder:
-        """A decoder for one file or utterance: beam search with the bundle's LM(s) when this
-        transcriber loaded them, else greedy with `blank_penalty` (None: the options' value)."""
+        """A decoder for one file or utterance: joint CTC/attention decoding when this transcriber
+        loaded a text decoder (it reads `frame_rows`, not log-probs), else beam search with the
+        bundle's LM(s) when loaded, else greedy with `blank_penalty` (None: the options' value)."""
+        if self.attention is not None:
+            return JointDecoder(
+                self.attention,
+                self.vocabulary,
+                self.metadata.text_normalization,
+                self.metadata.frame_seconds,
+                display=not self.options.lowercase,
+            )
         penalty = self.options.blank_penalty if blank_penalty is None else blank_penalty
         return frame_decoder(
             self.vocabulary, self.lm, self.beam_options, self.word_lm, penalty, self.hotwords
@@ -233,12 +290,13 @@ class EdgeTranscriber:
         """
         started = time.perf_counter()
         name, total, blocks = self._open(audio, sample_rate)
-        runner = self.new_runner()
+        runner = self.new_runner(rows=self.joint)
         decoder = self.new_decoder()
-        for chunk in self._run(runner, blocks, total, progress):
-            decoder.push(chunk)
-        ids, scores = decoder.finish()
-        text, chars, words = decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)
+        for first, core in self._run(runner, blocks, total, progress):
+            push_core(decoder, runner, first, core)
+        text, chars, words = finish_decoding(decoder, self.vocabulary, self.metadata.frame_seconds)
+        if isinstance(decoder, JointDecoder):
+            self.joint_stats.add(decoder.stats)
         return Transcript(
             text=text,
             words=words,
@@ -281,7 +339,8 @@ class EdgeTranscriber:
         """The [frames, vocab] log-probabilities `transcribe` decodes, chunk by chunk (one window's
         core each), computed the same windowed way: for tuning decoders and measuring models."""
         _, total, blocks = self._open(audio, sample_rate)
-        yield from self._run(self.new_runner(), blocks, total, None)
+        for _, core in self._run(self.new_runner(), blocks, total, None):
+            yield core
 
     def split_stages(self) -> Optional[SplitStages]:
         """The model's two halves for a `FeatureCache`; None when this transcriber caches no features."""
@@ -290,8 +349,12 @@ class EdgeTranscriber:
             return None
         return SplitStages(model.features, model.encode, model.normalizes)
 
-    def new_runner(self) -> WindowedRunner:
-        """A runner over the file window plan, with a feature cache when this transcriber keeps one."""
+    def new_runner(self, rows: bool = False) -> WindowedRunner:
+        """A runner over the file window plan, with a feature cache when this transcriber keeps one.
+        `rows`: it yields `frame_rows` (log-probs and encoder states) for joint decoding."""
+        if rows:
+            assert isinstance(self.model, CtcModel)
+            return WindowedRunner(self.model.frame_rows, self.plan)
         stages = self.split_stages()
         cache = FeatureCache(stages, self.plan) if stages is not None else None
         return WindowedRunner(self.model.log_probs, self.plan, cache)
@@ -319,14 +382,13 @@ class EdgeTranscriber:
         blocks: Iterable[np.ndarray],
         total: float,
         progress: Optional[ProgressFn],
-    ) -> Iterator[np.ndarray]:
+    ) -> Iterator[Tuple[int, np.ndarray]]:
+        """(first frame, core) of each window, as the runner yields them."""
         for block in blocks:
-            for _, log_probs in runner.push(block):
-                yield log_probs
+            yield from runner.push(block)
             if progress is not None:
                 progress(runner.samples_received / self.sample_rate, total)
-        for _, log_probs in runner.finish():
-            yield log_probs
+        yield from runner.finish()
 
     def transcribe_many(
         self, sources: Iterable[AudioSource], progress: Optional[ProgressFn] = None
@@ -362,6 +424,10 @@ class EdgeTranscriber:
         if options is None:
             options = StreamOptions(blank_penalty=self.options.blank_penalty)
         new_decoder: Callable[[], FrameDecoder] = partial(self.new_decoder, options.blank_penalty)
+        final_frames = None
+        if self.joint and grammar is None:
+            assert isinstance(self.model, CtcModel)
+            final_frames = self.model.frame_rows  # partials stay CTC; finals read the encoder states too
         if grammar is not None:
             compiled = self.compile_grammar(grammar)
             limits.MIN_CONFIDENCE.check(min_confidence, "min_confidence")  # now, not at the first utterance
@@ -375,6 +441,7 @@ class EdgeTranscriber:
             vad,
             new_decoder,
             self.split_stages(),
+            final_frames,
         )
 
     def __repr__(self) -> str:

@@ -98,6 +98,47 @@ def check_split(bundle: ModelBundle, variant: str, threads: int = 1) -> str:
     )
 
 
+def check_decoder(bundle: ModelBundle, threads: int = 1) -> str:
+    """Run the text decoder (format 3) on the encoder states each graph gives for a probe: the states
+    are as wide as the decoder reads, and one step scores every token of its table with finite values."""
+    from .attention import AttentionDecoder
+
+    meta = bundle.metadata
+    settings = meta.decoder
+    assert settings is not None
+    decoder = AttentionDecoder(bundle.path, settings, threads)
+    audio = (0.1 * np.random.default_rng(PROBE_SEED).standard_normal(meta.sample_rate)).astype(np.float32)
+    for filename in sorted(set(meta.models.values())):
+        model = CtcModel(bundle.path / filename, meta, threads)
+        rows = model.frame_rows(audio)  # no encoder_states output: BundleError naming the fix
+        states = rows[:, meta.vocab_size :]
+        if states.shape[1] != settings.state_dim:
+            raise BundleError(
+                f"{bundle.path / filename}: encoder states {states.shape[1]} wide where the decoder reads "
+                f"{settings.state_dim} (heads x head_dim); the bundle mixes files from different models"
+            )
+        try:
+            cross = decoder.cross(states)
+            log_probs, _ = decoder.step(
+                np.array([settings.prompt], dtype=np.int64), decoder.empty_cache(), cross
+            )
+        except BundleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+            raise BundleError(
+                f"{bundle.path / settings.step}: the decoder fails on a probe ({exc})"
+            ) from None
+        if log_probs.shape != (1, len(decoder.tokens)) or not np.isfinite(log_probs).all():
+            raise BundleError(
+                f"{bundle.path / settings.step}: one step gave scores of shape {log_probs.shape} (or not "
+                f"finite) for a token table of {len(decoder.tokens)}"
+            )
+    return (
+        f"{settings.cross} + {settings.step} run on each graph's encoder states ({settings.state_dim} wide) "
+        f"and score all {len(decoder.tokens)} tokens of {settings.tokens}"
+    )
+
+
 def verify_bundle(bundle: ModelBundle, threads: int = 1) -> List[str]:
     """Every check `info --verify` makes, in order; a BundleError at the first that fails, else a line
     per check saying what was checked."""
@@ -108,6 +149,8 @@ def verify_bundle(bundle: ModelBundle, threads: int = 1) -> List[str]:
         lines.append(f"graph {variant + ':':<11}{check_graph(bundle, filename, threads)}")
         if meta.split is not None:
             lines.append(f"split {variant + ':':<11}{check_split(bundle, variant, threads)}")
+    if meta.decoder is not None:
+        lines.append(f"text decoder:    {check_decoder(bundle, threads)}")
     lm_file = bundle.language_model_file
     if lm_file is not None:
         CharNgramLM.load(lm_file, meta.vocabulary)

@@ -173,6 +173,7 @@ class WindowedRunner:
         self.plan = plan
         self.cache = cache
         self.last_window: Optional[np.ndarray] = None  # log-probs of the last window run, all frames
+        self.last_window_first = 0  # the global frame of last_window's first row
         self._buffer = np.zeros(0, dtype=np.float32)
         self._buffer_start = 0  # global sample index of _buffer[0]; always a multiple of the stride
         self._received = 0
@@ -207,7 +208,9 @@ class WindowedRunner:
         total = self.plan.frames_in(self._received)
         if total == 0 and self._received > 0 and self._next_frame == 0:
             # Shorter than one receptive field: the model pads it to a single frame.
-            yield 0, self.fn(self._buffer)
+            self.last_window = self.fn(self._buffer)
+            self.last_window_first = 0
+            yield 0, self.last_window
             self._next_frame = 1
             return
         plan = self.plan
@@ -234,6 +237,7 @@ class WindowedRunner:
         else:
             log_probs = self.fn(window)
         self.last_window = log_probs
+        self.last_window_first = first_frame
         core = log_probs[core_start - first_frame : core_end - first_frame]
         if core.shape[0] != core_end - core_start:
             # A BundleError, not a crash: every input would fail the same way, and callers that go on

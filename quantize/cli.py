@@ -135,6 +135,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     _add_eval_args(p)
     _add_int8_args(p)
     p.add_argument("--no-int8", action="store_true", help="write the fp32 model only")
+    p.add_argument(
+        "--decoder",
+        metavar="WHISPER",
+        help="whisper-ctc only: also ship this Whisper checkpoint's text decoder for joint CTC/attention "
+        "decoding (python -m train.whisper_import --include-decoder writes one); the encoder's checkpoint",
+    )
 
     p = sub.add_parser("export", help="export + parity -> fp32-only bundle (convert --no-int8)")
     _add_model_args(p)
@@ -279,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
             split=args.split,
             export=ExportOptions(opset=args.opset),
             parity=ParityOptions(atol=args.parity_atol),
+            decoder=getattr(args, "decoder", None),
         )
         if int8:
             options.quantization = _int8_options(args)

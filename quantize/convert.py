@@ -21,9 +21,25 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from edge_asr.audio import read_audio
-from edge_asr.bundle import BundleMetadata, SplitGraphs, write_bundle
+from edge_asr.bundle import BundleMetadata, DecoderSettings, SplitGraphs, write_bundle
 from edge_asr.model import normalize_utterance
 
+from .decoder import (
+    CROSS_FILE,
+    CROSS_INT8_FILE,
+    STATES_NAME,
+    STEP_FILE,
+    STEP_INT8_FILE,
+    TOKENS_FILE,
+    check_decoder_parity,
+    decoder_spec,
+    export_decoder,
+    expose_encoder_states,
+    load_whisper,
+    quantize_decoder,
+    token_strings,
+    write_token_table,
+)
 from .errors import GuardError, QuantizeError
 from .evaluate import Evaluation, evaluate
 from .export import ExportOptions, can_split, export_onnx, export_split
@@ -67,6 +83,7 @@ INT8_DYNAMIC_FILE = "model.int8-dynamic.onnx"
 FRONT_END_INT8_DYNAMIC_FILE = "front_end.int8-dynamic.onnx"
 INT8_CONV = "int8-conv"
 PARITY_UTTERANCES = 2
+DECODER_PARITY_ATOL = 1e-3  # fp32 export against transformers: measured 2.2e-5 on tiny.en
 PARITY_MAX_SECONDS = 15.0
 ProgressFn = Callable[[str], None]
 
@@ -92,6 +109,10 @@ class ConvertOptions:
         split: also write the front-end and encoder graphs (bundle format 2, `SplitGraphs`) for
             wav2vec2-family models, so the device can cache front-end features; False writes the
             single graph only (a smaller bundle).
+        decoder: a Whisper checkpoint (folder or hub name) whose text decoder joins a whisper-ctc
+            model for joint CTC/attention decoding (bundle format 3, `decoder.py`): the CTC graph
+            gains an `encoder_states` output and the bundle the decoder graphs (int8 with `int8`).
+            It must be the checkpoint whose encoder the model was trained on.
     """
 
     model: str
@@ -108,6 +129,7 @@ class ConvertOptions:
     parity: ParityOptions = field(default_factory=ParityOptions)
     quantization: Int8Options = field(default_factory=Int8Options)
     conv: Optional[ConvInt8Options] = None
+    decoder: Optional[str] = None
 
 
 @dataclass
@@ -216,7 +238,12 @@ def convert(options: ConvertOptions, progress: Optional[ProgressFn] = None) -> C
         say(f"calibration set: {len(calibration)} utterance(s) from {conv.calibration}")
     with steps.step(f"loading {options.model}", "load"):
         source = load_source(options.model)
-    steps.total += int(_splits(source, options))
+    if options.decoder is not None and source.model_type != "whisper-ctc":
+        raise QuantizeError(
+            f"--decoder joins a Whisper text decoder to a whisper-ctc model; {options.model} is "
+            f"{source.model_type!r}"
+        )
+    steps.total += int(_splits(source, options)) + int(options.decoder is not None)
     with staged_bundle(out) as tmp:
         result = _build(source, options, items, tmp, steps, say)
         place_bundle(tmp, out, options.force)
@@ -234,6 +261,94 @@ def convert(options: ConvertOptions, progress: Optional[ProgressFn] = None) -> C
             "was written with int8_recommended=false; use its fp32 model (EdgeTranscriber(quantized=False))"
         )
     return result
+
+
+def _expose_states(source: SourceModel, fp32_path: Path) -> float:
+    """Give the fp32 CTC graph its `encoder_states` output (before int8, so both variants have it) and
+    check it against the model's encoder on a probe; returns the largest difference."""
+    import torch
+
+    expose_encoder_states(fp32_path, fp32_path)
+    rate = source.features.sample_rate
+    signal = probe_signal(int(3.1 * rate), rate, seed=5)
+    session = make_session(fp32_path)
+    outputs = session.run([STATES_NAME], {session.get_inputs()[0].name: signal[None, :].astype(np.float32)})
+    with torch.no_grad():
+        expected = source.model.encode(torch.from_numpy(signal[None, :].astype(np.float32))).numpy()
+    if outputs[0].shape != expected.shape:
+        raise QuantizeError(
+            f"encoder_states has shape {outputs[0].shape}, the encoder gives {expected.shape}"
+        )
+    return float(np.abs(outputs[0] - expected).max())
+
+
+def _add_decoder(
+    checkpoint: str, tmp: Path, int8: bool, say: ProgressFn
+) -> Tuple[DecoderSettings, Dict[str, Any]]:
+    """Export, check and (with `int8`) quantize the checkpoint's text decoder into `tmp`; the decoder
+    section and the facts for bundle.json's extra."""
+    model = load_whisper(checkpoint)
+    spec = decoder_spec(model, checkpoint)
+    seconds = export_decoder(model, tmp / CROSS_FILE, tmp / STEP_FILE)
+    parity = check_decoder_parity(model, tmp / CROSS_FILE, tmp / STEP_FILE, spec)
+    say(f"  decoder parity (teacher-forced, {parity.tokens} tokens): max |diff| {parity.max_abs_diff:.2e}")
+    if parity.max_abs_diff > DECODER_PARITY_ATOL:
+        raise QuantizeError(
+            f"the exported decoder differs from transformers by {parity.max_abs_diff:.3g} "
+            f"(limit {DECODER_PARITY_ATOL}); the export is wrong for this checkpoint"
+        )
+    facts: Dict[str, Any] = {
+        "checkpoint": checkpoint,
+        "export_seconds": round(seconds, 2),
+        "parity": {"max_abs_diff": parity.max_abs_diff, "tokens": parity.tokens},
+    }
+    cross, step = CROSS_FILE, STEP_FILE
+    if int8:
+        facts["int8"] = quantize_decoder(
+            tmp / CROSS_FILE, tmp / STEP_FILE, tmp / CROSS_INT8_FILE, tmp / STEP_INT8_FILE
+        )
+        int8_parity = check_decoder_parity(model, tmp / CROSS_INT8_FILE, tmp / STEP_INT8_FILE, spec)
+        facts["int8"]["argmax_agreement"] = int8_parity.argmax_agreement
+        # The bundle ships the int8 decoder only: it cost nothing in joint decoding (decoder-lab
+        # notes) and the fp32 step graph is ~190 MB for tiny.en.
+        (tmp / CROSS_FILE).unlink()
+        (tmp / STEP_FILE).unlink()
+        cross, step = CROSS_INT8_FILE, STEP_INT8_FILE
+        say(f"  decoder int8: {facts['int8']['step_bytes'] / 1e6:.1f} MB step graph")
+    write_token_table(token_strings(_tokenizer_folder(checkpoint), spec.vocab_size), tmp / TOKENS_FILE)
+    settings = DecoderSettings(
+        cross=cross,
+        step=step,
+        tokens=TOKENS_FILE,
+        prompt=spec.prompt,
+        eot=spec.eot,
+        suppress=spec.suppress,
+        suppress_at_begin=spec.suppress_at_begin,
+        special_from=spec.special_from,
+        layers=spec.layers,
+        heads=spec.heads,
+        head_dim=spec.head_dim,
+        max_positions=spec.max_positions,
+    )
+    return settings, facts
+
+
+def _tokenizer_folder(checkpoint: str) -> Path:
+    """Where the token strings are: the checkpoint folder, or the CTranslate2 folder it was imported
+    from (`train.whisper_import` records it in provenance.json)."""
+    import json
+
+    folder = Path(checkpoint)
+    if any((folder / name).is_file() for name in ("vocabulary.txt", "tokenizer.json", "vocab.json")):
+        return folder
+    provenance = folder / "provenance.json"
+    if provenance.is_file():
+        source = json.loads(provenance.read_text(encoding="utf-8")).get("source", {}).get("folder")
+        if source:
+            return Path(source)
+    raise QuantizeError(
+        f"{checkpoint}: no token table (vocabulary.txt, tokenizer.json or vocab.json) for the decoder"
+    )
 
 
 def _splits(source: SourceModel, options: ConvertOptions) -> bool:
@@ -281,6 +396,7 @@ def _build(
         parity = check_parity(source, fp32_path, options.parity, utterances)
     agreement = 100 * parity.agreement
     say(f"  parity: max |diff| {parity.max_abs_diff:.2e}, greedy-token agreement {agreement:.2f}%")
+    states_diff = _expose_states(source, fp32_path) if options.decoder is not None else None
     models = {"fp32": FP32_FILE}
     extra: Dict[str, Any] = {
         "export": {"seconds": round(exported.seconds, 2), "opset": options.export.opset},
@@ -322,6 +438,10 @@ def _build(
         }
     metadata = _metadata(source, options, models)
     metadata.extra = extra
+    if options.decoder is not None:
+        with steps.step(f"exporting the text decoder of {options.decoder}", "decoder"):
+            metadata.decoder, extra["decoder"] = _add_decoder(options.decoder, tmp, options.int8, say)
+            extra["decoder"]["encoder_states_max_abs_diff"] = states_diff
     if _splits(source, options):
         with steps.step("exporting the front-end and encoder graphs", "split"):
             conv_split = (conv_result, calibration) if conv_result is not None else None

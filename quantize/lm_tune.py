@@ -56,7 +56,7 @@ class LmScorer:
 
     def __init__(self, bundle_dir: Path, items: Sequence[EvalItem], threads: Optional[int], jobs: int = 1):
         asr = EdgeTranscriber(
-            bundle_dir, threads=threads, verify=False, options=TranscribeOptions(use_lm=False)
+            bundle_dir, threads=threads, verify=False, options=TranscribeOptions(use_lm=False, decoder="ctc")
         )
         self.metadata = asr.metadata
         self.vocabulary = asr.vocabulary

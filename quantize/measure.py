@@ -65,12 +65,19 @@ def _measure(
     bundle: Path, variant: str, paths: Sequence[str], threads: Optional[int]
 ) -> Tuple[Dict[str, object], List[np.ndarray]]:
     """The result fields of a VariantRun, and the per-frame argmax ids of each file."""
-    from edge_asr.transcriber import EdgeTranscriber
+    from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions
 
     started = time.perf_counter()
     # The single graph of the variant: the report compares the bundle's fp32 and int8 models; split
     # graphs (format 2) were checked against these at export (quantize.parity.check_split_parity).
-    transcriber = EdgeTranscriber(bundle, quantized=variant == "int8", threads=threads, front_end_cache=False)
+    # CTC decoding (not a text decoder's): the report compares the variants' CTC graphs.
+    transcriber = EdgeTranscriber(
+        bundle,
+        quantized=variant == "int8",
+        threads=threads,
+        front_end_cache=False,
+        options=TranscribeOptions(decoder="ctc"),
+    )
     load_seconds = time.perf_counter() - started
     wanted = transcriber.metadata.models[variant]
     if Path(transcriber.model_path).name != wanted:

@@ -1,0 +1,468 @@
+"""Whisper's text decoder as two ONNX graphs with explicit key/value caches, for joint CTC/attention
+decoding on the device (`edge_asr.attention`).
+
+Why two graphs and explicit caches: the device runs the decoder one token at a time, in a Python loop
+steered by the CTC head. transformers' cache objects do not export, and re-running the whole prefix
+each step costs O(n^2). So:
+
+- `CrossGraph`: encoder states [1, frames, d] -> cross-attention keys and values of every layer,
+  [layers, 1, heads, frames, head_dim] each. Run once per utterance (or segment).
+- `StepGraph`: new tokens [beams, n] + the self-attention cache [layers, beams, heads, past, head_dim]
+  (past may be 0) + the cross K/V -> log-probabilities of the next token [beams, vocab] and the cache
+  grown by n. The token position is the cache's length, so the caller keeps no counter. One tied
+  [vocab, d] table serves the token lookup and the output projection, as in Whisper.
+
+int8 (`quantize_decoder`): onnxruntime's dynamic MatMul recipe, then the token lookup is rewired to
+read the int8 output table (per-token scales) so that the fp32 table (80 MB for 51,864 x 384) leaves
+the file: the lookup dequantizes the rows it gathers. Measured in the feasibility run
+(shared notes, decoder-lab): int8 cost nothing against fp32 in joint decoding.
+
+The token table (`tokens.json`: the byte-level BPE strings, GPT-2's bytes-to-unicode form) and the
+special ids come from the CTranslate2 folder or the HF checkpoint's tokenizer files, so the device
+detokenizes with numpy-free Python (no tokenizers package).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ExportError
+
+log = logging.getLogger(__name__)
+
+CROSS_FILE = "decoder_cross.onnx"
+STEP_FILE = "decoder_step.onnx"
+CROSS_INT8_FILE = "decoder_cross.int8.onnx"
+STEP_INT8_FILE = "decoder_step.int8.onnx"
+TOKENS_FILE = "decoder_tokens.json"
+STATES_NAME = "encoder_states"  # the encoder graph's second output; edge_asr.model reads it by name
+OPSET = 17
+
+
+class CrossGraph(nn.Module):
+    """Encoder states [1, frames, d] -> (cross_k, cross_v), each [layers, 1, heads, frames, head_dim]."""
+
+    def __init__(self, decoder: Any):
+        super().__init__()
+        self.layers = decoder.layers
+        first = decoder.layers[0].encoder_attn
+        self.heads = first.num_heads
+        self.head_dim = first.head_dim
+
+    def forward(self, encoder_states: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        keys, values = [], []
+        for layer in self.layers:
+            attn = layer.encoder_attn
+            keys.append(_heads(attn.k_proj(encoder_states), self.heads, self.head_dim))
+            values.append(_heads(attn.v_proj(encoder_states), self.heads, self.head_dim))
+        return torch.stack(keys), torch.stack(values)
+
+
+def _heads(x: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
+    """[batch, time, d] -> [batch, heads, time, head_dim]."""
+    return x.view(x.shape[0], x.shape[1], heads, head_dim).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    """[batch, heads, time, head_dim] -> [batch, time, d]."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], x.shape[1] * x.shape[3])
+
+
+class StepGraph(nn.Module):
+    """(tokens [beams, n], self_k, self_v [layers, beams, heads, past, head_dim], cross_k, cross_v)
+    -> (log_probs [beams, vocab] of the token after the last one, self_k, self_v grown by n)."""
+
+    def __init__(self, decoder: Any):
+        super().__init__()
+        self.decoder = decoder
+        first = decoder.layers[0].self_attn
+        self.heads = first.num_heads
+        self.head_dim = first.head_dim
+        self.scaling = self.head_dim**-0.5
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        scores = torch.matmul(q * self.scaling, k.transpose(-1, -2))
+        if mask is not None:
+            scores = scores.masked_fill(mask, float("-inf"))
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        self_k: torch.Tensor,
+        self_v: torch.Tensor,
+        cross_k: torch.Tensor,
+        cross_v: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dec = self.decoder
+        past = self_k.shape[3]
+        count = tokens.shape[1]
+        positions = torch.arange(count, device=tokens.device) + past
+        x = dec.embed_tokens(tokens) + dec.embed_positions.weight.index_select(0, positions)
+        # Causal within the new tokens: query i (at position past + i) sees keys 0 .. past + i.
+        key_positions = torch.arange(count + past, device=tokens.device)
+        mask = key_positions.unsqueeze(0) > positions.unsqueeze(1)
+        new_k, new_v = [], []
+        for index, layer in enumerate(dec.layers):
+            attn = layer.self_attn
+            h = layer.self_attn_layer_norm(x)
+            k = torch.cat((self_k[index], _heads(attn.k_proj(h), self.heads, self.head_dim)), dim=2)
+            v = torch.cat((self_v[index], _heads(attn.v_proj(h), self.heads, self.head_dim)), dim=2)
+            new_k.append(k)
+            new_v.append(v)
+            q = _heads(attn.q_proj(h), self.heads, self.head_dim)
+            x = x + attn.out_proj(_merge(self._attend(q, k, v, mask)))
+            cross = layer.encoder_attn
+            h = layer.encoder_attn_layer_norm(x)
+            q = _heads(cross.q_proj(h), self.heads, self.head_dim)
+            x = x + cross.out_proj(_merge(self._attend(q, cross_k[index], cross_v[index], None)))
+            h = layer.final_layer_norm(x)
+            x = x + layer.fc2(F.gelu(layer.fc1(h)))
+        last = dec.layer_norm(x[:, -1])
+        logits = F.linear(last, dec.embed_tokens.weight)
+        return torch.log_softmax(logits, dim=-1), torch.stack(new_k), torch.stack(new_v)
+
+
+@dataclass
+class DecoderSpec:
+    """What the device needs besides the graphs: special ids, suppression, geometry.
+
+    Attributes:
+        prompt: the ids fed first (start of transcript, no timestamps).
+        eot: end of text.
+        suppress: ids never written (Whisper's own suppress list).
+        suppress_at_begin: ids not written as the first token (a bare space, end of text).
+        special_from: every id from here on is a special token (never written).
+        layers, heads, head_dim, max_positions: the decoder's geometry (the cache shapes, the
+            longest prompt + output).
+        vocab_size: rows of the token table.
+    """
+
+    prompt: List[int]
+    eot: int
+    suppress: List[int]
+    suppress_at_begin: List[int]
+    special_from: int
+    layers: int
+    heads: int
+    head_dim: int
+    max_positions: int
+    vocab_size: int
+    source: Dict[str, Any] = field(default_factory=dict)
+
+
+def load_whisper(name_or_path: str) -> Any:
+    """WhisperForConditionalGeneration (float32, eval) with its decoder; a clear error when the
+    checkpoint has none (`python -m train.whisper_import --include-decoder` writes one)."""
+    from transformers import WhisperForConditionalGeneration
+
+    try:
+        loaded: Any = WhisperForConditionalGeneration.from_pretrained(
+            name_or_path, dtype=torch.float32, output_loading_info=True
+        )
+    except OSError as exc:
+        raise ExportError(
+            f"cannot load the Whisper checkpoint {name_or_path!r} for its decoder: {str(exc).splitlines()[0]}"
+        ) from None
+    model, info = loaded
+    missing = [k for k in info["missing_keys"] if ".decoder." in k or k.startswith("decoder.")]
+    if missing:
+        raise ExportError(
+            f"{name_or_path}: the checkpoint has no decoder weights ({len(missing)} missing, e.g. "
+            f"{missing[0]}); import it with `python -m train.whisper_import --include-decoder`"
+        )
+    return model.eval()
+
+
+def decoder_spec(model: Any, name_or_path: str) -> DecoderSpec:
+    """Special ids and suppress lists from the checkpoint's generation config (as Whisper decodes)."""
+    config = model.config
+    generation = getattr(model, "generation_config", None)
+    suppress = list(getattr(generation, "suppress_tokens", None) or [])
+    begin = list(getattr(generation, "begin_suppress_tokens", None) or [])
+    no_timestamps = getattr(generation, "no_timestamps_token_id", None)
+    start = int(config.decoder_start_token_id)
+    eot = int(config.eos_token_id)
+    prompt = [start] + ([int(no_timestamps)] if no_timestamps is not None else [])
+    layer = model.model.decoder.layers[0].self_attn
+    return DecoderSpec(
+        prompt=prompt,
+        eot=eot,
+        suppress=sorted(int(i) for i in suppress),
+        suppress_at_begin=sorted(int(i) for i in begin),
+        special_from=eot + 1,  # Whisper's specials follow end-of-text (start, languages, tasks, times)
+        layers=int(config.decoder_layers),
+        heads=int(layer.num_heads),
+        head_dim=int(layer.head_dim),
+        max_positions=int(config.max_target_positions),
+        vocab_size=int(config.vocab_size),
+        source={"checkpoint": str(name_or_path)},
+    )
+
+
+def token_strings(folder: Path, vocab_size: int) -> List[str]:
+    """The byte-level BPE strings by id: a CTranslate2 folder's vocabulary.txt, or a HF folder's
+    tokenizer.json / vocab.json + added tokens. Ids past the list (unused rows) get ""."""
+    strings: Dict[int, str] = {}
+    if (folder / "vocabulary.txt").is_file():
+        lines = (folder / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
+        strings = {i: line for i, line in enumerate(lines) if line or i < vocab_size - 1}
+    elif (folder / "tokenizer.json").is_file():
+        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        strings = {int(i): t for t, i in data["model"]["vocab"].items()}
+        strings.update({int(t["id"]): t["content"] for t in data.get("added_tokens", [])})
+    elif (folder / "vocab.json").is_file():
+        strings = {int(i): t for t, i in json.loads((folder / "vocab.json").read_text("utf-8")).items()}
+    else:
+        raise ExportError(
+            f"{folder}: no vocabulary.txt, tokenizer.json or vocab.json for the decoder's token table"
+        )
+    return [strings.get(i, "") for i in range(vocab_size)]
+
+
+def _export(
+    module: nn.Module, args: tuple, path: Path, inputs: List[str], outputs: List[str], axes: dict
+) -> None:
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic; parity checks it
+            torch.onnx.export(
+                module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
+                opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            )  # fmt: skip
+    except Exception as exc:  # the exporter raises anything from RuntimeError to internal types
+        raise ExportError(f"torch.onnx.export of {path.name} failed: {type(exc).__name__}: {exc}") from None
+
+
+def export_decoder(model: Any, cross_path: Path, step_path: Path) -> float:
+    """Export the two decoder graphs (fp32); returns the seconds it took."""
+    decoder = model.model.decoder.eval()
+    cross, step = CrossGraph(decoder).eval(), StepGraph(decoder).eval()
+    d = decoder.config.d_model
+    states = 0.1 * torch.randn(1, 37, d, generator=torch.Generator().manual_seed(0))
+    started = time.perf_counter()
+    _export(
+        cross, (states,), cross_path, [STATES_NAME], ["cross_k", "cross_v"],
+        {STATES_NAME: {1: "frames"}, "cross_k": {3: "frames"}, "cross_v": {3: "frames"}},
+    )  # fmt: skip
+    with torch.no_grad():
+        cross_k, cross_v = cross(states)
+    layers, heads, head_dim = cross_k.shape[0], cross_k.shape[2], cross_k.shape[4]
+    past = torch.zeros(layers, 2, heads, 3, head_dim)
+    tokens = torch.tensor([[50, 51], [52, 53]], dtype=torch.int64)
+    cache_axes = {1: "beams", 3: "past"}
+    _export(
+        step, (tokens, past, past.clone(), cross_k, cross_v), step_path,
+        ["tokens", "self_k", "self_v", "cross_k", "cross_v"], ["log_probs", "self_k_out", "self_v_out"],
+        {
+            "tokens": {0: "beams", 1: "count"}, "self_k": cache_axes, "self_v": cache_axes,
+            "cross_k": {3: "frames"}, "cross_v": {3: "frames"}, "log_probs": {0: "beams"},
+            "self_k_out": {1: "beams", 3: "length"}, "self_v_out": {1: "beams", 3: "length"},
+        },
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+@dataclass
+class DecoderParity:
+    """Teacher-forced log-probs of the ONNX graphs (cache grown token by token, from an empty one)
+    against transformers' WhisperForConditionalGeneration on the same encoder states and tokens."""
+
+    max_abs_diff: float
+    tokens: int
+    argmax_agreement: float
+
+
+def check_decoder_parity(
+    model: Any, cross_path: Path, step_path: Path, spec: DecoderSpec, frames: int = 120, steps: int = 12
+) -> DecoderParity:
+    import onnxruntime as ort
+
+    generator = torch.Generator().manual_seed(1)
+    d = model.config.d_model
+    states = torch.randn(1, frames, d, generator=generator)
+    ordinary = min(spec.eot, spec.vocab_size)
+    tokens = spec.prompt + torch.randint(0, ordinary, (steps,), generator=generator).tolist()
+    ids = torch.tensor([tokens], dtype=torch.int64)
+    with torch.no_grad():
+        logits = model(encoder_outputs=(states,), decoder_input_ids=ids).logits[0]
+    reference = torch.log_softmax(logits, dim=-1).numpy()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    cross = ort.InferenceSession(str(cross_path), options, providers=["CPUExecutionProvider"])
+    step = ort.InferenceSession(str(step_path), options, providers=["CPUExecutionProvider"])
+    cross_k, cross_v = cross.run(None, {STATES_NAME: states.numpy()})
+    cache = np.zeros((spec.layers, 1, spec.heads, 0, spec.head_dim), dtype=np.float32)
+    self_k, self_v = cache, cache.copy()
+    # The prompt in one call (as the device feeds it), then one token a call.
+    ours: List[np.ndarray] = []
+    feeds = [tokens[: len(spec.prompt)]] + [[t] for t in tokens[len(spec.prompt) :]]
+    for new in feeds:
+        out, self_k, self_v = step.run(
+            None,
+            {"tokens": np.array([new], dtype=np.int64), "self_k": self_k, "self_v": self_v,
+             "cross_k": cross_k, "cross_v": cross_v},
+        )  # fmt: skip
+        ours.append(out[0])
+    expected = reference[len(spec.prompt) - 1 :]
+    got = np.stack(ours)
+    return DecoderParity(
+        max_abs_diff=float(np.abs(got - expected).max()),
+        tokens=int(got.shape[0]),
+        argmax_agreement=float((got.argmax(-1) == expected.argmax(-1)).mean()),
+    )
+
+
+# -- int8 ---------------------------------------------------------------------------------------------
+
+
+def quantize_decoder(cross_fp32: Path, step_fp32: Path, cross_out: Path, step_out: Path) -> Dict[str, Any]:
+    """int8 (dynamic MatMul, per channel) of both graphs; the step graph's token lookup then reads
+    the int8 output table, so the fp32 table leaves the file. Returns sizes for the report."""
+    from .int8 import Int8Options, quantize_int8
+
+    options = Int8Options()
+    quantize_int8(cross_fp32, cross_out, options)
+    quantize_int8(step_fp32, step_out, options)
+    shared = share_token_table(step_out)
+    return {
+        "cross_bytes": cross_out.stat().st_size,
+        "step_bytes": step_out.stat().st_size,
+        "lookup_reads_int8_table": shared,
+    }
+
+
+def share_token_table(path: Path) -> bool:
+    """Rewire the step graph's token Gather to dequantize rows of the int8 output projection.
+
+    After the dynamic recipe the output projection is MatMulInteger(x_q, W_q [d, vocab]) with a
+    per-column scale [vocab] (zero points 0, symmetric int8), while the lookup still gathers the fp32
+    [vocab, d] table. The lookup becomes Transpose(Gather(W_q, ids, axis=1)) cast to float times
+    Gather(scale, ids): row i of the table, dequantized. False (graph unchanged) when the pattern is
+    not found.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    gathers = [
+        n
+        for n in graph.node
+        if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2
+    ]
+    big = [n for n in gathers if n.input[1] == "tokens"]  # the token table (positions read an arange)
+    mm = [n for n in graph.node if n.op_type == "MatMulInteger" and n.input[1] in inits]
+    if len(big) != 1 or not mm:
+        return False
+    lookup = big[0]
+    table = numpy_helper.to_array(inits[lookup.input[0]])  # [vocab, d]
+    projection = None
+    for node in mm:
+        weights = inits[node.input[1]]
+        if list(weights.dims) == [table.shape[1], table.shape[0]]:
+            projection = node
+    if projection is None:
+        return False
+    w_name = projection.input[1]
+    w_zero = projection.input[3] if len(projection.input) > 3 else ""
+    if w_zero and np.any(numpy_helper.to_array(inits[w_zero]) != 0):
+        return False
+    scale_name = _weight_scale(graph, w_name)
+    if scale_name is None or scale_name not in inits:
+        return False
+    scale = numpy_helper.to_array(inits[scale_name])
+    if scale.size != table.shape[0]:
+        return False
+    ids = lookup.input[1]
+    out = lookup.output[0]
+    prefix = "edge_asr_token_lookup"
+    nodes = [
+        helper.make_node("Gather", [w_name, ids], [f"{prefix}_cols"], axis=1, name=f"{prefix}_gather"),
+        helper.make_node("Cast", [f"{prefix}_cols"], [f"{prefix}_colsf"], to=onnx.TensorProto.FLOAT,
+                         name=f"{prefix}_cast"),
+        # [d, beams, n] -> [beams, n, d]
+        helper.make_node("Transpose", [f"{prefix}_colsf"], [f"{prefix}_rows"], perm=[1, 2, 0],
+                         name=f"{prefix}_transpose"),
+        helper.make_node("Gather", [scale_name, ids], [f"{prefix}_scale"], axis=0, name=f"{prefix}_scale"),
+        helper.make_node("Unsqueeze", [f"{prefix}_scale", f"{prefix}_axis"], [f"{prefix}_scale3"],
+                         name=f"{prefix}_unsqueeze"),
+        helper.make_node("Mul", [f"{prefix}_rows", f"{prefix}_scale3"], [out], name=f"{prefix}_mul"),
+    ]  # fmt: skip
+    position = list(graph.node).index(lookup)
+    graph.node.remove(lookup)
+    for offset, node in enumerate(nodes):
+        graph.node.insert(position + offset, node)
+    graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{prefix}_axis"))
+    if not any(lookup.input[0] in n.input for n in graph.node):
+        graph.initializer.remove(inits[lookup.input[0]])
+    onnx.save(model, str(path))
+    return True
+
+
+def _weight_scale(graph: Any, weight: str) -> Optional[str]:
+    """The name of the scale that multiplies MatMulInteger(·, weight)'s output: the dynamic recipe
+    writes Mul(x_scale, w_scale) then Mul(int32 result cast, that) — find the w scale initializer."""
+    base = weight[: -len("_quantized")] if weight.endswith("_quantized") else weight
+    for candidate in (f"{base}_scale", f"{weight}_scale"):
+        if any(i.name == candidate for i in graph.initializer):
+            return candidate
+    return None
+
+
+def write_token_table(strings: Sequence[str], path: Path) -> None:
+    path.write_text(json.dumps(list(strings), ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def expose_encoder_states(source: Path, target: Path) -> Optional[int]:
+    """Write `source` (a whisper-ctc CTC graph, fp32 or int8) to `target` with a second output,
+    `encoder_states`: the encoder's final LayerNorm, which the CTC head reads. No weight changes, so
+    the log-probs stay exactly what they were. Returns the states' width (None when the graph does not
+    say it as a constant)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    if any(o.name == STATES_NAME for o in graph.output):
+        raise ExportError(f"{source}: already has an {STATES_NAME} output")
+    norms = [n for n in graph.node if n.op_type == "LayerNormalization" and "/head/" not in n.name]
+    if not norms:
+        raise ExportError(
+            f"{source}: no encoder LayerNormalization outside the head; only whisper-ctc graphs exported "
+            "by `python -m quantize` can feed a text decoder"
+        )
+    final = norms[-1]  # topological order: the encoder's last norm feeds the head
+    width = _constant_length(graph, final.input[1])
+    graph.node.append(helper.make_node("Identity", [final.output[0]], [STATES_NAME], name="edge_asr_states"))
+    shape = ["batch", "frames", width or "width"]
+    graph.output.append(helper.make_tensor_value_info(STATES_NAME, onnx.TensorProto.FLOAT, shape))
+    onnx.save(model, str(target))
+    return width
+
+
+def _constant_length(graph: Any, name: str) -> Optional[int]:
+    """The length of a 1-D constant (an initializer, or a Constant node's value); None if not found."""
+    from onnx import numpy_helper
+
+    for init in graph.initializer:
+        if init.name == name:
+            return int(init.dims[0])
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return int(numpy_helper.to_array(node.attribute[0].t).shape[0])
+    return None

@@ -1,0 +1,154 @@
+"""The text decoder's way from a Whisper checkpoint to the device: ONNX graphs with explicit caches
+(parity with transformers), int8 with the token lookup reading the int8 table, `convert --decoder`,
+and joint decoding through EdgeTranscriber, on a tiny random Whisper built here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.desktop
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+onnxruntime = pytest.importorskip("onnxruntime")
+
+from edge_asr.attention import _bytes_to_unicode  # noqa: E402
+from quantize import decoder as D  # noqa: E402
+
+HF_FOLDER = Path(__file__).resolve().parents[1] / "models" / "default-model-hf"
+VOCAB = 100
+EOT, START = 96, 97
+
+
+def _token_strings() -> list[str]:
+    """96 text tokens in GPT-2's byte form (letters, " letter", marks, digits), then 4 specials."""
+    table = _bytes_to_unicode()
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    text = letters + [table[32] + c for c in letters] + list(".,!?'-") + [str(d) for d in range(10)]
+    text += [table[ord("A") + i] for i in range(VOCAB - 4 - len(text))]
+    return text + ["<|endoftext|>", "<|startoftranscript|>", "<|a|>", "<|b|>"]
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Whisper with a decoder (d_model 64, 2+2 layers) and a vocab.json, as
+    `train.whisper_import --include-decoder` would write a real one."""
+    folder = tmp_path_factory.mktemp("whisper")
+    config = transformers.WhisperConfig(
+        d_model=64, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
+        vocab_size=VOCAB, pad_token_id=EOT, bos_token_id=EOT, eos_token_id=EOT,
+        decoder_start_token_id=START, max_target_positions=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.WhisperForConditionalGeneration(config)
+    model.generation_config.suppress_tokens = [VOCAB - 5]
+    model.generation_config.begin_suppress_tokens = [EOT]
+    model.save_pretrained(str(folder))
+    vocab = {token: index for index, token in enumerate(_token_strings())}
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    return folder
+
+
+def test_decoder_graphs_match_transformers_and_int8_drops_the_float_table(
+    whisper_dir: Path, tmp_path: Path
+) -> None:
+    model = D.load_whisper(str(whisper_dir))
+    spec = D.decoder_spec(model, str(whisper_dir))
+    assert spec.prompt == [START] and spec.eot == EOT and spec.special_from == EOT + 1
+    assert spec.suppress == [VOCAB - 5] and spec.suppress_at_begin == [EOT]
+    cross, step = tmp_path / D.CROSS_FILE, tmp_path / D.STEP_FILE
+    D.export_decoder(model, cross, step)
+    # The prompt in one call from an empty cache, then a token a call, against a teacher-forced pass.
+    parity = D.check_decoder_parity(model, cross, step, spec, frames=50, steps=10)
+    assert parity.max_abs_diff < 1e-4 and parity.argmax_agreement == 1.0
+    facts = D.quantize_decoder(cross, step, tmp_path / D.CROSS_INT8_FILE, tmp_path / D.STEP_INT8_FILE)
+    assert facts["lookup_reads_int8_table"]
+    import onnx
+
+    graph = onnx.load(str(tmp_path / D.STEP_INT8_FILE)).graph
+    tables = [i for i in graph.initializer if list(i.dims) == [VOCAB, 64]]
+    assert not tables  # the fp32 [vocab, d] lookup table is gone
+    quantized = D.check_decoder_parity(model, tmp_path / D.CROSS_INT8_FILE, tmp_path / D.STEP_INT8_FILE, spec)
+    assert quantized.max_abs_diff < 0.5  # int8 of a random model; the real one is measured in docs
+
+
+def test_encoder_states_output_leaves_the_log_probs_unchanged(tmp_path: Path) -> None:
+    bundle = Path(__file__).resolve().parents[1] / "edge_asr" / "models" / "default"
+    target = tmp_path / "model.onnx"
+    assert D.expose_encoder_states(bundle / "model.int8.onnx", target) == 384
+    options = onnxruntime.SessionOptions()
+    before = onnxruntime.InferenceSession(str(bundle / "model.int8.onnx"), options)
+    after = onnxruntime.InferenceSession(str(target), options)
+    audio = (0.1 * np.random.default_rng(0).standard_normal((1, 16000))).astype(np.float32)
+    (expected,) = before.run(["log_probs"], {"input_values": audio})
+    log_probs, states = after.run(["log_probs", D.STATES_NAME], {"input_values": audio})
+    np.testing.assert_array_equal(log_probs, expected)
+    assert states.shape == (1, expected.shape[1], 384)
+    with pytest.raises(D.ExportError, match="already has"):
+        D.expose_encoder_states(target, tmp_path / "again.onnx")
+
+
+def test_convert_with_a_decoder_gives_a_bundle_that_decodes_jointly(
+    whisper_dir: Path, tmp_path: Path
+) -> None:
+    from edge_asr import EdgeTranscriber, TranscribeOptions
+    from edge_asr.bundle import load_bundle
+    from edge_asr.verify import verify_bundle
+    from quantize.convert import ConvertOptions, convert
+    from train import whisper_ctc as W
+
+    ctc = W.from_whisper(str(whisper_dir), vocab_size=30, head_type="linear", seed=3)
+    model_dir = tmp_path / "model"
+    ctc.save_pretrained(str(model_dir))
+    for name in W.FOLDER_FILES:
+        if name != "config.json" and (HF_FOLDER / name).is_file():
+            shutil.copy2(HF_FOLDER / name, model_dir / name)
+    bundle = tmp_path / "bundle"
+    result = convert(ConvertOptions(model=str(model_dir), out=bundle, decoder=str(whisper_dir)))
+    decoder = result.metadata.decoder
+    assert decoder is not None and decoder.step == D.STEP_INT8_FILE
+    assert result.metadata.format_version == 3
+    assert result.metadata.extra["decoder"]["encoder_states_max_abs_diff"] < 1e-3
+    assert not (bundle / D.STEP_FILE).exists()  # the fp32 decoder is not shipped with int8
+    assert any("text decoder" in line for line in verify_bundle(load_bundle(bundle)))
+
+    audio = (0.3 * np.sin(np.arange(48000) * 2 * np.pi * 220 / 16000)).astype(np.float32)
+    audio += (0.05 * np.random.default_rng(1).standard_normal(48000)).astype(np.float32)
+    joint = EdgeTranscriber(bundle)
+    assert joint.joint
+    transcript = joint.transcribe(audio, sample_rate=16000)
+    stats = joint.joint_stats
+    assert stats.segments == 1
+    bound = decoder.min_tokens + int(np.ceil(3.0 * decoder.max_tokens_per_second))
+    assert stats.tokens <= bound
+    assert all(0 <= w.start <= w.end <= 3.0 for w in transcript.words)
+    ctc_only = EdgeTranscriber(bundle, options=TranscribeOptions(decoder="ctc"))
+    assert not ctc_only.joint
+    assert isinstance(ctc_only.transcribe(audio, sample_rate=16000).text, str)
+    # A stream's final goes through the same joint pass as the file (partials are CTC).
+    stream = joint.stream()
+    events = stream.accept(audio, 16000) + stream.flush()
+    finals = [e for e in events if e.is_final]
+    assert [e.text for e in finals] in ([transcript.text], [])  # [] when the VAD heard no speech
+
+
+def test_convert_refuses_a_decoder_for_a_model_that_is_not_whisper_ctc(tmp_path: Path) -> None:
+    from quantize.convert import ConvertOptions, convert
+    from quantize.errors import QuantizeError
+
+    source = tmp_path / "w2v"
+    config = transformers.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=30,
+        conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_feat_extract_layers=2,
+    )  # fmt: skip
+    transformers.Wav2Vec2ForCTC(config).save_pretrained(str(source))
+    for name in ("vocab.json", "tokenizer_config.json", "preprocessor_config.json"):
+        if (HF_FOLDER / name).is_file():
+            shutil.copy2(HF_FOLDER / name, source / name)
+    with pytest.raises(QuantizeError, match="whisper-ctc"):
+        convert(ConvertOptions(model=str(source), out=tmp_path / "b", decoder="anything"))
