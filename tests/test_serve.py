@@ -403,7 +403,7 @@ def test_http_response_formats(server, speech):
     "fields, data, status, code",
     [
         ({"language": "de"}, "speech", 400, "unsupported_language"),
-        ({"response_format": "xml"}, "speech", 400, "invalid_response_format"),
+        ({"response_format": "xml"}, "speech", 400, "invalid_request"),
         ({}, b"this is no audio", 400, "invalid_audio"),
         ({}, b"RIFF\x24\x00\x00\x00WAVEfmt ", 400, "invalid_audio"),
     ],
@@ -411,6 +411,7 @@ def test_http_response_formats(server, speech):
 def test_http_bad_requests_get_4xx_in_openai_shape(server, speech, fields, data, status, code):
     got, body, _ = post_audio(server.http_url, wav_bytes(speech) if data == "speech" else data, **fields)
     assert got == status and body["error"]["code"] == code and body["error"]["message"]
+    assert body["error"]["param"] == (next(iter(fields)) if fields else "file")
 
 
 def test_http_health_models_and_unknown_paths(server):
@@ -434,7 +435,7 @@ def test_http_health_models_and_unknown_paths(server):
     assert models[1]["data"][0]["id"] == server.engine.model_name
     assert missing[0] == 404 and "error" in missing[1]
     assert wrong_method[0] == 405
-    assert not_multipart[0] == 400 and not_multipart[1]["error"]["code"] == "invalid_content_type"
+    assert not_multipart[0] == 400 and not_multipart[1]["error"]["code"] == "invalid_request"
 
 
 def two_hour_wav_header() -> bytes:

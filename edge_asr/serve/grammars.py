@@ -31,6 +31,8 @@ class GrammarError(InputError):
     """A grammar a request sent that cannot be used: too large, no phrases, bad template syntax, or
     characters the model cannot spell."""
 
+    code = "bad_grammar"
+
 
 def parse_grammar(text: str, where: str = "grammar") -> Grammar:
     """A grammar from its text, read as `Grammar.from_file` reads a phrase or template file."""
@@ -54,7 +56,9 @@ def parse_min_confidence(value: object, where: str = "min_confidence") -> float:
             number = float(value)
         except ValueError:
             number = value
-    limits.MIN_CONFIDENCE.check(number, where, GrammarError)
+    problem = limits.MIN_CONFIDENCE.problem(number)
+    if problem is not None:
+        raise GrammarError(f"{where} {problem}", field="min_confidence")
     assert isinstance(number, (int, float))
     return float(number)
 
