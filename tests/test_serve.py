@@ -682,3 +682,39 @@ def test_wyoming_grammar_in_the_transcribe_context(server):
     bad = command_events(tone_audio("bad cafe"), grammar="turn on (the")
     events = asyncio.run(wyoming_transcribe(server.wyoming_port, bad))
     assert events[-1].type == "error" and events[-1].data["code"] == "bad-grammar"
+
+
+# -- issue 29: hostile requests -------------------------------------------------------------------------
+
+
+def raw_post(url: str, content_type: str, body: bytes, timeout: float = 10) -> bytes:
+    """One POST /v1/audio/transcriptions written by hand (malformed on purpose), and the whole answer."""
+    head = (
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(split_address(url), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("multipart/form-data", b'--B\r\nContent-Disposition: form-data; name="file"\r\n\r\nxx\r\n--B--\r\n'),
+        ("multipart/form-data; boundary=B", b'--B\r\nContent-Disposition: form-data; name="file"\r\n\r\nxx'),
+        ("multipart/form-data; boundary=B", b"no boundary anywhere"),
+    ],
+    ids=["no-boundary", "no-closing-boundary", "no-parts"],
+)
+def test_malformed_multipart_is_a_400_with_one_line_and_no_traceback(server, caplog, content_type, body):
+    answer = raw_post(server.http_url, content_type, body)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "invalid_request" and "multipart/form-data body is malformed" in error["message"]
+    assert "\n" not in error["message"]
+    assert wait_until(lambda: server.engine.stats.active == 0)
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
