@@ -280,6 +280,16 @@ class PcmReader(Protocol):
     def close(self) -> None: ...
 
 
+UNKNOWN_FRAMES = 2**62
+"""libsndfile reports a length it cannot tell (a FLAC whose header leaves it open, as streaming encoders
+write) as SF_COUNT_MAX, 2**63 - 1: any count this large means "unknown"."""
+
+
+def known_frames(frames: int) -> Optional[int]:
+    """libsndfile's frame count, or None when it means "unknown" (`UNKNOWN_FRAMES`)."""
+    return int(frames) if 0 <= frames < UNKNOWN_FRAMES else None
+
+
 @contextlib.contextmanager
 def _native_stderr_to_log(name: str) -> Iterator[None]:
     """Send what C libraries write to file descriptor 2 meanwhile to the debug log instead.
@@ -324,7 +334,7 @@ class _SoundFileReader:
         self._chatty = snd.format in ("MP3", "MPEG")  # see _native_stderr_to_log
         self.samplerate = int(snd.samplerate)
         self.channels = int(snd.channels)
-        self.frames: Optional[int] = int(snd.frames)
+        self.frames: Optional[int] = known_frames(snd.frames)
 
     def read(self, frames: int) -> np.ndarray:
         if not self._chatty:

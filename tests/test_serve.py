@@ -718,3 +718,30 @@ def test_malformed_multipart_is_a_400_with_one_line_and_no_traceback(server, cap
     assert "\n" not in error["message"]
     assert wait_until(lambda: server.engine.stats.active == 0)
     assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+
+
+def open_length_flac(samples: np.ndarray) -> bytes:
+    """A FLAC whose STREAMINFO leaves the length open (total samples 0), as streaming encoders write it:
+    libsndfile then reports 2**63 - 1 frames."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, SAMPLE_RATE, format="FLAC")
+    data = bytearray(buffer.getvalue())
+    fields = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)  # rate, channels, bits; no total
+    data[18:26] = fields.to_bytes(8, "big")
+    return bytes(data)
+
+
+def test_a_flac_of_open_length_is_decoded_with_the_cap(transcriber, speech):
+    with ServerThread(transcriber, ServeLimits(max_audio_seconds=2.0)) as running:
+        status, body, _ = post_audio(running.http_url, open_length_flac(speech))
+        assert status == 200 and body["text"] == SPEECH_TEXT
+        long_flac = open_length_flac(np.concatenate([speech, silence(3.0)]))
+        for fields in ({}, {"grammar": "bad cafe\nface bead"}):
+            status, body, _ = post_audio(running.http_url, long_flac, **fields)
+            error = body["error"]
+            assert status == 413 and error["code"] == "audio_too_long", body
+            assert "runs past 2 s" in error["message"] and "576460752303424" not in error["message"]

@@ -34,7 +34,15 @@ import numpy as np
 import soundfile as sf
 
 from .. import limits
-from ..audio import MAX_CHANNELS, SampleGuard, _Resampler, clean_mono, sample_rate_hz
+from ..audio import (
+    MAX_CHANNELS,
+    SampleGuard,
+    _Resampler,
+    clean_mono,
+    known_frames,
+    open_audio,
+    sample_rate_hz,
+)
 from ..errors import AudioError, EdgeASRError, InputError
 from ..grammar import CommandMatch
 from ..phrases import MAX_PHRASES
@@ -300,6 +308,7 @@ class Engine:
     def transcribe_upload(self, data: bytes) -> Transcript:
         """An uploaded file, decoded from memory: nothing a client sends is written to disk or taken as
         a path. `TooLong` when its header says it is past --max-audio-seconds (before any decoding),
+        or as soon as decoding passes it (a header that understates the length, or leaves it open),
         `AudioError` when it is no audio libsndfile reads. Runs in a pool thread."""
         limit = self.limits.max_audio_seconds
         buffer, _ = self._open_upload(data)
@@ -320,10 +329,29 @@ class Engine:
         and the audio's duration from its header (0 when unknown). Checked as `transcribe_upload`
         checks; `GrammarError` for a grammar that cannot be used. Runs in a pool thread."""
         compiled = self.grammars.get(grammar, "grammar field")
-        buffer, seconds = self._open_upload(data)
+        buffer, _ = self._open_upload(data)
         with _mp3_lock(data):
-            match = self.transcriber.recognize(buffer, compiled, min_confidence=min_confidence)
-        return match, seconds or 0.0
+            samples = self._decode_capped(buffer)
+        match = self.transcriber.recognize(
+            samples, compiled, sample_rate=self.sample_rate, min_confidence=min_confidence
+        )
+        return match, samples.size / self.sample_rate
+
+    def _decode_capped(self, buffer: io.BytesIO) -> np.ndarray:
+        """The upload's samples at the model's rate, decoded block by block: `TooLong` as soon as they
+        pass --max-audio-seconds, whatever the header said."""
+        limit = self.limits.max_audio_seconds
+        _, blocks = open_audio(buffer, self.sample_rate, block_seconds=1.0)
+        parts: List[np.ndarray] = []
+        total = 0
+        for block in blocks:
+            parts.append(block)
+            total += block.size
+            if total > (limit + 1.0) * self.sample_rate:
+                raise TooLong(
+                    f"upload: the audio runs past {limit:g} s, the most this server takes", field="file"
+                )
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
     def recognize_samples(self, samples: np.ndarray, grammar: str, min_confidence: float) -> CommandMatch:
         """The command in float32 mono samples at the model's rate (a Wyoming session's audio)."""
@@ -368,11 +396,12 @@ def _looks_like_mp3(data: bytes) -> bool:
 
 
 def _header_seconds(buffer: io.BytesIO) -> Optional[float]:
-    """The duration a file's header gives, or None when libsndfile cannot tell (decoding then reports
-    what is wrong with it). Leaves `buffer` at its start."""
+    """The duration a file's header gives, or None when it does not say (a FLAC of open length) or
+    libsndfile cannot tell (decoding then reports what is wrong with it). Leaves `buffer` at its start."""
     try:
         info = sf.info(buffer)
-        return float(info.frames) / float(info.samplerate) if info.samplerate else None
+        frames = known_frames(info.frames)
+        return float(frames) / float(info.samplerate) if info.samplerate and frames is not None else None
     except Exception:  # noqa: BLE001 - any failure here is reported properly by the decoder
         return None
     finally:
