@@ -18,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Protocol, Tuple, Union
+from typing import BinaryIO, Iterator, List, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -280,6 +280,8 @@ class PcmReader(Protocol):
     def close(self) -> None: ...
 
 
+OPEN_LENGTH_PIECE = 1024
+"""Frames read at a time from a file of open length (`_SoundFileReader._read_open_length`)."""
 UNKNOWN_FRAMES = 2**62
 """libsndfile reports a length it cannot tell (a FLAC whose header leaves it open, as streaming encoders
 write) as SF_COUNT_MAX, 2**63 - 1: any count this large means "unknown"."""
@@ -335,12 +337,37 @@ class _SoundFileReader:
         self.samplerate = int(snd.samplerate)
         self.channels = int(snd.channels)
         self.frames: Optional[int] = known_frames(snd.frames)
+        self._ended = False
 
     def read(self, frames: int) -> np.ndarray:
+        if self.frames is None:
+            return self._read_open_length(frames)
+        return self._read(frames)
+
+    def _read(self, frames: int) -> np.ndarray:
         if not self._chatty:
             return np.asarray(self._snd.read(frames, dtype="float32", always_2d=True))
         with _native_stderr_to_log(self._name):
             return np.asarray(self._snd.read(frames, dtype="float32", always_2d=True))
+
+    def _read_open_length(self, frames: int) -> np.ndarray:
+        """A file whose header leaves its length open: libsndfile fails the read that reaches its end
+        ("psf_fseek() failed") and that read's frames are lost, so read in pieces of `OPEN_LENGTH_PIECE`
+        frames and take the failure as the end: at most one piece of the tail is lost."""
+        pieces: List[np.ndarray] = []
+        got = 0
+        while got < frames and not self._ended:
+            try:
+                piece = self._read(min(OPEN_LENGTH_PIECE, frames - got))
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                log.debug("%s: the end of a stream of open length (%s)", self._name, exc)
+                self._ended = True
+                break
+            if not len(piece):
+                self._ended = True
+            pieces.append(piece)
+            got += len(piece)
+        return np.concatenate(pieces) if pieces else np.zeros((0, self.channels), dtype=np.float32)
 
     def close(self) -> None:
         self._snd.close()
