@@ -292,6 +292,20 @@ def known_frames(frames: int) -> Optional[int]:
     return int(frames) if 0 <= frames < UNKNOWN_FRAMES else None
 
 
+_REDIRECT_NATIVE_STDERR = [True]  # in a list: changed by `redirect_native_stderr`, read by every decode
+
+
+def redirect_native_stderr(enabled: bool) -> bool:
+    """Whether decoder calls swap file descriptor 2 (`_native_stderr_to_log`); returns the setting
+    before. `edge-asr serve` turns it off: the swap is process-wide, so on a server's threads it would
+    race with other decodes (two swaps at once left fd 2 on a deleted file, and every later log line
+    was lost) and swallow other threads' log lines meanwhile. The server's logs may then hold
+    libmpg123's own lines about a corrupt MP3 upload."""
+    before = _REDIRECT_NATIVE_STDERR[0]
+    _REDIRECT_NATIVE_STDERR[0] = enabled
+    return before
+
+
 @contextlib.contextmanager
 def _native_stderr_to_log(name: str) -> Iterator[None]:
     """Send what C libraries write to file descriptor 2 meanwhile to the debug log instead.
@@ -299,8 +313,12 @@ def _native_stderr_to_log(name: str) -> Iterator[None]:
     libmpg123, which libsndfile decodes MP3 with, prints its own lines ("Note: Illegal Audio-MPEG-
     Header ...", "[src/libmpg123/layer3.c:...] error: ...") straight to stderr, around our one-line
     error or in the middle of a progress line. `-v` still shows them. The redirection is process-wide,
-    so it is kept to the decoder calls themselves.
+    so it is kept to the decoder calls themselves, and made only in single-threaded command-line use
+    (`redirect_native_stderr`).
     """
+    if not _REDIRECT_NATIVE_STDERR[0]:
+        yield
+        return
     try:
         capture = tempfile.TemporaryFile()  # noqa: SIM115 - a pipe could fill up and block the decoder
     except OSError:  # nowhere to put it: leave stderr as it is

@@ -745,3 +745,23 @@ def test_a_flac_of_open_length_is_decoded_with_the_cap(transcriber, speech):
             error = body["error"]
             assert status == 413 and error["code"] == "audio_too_long", body
             assert "runs past 2 s" in error["message"] and "576460752303424" not in error["message"]
+
+
+def test_the_server_never_swaps_file_descriptor_2(transcriber, speech, monkeypatch):
+    """Swapping fd 2 around each decode is process-wide: two at once (--max-concurrent 2) left stderr on
+    a deleted file and every later log line was lost. The server's decodes swap nothing."""
+    import os
+
+    from edge_asr import audio
+
+    swaps: List[Tuple[int, int]] = []
+    real_dup2 = os.dup2
+    monkeypatch.setattr(os, "dup2", lambda a, b, *rest: swaps.append((a, b)) or real_dup2(a, b, *rest))
+    engine = Engine(transcriber, ServeLimits(max_concurrent=2))
+    with ServerThread(transcriber, engine=engine) as running:
+        status, body, _ = post_audio(running.http_url, wav_bytes(speech))
+        assert status == 200 and body["text"] == SPEECH_TEXT
+    assert [swap for swap in swaps if swap[1] == 2] == []
+    with audio._native_stderr_to_log("a file"):  # the command line still keeps libmpg123 quiet
+        pass
+    assert [swap for swap in swaps if swap[1] == 2]

@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Deque, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Deque, List, Optional, Tuple, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -41,6 +40,7 @@ from ..audio import (
     clean_mono,
     known_frames,
     open_audio,
+    redirect_native_stderr,
     sample_rate_hz,
 )
 from ..errors import AudioError, EdgeASRError, InputError
@@ -252,6 +252,8 @@ class Engine:
         )
         self.stats = ServeStats()
         self.grammars = GrammarCache(transcriber)
+        # No process-wide fd 2 swaps around decodes on the pool's threads (audio.redirect_native_stderr)
+        self._redirected_before = redirect_native_stderr(False)
         self.stopping = False  # set on SIGTERM: new requests are refused, those in flight finish
         self.started = time.monotonic()
         metadata = transcriber.metadata
@@ -304,6 +306,7 @@ class Engine:
     def close(self) -> None:
         """Wait for the jobs still running (each is one transcription) and stop the threads."""
         self._executor.shutdown(wait=True)
+        redirect_native_stderr(self._redirected_before)
 
     def transcribe_upload(self, data: bytes) -> Transcript:
         """An uploaded file, decoded from memory: nothing a client sends is written to disk or taken as
@@ -319,8 +322,7 @@ class Engine:
                     f"upload: the audio runs past {limit:g} s, the most this server takes", field="file"
                 )
 
-        with _mp3_lock(data):
-            return self.transcriber.transcribe(buffer, progress=check_length)
+        return self.transcriber.transcribe(buffer, progress=check_length)
 
     def recognize_upload(
         self, data: bytes, grammar: str, min_confidence: float
@@ -330,8 +332,7 @@ class Engine:
         checks; `GrammarError` for a grammar that cannot be used. Runs in a pool thread."""
         compiled = self.grammars.get(grammar, "grammar field")
         buffer, _ = self._open_upload(data)
-        with _mp3_lock(data):
-            samples = self._decode_capped(buffer)
+        samples = self._decode_capped(buffer)
         match = self.transcriber.recognize(
             samples, compiled, sample_rate=self.sample_rate, min_confidence=min_confidence
         )
@@ -380,19 +381,6 @@ class Engine:
         if samples.size == 0:
             return Transcript(text="", source="<wyoming>")
         return self.transcriber.transcribe(samples, sample_rate=self.sample_rate)
-
-
-_MP3_LOCK = threading.Lock()
-
-
-def _mp3_lock(data: bytes) -> ContextManager[Any]:
-    """libsndfile's MP3 decoder writes to file descriptor 2, which edge_asr.audio redirects for the
-    duration of each call: process-wide, so two MP3 uploads at once must not overlap."""
-    return _MP3_LOCK if _looks_like_mp3(data) else nullcontext()
-
-
-def _looks_like_mp3(data: bytes) -> bool:
-    return data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0)
 
 
 def _header_seconds(buffer: io.BytesIO) -> Optional[float]:
