@@ -765,3 +765,73 @@ def test_the_server_never_swaps_file_descriptor_2(transcriber, speech, monkeypat
     with audio._native_stderr_to_log("a file"):  # the command line still keeps libmpg123 quiet
         pass
     assert [swap for swap in swaps if swap[1] == 2]
+
+
+def test_slow_clients_meet_the_request_deadline(transcriber, speech):
+    """A body at 100 bytes per 0.2 s, Wyoming audio in 2-byte chunks, headers a byte at a time: each
+    sends often enough for --read-timeout, but not its whole input within --request-timeout (Wyoming:
+    plus the duration of its audio), so it ends there and its slot is free again."""
+    limits = ServeLimits(read_timeout=0.5, request_timeout=1.0, idle_timeout=1.0)
+    with ServerThread(transcriber, limits) as running:
+        body = (
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+            + wav_bytes(speech)
+            + b"\r\n--B--\r\n"
+        )
+        head = (
+            "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        started = time.monotonic()
+        answer = b""
+        with socket.create_connection(split_address(running.http_url), timeout=10) as sock:
+            sock.sendall(head)
+            for offset in range(0, len(body), 100):
+                try:
+                    sock.sendall(body[offset : offset + 100])
+                except OSError:
+                    break
+                sock.settimeout(0.2)
+                try:
+                    answer = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                break
+        assert answer.startswith(b"HTTP/1.1 408") and b"--request-timeout" in answer, answer[:200]
+        assert time.monotonic() - started < 3
+
+        async def trickle() -> List[Event]:
+            async with AsyncTcpClient("127.0.0.1", running.wyoming_port) as client:
+                await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+                for _ in range(40):
+                    await client.write_event(
+                        AudioChunk(rate=16000, width=2, channels=1, audio=b"\0\0").event()
+                    )
+                    try:
+                        return await read_until(client, "error", timeout=0.1)
+                    except asyncio.TimeoutError:
+                        pass
+                return []
+
+        started = time.monotonic()
+        answer_events = asyncio.run(trickle())
+        assert answer_events and answer_events[-1].data["code"] == "timeout"
+        assert "--request-timeout" in answer_events[-1].data["text"] and time.monotonic() - started < 3
+
+        with socket.create_connection(split_address(running.http_url), timeout=0.1) as sock:
+            started = time.monotonic()
+            closed = False
+            for byte in head[:-2]:  # headers that never end, a byte per 0.1 s: closed at --idle-timeout
+                try:
+                    sock.sendall(bytes([byte]))
+                    closed = sock.recv(65536) == b""
+                except socket.timeout:
+                    continue
+                except OSError:
+                    closed = True
+                if closed:
+                    break
+            assert closed and time.monotonic() - started < 3
+        assert wait_until(lambda: running.engine.stats.active == 0)
+        events = asyncio.run(wyoming_transcribe(running.wyoming_port, audio_events(int16_pcm(speech))))
+        assert texts(events, "transcript") == [SPEECH_TEXT]
