@@ -39,6 +39,8 @@ _DEFINITION = re.compile(r"^(\{[^{}:]+\}|<[^<>]+>)\s*=\s*(.+)$")
 _INLINE_RANGE = re.compile(r"\{(\w+)(?::(\w+))?:(\d+)(?:-|\.\.)(\d+)\}")
 _RANGE = re.compile(r"^(\d+)\s*(?:-|\.\.)\s*(\d+)$")
 MAX_RANGE = 10_000
+AVERAGE_CHARS = 100
+"""The phrases of a grammar may hold this many characters each on average (memory grows with them)."""
 SATURATED = 10**15
 """Counts stop growing here ("more than 10^15"): far past any cap, and cheap to multiply."""
 
@@ -101,11 +103,19 @@ def expand_sentences(
             "are taken; use fewer optional words, alternatives or list values"
         )
     phrases: List[Phrase] = []
+    chars = 0
+    most_chars = max_phrases * AVERAGE_CHARS  # memory grows with the text, not only the phrase count
     for expression in parsed:
         for text, slots in expander.expand(expression, depth=0):
             phrases.append(Phrase(" ".join(text.split()), slots))
+            chars += len(text)
             if len(phrases) > max_phrases:
                 raise InputError(f"{where}: the templates expand to more than {max_phrases} phrases")
+            if chars > most_chars:
+                raise InputError(
+                    f"{where}: the templates expand to more than {most_chars} characters of phrases "
+                    f"({AVERAGE_CHARS} a phrase for {max_phrases} phrases); use shorter list values"
+                )
     return phrases
 
 

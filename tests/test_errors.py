@@ -52,5 +52,7 @@ def test_every_error_has_a_protocol_neutral_code_that_survives_pickling():
     for cls in _error_classes():
         assert isinstance(cls.code, str) and cls.code
     assert errors.InputError("x").code == "bad_request" and errors.AudioError("x").code == "bad_audio"
-    error = pickle.loads(pickle.dumps(errors.InputError("language 'de'", code="unsupported_language", field="language")))
+    error = pickle.loads(
+        pickle.dumps(errors.InputError("language 'de'", code="unsupported_language", field="language"))
+    )
     assert (error.code, error.field, str(error)) == ("unsupported_language", "language", "language 'de'")

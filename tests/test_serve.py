@@ -835,3 +835,46 @@ def test_slow_clients_meet_the_request_deadline(transcriber, speech):
         assert wait_until(lambda: running.engine.stats.active == 0)
         events = asyncio.run(wyoming_transcribe(running.wyoming_port, audio_events(int16_pcm(speech))))
         assert texts(events, "transcript") == [SPEECH_TEXT]
+
+
+def million_phrase_template() -> str:
+    """`set {a} {b} {c}` with three lists of 100 values (5.5 KB): 1,000,000 phrases, which took 44-58 s
+    and 2.8 GB to compile, and the server kept each distinct one."""
+    tens = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    values = [f"{tens[i // 10]} {tens[i % 10]}" for i in range(100)]
+    lists = [f"{{{name}}} = " + " | ".join(f"{name} lvl {v}" for v in values) for name in "abc"]
+    return "\n".join(["set {a} {b} {c}", *lists]) + "\n"
+
+
+def test_a_million_phrase_grammar_is_refused_before_it_is_expanded(server):
+    pytest.importorskip("hassil")
+    template = million_phrase_template()
+    assert 5000 < len(template) < 6000
+    started = time.monotonic()
+    status, body, _ = post_audio(server.http_url, wav_bytes(tone_audio("bad cafe")), grammar=template)
+    assert time.monotonic() - started < 2
+    assert (
+        status == 400 and body["error"]["code"] == "invalid_grammar" and body["error"]["param"] == "grammar"
+    )
+    assert "expand to 1000000 phrases, and at most 100000 are taken" in body["error"]["message"]
+
+
+def test_the_grammar_cache_is_bounded_in_bytes(transcriber):
+    from edge_asr.serve.grammars import GrammarCache
+
+    grammars = [f"bad cafe\nface bead\n{'abc ' * n}fed" for n in range(1, 6)]
+    one = transcriber.compile_grammar(parse_grammar_text(grammars[0])).nbytes
+    cache = GrammarCache(transcriber, max_bytes=int(2.5 * one), max_phrases=10)
+    for text in grammars:
+        cache.get(text)
+    assert len(cache) == 2 and cache.nbytes <= 2.5 * one
+    cache.get(grammars[-1])
+    assert cache.compiled == 5  # the last one was kept
+    with pytest.raises(Exception, match="more than 10 phrases"):
+        cache.get("\n".join(f"{'ab ' * n}cafe" for n in range(1, 12)))
+
+
+def parse_grammar_text(text: str) -> Any:
+    from edge_asr.serve.grammars import parse_grammar
+
+    return parse_grammar(text)

@@ -251,7 +251,9 @@ class Engine:
             max_workers=self.limits.max_concurrent, thread_name_prefix="edge-asr-model"
         )
         self.stats = ServeStats()
-        self.grammars = GrammarCache(transcriber)
+        self.grammars = GrammarCache(
+            transcriber, int(self.limits.grammar_cache_mb * 1_000_000), self.limits.max_grammar_phrases
+        )
         # No process-wide fd 2 swaps around decodes on the pool's threads (audio.redirect_native_stderr)
         self._redirected_before = redirect_native_stderr(False)
         self.stopping = False  # set on SIGTERM: new requests are refused, those in flight finish
