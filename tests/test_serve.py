@@ -762,6 +762,7 @@ def test_the_server_never_swaps_file_descriptor_2(transcriber, speech, monkeypat
         status, body, _ = post_audio(running.http_url, wav_bytes(speech))
         assert status == 200 and body["text"] == SPEECH_TEXT
     assert [swap for swap in swaps if swap[1] == 2] == []
+    monkeypatch.setattr(audio, "_REDIRECT_NATIVE_STDERR", [True])  # as on the command line (no server)
     with audio._native_stderr_to_log("a file"):  # the command line still keeps libmpg123 quiet
         pass
     assert [swap for swap in swaps if swap[1] == 2]
