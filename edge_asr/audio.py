@@ -18,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Protocol, Tuple, Union
+from typing import BinaryIO, Iterator, List, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -280,6 +280,32 @@ class PcmReader(Protocol):
     def close(self) -> None: ...
 
 
+OPEN_LENGTH_PIECE = 1024
+"""Frames read at a time from a file of open length (`_SoundFileReader._read_open_length`)."""
+UNKNOWN_FRAMES = 2**62
+"""libsndfile reports a length it cannot tell (a FLAC whose header leaves it open, as streaming encoders
+write) as SF_COUNT_MAX, 2**63 - 1: any count this large means "unknown"."""
+
+
+def known_frames(frames: int) -> Optional[int]:
+    """libsndfile's frame count, or None when it means "unknown" (`UNKNOWN_FRAMES`)."""
+    return int(frames) if 0 <= frames < UNKNOWN_FRAMES else None
+
+
+_REDIRECT_NATIVE_STDERR = [True]  # in a list: changed by `redirect_native_stderr`, read by every decode
+
+
+def redirect_native_stderr(enabled: bool) -> bool:
+    """Whether decoder calls swap file descriptor 2 (`_native_stderr_to_log`); returns the setting
+    before. `edge-asr serve` turns it off: the swap is process-wide, so on a server's threads it would
+    race with other decodes (two swaps at once left fd 2 on a deleted file, and every later log line
+    was lost) and swallow other threads' log lines meanwhile. The server's logs may then hold
+    libmpg123's own lines about a corrupt MP3 upload."""
+    before = _REDIRECT_NATIVE_STDERR[0]
+    _REDIRECT_NATIVE_STDERR[0] = enabled
+    return before
+
+
 @contextlib.contextmanager
 def _native_stderr_to_log(name: str) -> Iterator[None]:
     """Send what C libraries write to file descriptor 2 meanwhile to the debug log instead.
@@ -287,8 +313,12 @@ def _native_stderr_to_log(name: str) -> Iterator[None]:
     libmpg123, which libsndfile decodes MP3 with, prints its own lines ("Note: Illegal Audio-MPEG-
     Header ...", "[src/libmpg123/layer3.c:...] error: ...") straight to stderr, around our one-line
     error or in the middle of a progress line. `-v` still shows them. The redirection is process-wide,
-    so it is kept to the decoder calls themselves.
+    so it is kept to the decoder calls themselves, and made only in single-threaded command-line use
+    (`redirect_native_stderr`).
     """
+    if not _REDIRECT_NATIVE_STDERR[0]:
+        yield
+        return
     try:
         capture = tempfile.TemporaryFile()  # noqa: SIM115 - a pipe could fill up and block the decoder
     except OSError:  # nowhere to put it: leave stderr as it is
@@ -324,13 +354,38 @@ class _SoundFileReader:
         self._chatty = snd.format in ("MP3", "MPEG")  # see _native_stderr_to_log
         self.samplerate = int(snd.samplerate)
         self.channels = int(snd.channels)
-        self.frames: Optional[int] = int(snd.frames)
+        self.frames: Optional[int] = known_frames(snd.frames)
+        self._ended = False
 
     def read(self, frames: int) -> np.ndarray:
+        if self.frames is None:
+            return self._read_open_length(frames)
+        return self._read(frames)
+
+    def _read(self, frames: int) -> np.ndarray:
         if not self._chatty:
             return np.asarray(self._snd.read(frames, dtype="float32", always_2d=True))
         with _native_stderr_to_log(self._name):
             return np.asarray(self._snd.read(frames, dtype="float32", always_2d=True))
+
+    def _read_open_length(self, frames: int) -> np.ndarray:
+        """A file whose header leaves its length open: libsndfile fails the read that reaches its end
+        ("psf_fseek() failed") and that read's frames are lost, so read in pieces of `OPEN_LENGTH_PIECE`
+        frames and take the failure as the end: at most one piece of the tail is lost."""
+        pieces: List[np.ndarray] = []
+        got = 0
+        while got < frames and not self._ended:
+            try:
+                piece = self._read(min(OPEN_LENGTH_PIECE, frames - got))
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                log.debug("%s: the end of a stream of open length (%s)", self._name, exc)
+                self._ended = True
+                break
+            if not len(piece):
+                self._ended = True
+            pieces.append(piece)
+            got += len(piece)
+        return np.concatenate(pieces) if pieces else np.zeros((0, self.channels), dtype=np.float32)
 
     def close(self) -> None:
         self._snd.close()

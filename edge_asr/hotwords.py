@@ -47,6 +47,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import limits
 from .atomic import PathLike
 from .ctc import FrameDecoder, Vocabulary, token_runs
 from .errors import InputError
@@ -57,6 +58,8 @@ DEFAULT_BOOST = 2.0
 """Per letter; picked on synthetic validation voices (benchmarks/commands.py --pick)."""
 MAX_BOOST = 20.0
 MAX_HOTWORDS = 10_000
+MAX_HOTWORDS_FILE_BYTES = 4_000_000
+"""10,000 hotwords of 400 bytes each: a larger file is not a hotword list (/dev/zero, a log file)."""
 NEG = -1e30
 
 
@@ -89,10 +92,7 @@ class Hotwords:
     def from_file(cls, path: PathLike, boost: float = DEFAULT_BOOST) -> Hotwords:
         """One hotword a line ("#" comments), each optionally ending in " :BOOST"."""
         where = Path(path)
-        try:
-            lines = where.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{where}: cannot read the hotwords ({exc})") from None
+        lines = limits.read_text(where, MAX_HOTWORDS_FILE_BYTES, "hotwords").splitlines()
         items: List[Union[str, Tuple[str, float]]] = []
         for number, raw in enumerate(lines, 1):
             line = raw.split("#", 1)[0].strip()

@@ -114,3 +114,35 @@ CAPTURE_SAMPLE_RATE = Range(8000, 192000, integer=True)
 # `edge-asr bench`.
 BENCH_REPEATS = Range(1, 100, integer=True)
 MIN_CONFIDENCE = Range(0.0, 1.0)  # a voice-command grammar's rejection threshold
+
+# Text files a user names (`--grammar`, `--hotwords`): read at most this much, so that /dev/zero or a
+# log file given by mistake ends in one line instead of a MemoryError.
+READ_CHUNK_BYTES = 1 << 20
+
+
+def read_text(path: Any, most_bytes: int, what: str) -> str:
+    """The UTF-8 text of `path`, read piece by piece: InputError (one line, naming `path` and `what`)
+    past `most_bytes`, at a NUL byte (binary data, /dev/zero), or when it cannot be read or decoded."""
+    parts = []
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while True:
+                chunk = handle.read(min(READ_CHUNK_BYTES, most_bytes + 1 - size))
+                if not chunk:
+                    break
+                if b"\0" in chunk:
+                    raise InputError(f"{path}: not a text file (it holds NUL bytes); give a {what} file")
+                size += len(chunk)
+                if size > most_bytes:
+                    raise InputError(
+                        f"{path}: larger than {most_bytes / 1e6:g} MB, the most a {what} file may be"
+                    )
+                parts.append(chunk)
+        return b"".join(parts).decode("utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: cannot read the {what} (not UTF-8 text: {exc.reason} at byte {exc.start})"
+        ) from None

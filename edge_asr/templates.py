@@ -14,20 +14,24 @@ extra), so templates Pi users already write for Assist work here::
     <today> = today | right now                   # an expansion rule
 
 `(a | b)` alternatives, `[x]` optional, `{list}` or `{list:slot}` a list (slot named after the list
-unless given), `{name:1-60}` an inline range, `<rule>` an expansion rule. Expansion is capped at
-`grammar.MAX_PHRASES`; hassil only parses, the expansion and its slots are ours (hassil's own
-sampler drops the slot values).
+unless given), `{name:1-60}` an inline range, `<rule>` an expansion rule. hassil only parses; the
+expansion and its slots are ours (hassil's own sampler drops the slot values).
+
+Templates are counted before anything is expanded, and refused past the caller's phrase cap
+(`phrases.MAX_PHRASES` at most). Rules make a template a graph: 300 bytes of rules that each use the
+one before four times describe 2**(4**10) phrases. So the count is memoized per rule (each rule is
+counted once, however often it is used) and saturates at `SATURATED` (it never builds a number larger
+than that): a hostile template is refused in milliseconds with a one-line error.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import re
-from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import InputError
-from .grammar import MAX_PHRASES, Phrase
+from .phrases import MAX_GRAMMAR_FILE_BYTES, MAX_PHRASES, Phrase, is_template, phrases_json, text_lines
 from .spoken import number_to_words
 
 Expansion = Tuple[str, Tuple[Tuple[str, str], ...]]
@@ -35,10 +39,17 @@ _DEFINITION = re.compile(r"^(\{[^{}:]+\}|<[^<>]+>)\s*=\s*(.+)$")
 _INLINE_RANGE = re.compile(r"\{(\w+)(?::(\w+))?:(\d+)(?:-|\.\.)(\d+)\}")
 _RANGE = re.compile(r"^(\d+)\s*(?:-|\.\.)\s*(\d+)$")
 MAX_RANGE = 10_000
+AVERAGE_CHARS = 100
+"""The phrases of a grammar may hold this many characters each on average (memory grows with them)."""
+SATURATED = 10**15
+"""Counts stop growing here ("more than 10^15"): far past any cap, and cheap to multiply."""
 
 
-def expand_templates(lines: Sequence[str], where: str = "grammar") -> List[Phrase]:
-    """The phrases of template `lines` (comments already removed)."""
+def expand_templates(
+    lines: Sequence[str], where: str = "grammar", max_phrases: int = MAX_PHRASES
+) -> List[Phrase]:
+    """The phrases of template `lines` (comments already removed); InputError, before expanding,
+    when they would be more than `max_phrases`."""
     try:
         import hassil  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: F401
     except ImportError:
@@ -62,7 +73,7 @@ def expand_templates(lines: Sequence[str], where: str = "grammar") -> List[Phras
             lists[name] = _list_values(name, body, where)
     if not templates:
         raise InputError(f"{where}: no sentence templates (only definitions)")
-    return expand_sentences(templates, lists, rule_text, where)
+    return expand_sentences(templates, lists, rule_text, where, max_phrases)
 
 
 def expand_sentences(
@@ -70,9 +81,10 @@ def expand_sentences(
     lists: Dict[str, List[Tuple[str, str]]],
     rule_text: Dict[str, str],
     where: str = "grammar",
+    max_phrases: int = MAX_PHRASES,
 ) -> List[Phrase]:
     """Every phrase of the `templates` (hassil syntax), with `lists` (name -> (spoken, value) pairs)
-    and expansion rules (`rule_text`: name -> template) already known."""
+    and expansion rules (`rule_text`: name -> template) already known; at most `max_phrases`."""
     from hassil import parse_sentence  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     def parse(text: str) -> Any:
@@ -84,19 +96,49 @@ def expand_sentences(
     rules = {name: parse(text) for name, text in rule_text.items()}
     expander = _Expander(lists, rules, where)
     parsed = [parse(template).expression for template in templates]
-    total = sum(expander.count(expression, depth=0) for expression in parsed)
-    if total > MAX_PHRASES:  # counted first: expanding millions would take minutes, then fail
+    total = saturating_sum(expander.count(expression, depth=0) for expression in parsed)
+    if total > max_phrases:  # counted first: expanding millions would take minutes, then fail
         raise InputError(
-            f"{where}: the templates expand to {total} phrases, more than {MAX_PHRASES}; use fewer "
-            "optional words, alternatives or list values"
+            f"{where}: the templates expand to {describe_count(total)} phrases, and at most {max_phrases} "
+            "are taken; use fewer optional words, alternatives or list values"
         )
     phrases: List[Phrase] = []
+    chars = 0
+    most_chars = max_phrases * AVERAGE_CHARS  # memory grows with the text, not only the phrase count
     for expression in parsed:
         for text, slots in expander.expand(expression, depth=0):
             phrases.append(Phrase(" ".join(text.split()), slots))
-            if len(phrases) > MAX_PHRASES:
-                raise InputError(f"{where}: the templates expand to more than {MAX_PHRASES} phrases")
+            chars += len(text)
+            if len(phrases) > max_phrases:
+                raise InputError(f"{where}: the templates expand to more than {max_phrases} phrases")
+            if chars > most_chars:
+                raise InputError(
+                    f"{where}: the templates expand to more than {most_chars} characters of phrases "
+                    f"({AVERAGE_CHARS} a phrase for {max_phrases} phrases); use shorter list values"
+                )
     return phrases
+
+
+def saturating_sum(counts: Iterable[int]) -> int:
+    """The sum, or `SATURATED` when it reaches that."""
+    total = 0
+    for count in counts:
+        total = min(SATURATED, total + count)
+    return total
+
+
+def saturating_product(counts: Iterable[int]) -> int:
+    """The product, or `SATURATED` when it reaches that (0 when any factor is 0)."""
+    total = 1
+    for count in counts:
+        if count == 0:
+            return 0
+        total = min(SATURATED, total * count)
+    return total
+
+
+def describe_count(count: int) -> str:
+    return f"more than {SATURATED:.0e}".replace("e+", "e") if count >= SATURATED else str(count)
 
 
 def sample_sentences(
@@ -173,6 +215,7 @@ class _Expander:
         self.lists = lists
         self.rules = rules
         self.where = where
+        self._rule_counts: Dict[str, int] = {}  # `count` of each rule, once known
 
     def expand(self, expression: Any, depth: int) -> Iterator[Expansion]:
         h = _hassil_expression()
@@ -210,24 +253,26 @@ class _Expander:
             raise InputError(f"{self.where}: unsupported template element {type(expression).__name__}")
 
     def count(self, expression: Any, depth: int) -> int:
-        """How many (text, slots) `expand` yields, without expanding."""
+        """How many (text, slots) `expand` yields (at most `SATURATED`), without expanding. Each rule
+        is counted once and remembered, so the work is the size of the text, not of the expansion."""
         h = _hassil_expression()
 
         if depth > 32:
             raise InputError(f"{self.where}: expansion rules refer to each other in a loop")
         if isinstance(expression, h.Alternative):
-            return sum(self.count(item, depth + 1) for item in expression.items)
+            return saturating_sum(self.count(item, depth + 1) for item in expression.items)
         if isinstance(expression, (h.Sequence, h.Permutation)):
-            total = math.prod(self.count(item, depth + 1) for item in expression.items)
-            return (
-                total * math.factorial(len(expression.items))
-                if isinstance(expression, h.Permutation)
-                else total
-            )
+            total = saturating_product(self.count(item, depth + 1) for item in expression.items)
+            if isinstance(expression, h.Permutation):  # every order: n! times
+                total = saturating_product([total, *range(1, len(expression.items) + 1)])
+            return total
         if isinstance(expression, h.ListReference):
             return len(self.lists.get(expression.list_name, [None]))
         if isinstance(expression, h.RuleReference) and expression.rule_name in self.rules:
-            return self.count(self.rules[expression.rule_name].expression, depth + 1)
+            name = expression.rule_name
+            if name not in self._rule_counts:
+                self._rule_counts[name] = self.count(self.rules[name].expression, depth + 1)
+            return self._rule_counts[name]
         return 1
 
     def draw(self, expression: Any, rng: Any, depth: int) -> Expansion:
@@ -260,24 +305,31 @@ class _Expander:
             yield text, slots
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """`python -m edge_asr.templates FILE OUT.json`: expand templates for a device without hassil."""
     import argparse
     import sys
 
-    from .grammar import Grammar
+    from . import limits
+    from .atomic import write_text_atomic
 
     parser = argparse.ArgumentParser(prog="python -m edge_asr.templates", description=main.__doc__)
     parser.add_argument("templates", help="a template or phrase file")
     parser.add_argument("out", help="the JSON file to write (Grammar.from_file reads it)")
     args = parser.parse_args(argv)
     try:
-        grammar = Grammar.from_file(args.templates)
-        grammar.save(args.out)
+        lines = text_lines(limits.read_text(args.templates, MAX_GRAMMAR_FILE_BYTES, "grammar"))
+        phrases = expand_templates(lines, args.templates) if is_template(lines) else map(Phrase, lines)
+        unique: Dict[str, Phrase] = {}
+        for phrase in phrases:  # the first of each text, as `Grammar` keeps it
+            unique.setdefault(" ".join(phrase.text.split()), phrase)
+        if not unique:
+            raise InputError(f"{args.templates}: no phrases")
+        write_text_atomic(args.out, phrases_json(unique.values()))
     except InputError as exc:
         print(f"edge-asr: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(grammar)} phrases -> {args.out}")
+    print(f"{len(unique)} phrases -> {args.out}")
     return 0
 
 

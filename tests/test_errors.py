@@ -46,3 +46,13 @@ def test_errors_survive_pickling(cls):
     # A bench configuration runs in a child process: its error reaches the parent pickled.
     error = pickle.loads(pickle.dumps(cls("model.onnx: something is wrong")))
     assert type(error) is cls and str(error) == "model.onnx: something is wrong"
+
+
+def test_every_error_has_a_protocol_neutral_code_that_survives_pickling():
+    for cls in _error_classes():
+        assert isinstance(cls.code, str) and cls.code
+    assert errors.InputError("x").code == "bad_request" and errors.AudioError("x").code == "bad_audio"
+    error = pickle.loads(
+        pickle.dumps(errors.InputError("language 'de'", code="unsupported_language", field="language"))
+    )
+    assert (error.code, error.field, str(error)) == ("unsupported_language", "language", "language 'de'")

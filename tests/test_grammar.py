@@ -230,3 +230,83 @@ def test_sampled_templates_draw_within_the_expansion() -> None:
     drawn = sample_sentences(["<v> [the] {n} [now]"], lists, rules, per_template=40, seed=3)
     assert len(whole) == 400 and len(drawn) == 40 and {(p.text, p.slots) for p in drawn} <= whole
     assert len({p.text.split()[0] for p in drawn}) == 2  # both alternatives of the rule are drawn
+
+
+# -- hostile templates and files (issue 29) ---------------------------------------------------------------
+
+
+def nested_rules(copies: int, levels: int) -> str:
+    """<r0> = (on|off), each <rN> = `copies` x <rN-1>, and one sentence using the last: 2**(copies**levels)
+    phrases from a few hundred bytes."""
+    lines = ["<r0> = (on|off)"]
+    lines += [f"<r{n}> = " + " ".join([f"<r{n - 1}>"] * copies) for n in range(1, levels + 1)]
+    return "\n".join([*lines, f"turn <r{levels}>"]) + "\n"
+
+
+HOSTILE_449 = nested_rules(8, 9)  # ran for about 20 minutes, holding the server's model thread
+HOSTILE_298 = nested_rules(4, 10)  # a ValueError traceback formatting a 4,300-digit count
+
+
+@pytest.mark.parametrize(
+    "text, size", [(HOSTILE_449, 449), (HOSTILE_298, 298)], ids=["449-bytes", "298-bytes"]
+)
+def test_exponential_templates_are_refused_in_milliseconds(text: str, size: int) -> None:
+    pytest.importorskip("hassil")
+    import time
+
+    assert len(text.encode()) == size
+    Grammar.from_text("turn (on|off)")  # hassil imported: its import is not timed
+    start = time.perf_counter()
+    with pytest.raises(
+        InputError, match=r"^grammar: the templates expand to more than 1e15 phrases, and at most"
+    ):
+        Grammar.from_text(text)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_counting_remembers_rules_and_saturates() -> None:
+    pytest.importorskip("hassil")
+    from edge_asr.templates import SATURATED, saturating_product
+
+    assert saturating_product([10**10, 10**10, 0]) == 0 and saturating_product([10**10, 10**10]) == SATURATED
+    with pytest.raises(InputError, match="expand to 65536 phrases, and at most 1000 are taken"):
+        Grammar.from_text(nested_rules(2, 3).replace("(on|off)", "(on|off|up|down)"), max_phrases=1000)
+    with pytest.raises(InputError, match="refer to each other in a loop"):
+        Grammar.from_text("<a> = x <a>\nsay <a>")
+
+
+def test_grammar_files_are_read_with_a_size_cap_and_deep_json_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^/dev/zero: not a text file \(it holds NUL bytes\)"):
+        Grammar.from_file("/dev/zero")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="not a grammar JSON file .*nested too deeply"):
+        Grammar.from_file(deep)
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"bad cafe\n" * 1000)
+    from edge_asr import limits
+
+    with pytest.raises(InputError, match="larger than 0.005 MB, the most a grammar file may be"):
+        limits.read_text(big, 5000, "grammar")
+
+
+def test_grammar_and_templates_do_not_import_each_other() -> None:
+    import ast
+
+    import edge_asr.templates
+
+    tree = ast.parse(Path(str(edge_asr.templates.__file__)).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "grammar" not in imported  # grammar imports templates (lazily); templates only phrases
+
+
+def test_the_template_expander_command_writes_json(tmp_path: Path) -> None:
+    pytest.importorskip("hassil")
+    from edge_asr.templates import main as expand_main
+
+    source = tmp_path / "commands.txt"
+    source.write_text("(bad | deaf) {food}\n{food} = cafe:drink | cab\n")
+    assert expand_main([str(source), str(tmp_path / "out.json")]) == 0
+    grammar = Grammar.from_file(tmp_path / "out.json")
+    assert [(p.text, p.slot_dict) for p in grammar.phrases][0] == ("bad cafe", {"food": "drink"})
+    assert len(grammar) == 4

@@ -132,3 +132,12 @@ def test_a_phrase_hotword_spans_its_words() -> None:
     heard = spell("bad cafd ab", {7: "e"})
     assert run(heard, ["bad cafe"], boost=1.0) == "bad cafe ab"
     assert run(heard, ["bad cafe"], boost=0.2) == "bad cafd ab"
+
+
+def test_hotword_files_are_read_with_a_size_cap() -> None:
+    with pytest.raises(
+        InputError, match=r"^/dev/zero: not a text file \(it holds NUL bytes\); give a hotwords file$"
+    ):
+        Hotwords.from_file("/dev/zero")
+    with pytest.raises(InputError, match="cannot read the hotwords"):
+        Hotwords.from_file("/no/such/hotwords.txt")

@@ -403,7 +403,7 @@ def test_http_response_formats(server, speech):
     "fields, data, status, code",
     [
         ({"language": "de"}, "speech", 400, "unsupported_language"),
-        ({"response_format": "xml"}, "speech", 400, "invalid_response_format"),
+        ({"response_format": "xml"}, "speech", 400, "invalid_request"),
         ({}, b"this is no audio", 400, "invalid_audio"),
         ({}, b"RIFF\x24\x00\x00\x00WAVEfmt ", 400, "invalid_audio"),
     ],
@@ -411,6 +411,7 @@ def test_http_response_formats(server, speech):
 def test_http_bad_requests_get_4xx_in_openai_shape(server, speech, fields, data, status, code):
     got, body, _ = post_audio(server.http_url, wav_bytes(speech) if data == "speech" else data, **fields)
     assert got == status and body["error"]["code"] == code and body["error"]["message"]
+    assert body["error"]["param"] == (next(iter(fields)) if fields else "file")
 
 
 def test_http_health_models_and_unknown_paths(server):
@@ -434,7 +435,7 @@ def test_http_health_models_and_unknown_paths(server):
     assert models[1]["data"][0]["id"] == server.engine.model_name
     assert missing[0] == 404 and "error" in missing[1]
     assert wrong_method[0] == 405
-    assert not_multipart[0] == 400 and not_multipart[1]["error"]["code"] == "invalid_content_type"
+    assert not_multipart[0] == 400 and not_multipart[1]["error"]["code"] == "invalid_request"
 
 
 def two_hour_wav_header() -> bytes:
@@ -681,3 +682,200 @@ def test_wyoming_grammar_in_the_transcribe_context(server):
     bad = command_events(tone_audio("bad cafe"), grammar="turn on (the")
     events = asyncio.run(wyoming_transcribe(server.wyoming_port, bad))
     assert events[-1].type == "error" and events[-1].data["code"] == "bad-grammar"
+
+
+# -- issue 29: hostile requests -------------------------------------------------------------------------
+
+
+def raw_post(url: str, content_type: str, body: bytes, timeout: float = 10) -> bytes:
+    """One POST /v1/audio/transcriptions written by hand (malformed on purpose), and the whole answer."""
+    head = (
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(split_address(url), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("multipart/form-data", b'--B\r\nContent-Disposition: form-data; name="file"\r\n\r\nxx\r\n--B--\r\n'),
+        ("multipart/form-data; boundary=B", b'--B\r\nContent-Disposition: form-data; name="file"\r\n\r\nxx'),
+        ("multipart/form-data; boundary=B", b"no boundary anywhere"),
+    ],
+    ids=["no-boundary", "no-closing-boundary", "no-parts"],
+)
+def test_malformed_multipart_is_a_400_with_one_line_and_no_traceback(server, caplog, content_type, body):
+    answer = raw_post(server.http_url, content_type, body)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "invalid_request" and "multipart/form-data body is malformed" in error["message"]
+    assert "\n" not in error["message"]
+    assert wait_until(lambda: server.engine.stats.active == 0)
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+
+
+def open_length_flac(samples: np.ndarray) -> bytes:
+    """A FLAC whose STREAMINFO leaves the length open (total samples 0), as streaming encoders write it:
+    libsndfile then reports 2**63 - 1 frames."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, SAMPLE_RATE, format="FLAC")
+    data = bytearray(buffer.getvalue())
+    fields = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)  # rate, channels, bits; no total
+    data[18:26] = fields.to_bytes(8, "big")
+    return bytes(data)
+
+
+def test_a_flac_of_open_length_is_decoded_with_the_cap(transcriber, speech):
+    with ServerThread(transcriber, ServeLimits(max_audio_seconds=2.0)) as running:
+        status, body, _ = post_audio(running.http_url, open_length_flac(speech))
+        assert status == 200 and body["text"] == SPEECH_TEXT
+        long_flac = open_length_flac(np.concatenate([speech, silence(3.0)]))
+        for fields in ({}, {"grammar": "bad cafe\nface bead"}):
+            status, body, _ = post_audio(running.http_url, long_flac, **fields)
+            error = body["error"]
+            assert status == 413 and error["code"] == "audio_too_long", body
+            assert "runs past 2 s" in error["message"] and "576460752303424" not in error["message"]
+
+
+def test_the_server_never_swaps_file_descriptor_2(transcriber, speech, monkeypatch):
+    """Swapping fd 2 around each decode is process-wide: two at once (--max-concurrent 2) left stderr on
+    a deleted file and every later log line was lost. The server's decodes swap nothing."""
+    import os
+
+    from edge_asr import audio
+
+    swaps: List[Tuple[int, int]] = []
+    real_dup2 = os.dup2
+    monkeypatch.setattr(os, "dup2", lambda a, b, *rest: swaps.append((a, b)) or real_dup2(a, b, *rest))
+    engine = Engine(transcriber, ServeLimits(max_concurrent=2))
+    with ServerThread(transcriber, engine=engine) as running:
+        status, body, _ = post_audio(running.http_url, wav_bytes(speech))
+        assert status == 200 and body["text"] == SPEECH_TEXT
+    assert [swap for swap in swaps if swap[1] == 2] == []
+    monkeypatch.setattr(audio, "_REDIRECT_NATIVE_STDERR", [True])  # as on the command line (no server)
+    with audio._native_stderr_to_log("a file"):  # the command line still keeps libmpg123 quiet
+        pass
+    assert [swap for swap in swaps if swap[1] == 2]
+
+
+def test_slow_clients_meet_the_request_deadline(transcriber, speech):
+    """A body at 100 bytes per 0.2 s, Wyoming audio in 2-byte chunks, headers a byte at a time: each
+    sends often enough for --read-timeout, but not its whole input within --request-timeout (Wyoming:
+    plus the duration of its audio), so it ends there and its slot is free again."""
+    limits = ServeLimits(read_timeout=0.5, request_timeout=1.0, idle_timeout=1.0)
+    with ServerThread(transcriber, limits) as running:
+        body = (
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+            + wav_bytes(speech)
+            + b"\r\n--B--\r\n"
+        )
+        head = (
+            "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        started = time.monotonic()
+        answer = b""
+        with socket.create_connection(split_address(running.http_url), timeout=10) as sock:
+            sock.sendall(head)
+            for offset in range(0, len(body), 100):
+                try:
+                    sock.sendall(body[offset : offset + 100])
+                except OSError:
+                    break
+                sock.settimeout(0.2)
+                try:
+                    answer = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                break
+        assert answer.startswith(b"HTTP/1.1 408") and b"--request-timeout" in answer, answer[:200]
+        assert time.monotonic() - started < 3
+
+        async def trickle() -> List[Event]:
+            async with AsyncTcpClient("127.0.0.1", running.wyoming_port) as client:
+                await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+                for _ in range(40):
+                    await client.write_event(
+                        AudioChunk(rate=16000, width=2, channels=1, audio=b"\0\0").event()
+                    )
+                    try:
+                        return await read_until(client, "error", timeout=0.1)
+                    except asyncio.TimeoutError:
+                        pass
+                return []
+
+        started = time.monotonic()
+        answer_events = asyncio.run(trickle())
+        assert answer_events and answer_events[-1].data["code"] == "timeout"
+        assert "--request-timeout" in answer_events[-1].data["text"] and time.monotonic() - started < 3
+
+        with socket.create_connection(split_address(running.http_url), timeout=0.1) as sock:
+            started = time.monotonic()
+            closed = False
+            for byte in head[:-2]:  # headers that never end, a byte per 0.1 s: closed at --idle-timeout
+                try:
+                    sock.sendall(bytes([byte]))
+                    closed = sock.recv(65536) == b""
+                except socket.timeout:
+                    continue
+                except OSError:
+                    closed = True
+                if closed:
+                    break
+            assert closed and time.monotonic() - started < 3
+        assert wait_until(lambda: running.engine.stats.active == 0)
+        events = asyncio.run(wyoming_transcribe(running.wyoming_port, audio_events(int16_pcm(speech))))
+        assert texts(events, "transcript") == [SPEECH_TEXT]
+
+
+def million_phrase_template() -> str:
+    """`set {a} {b} {c}` with three lists of 100 values (5.5 KB): 1,000,000 phrases, which took 44-58 s
+    and 2.8 GB to compile, and the server kept each distinct one."""
+    tens = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    values = [f"{tens[i // 10]} {tens[i % 10]}" for i in range(100)]
+    lists = [f"{{{name}}} = " + " | ".join(f"{name} lvl {v}" for v in values) for name in "abc"]
+    return "\n".join(["set {a} {b} {c}", *lists]) + "\n"
+
+
+def test_a_million_phrase_grammar_is_refused_before_it_is_expanded(server):
+    pytest.importorskip("hassil")
+    template = million_phrase_template()
+    assert 5000 < len(template) < 6000
+    started = time.monotonic()
+    status, body, _ = post_audio(server.http_url, wav_bytes(tone_audio("bad cafe")), grammar=template)
+    assert time.monotonic() - started < 2
+    assert (
+        status == 400 and body["error"]["code"] == "invalid_grammar" and body["error"]["param"] == "grammar"
+    )
+    assert "expand to 1000000 phrases, and at most 100000 are taken" in body["error"]["message"]
+
+
+def test_the_grammar_cache_is_bounded_in_bytes(transcriber):
+    from edge_asr.serve.grammars import GrammarCache
+
+    grammars = [f"bad cafe\nface bead\n{'abc ' * n}fed" for n in range(1, 6)]
+    one = transcriber.compile_grammar(parse_grammar_text(grammars[0])).nbytes
+    cache = GrammarCache(transcriber, max_bytes=int(2.5 * one), max_phrases=10)
+    for text in grammars:
+        cache.get(text)
+    assert len(cache) == 2 and cache.nbytes <= 2.5 * one
+    cache.get(grammars[-1])
+    assert cache.compiled == 5  # the last one was kept
+    with pytest.raises(Exception, match="more than 10 phrases"):
+        cache.get("\n".join(f"{'ab ' * n}cafe" for n in range(1, 12)))
+
+
+def parse_grammar_text(text: str) -> Any:
+    from edge_asr.serve.grammars import parse_grammar
+
+    return parse_grammar(text)

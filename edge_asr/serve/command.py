@@ -38,6 +38,17 @@ LIMIT_FLAGS: Dict[str, Tuple[str, str]] = {
         "end a request that sends nothing for this long (between Wyoming events, within an upload; "
         "default {default})",
     ),
+    "request_timeout": (
+        "S",
+        "the most time a request's input may take to arrive, whatever its pace: an HTTP upload; Wyoming "
+        "audio from audio-start to audio-stop, plus the audio's duration (default {default})",
+    ),
+    "max_grammar_phrases": (
+        "N",
+        "the most phrases a request's grammar may expand to; each costs about 2 KB of memory and 30 us "
+        "to compile (default {default}: about 200 MB and 3 s)",
+    ),
+    "grammar_cache_mb": ("MB", "memory for compiled grammars kept for reuse (default {default})"),
     "shutdown_timeout": ("S", "on SIGTERM, time requests in flight get to finish (default {default})"),
 }
 

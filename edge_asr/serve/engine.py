@@ -9,6 +9,11 @@ In front of the pool, `ModelSlots`: at most `max_concurrent` jobs run, up to `ma
 slot (first come, first served) for at most `queue_timeout` seconds, and a job beyond that is refused
 at once with `Busy`, which the services turn into a clear "busy" answer. Nothing waits without bound.
 
+A `Request` owns one request from admission to answer, whichever protocol brought it: it admits it
+(or refuses it as busy or shutting down), keeps its deadline, runs its model jobs, counts it in
+`ServeStats` (the only place the counters change) and logs its one line. Every failure is an
+`EdgeASRError` whose `code` (edge_asr.errors) each service translates in one place.
+
 numpy and the standard library only: the protocol libraries are imported by the services.
 """
 
@@ -17,21 +22,30 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Deque, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Deque, List, Optional, Tuple, TypeVar
 
 import numpy as np
 import soundfile as sf
 
 from .. import limits
-from ..audio import MAX_CHANNELS, SampleGuard, _Resampler, clean_mono, sample_rate_hz
+from ..audio import (
+    MAX_CHANNELS,
+    SampleGuard,
+    _Resampler,
+    clean_mono,
+    known_frames,
+    open_audio,
+    redirect_native_stderr,
+    sample_rate_hz,
+)
 from ..errors import AudioError, EdgeASRError, InputError
 from ..grammar import CommandMatch
+from ..phrases import MAX_PHRASES
 from ..results import Transcript
 from ..transcriber import EdgeTranscriber
 from .grammars import GrammarCache
@@ -45,12 +59,34 @@ LANGUAGES = ("en",)
 PCM_WIDTHS = (1, 2, 3, 4)  # bytes per sample: unsigned 8-bit, signed 16, 24 and 32-bit little-endian
 
 
-class Busy(Exception):
+class Busy(EdgeASRError):
     """Every model slot is taken and the queue is full, or a request waited too long for a slot."""
+
+    code = "busy"
 
 
 class TooLong(EdgeASRError):
-    """An input longer than --max-audio-seconds or --max-upload-mb."""
+    """An input longer than --max-audio-seconds (code "too_long") or --max-upload-mb ("too_large")."""
+
+    code = "too_long"
+
+
+class Timeout(EdgeASRError):
+    """A request that sent nothing for --read-timeout, or passed its --request-timeout deadline."""
+
+    code = "timeout"
+
+
+class ShuttingDown(EdgeASRError):
+    """The server is stopping (SIGTERM): new requests are refused, unfinished ones end with this."""
+
+    code = "shutdown"
+
+
+class Disconnected(EdgeASRError):
+    """The client went away in the middle of its request (nobody reads the answer)."""
+
+    code = "incomplete"
 
 
 @dataclass(frozen=True)
@@ -68,6 +104,12 @@ class ServeLimits:
         idle_timeout: seconds a connection may stay open with no request in progress.
         read_timeout: seconds a request may go without sending anything (between Wyoming events, between
             pieces of an upload), and the time allowed to write an answer to a client that reads nothing.
+        request_timeout: seconds a request's input may take to arrive, whatever its pace: an HTTP
+            request's headers and upload; a Wyoming request's audio from audio-start to audio-stop, plus
+            the duration of the audio received (a client sending live audio in real time never runs out).
+        max_grammar_phrases: the most phrases a request's grammar may expand to (each costs about 2 KB
+            and 30 us to compile); counted before anything is expanded.
+        grammar_cache_mb: megabytes of compiled grammars kept for requests that send them again.
         shutdown_timeout: on SIGTERM, seconds that requests in flight get to finish.
     """
 
@@ -78,6 +120,9 @@ class ServeLimits:
     max_upload_mb: float = 25.0
     idle_timeout: float = 60.0
     read_timeout: float = 15.0
+    request_timeout: float = 120.0
+    max_grammar_phrases: int = 100_000
+    grammar_cache_mb: float = 256.0
     shutdown_timeout: float = 10.0
 
     def validate(self) -> None:
@@ -98,6 +143,9 @@ RANGES = {
     "max_upload_mb": limits.Range(0.001, 4096),
     "idle_timeout": limits.Range(0.1, 24 * 3600),
     "read_timeout": limits.Range(0.1, 3600),
+    "request_timeout": limits.Range(0.1, 24 * 3600),
+    "max_grammar_phrases": limits.Range(1, MAX_PHRASES, integer=True),
+    "grammar_cache_mb": limits.Range(0, 65536),
     "shutdown_timeout": limits.Range(0, 3600),
 }
 
@@ -203,23 +251,30 @@ class Engine:
             max_workers=self.limits.max_concurrent, thread_name_prefix="edge-asr-model"
         )
         self.stats = ServeStats()
-        self.grammars = GrammarCache(transcriber)
+        self.grammars = GrammarCache(
+            transcriber, int(self.limits.grammar_cache_mb * 1_000_000), self.limits.max_grammar_phrases
+        )
+        # No process-wide fd 2 swaps around decodes on the pool's threads (audio.redirect_native_stderr)
+        self._redirected_before = redirect_native_stderr(False)
         self.stopping = False  # set on SIGTERM: new requests are refused, those in flight finish
         self.started = time.monotonic()
         metadata = transcriber.metadata
         self.model_name = metadata.name or transcriber.bundle.path.name
         self.sample_rate = metadata.sample_rate
 
-    def admit(self) -> None:
-        """Count a new request in (`stats.active` until the service ends it). `Busy` when
-        --max-concurrent + --max-queue requests are already in progress, receiving audio, waiting or
-        running: that bounds the audio the server holds at once, not only the model work."""
+    def request(self, protocol: str, client: str) -> Request:
+        """A new request's owner (`Request`): admit it, run it, then close it."""
+        return Request(self, protocol, client)
+
+    def _admit(self) -> None:
+        """Count a request in as active: `ShuttingDown` after SIGTERM, `Busy` when --max-concurrent +
+        --max-queue requests are already in progress, receiving audio, waiting or running: that bounds
+        the audio the server holds at once, not only the model work."""
+        if self.stopping:
+            raise ShuttingDown("the server is shutting down")
         stats = self.stats
-        stats.requests += 1
         most = self.limits.max_concurrent + self.limits.max_queue
         if stats.active >= most:
-            stats.busy += 1
-            stats.failed += 1
             raise Busy(
                 f"server busy: {stats.active} requests in progress (--max-concurrent "
                 f"{self.limits.max_concurrent} + --max-queue {self.limits.max_queue}); try again in a moment"
@@ -253,20 +308,23 @@ class Engine:
     def close(self) -> None:
         """Wait for the jobs still running (each is one transcription) and stop the threads."""
         self._executor.shutdown(wait=True)
+        redirect_native_stderr(self._redirected_before)
 
     def transcribe_upload(self, data: bytes) -> Transcript:
         """An uploaded file, decoded from memory: nothing a client sends is written to disk or taken as
         a path. `TooLong` when its header says it is past --max-audio-seconds (before any decoding),
+        or as soon as decoding passes it (a header that understates the length, or leaves it open),
         `AudioError` when it is no audio libsndfile reads. Runs in a pool thread."""
         limit = self.limits.max_audio_seconds
         buffer, _ = self._open_upload(data)
 
         def check_length(done: float, total: float) -> None:
             if done > limit + 1.0:  # a header that under-stated the length
-                raise TooLong(f"upload: the audio runs past {limit:g} s, the most this server takes")
+                raise TooLong(
+                    f"upload: the audio runs past {limit:g} s, the most this server takes", field="file"
+                )
 
-        with _mp3_lock(data):
-            return self.transcriber.transcribe(buffer, progress=check_length)
+        return self.transcriber.transcribe(buffer, progress=check_length)
 
     def recognize_upload(
         self, data: bytes, grammar: str, min_confidence: float
@@ -275,10 +333,28 @@ class Engine:
         and the audio's duration from its header (0 when unknown). Checked as `transcribe_upload`
         checks; `GrammarError` for a grammar that cannot be used. Runs in a pool thread."""
         compiled = self.grammars.get(grammar, "grammar field")
-        buffer, seconds = self._open_upload(data)
-        with _mp3_lock(data):
-            match = self.transcriber.recognize(buffer, compiled, min_confidence=min_confidence)
-        return match, seconds or 0.0
+        buffer, _ = self._open_upload(data)
+        samples = self._decode_capped(buffer)
+        match = self.transcriber.recognize(
+            samples, compiled, sample_rate=self.sample_rate, min_confidence=min_confidence
+        )
+        return match, samples.size / self.sample_rate
+
+    def _decode_capped(self, buffer: io.BytesIO) -> np.ndarray:
+        """The upload's samples at the model's rate, decoded block by block: `TooLong` as soon as they
+        pass --max-audio-seconds, whatever the header said."""
+        limit = self.limits.max_audio_seconds
+        _, blocks = open_audio(buffer, self.sample_rate, block_seconds=1.0)
+        parts: List[np.ndarray] = []
+        total = 0
+        for block in blocks:
+            parts.append(block)
+            total += block.size
+            if total > (limit + 1.0) * self.sample_rate:
+                raise TooLong(
+                    f"upload: the audio runs past {limit:g} s, the most this server takes", field="file"
+                )
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
     def recognize_samples(self, samples: np.ndarray, grammar: str, min_confidence: float) -> CommandMatch:
         """The command in float32 mono samples at the model's rate (a Wyoming session's audio)."""
@@ -296,7 +372,10 @@ class Engine:
         buffer.name = "upload"  # what error messages call it (never the client's file name)
         seconds = _header_seconds(buffer)
         if seconds is not None and seconds > limit:
-            raise TooLong(f"upload: the audio is {seconds:.0f} s long; this server takes at most {limit:g} s")
+            raise TooLong(
+                f"upload: the audio is {seconds:.0f} s long; this server takes at most {limit:g} s",
+                field="file",
+            )
         return buffer, seconds
 
     def transcribe_samples(self, samples: np.ndarray) -> Transcript:
@@ -306,25 +385,13 @@ class Engine:
         return self.transcriber.transcribe(samples, sample_rate=self.sample_rate)
 
 
-_MP3_LOCK = threading.Lock()
-
-
-def _mp3_lock(data: bytes) -> ContextManager[Any]:
-    """libsndfile's MP3 decoder writes to file descriptor 2, which edge_asr.audio redirects for the
-    duration of each call: process-wide, so two MP3 uploads at once must not overlap."""
-    return _MP3_LOCK if _looks_like_mp3(data) else nullcontext()
-
-
-def _looks_like_mp3(data: bytes) -> bool:
-    return data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0)
-
-
 def _header_seconds(buffer: io.BytesIO) -> Optional[float]:
-    """The duration a file's header gives, or None when libsndfile cannot tell (decoding then reports
-    what is wrong with it). Leaves `buffer` at its start."""
+    """The duration a file's header gives, or None when it does not say (a FLAC of open length) or
+    libsndfile cannot tell (decoding then reports what is wrong with it). Leaves `buffer` at its start."""
     try:
         info = sf.info(buffer)
-        return float(info.frames) / float(info.samplerate) if info.samplerate else None
+        frames = known_frames(info.frames)
+        return float(frames) / float(info.samplerate) if info.samplerate and frames is not None else None
     except Exception:  # noqa: BLE001 - any failure here is reported properly by the decoder
         return None
     finally:
@@ -340,7 +407,9 @@ def check_language(language: object) -> None:
         if code.split("-")[0] in LANGUAGES or code == "english":
             return
     raise InputError(
-        f"language {limits.brief(language)} is not served: this model speaks {', '.join(LANGUAGES)} only"
+        f"language {limits.brief(language)} is not served: this model speaks {', '.join(LANGUAGES)} only",
+        code="unsupported_language",
+        field="language",
     )
 
 
@@ -430,6 +499,81 @@ class AudioBuffer:
         if tail.size:
             parts.append(tail)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+class Request:
+    """One request, from admission to answer: admitted (`admit`), timed against its deadline, its model
+    jobs run (`run`), then closed once (`close`) with its outcome (`succeed` / `fail`), which counts it
+    in `ServeStats` and logs its line. Event-loop only, like the stats."""
+
+    def __init__(self, engine: Engine, protocol: str, client: str):
+        self.engine = engine
+        self.protocol = protocol
+        self.client = client
+        self.timing = Timing()  # restarted by `input_done`: answers are timed from the end of the input
+        self.audio_seconds = 0.0
+        self.deadline = time.monotonic() + engine.limits.request_timeout
+        self.error: Optional[EdgeASRError] = None
+        self._outcome = "failed: unfinished"
+        self._admitted = False
+        self._closed = False
+        engine.stats.requests += 1
+
+    def admit(self) -> None:
+        """Take the request on (`Busy` or `ShuttingDown` when it cannot be)."""
+        self.engine._admit()
+        self._admitted = True
+
+    def extend(self, seconds: float) -> None:
+        """Move the deadline by `seconds` (a Wyoming request earns the duration of the audio it sent)."""
+        self.deadline += seconds
+
+    def left(self) -> float:
+        """Seconds to the deadline; `Timeout` when it has passed."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout(
+                f"the request took longer than {self.engine.limits.request_timeout:g} s to arrive "
+                "(--request-timeout)"
+            )
+        return left
+
+    def input_done(self) -> None:
+        """The input is complete: the answer's clock starts."""
+        self.timing = Timing(queued=self.timing.queued)
+
+    async def run(self, job: Callable[[], T]) -> T:
+        """`job()` in the model pool (`Engine.run`), its queueing added to this request's."""
+        return await self.engine.run(job, self.timing)
+
+    def succeed(self, outcome: str) -> None:
+        self._outcome = "ok, " + outcome
+
+    def fail(self, error: EdgeASRError) -> EdgeASRError:
+        """Record why the request failed (its log line says so); returns `error` for the answer."""
+        self.error = error
+        self._outcome = f"error {error.code}: {error}"
+        return error
+
+    @property
+    def ok(self) -> bool:
+        return self._outcome.startswith("ok")
+
+    def close(self) -> None:
+        """Count the request's end and log its one line (only the first call does anything)."""
+        if self._closed:
+            return
+        self._closed = True
+        stats = self.engine.stats
+        if self._admitted:
+            stats.active -= 1
+        if self.ok:
+            stats.completed += 1
+        else:
+            stats.failed += 1
+            if self.error is not None and self.error.code == "busy":
+                stats.busy += 1
+        log_request(self.protocol, self.client, self.audio_seconds, self.timing, self._outcome)
 
 
 def log_request(protocol: str, client: str, audio_seconds: float, timing: Timing, outcome: str) -> None:

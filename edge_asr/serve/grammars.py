@@ -20,24 +20,28 @@ from typing import Optional
 from .. import limits
 from ..errors import InputError
 from ..grammar import DEFAULT_MIN_CONFIDENCE, CompiledGrammar, Grammar
+from ..phrases import MAX_PHRASES
 from ..transcriber import EdgeTranscriber
 
 MAX_GRAMMAR_BYTES = 256 * 1024
-"""The largest grammar text a request may carry (templates expand to at most `grammar.MAX_PHRASES`)."""
-CACHED_GRAMMARS = 8
+"""The largest grammar text a request may carry (templates expand to at most --max-grammar-phrases)."""
+CACHE_BYTES = 256 * 1000 * 1000
 
 
 class GrammarError(InputError):
     """A grammar a request sent that cannot be used: too large, no phrases, bad template syntax, or
     characters the model cannot spell."""
 
+    code = "bad_grammar"
 
-def parse_grammar(text: str, where: str = "grammar") -> Grammar:
-    """A grammar from its text, read as `Grammar.from_file` reads a phrase or template file."""
+
+def parse_grammar(text: str, where: str = "grammar", max_phrases: int = MAX_PHRASES) -> Grammar:
+    """A grammar from its text, read as `Grammar.from_file` reads a phrase or template file; templates
+    that would expand to more than `max_phrases` are refused before they are expanded."""
     if len(text.encode("utf-8")) > MAX_GRAMMAR_BYTES:
         raise GrammarError(f"{where}: larger than {MAX_GRAMMAR_BYTES // 1024} KB, the most this server takes")
     try:
-        return Grammar.from_text(text, where)
+        return Grammar.from_text(text, where, max_phrases)
     except GrammarError:
         raise
     except InputError as exc:
@@ -54,18 +58,26 @@ def parse_min_confidence(value: object, where: str = "min_confidence") -> float:
             number = float(value)
         except ValueError:
             number = value
-    limits.MIN_CONFIDENCE.check(number, where, GrammarError)
+    problem = limits.MIN_CONFIDENCE.problem(number)
+    if problem is not None:
+        raise GrammarError(f"{where} {problem}", field="min_confidence")
     assert isinstance(number, (int, float))
     return float(number)
 
 
 class GrammarCache:
-    """The last `size` grammars compiled for the served model, by their text's SHA-256 (thread-safe:
-    pool threads use it; two requests that bring the same new grammar at once may both compile it)."""
+    """Grammars compiled for the served model, by their text's SHA-256, the most recently used first,
+    up to `max_bytes` of them (`CompiledGrammar.nbytes`); at most `max_phrases` phrases each.
+    Thread-safe: pool threads use it; two requests that bring the same new grammar at once may both
+    compile it."""
 
-    def __init__(self, transcriber: EdgeTranscriber, size: int = CACHED_GRAMMARS):
+    def __init__(
+        self, transcriber: EdgeTranscriber, max_bytes: int = CACHE_BYTES, max_phrases: int = MAX_PHRASES
+    ):
         self.transcriber = transcriber
-        self.size = size
+        self.max_bytes = max_bytes
+        self.max_phrases = max_phrases
+        self.nbytes = 0  # what the grammars kept hold
         self.compiled = 0  # how many times a grammar was compiled (the tests read it)
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, CompiledGrammar] = OrderedDict()
@@ -78,15 +90,20 @@ class GrammarCache:
                 self._cache.move_to_end(key)
                 return found
         try:
-            compiled = self.transcriber.compile_grammar(parse_grammar(text, where))
+            compiled = self.transcriber.compile_grammar(parse_grammar(text, where, self.max_phrases))
         except GrammarError:
             raise
         except InputError as exc:  # a character the model cannot spell
             raise GrammarError(f"{where}: {exc}") from None
         with self._lock:
             self.compiled += 1
-            self._cache[key] = compiled
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
+            if key not in self._cache and compiled.nbytes <= self.max_bytes:
+                self._cache[key] = compiled
+                self.nbytes += compiled.nbytes
+            while self.nbytes > self.max_bytes:  # the least recently used go first
+                _, dropped = self._cache.popitem(last=False)
+                self.nbytes -= dropped.nbytes
         return compiled
+
+    def __len__(self) -> int:
+        return len(self._cache)

@@ -9,10 +9,13 @@
     GET  /health                    status, queue and counters (503 while shutting down)
 
 Errors come as OpenAI does them, `{"error": {"message", "type", "param", "code"}}`, so its clients show
-the message: 400 (no file, not audio, a language other than English, an unknown format), 408 (the
-upload stalled for --read-timeout), 413 (larger than --max-upload-mb, refused from Content-Length before
-the body is read, and before `100 Continue` for clients that ask; or longer than --max-audio-seconds,
-from the file's header before decoding), 503 with Retry-After (busy, or shutting down).
+the message: every failure is an `EdgeASRError`, and `ANSWERS` turns its protocol-neutral code into the
+status and OpenAI's code: 400 (no file, not audio, a malformed form, a language other than English, an
+unknown format, a bad grammar), 408 (the upload stalled for --read-timeout or passed
+--request-timeout), 413 (larger than --max-upload-mb, refused from Content-Length before the body is
+read, and before `100 Continue` for clients that ask; or longer than --max-audio-seconds, from the
+file's header before decoding, or while decoding when the header does not say), 503 with Retry-After
+(busy, or shutting down).
 
 The upload is read piece by piece into memory with the size cap and decoded from there
 (`Engine.transcribe_upload`): its file name is never used, nothing is written to disk.
@@ -39,12 +42,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from aiohttp import MultipartReader, hdrs, web
 
-from ..errors import AudioError, InputError
+from ..errors import EdgeASRError, InputError
 from ..grammar import CommandMatch
 from ..results import Transcript
 from ..writers import get_writer, subtitle_cues
-from .engine import Busy, Engine, Timing, TooLong, check_language, log_request
-from .grammars import MAX_GRAMMAR_BYTES, GrammarError, parse_min_confidence
+from .engine import Disconnected, Engine, Request, ShuttingDown, Timeout, TooLong, check_language
+from .grammars import MAX_GRAMMAR_BYTES, parse_min_confidence
 
 log = logging.getLogger("edge_asr.serve")
 
@@ -55,15 +58,21 @@ FIELD_BYTES = 4096  # a form field other than the file (model, language, prompt,
 READ_BYTES = 64 * 1024
 
 
-class HttpError(Exception):
-    """An answer other than 200: status, message and OpenAI's error code."""
-
-    def __init__(self, status: int, message: str, code: str, param: Optional[str] = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
+# An error's code (edge_asr.errors) -> HTTP status, OpenAI's error code, and the field it concerns
+# when the error does not name one. Any other code is the server's own trouble: 500.
+ANSWERS: Dict[str, Tuple[int, str, Optional[str]]] = {
+    "bad_request": (400, "invalid_request", None),
+    "bad_audio": (400, "invalid_audio", "file"),
+    "bad_grammar": (400, "invalid_grammar", "grammar"),
+    "unsupported_language": (400, "unsupported_language", "language"),
+    "incomplete": (400, "incomplete_upload", "file"),
+    "timeout": (408, "timeout", None),
+    "too_long": (413, "audio_too_long", "file"),
+    "too_large": (413, "upload_too_large", "file"),
+    "busy": (503, "server_busy", None),
+    "shutdown": (503, "shutting_down", None),
+}
+INTERNAL = (500, "internal_error", None)
 
 
 def error_response(status: int, message: str, code: str, param: Optional[str] = None) -> web.Response:
@@ -72,6 +81,16 @@ def error_response(status: int, message: str, code: str, param: Optional[str] = 
     response = web.json_response(body, status=status)
     if status == 503:
         response.headers[hdrs.RETRY_AFTER] = "1"
+    return response
+
+
+def error_answer(error: EdgeASRError) -> web.Response:
+    """The HTTP answer to a failed request; the connection closes after a 408 or 413 (the rest of
+    the body is not read) and after a 500."""
+    status, code, field = ANSWERS.get(error.code, INTERNAL)
+    response = error_response(status, str(error), code, error.field or field)
+    if status in (408, 413, 500):
+        response.force_close()
     return response
 
 
@@ -115,7 +134,7 @@ class HttpService:
         self._runner = web.AppRunner(
             self.build_app(),
             handle_signals=False,  # `edge-asr serve` handles SIGTERM for both services
-            access_log=None,  # one line per transcription comes from log_request instead
+            access_log=None,  # one line per transcription comes from engine.Request instead
             keepalive_timeout=limits.idle_timeout,
             shutdown_timeout=2.0,  # what `stop` leaves for aiohttp: its grace period is over by then
             # After a response to a body not read (413), aiohttp reads and drops what the client still
@@ -176,193 +195,154 @@ class HttpService:
     async def expect(self, request: web.Request) -> Optional[web.StreamResponse]:
         """`Expect: 100-continue` (curl sends it for bodies over 1 MB): refuse a body that is too large
         before the client sends it."""
-        refused = self.refuse_early(request)
-        if refused is not None:
-            client = request.remote or "?"
-            log_request("http", client, 0.0, Timing(), f"{refused.status} refused before the upload was sent")
-            return refused
+        try:
+            self.refuse_early(request)
+        except EdgeASRError as exc:
+            refused = self.engine.request("http", request.remote or "?")
+            refused.fail(exc)
+            refused.close()
+            return error_answer(exc)
         if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
             return error_response(417, "only 'Expect: 100-continue' is understood", "expectation_failed")
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # as aiohttp's own handler: the response has not started
         return None
 
-    def refuse_early(self, request: web.Request) -> Optional[web.Response]:
-        """503 while shutting down; 413 when Content-Length is past --max-upload-mb (the connection then
-        closes, so the body is never read)."""
+    def refuse_early(self, request: web.Request) -> None:
+        """`ShuttingDown` while shutting down; `TooLong` ("too_large") when Content-Length is past
+        --max-upload-mb (the connection then closes, so the body is never read)."""
         if self.engine.stopping:
-            return error_response(503, "the server is shutting down", "shutting_down")
+            raise ShuttingDown("the server is shutting down")
         limit = self.engine.limits.max_upload_bytes
         length = request.content_length
         if length is not None and length > limit:
-            response = error_response(
-                413,
+            raise TooLong(
                 f"the upload is {length / 1e6:.1f} MB; this server takes at most {limit / 1e6:g} MB "
                 "(--max-upload-mb)",
-                "upload_too_large",
-                "file",
+                code="too_large",
             )
-            response.force_close()
-            return response
-        return None
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
-        engine = self.engine
-        client = request.remote or "?"
-        refused = self.refuse_early(request)
-        if refused is not None:
-            log_request("http", client, 0.0, Timing(), f"{refused.status} refused before reading the upload")
-            return refused
-        try:
-            engine.admit()
-        except Busy as exc:
-            log_request("http", client, 0.0, Timing(), f"503 {exc}")
-            return error_response(503, str(exc), "server_busy")
+        job = self.engine.request("http", request.remote or "?")
         self.in_flight += 1
         self._idle.clear()
-        timing = Timing()
-        audio_seconds = 0.0
-        outcome = "failed"
         try:
-            data, fields = await self.read_form(request)
-            response_format = fields.get("response_format") or "json"
-            if response_format not in RESPONSE_FORMATS:
-                raise HttpError(
-                    400,
-                    f"response_format {response_format[:40]!r} is not one of {', '.join(RESPONSE_FORMATS)}",
-                    "invalid_response_format",
-                    "response_format",
-                )
-            check_language(fields.get("language"))
-            if fields.get("stream", "").lower() == "true":
-                raise HttpError(
-                    400, "streaming responses (stream=true) are not supported", "unsupported", "stream"
-                )
-            grammar = fields.get("grammar")
-            if grammar:
-                if response_format not in COMMAND_FORMATS:
-                    raise HttpError(
-                        400,
-                        f"response_format {response_format} does not go with a grammar; use "
-                        f"{', '.join(COMMAND_FORMATS)}",
-                        "invalid_response_format",
-                        "response_format",
-                    )
-                min_confidence = parse_min_confidence(fields.get("min_confidence"))
-                timing = Timing()
-                command = engine.run(partial(engine.recognize_upload, data, grammar, min_confidence), timing)
-                match, audio_seconds = await self._in_time(command, engine.limits.queue_timeout + 3600)
-                del data
-                engine.stats.completed += 1
-                outcome = f"ok, command {match.line()}, {response_format}"
-                return render_command(match, response_format)
-            timing = Timing()  # the clock runs from the end of the upload
-            job = engine.run(partial(engine.transcribe_upload, data), timing)
-            transcript = await self._in_time(job, engine.limits.queue_timeout + 3600)
-            del data
-            audio_seconds = transcript.duration
-            response = render(transcript, response_format)
-            engine.stats.completed += 1
-            outcome = f"ok, {len(transcript.words)} words, {response_format}"
-            return response
-        except HttpError as exc:
-            outcome = f"{exc.status} {exc.message}"
-            response = error_response(exc.status, exc.message, exc.code, exc.param)
-            if exc.status in (408, 413) or self._abort.is_set():
+            self.refuse_early(request)
+            job.admit()
+            return await self.answer(request, job)
+        except EdgeASRError as exc:
+            response = error_answer(job.fail(exc))
+            if self._abort.is_set():
                 response.force_close()
             return response
-        except GrammarError as exc:
-            outcome = f"400 {exc}"
-            param = "min_confidence" if str(exc).startswith("min_confidence") else "grammar"
-            return error_response(400, str(exc), "invalid_grammar", param)
-        except InputError as exc:
-            outcome = f"400 {exc}"
-            return error_response(400, str(exc), "unsupported_language", "language")
-        except TooLong as exc:
-            outcome = f"413 {exc}"
-            return error_response(413, str(exc), "audio_too_long", "file")
-        except AudioError as exc:
-            outcome = f"400 {exc}"
-            return error_response(400, str(exc), "invalid_audio", "file")
-        except Busy as exc:
-            engine.stats.busy += 1
-            outcome = f"503 {exc}"
-            return error_response(503, str(exc), "server_busy")
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            outcome = f"client disconnected ({type(exc).__name__})"
-            return error_response(400, "the upload was cut off", "incomplete_upload")
         finally:
-            engine.stats.active -= 1
+            job.close()
             self.in_flight -= 1
             if not self.in_flight:
                 self._idle.set()
-            if not outcome.startswith("ok"):
-                engine.stats.failed += 1
-            log_request("http", client, audio_seconds, timing, outcome)
 
-    async def read_form(self, request: web.Request) -> Tuple[bytes, Dict[str, str]]:
-        """The upload's file (bytes, at most --max-upload-mb) and its other fields (short strings),
-        read piece by piece, each piece within --read-timeout."""
-        if not request.content_type.startswith("multipart/"):
-            raise HttpError(
-                400,
-                "send multipart/form-data with the audio in a 'file' field (as OpenAI's API takes it)",
-                "invalid_content_type",
+    async def answer(self, request: web.Request, job: Request) -> web.StreamResponse:
+        """Read the form, check its fields, run the transcription or the command, render the answer."""
+        engine = self.engine
+        data, fields = await self.read_form(request, job)
+        response_format = fields.get("response_format") or "json"
+        if response_format not in RESPONSE_FORMATS:
+            raise InputError(
+                f"response_format {response_format[:40]!r} is not one of {', '.join(RESPONSE_FORMATS)}",
+                field="response_format",
             )
-        limits = self.engine.limits
-        limit = limits.max_upload_bytes
+        check_language(fields.get("language"))
+        if fields.get("stream", "").lower() == "true":
+            raise InputError("streaming responses (stream=true) are not supported", field="stream")
+        grammar = fields.get("grammar")
+        job.input_done()  # the clock runs from the end of the upload
+        answer_time = engine.limits.queue_timeout + 3600
+        if grammar:
+            if response_format not in COMMAND_FORMATS:
+                raise InputError(
+                    f"response_format {response_format} does not go with a grammar; use "
+                    f"{', '.join(COMMAND_FORMATS)}",
+                    field="response_format",
+                )
+            min_confidence = parse_min_confidence(fields.get("min_confidence"))
+            command = job.run(partial(engine.recognize_upload, data, grammar, min_confidence))
+            match, job.audio_seconds = await self._in_time(command, answer_time)
+            job.succeed(f"command {match.line()}, {response_format}")
+            return render_command(match, response_format)
+        transcript = await self._in_time(job.run(partial(engine.transcribe_upload, data)), answer_time)
+        job.audio_seconds = transcript.duration
+        job.succeed(f"{len(transcript.words)} words, {response_format}")
+        return render(transcript, response_format)
+
+    async def read_form(self, request: web.Request, job: Request) -> Tuple[bytes, Dict[str, str]]:
+        """The upload's file (bytes, at most --max-upload-mb) and its other fields (short strings),
+        read piece by piece, each piece within --read-timeout and all of it before the request's
+        deadline. A client that goes away is `Disconnected`; a malformed body (no boundary, no
+        closing boundary) an InputError saying so."""
+        if not request.content_type.startswith("multipart/"):
+            raise InputError(
+                "send multipart/form-data with the audio in a 'file' field (as OpenAI's API takes it)"
+            )
+        try:
+            return await self._read_parts(await request.multipart(), job)
+        except ValueError as exc:  # what aiohttp's multipart reader raises for a malformed body
+            detail = str(exc).splitlines()[0][:100] if str(exc) else "unreadable"
+            raise InputError(f"the multipart/form-data body is malformed ({detail})") from None
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            raise Disconnected(f"the upload was cut off ({type(exc).__name__})") from None
+
+    async def _read_parts(self, reader: MultipartReader, job: Request) -> Tuple[bytes, Dict[str, str]]:
+        limit = self.engine.limits.max_upload_bytes
         total = 0
         data: Optional[bytearray] = None
         fields: Dict[str, str] = {}
-        reader = await request.multipart()
         while True:
-            part = await self._in_time(reader.next())
+            part = await self._in_time(reader.next(), job=job)
             if part is None:
                 break
             if isinstance(part, MultipartReader):
-                raise HttpError(400, "nested multipart bodies are not supported", "invalid_request")
+                raise InputError("nested multipart bodies are not supported")
             is_file = part.name == "file"
             if is_file and data is not None:
-                raise HttpError(400, "more than one 'file' field", "invalid_request", "file")
+                raise InputError("more than one 'file' field", field="file")
+            most = limit if is_file else MAX_GRAMMAR_BYTES if part.name == "grammar" else FIELD_BYTES
             value = bytearray()
             while True:
-                chunk = await self._in_time(part.read_chunk(READ_BYTES))
+                chunk = await self._in_time(part.read_chunk(READ_BYTES), job=job)
                 if not chunk:
                     break
                 value += chunk
                 total += len(chunk)
                 if total > limit:
-                    raise HttpError(
-                        413,
+                    raise TooLong(
                         f"the upload is larger than {limit / 1e6:g} MB, the most this server takes "
                         "(--max-upload-mb)",
-                        "upload_too_large",
-                        "file",
+                        code="too_large",
                     )
-                if not is_file and len(value) > (
-                    MAX_GRAMMAR_BYTES if part.name == "grammar" else FIELD_BYTES
-                ):
-                    raise HttpError(
-                        400,
+                if len(value) > most:
+                    grammar = part.name == "grammar"
+                    raise InputError(
                         f"field {str(part.name)[:40]!r} is too long"
-                        + (f" (at most {MAX_GRAMMAR_BYTES // 1024} KB)" if part.name == "grammar" else ""),
-                        "invalid_request",
-                        str(part.name)[:40] if part.name == "grammar" else None,
+                        + (f" (at most {MAX_GRAMMAR_BYTES // 1024} KB)" if grammar else ""),
+                        field="grammar" if grammar else None,
                     )
             if is_file:
                 data = value
             elif part.name:
                 fields[part.name] = value.decode("utf-8", "replace").strip()
         if data is None:
-            raise HttpError(
-                400, "no 'file' field: send the audio as multipart field 'file'", "missing_file", "file"
-            )
+            raise InputError("no 'file' field: send the audio as multipart field 'file'", field="file")
         return bytes(data), fields
 
-    async def _in_time(self, step: Any, timeout: Optional[float] = None) -> Any:
-        """`step`'s result, unless --read-timeout (or `timeout`) passes first (408) or the shutdown's
-        grace period ends first (503)."""
+    async def _in_time(
+        self, step: Any, timeout: Optional[float] = None, job: Optional[Request] = None
+    ) -> Any:
+        """`step`'s result, unless --read-timeout (or `timeout`), or `job`'s deadline, passes first
+        (`Timeout`) or the shutdown's grace period ends first (`ShuttingDown`)."""
         limit = self.engine.limits.read_timeout if timeout is None else timeout
+        deadline_first = job is not None and job.left() < limit
+        if job is not None:
+            limit = min(limit, job.left())
         work = asyncio.ensure_future(step)
         abort = asyncio.ensure_future(self._abort.wait())
         try:
@@ -374,8 +354,10 @@ class HttpService:
         if work.done() and not work.cancelled():
             return work.result()
         if self._abort.is_set():
-            raise HttpError(503, "the server is shutting down", "shutting_down")
-        raise HttpError(408, f"the upload sent nothing for {limit:g} s (--read-timeout)", "timeout")
+            raise ShuttingDown("the server is shutting down")
+        if deadline_first and job is not None:
+            job.left()  # raises Timeout, naming --request-timeout
+        raise Timeout(f"the upload sent nothing for {limit:g} s (--read-timeout)")
 
 
 def render(transcript: Transcript, response_format: str) -> web.Response:

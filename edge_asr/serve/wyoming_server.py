@@ -35,9 +35,11 @@ audio is then buffered whatever the program and matched at audio-stop, and the a
 `command` is the match (phrase, slots, confidence, alternatives, ...); no transcript-start or chunks.
 
 Any rate (8-192 kHz), width (1-4 bytes) and channel count is taken and converted with our own mixer and
-resampler (soxr, as files are). Errors end the connection after an `error` event (code `bad-event`,
-`bad-audio`, `bad-grammar`, `unsupported-language`, `too-long`, `timeout`, `busy`, `shutdown`,
-`internal`); other connections are not affected.
+resampler (soxr, as files are). Errors end the connection after an `error` event whose code is the
+error's protocol-neutral code (edge_asr.errors) as `wyoming_code` spells it (`bad-event`, `bad-audio`,
+`bad-grammar`, `unsupported-language`, `too-long`, `timeout`, `busy`, `shutdown`, `internal`); other
+connections are not affected. A request's audio must arrive by its deadline: --request-timeout from
+audio-start plus the duration of the audio received, so live audio always fits and a trickle does not.
 """
 
 from __future__ import annotations
@@ -66,13 +68,14 @@ from ..stream import Stream
 from .engine import (
     LANGUAGES,
     AudioBuffer,
-    Busy,
+    Disconnected,
     Engine,
     PcmInput,
-    Timing,
+    Request,
+    ShuttingDown,
+    Timeout,
     TooLong,
     check_language,
-    log_request,
 )
 from .grammars import GrammarError, parse_min_confidence
 
@@ -86,7 +89,24 @@ MAX_DATA_BYTES = 1024 * 1024  # its extra data
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # one audio chunk: 4 MB is 21 s of 48 kHz 16-bit stereo
 
 
-class ProtocolError(Exception):
+# Protocol-neutral codes (edge_asr.errors) spelled otherwise in Wyoming's error events; the rest are
+# spelled with "-" for "_", and the server's own trouble (a broken model, a bug) is "internal".
+WYOMING_CODES = {
+    "bad_request": "bad-event",
+    "too_large": "too-long",
+    "bad_model": "internal",
+    "device": "internal",
+}
+# Refused in the middle of its audio for one of these, a request's remaining chunks are dropped until
+# audio-stop, so that the client (still sending) reads the error rather than a reset connection.
+DISCARD_AFTER = ("busy", "too_long", "bad_audio")
+
+
+def wyoming_code(error: EdgeASRError) -> str:
+    return WYOMING_CODES.get(error.code, error.code.replace("_", "-"))
+
+
+class ProtocolError(InputError):
     """An event that is not Wyoming: bad JSON, a bad length, a required field missing."""
 
 
@@ -185,10 +205,12 @@ class _Request:
     def __init__(
         self,
         engine: Engine,
+        job: Request,
         pcm: PcmInput,
         stream: Optional[Stream],
         grammar: Optional[Tuple[str, float]] = None,
     ):
+        self.job = job  # counts, times and logs it
         self.pcm = pcm
         self.grammar = grammar  # (text, min_confidence) of a command request
         self.stream = stream  # None: whole utterance
@@ -196,8 +218,6 @@ class _Request:
         self.pending: List[np.ndarray] = []  # streaming: audio not yet given to the stream
         self.work: Optional[asyncio.Task[None]] = None
         self.texts: List[str] = []
-        self.timing = Timing()  # restarted at audio-stop; collects queueing of streaming runs before
-        self.queued_before_stop = 0.0
 
 
 class WyomingHandler:
@@ -231,13 +251,15 @@ class WyomingHandler:
                 in_audio = self.request is not None or self.discarding
                 timeout = limits.read_timeout if in_audio else limits.idle_timeout
                 try:
+                    if self.request is not None:
+                        timeout = min(timeout, self.request.job.left())  # Timeout past the deadline
                     event = await asyncio.wait_for(read_event(self.reader), timeout)
                 except asyncio.TimeoutError:
                     if self.request is not None:
-                        await self.fail(f"no event for {timeout:g} s in the middle of audio", "timeout")
+                        await self.fail(self.stalled(timeout))
                     break
-                except ProtocolError as exc:
-                    await self.fail(str(exc), "bad-event")
+                except (ProtocolError, Timeout) as exc:
+                    await self.fail(exc)
                     break
                 if event is None:
                     break
@@ -249,77 +271,74 @@ class WyomingHandler:
                     self.busy = False
         except asyncio.CancelledError:
             if self.shutting_down:  # SIGTERM and the grace period is over: say so, then close
-                await self.fail("the server is shutting down", "shutdown")
+                await self.fail(ShuttingDown("the server is shutting down"))
             else:
                 raise
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away
         finally:
-            self.end_request("client disconnected", failed=True)
+            self.end_request(Disconnected("client disconnected"))
             self.writer.close()
+
+    def stalled(self, waited: float) -> Timeout:
+        """Why a request that sent nothing for `waited` seconds ends: its deadline or --read-timeout."""
+        assert self.request is not None
+        try:
+            self.request.job.left()
+        except Timeout as exc:
+            return exc
+        return Timeout(f"no event for {waited:g} s in the middle of audio (--read-timeout)")
 
     async def write(self, event: Event) -> None:
         await asyncio.wait_for(async_write_event(event, self.writer), self.engine.limits.read_timeout)
 
-    async def fail(self, text: str, code: str) -> None:
-        """Send an error event (best effort: the client may be gone) and log the request it ends."""
-        log.debug("wyoming %s: error %s: %s", self.client, code, text)
-        if self.request is not None:
-            if code == "busy":
-                self.engine.stats.busy += 1
-            self.end_request(f"error {code}: {text}", failed=True)
-        elif code == "busy":  # refused before it started (Engine.admit)
-            log_request("wyoming", self.client, 0.0, Timing(), f"error busy: {text}")
+    async def fail(self, error: EdgeASRError) -> None:
+        """End the request in progress with `error` and send it as an error event (best effort: the
+        client may be gone)."""
+        code = wyoming_code(error)
+        log.debug("wyoming %s: error %s: %s", self.client, code, error)
+        self.end_request(error)
         with contextlib.suppress(ConnectionError, asyncio.TimeoutError, RuntimeError):
-            await self.write(Error(text=text, code=code).event())
+            await self.write(Error(text=str(error), code=code).event())
 
-    def end_request(self, outcome: str, failed: bool) -> None:
-        """Free the request's state (audio, stream, work in progress) and log its line."""
+    def end_request(self, error: Optional[EdgeASRError] = None) -> None:
+        """Free the request's state (audio, stream, work in progress); it fails with `error` unless it
+        succeeded; its `Request` counts and logs it."""
         request, self.request = self.request, None
         if request is None:
             return
         if request.work is not None:
             request.work.cancel()
-        stats = self.engine.stats
-        stats.active -= 1
-        if failed:
-            stats.failed += 1
-        else:
-            stats.completed += 1
-        kind = "wyoming-stream" if request.stream is not None else "wyoming"
-        request.timing.queued += request.queued_before_stop
-        log_request(kind, self.client, request.pcm.seconds, request.timing, outcome)
+        if error is not None and not request.job.ok:
+            request.job.fail(error)
+        request.job.audio_seconds = request.pcm.seconds
+        request.job.close()
 
     # -- events --------------------------------------------------------------------------------------
 
     async def handle_event(self, event: Event) -> bool:
         """Answer one event; False ends the connection."""
         try:
-            return await self._dispatch(event)
-        except (ProtocolError, KeyError, TypeError, ValueError) as exc:
-            detail = str(exc) if isinstance(exc, ProtocolError) else f"missing or bad field ({exc})"
-            await self.fail(f"{event.type}: {detail}", "bad-event")
-        except GrammarError as exc:
-            await self.fail(str(exc), "bad-grammar")
-        except InputError as exc:
-            await self.fail(str(exc), "unsupported-language" if "language" in str(exc) else "bad-event")
-        except (TooLong, EdgeASRError, Busy) as exc:  # EdgeASRError: AudioError, a format we cannot take
-            code = (
-                "too-long" if isinstance(exc, TooLong) else "busy" if isinstance(exc, Busy) else "bad-audio"
-            )
-            await self.fail(str(exc), code)
-            if AudioStart.is_type(event.type) or AudioChunk.is_type(event.type):
+            try:
+                return await self._dispatch(event)
+            except (KeyError, TypeError, ValueError) as exc:  # wyoming's from_event: a field missing or bad
+                raise ProtocolError(f"{event.type}: missing or bad field ({exc})") from None
+            except asyncio.TimeoutError:
+                raise Timeout("the client did not read the answer") from None
+        except EdgeASRError as exc:
+            await self.fail(exc)
+            if exc.code in DISCARD_AFTER and (
+                AudioStart.is_type(event.type) or AudioChunk.is_type(event.type)
+            ):
                 # Refused in the middle of its audio: the client is still sending, and would see a reset
                 # connection instead of this error if we closed now. Drop its audio until audio-stop.
                 self.discarding = True
                 return True
-        except asyncio.TimeoutError:
-            await self.fail("the client did not read the answer", "timeout")
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:  # a bug: this connection ends, the server goes on
             log.exception("wyoming %s: %s failed", self.client, event.type[:40])
-            await self.fail("internal error (logged on the server)", "internal")
+            await self.fail(EdgeASRError("internal error (logged on the server)"))
         return False
 
     async def _dispatch(self, event: Event) -> bool:
@@ -347,7 +366,7 @@ class WyomingHandler:
             self.grammar = command_grammar(transcribe.context)
         elif AudioStart.is_type(kind):
             start = AudioStart.from_event(event)
-            self.end_request("abandoned: a new audio-start came before audio-stop", failed=True)
+            self.end_request(ProtocolError("abandoned: a new audio-start came before audio-stop"))
             await self.start_request(start.rate, start.width, start.channels)
         elif AudioChunk.is_type(kind):
             await self.add_audio(AudioChunk.from_event(event))
@@ -358,11 +377,18 @@ class WyomingHandler:
         return True
 
     async def start_request(self, rate: object, width: object, channels: object) -> None:
-        pcm = PcmInput(rate, width, channels)
-        self.engine.admit()
         grammar, self.grammar = self.grammar, None
-        stream = self.engine.transcriber.stream() if self.streaming and grammar is None else None
-        self.request = _Request(self.engine, pcm, stream, grammar)
+        streaming = self.streaming and grammar is None
+        job = self.engine.request("wyoming-stream" if streaming else "wyoming", self.client)
+        try:
+            pcm = PcmInput(rate, width, channels)
+            job.admit()
+        except EdgeASRError as exc:
+            job.fail(exc)
+            job.close()
+            raise
+        stream = self.engine.transcriber.stream() if streaming else None
+        self.request = _Request(self.engine, job, pcm, stream, grammar)
         if stream is not None:
             await self.write(TranscriptStart(language=LANGUAGES[0]).event())
 
@@ -378,7 +404,9 @@ class WyomingHandler:
                 f"audio format changed within one request (rate {chunk.rate}, width {chunk.width}, "
                 f"channels {chunk.channels} after {pcm.rate}/{pcm.width}/{pcm.channels})"
             )
+        before = request.pcm.seconds
         mono = request.pcm.mono(chunk.audio)
+        request.job.extend(request.pcm.seconds - before)  # audio sent in real time never runs out of time
         limit = self.engine.limits.max_audio_seconds
         if request.pcm.seconds > limit:
             raise TooLong(f"audio longer than {limit:g} s, the most this server takes (--max-audio-seconds)")
@@ -398,9 +426,7 @@ class WyomingHandler:
         while request.pending:
             block = np.concatenate(request.pending)
             request.pending = []
-            timing = Timing()
-            events = await self.engine.run(partial(stream.accept, block, request.pcm.rate), timing)
-            request.queued_before_stop += timing.queued
+            events = await request.job.run(partial(stream.accept, block, request.pcm.rate))
             await self.send_finals(request, events)
 
     async def send_finals(self, request: _Request, events: List[Any]) -> None:
@@ -415,36 +441,36 @@ class WyomingHandler:
             await self.start_request(self.engine.sample_rate, 2, 1)
             request = self.request
             assert request is not None
-        request.timing = Timing()
+        job = request.job
+        job.input_done()
         if request.grammar is not None:
             assert request.buffer is not None
             samples = request.buffer.finish()
-            job = partial(self.engine.recognize_samples, samples, *request.grammar)
-            match = await self.engine.run(job, request.timing)
+            match = await job.run(partial(self.engine.recognize_samples, samples, *request.grammar))
             text = match.phrase or ""
             await self.write(
                 Transcript(text=text, language=LANGUAGES[0], context={"command": match.to_dict()}).event()
             )
-            self.end_request(f"ok, command {match.line()}", failed=False)
+            job.succeed(f"command {match.line()}")
+            self.end_request()
             return
         if request.stream is None:
             assert request.buffer is not None
             samples = request.buffer.finish()
-            transcript = await self.engine.run(
-                partial(self.engine.transcribe_samples, samples), request.timing
-            )
+            transcript = await job.run(partial(self.engine.transcribe_samples, samples))
             text = transcript.text
         else:
             if request.work is not None:
                 await request.work
             await self.stream_pending(request)
-            events = await self.engine.run(request.stream.flush, request.timing)
+            events = await job.run(request.stream.flush)
             await self.send_finals(request, events)
             text = " ".join(request.texts)
         await self.write(Transcript(text=text, language=LANGUAGES[0]).event())
         if request.stream is not None:
             await self.write(TranscriptStop().event())
-        self.end_request(f"ok, {len(text.split())} words", failed=False)
+        job.succeed(f"{len(text.split())} words")
+        self.end_request()
 
 
 def command_grammar(context: object) -> Optional[Tuple[str, float]]:
