@@ -1,0 +1,174 @@
+"""The text decoder's device targets (default model v3): joint CTC/attention decoding against CTC
+alone on this machine, side by side.
+
+    python benchmarks/joint_decoder.py [--model BUNDLE] [--threads 2] [--repeats 3]
+
+- bundle size;
+- a 10 s clip (a bundled sample tiled, real speech-like audio): RTF and peak RSS, each run in a fresh
+  child process as `edge-asr file` runs it (median of `--repeats`), `--decoder joint` and `ctc`;
+- a 5 s clip end to end through the real command (process start to text), median of 5;
+- probes that must give no text with either decoder: 10 s of digital silence, 10 s of white noise
+  (-20 dBFS), a 10 ms file;
+- the joint search's own counts on the bundled samples (tokens, segments gated, token-bound hits).
+
+Accuracy on real speech is benchmarks/real_dev.py's job (`--decoding lm,joint --faster-whisper`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SAMPLES = ROOT / "edge_asr" / "samples"
+DECODERS = ("joint", "ctc")
+TARGETS: Dict[str, float] = {"rtf": 0.05, "rss_mb": 200.0, "wall_5s": 1.2, "size_mb": 60.0}
+
+
+def tiled_clip(seconds: float, path: Path) -> Path:
+    first = sorted(SAMPLES.glob("*.wav"))[0]
+    audio, rate = sf.read(first, dtype="float32")
+    reps = int(np.ceil(seconds * rate / audio.size))
+    sf.write(path, np.tile(audio, reps)[: int(seconds * rate)], rate)
+    return path
+
+
+def probes(folder: Path) -> Dict[str, Path]:
+    rng = np.random.default_rng(0)
+    clips = {
+        "10 s silence": np.zeros(160000, dtype=np.float32),
+        "10 s white noise": (0.1 * rng.standard_normal(160000)).astype(np.float32),
+        "10 ms": (0.1 * rng.standard_normal(160)).astype(np.float32),
+    }
+    paths = {}
+    for name, audio in clips.items():
+        paths[name] = folder / (name.replace(" ", "-") + ".wav")
+        sf.write(paths[name], audio, 16000, subtype="PCM_16")
+    return paths
+
+
+def child(bundle: str, audio: str, decoder: str, threads: int) -> None:
+    """One measurement printed as JSON: load, transcribe, peak RSS (as `edge-asr file` runs it)."""
+    from edge_asr import EdgeTranscriber, TranscribeOptions
+    from edge_asr.model import limit_heap_growth
+    from edge_asr.sysinfo import peak_rss_kib
+
+    limit_heap_growth()
+    started = time.perf_counter()
+    asr = EdgeTranscriber(bundle or None, threads=threads, options=TranscribeOptions(decoder=decoder))
+    loaded = time.perf_counter()
+    result = asr.transcribe(audio)
+    done = time.perf_counter()
+    print(
+        json.dumps(
+            {
+                "load_s": loaded - started,
+                "rtf": (done - loaded) / result.duration,
+                "peak_rss_mb": peak_rss_kib() / 1024,
+                "text": result.text,
+            }
+        )
+    )
+
+
+def measure(bundle: Optional[str], audio: Path, decoder: str, threads: int) -> Dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", bundle or "", str(audio), decoder, str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    result: Dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def end_to_end(bundle: Optional[str], clip: Path, decoder: str, threads: int, cwd: str) -> float:
+    walls: List[float] = []
+    model = ["--model", bundle] if bundle else []
+    for _ in range(5):
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "edge_asr", "file", str(clip), "--decoder", decoder,
+             "--threads", str(threads), *model],
+            check=True, capture_output=True, cwd=cwd,
+        )  # fmt: skip
+        walls.append(time.perf_counter() - started)
+    return statistics.median(walls)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", help="bundle with a text decoder (default: the shipped model)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    from edge_asr import EdgeTranscriber, TranscribeOptions
+    from edge_asr.bundle import load_bundle
+
+    bundle = load_bundle(args.model, verify=False)
+    if bundle.metadata.decoder is None:
+        raise SystemExit(f"{bundle.path}: no text decoder in this bundle")
+    size_mb = sum(p.stat().st_size for p in bundle.path.iterdir() if p.is_file()) / 1e6
+    print(f"bundle {bundle.path}: {size_mb:.1f} MB (target <= {TARGETS['size_mb']:g})")
+    figures: Dict[str, Dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip10 = tiled_clip(10.0, Path(tmp) / "clip10.wav")
+        clip5 = tiled_clip(5.0, Path(tmp) / "clip5.wav")
+        for decoder in DECODERS:  # interleaved repeats: both see the same load on the machine
+            figures[decoder] = {"rtf": 0.0, "rss_mb": 0.0}
+        runs: Dict[str, List[Dict[str, float]]] = {d: [] for d in DECODERS}
+        for _ in range(args.repeats):
+            for decoder in DECODERS:
+                runs[decoder].append(measure(args.model, clip10, decoder, args.threads))
+        for decoder in DECODERS:
+            figures[decoder] = {
+                "rtf": statistics.median(r["rtf"] for r in runs[decoder]),
+                "rss_mb": statistics.median(r["peak_rss_mb"] for r in runs[decoder]),
+                "load_s": statistics.median(r["load_s"] for r in runs[decoder]),
+                "wall_5s": end_to_end(args.model, clip5, decoder, args.threads, tmp),
+            }
+        probe_texts = {}
+        for decoder in DECODERS:
+            asr = EdgeTranscriber(
+                args.model, threads=args.threads, options=TranscribeOptions(decoder=decoder)
+            )
+            for name, path in probes(Path(tmp)).items():
+                probe_texts[(decoder, name)] = asr.transcribe(str(path)).text
+    heading = f"measure (10 s clip, {args.threads} threads)"
+    print(f"\n{heading:40} {'joint':>9} {'ctc':>9} {'target':>8}")
+    for key, label in (("rtf", "RTF"), ("rss_mb", "peak RSS, MB"), ("wall_5s", "5 s clip end to end, s"),
+                       ("load_s", "model load, s")):  # fmt: skip
+        target = TARGETS.get(key)
+        met = "" if target is None else ("  met" if figures["joint"][key] <= target else "  NOT met")
+        print(
+            f"{label:40} {figures['joint'][key]:9.4f} {figures['ctc'][key]:9.4f} "
+            f"{'-' if target is None else format(target, 'g'):>8}{met}"
+        )
+    print("\nprobes (must be empty):")
+    for (decoder, name), text in probe_texts.items():
+        print(f"  {decoder:5} {name:18} {text!r}  {'ok' if not text else 'NOT empty'}")
+    asr = EdgeTranscriber(args.model, threads=args.threads, options=TranscribeOptions(decoder="joint"))
+    for path in sorted(SAMPLES.glob("*.wav")):
+        print(f"  {path.name}: {asr.transcribe(str(path)).text}")
+    stats = asr.joint_stats
+    print(
+        f"joint search on the bundled samples: {stats.segments} segments, {stats.tokens} tokens, "
+        f"{stats.gated} gated, {stats.hit_bound} hit the token bound"
+    )
+
+
+if __name__ == "__main__":
+    main()
