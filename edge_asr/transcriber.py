@@ -217,7 +217,13 @@ class EdgeTranscriber:
         transcriber loaded them, else greedy with `blank_penalty` (None: the options' value)."""
         penalty = self.options.blank_penalty if blank_penalty is None else blank_penalty
         return frame_decoder(
-            self.vocabulary, self.lm, self.beam_options, self.word_lm, penalty, self.hotwords
+            self.vocabulary,
+            self.lm,
+            self.beam_options,
+            self.word_lm,
+            penalty,
+            self.hotwords,
+            frame_seconds=self.metadata.frame_seconds,
         )
 
     def transcribe(

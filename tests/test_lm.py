@@ -214,11 +214,29 @@ def test_a_hotword_the_audio_allows_is_written_over_the_lm_choice(tmp_path: Path
     log_probs = frames_for("the c(e/a)t s(e/a)t", SPEECH_VOCAB)
     hotwords = Hotwords.from_list(["cet"]).compile(vocab, TextNormalization())
     options = BeamOptions(beam_size=8, lm_weight=0.7)
-    decoder = frame_decoder(vocab, build_lm(tmp_path), options, hotwords=hotwords)
+    decoder = frame_decoder(vocab, build_lm(tmp_path), options, hotwords=hotwords, frame_seconds=0.02)
     decoder.push(log_probs)
     ids, scores = decoder.finish()
     # The LM alone says "the cat sat"; the frames spell "cet" outright, so the hotword is written.
     assert decode(ids, vocab, 0.02, scores)[0] == "the cet sat"
+
+
+def test_a_long_silence_ends_a_word_for_the_beam_and_its_lm(tmp_path: Path) -> None:
+    # "the cat", 1.04 s of blank frames with no "|", "sat": the beam used to spell "the catsat" and
+    # score it so; the silence must be a word boundary for the LM too, wherever the chunks cut it.
+    vocab = Vocabulary(SPEECH_VOCAB, blank_id=0)
+    # A model sure of its blanks (99.9%): no "|" is likely enough for the LM to pick on its own.
+    log_probs = frames_for("the cat" + "_" * 13 + "sat", SPEECH_VOCAB, sharp=0.999)
+    assert greedy_decode(log_probs, vocab, 0.02)[0] == "the catsat"
+    lm = build_lm(tmp_path)
+    for cuts in [(), (40,), (30, 60, 61)]:
+        decoder = frame_decoder(vocab, lm, BeamOptions(beam_size=8, lm_weight=0.7), frame_seconds=0.02)
+        for piece in np.split(log_probs, list(cuts)):
+            decoder.push(piece)
+        ids, scores = decoder.finish()
+        text, _, words = decode(ids, vocab, 0.02, scores)
+        assert text == "the cat sat", cuts
+        assert words[1].end < 1.0 < words[2].start
 
 
 def test_chunked_pushes_decode_like_one_push(tmp_path: Path) -> None:
