@@ -367,6 +367,38 @@ def test_quantize_lm_refuses_text_it_cannot_spell(tone_bundle: Path, tmp_path: P
     assert not (tmp_path / "o").exists()
 
 
+def test_quantize_lm_names_a_text_file_that_is_not_utf8(tone_bundle: Path, tmp_path: Path, capsys) -> None:
+    text = tmp_path / "latin1.txt"
+    text.write_bytes("a cab\nd\xe9f bad\n".encode("latin-1"))
+    status = quantize_main(
+        ["lm", "--bundle", str(tone_bundle), "--out", str(tmp_path / "o"), "--text", str(text)]
+    )
+    assert status == 2
+    err = capsys.readouterr().err
+    assert f"{text}: not UTF-8 text (invalid continuation byte); save it as UTF-8" in err, err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("cut", ["the last 2-gram and \\end\\", "\\end\\ only"])
+def test_a_truncated_arpa_file_is_refused_with_what_is_short(tmp_path: Path, cut: str) -> None:
+    # Issue 29: a cut ARPA file parsed, its lost n-grams silently backing off to shorter ones.
+    whole = (
+        "\\data\\\nngram 1=4\nngram 2=2\n\n\\1-grams:\n-99\t<s>\t-0.3\n-0.5\ta\t-0.2\n-0.4\tb\n"
+        "-0.6\t</s>\n\n\\2-grams:\n-0.1\t<s> a\n-0.2\ta b\n\n\\end\\\n"
+    )
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text(whole)
+    char_lm_from_arpa(arpa)  # whole: read
+    if cut.startswith("the last"):
+        arpa.write_text(whole[: whole.index("-0.2\ta b")])
+        message = r"ends at line 12 without the closing \\end\\: the file is truncated"
+    else:
+        arpa.write_text(whole.replace("-0.2\ta b\n", ""))
+        message = "the header declares 2 2-grams but 1 are listed: the file is truncated or damaged"
+    with pytest.raises(BundleError, match=message):
+        char_lm_from_arpa(arpa)
+
+
 def test_quantize_lm_updates_in_place_and_guards_other_folders(lm_bundle: Path, tmp_path: Path) -> None:
     text = tmp_path / "more.txt"
     text.write_text("cafe\n" * 5)
