@@ -56,3 +56,20 @@ def test_the_names_the_readme_uses_come_from_the_package():
         assert name in edge_asr.__all__ and getattr(edge_asr, name).__module__.startswith("edge_asr.")
     for name in ("EdgeASRError", "AudioError", "BundleError", "InputError"):
         assert issubclass(getattr(edge_asr, name), edge_asr.EdgeASRError)
+
+
+def package_imports(module: str) -> set:
+    """The edge_asr modules `module` imports anywhere in its source (function-level imports too)."""
+    tree = ast.parse((ROOT / "edge_asr" / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module} if node.module else {alias.name for alias in node.names}
+    return {name.split(".")[0] for name in found}
+
+
+def test_sysinfo_and_model_import_each_other_one_way():
+    # Issue 29: model imported sysinfo (memory) and sysinfo imported model (cores), each inside a
+    # function to dodge the circle; machine facts now live in sysinfo alone.
+    assert "sysinfo" in package_imports("model")
+    assert "model" not in package_imports("sysinfo")
