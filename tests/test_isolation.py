@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 DESKTOP_ONLY = ("torch", "transformers", "torchaudio", "librosa", "audiomentations", "sounddevice")
 
@@ -73,3 +75,20 @@ def test_sysinfo_and_model_import_each_other_one_way():
     # function to dodge the circle; machine facts now live in sysinfo alone.
     assert "sysinfo" in package_imports("model")
     assert "model" not in package_imports("sysinfo")
+
+
+def test_no_tracked_file_names_a_folder_of_the_machine_it_was_written_on():
+    # Issue 29: recipes, the HF model card, usage lines and check_aarch64.sh's default named the
+    # build machine's own data and run folders; a checkout elsewhere has none of them.
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    host = "/" + "work/"  # split, so that this file does not name it either
+    named = [
+        name
+        for name in listed.stdout.splitlines()
+        if name != ".gitignore"  # ignores such a folder, which is right
+        and (ROOT / name).is_file()
+        and host in (ROOT / name).read_bytes().decode("utf-8", "replace")
+    ]
+    assert named == []
