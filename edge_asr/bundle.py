@@ -517,6 +517,7 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
             f"{meta_path}: larger than {MAX_METADATA_BYTES >> 20} MiB; a bundle's metadata is a few "
             "kilobytes, so this is not a bundle.json that `python -m quantize` wrote"
         )
+
     def unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
         # json keeps the last of two equal keys without a word: an edited bundle.json with a second
         # "blank_id" decoded garbage while `info --verify` said OK.

@@ -365,8 +365,8 @@ def test_listen_input_says_one_line_for_a_corrupt_mp3(bundle, tmp_path, capfd):
     capfd.readouterr()
     assert main(["listen", "-m", str(bundle), "--input", str(broken), "-q"]) == 2
     assert capfd.readouterr().err.splitlines() == [
-        f"edge-asr: error: {broken}: not a readable audio file (no audio frames found: the file is corrupt, or "
-        "not the format its name says); use WAV, FLAC or OGG (convert with e.g. "
+        f"edge-asr: error: {broken}: not a readable audio file (no audio frames found: the file is "
+        "corrupt, or not the format its name says); use WAV, FLAC or OGG (convert with e.g. "
         "`ffmpeg -i INPUT -ar 16000 -ac 1 out.wav`)"
     ]
 
