@@ -1,6 +1,6 @@
 """Voice commands and hotwords against issue 18's targets, with the shipped default model.
 
-    python benchmarks/commands.py [--corpus /work/data/corpus-v1] [--phrases 2000] [--per-voice 60]
+    python benchmarks/commands.py [--corpus data/corpus-v1] [--phrases 2000] [--per-voice 60]
 
 Command set: Home Assistant's own English sentence templates (`home-assistant-intents`, PyPI) for
 lights, fans, timers, media and weather, expanded by `edge_asr.templates` with a small home (areas,

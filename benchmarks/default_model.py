@@ -1,6 +1,6 @@
 """The default model against its targets (issue 21: the v2 whisper-ctc default), on this machine.
 
-    python benchmarks/default_model.py [--threads N] [--corpus /work/data/corpus-v1]
+    python benchmarks/default_model.py [--threads N] [--corpus data/corpus-v1]
 
 Accuracy comes from the report that `scripts/package_default_model.py` stored in the bundle (the corpus
 test split: voices never heard in training). Speed and memory are measured here: a 10 s clip (a bundled

@@ -516,10 +516,11 @@ def _open(source: AudioSource) -> Tuple[PcmReader, str]:
 
 
 def open_audio(
-    source: AudioSource, target_rate: int, block_seconds: float = 10.0
+    source: AudioSource, target_rate: Optional[int], block_seconds: float = 10.0
 ) -> Tuple[AudioInfo, Iterator[np.ndarray]]:
     """Open a file (or "-" for stdin, a FIFO, a pipe) and return its info and an iterator of mono
-    float32 blocks at `target_rate`. Memory stays at one block whatever the input's length."""
+    float32 blocks at `target_rate` (None: the file's own rate, as `AudioInfo.sample_rate` says).
+    Memory stays at one block whatever the input's length."""
     reader, name = _open(source)
     info = AudioInfo(name=name, sample_rate=reader.samplerate, channels=reader.channels, frames=reader.frames)
     try:
@@ -532,7 +533,7 @@ def open_audio(
     block_frames = max(1, int(block_seconds * info.sample_rate))
 
     def blocks() -> Iterator[np.ndarray]:
-        resampler = _Resampler(info.sample_rate, target_rate)
+        resampler = _Resampler(info.sample_rate, target_rate or info.sample_rate)
         guard = SampleGuard(name)
         received = 0
         try:

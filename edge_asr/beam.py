@@ -32,7 +32,7 @@ import numpy as np
 
 from . import limits
 from .bundle import LanguageModelSettings
-from .ctc import FrameDecoder, GreedyDecoder, Vocabulary
+from .ctc import FrameDecoder, GreedyDecoder, SilenceEndsWords, Vocabulary
 from .hotwords import HotwordGraph, HotwordSpotter
 from .lm import WORD_BOUNDARY, CharNgramLM, WordNgramLM
 
@@ -330,14 +330,19 @@ def frame_decoder(
     words: Optional[WordNgramLM] = None,
     blank_penalty: float = 0.0,
     hotwords: Optional[HotwordGraph] = None,
+    *,
+    frame_seconds: float,
 ) -> FrameDecoder:
     """The decoder for one file or utterance: a beam search scored by `lm` (and `words`) when both
     `lm` and `options` are given, else greedy with `blank_penalty`; with `hotwords`, wrapped in the
-    pass that puts back the hotwords it missed (`hotwords.HotwordSpotter`). Files, streams and the LM
-    tuner all choose here, so they decode the same log-probabilities the same way."""
+    pass that puts back the hotwords it missed (`hotwords.HotwordSpotter`); and outermost the rule that
+    a silence of `ctc.WORD_GAP_SECONDS` (frames of `frame_seconds`) ends a word. Files, streams and
+    the LM tuner all choose here, so they decode the same log-probabilities the same way."""
     decoder: FrameDecoder
     if lm is not None and options is not None:
         decoder = PrefixBeamDecoder(vocabulary, lm, options, words)
     else:
         decoder = GreedyDecoder(vocabulary.blank_id, blank_penalty)
-    return decoder if hotwords is None else HotwordSpotter(decoder, hotwords, vocabulary)
+    if hotwords is not None:
+        decoder = HotwordSpotter(decoder, hotwords, vocabulary)
+    return SilenceEndsWords(decoder, vocabulary, frame_seconds)

@@ -193,7 +193,7 @@ arenas_arg = _argparse_type(parse_arenas)
 
 def default_thread_counts() -> List[int]:
     """1, 2, 4, ... up to the physical cores, and the core count itself."""
-    from .model import physical_cores
+    from .sysinfo import physical_cores
 
     cores = physical_cores()
     counts = []

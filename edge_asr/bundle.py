@@ -625,8 +625,19 @@ def load_bundle(path: Optional[PathLike] = None, verify: bool = True, quantized:
             f"{meta_path}: larger than {MAX_METADATA_BYTES >> 20} MiB; a bundle's metadata is a few "
             "kilobytes, so this is not a bundle.json that `python -m quantize` wrote"
         )
+
+    def unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+        # json keeps the last of two equal keys without a word: an edited bundle.json with a second
+        # "blank_id" decoded garbage while `info --verify` said OK.
+        seen: Dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise BundleError(f"{meta_path}: key {key!r} appears twice in one object; keep one")
+            seen[key] = value
+        return seen
+
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{meta_path}: not valid JSON ({exc})") from None
     except RecursionError:

@@ -9,6 +9,14 @@ through the same two steps:
    a full logit row;
 2. `decode` collapses those ids (`token_runs`: repeats merge, blanks and special tokens vanish) and
    spells them (`Vocabulary.spell`: the word delimiter separates words).
+
+A silence ends a word. A model trained on single utterances often writes no delimiter before a long
+pause (nor at a window's edge), and the collapse would then join the last word before the pause and
+the first after it into one word spanning it ("weeks" + "on" -> "weekson", 2.9-13.7 s). So
+`SilenceEndsWords` wraps every decoder (`beam.frame_decoder`): once the best token has been silent for
+`WORD_GAP_SECONDS`, that frame becomes a certain word delimiter before any decoder sees it. The beam
+search and its language models then score the word as finished, exactly as if the model had written
+the delimiter, and the rule holds across windows and chunks because it counts frames, not windows.
 """
 
 from __future__ import annotations
@@ -106,6 +114,86 @@ class Vocabulary:
         if letters:
             words.append("".join(letters))
         return " ".join(words)
+
+    def delimiter_id(self) -> Optional[int]:
+        """The id of the token that separates words, or None for a vocabulary without one."""
+        for token_id, token in enumerate(self.tokens):
+            if self.is_delimiter(token):
+                return token_id
+        return None
+
+
+WORD_GAP_SECONDS = 1.0
+"""Frames silent this long end a word. No word holds a second without a letter (a long vowel is one
+letter's frames, not blanks), and a pause that short is well under the 8 s gaps that merged words."""
+
+_NOT_SPOKEN = -1e4
+"""What a frame made a delimiter gives every other token: certain, yet finite, so that score sums (word
+confidences, Viterbi passes) stay numbers."""
+
+
+class SilenceBreaks:
+    """Finds, frame by frame across chunks, where a silence has lasted `gap_frames`: the frame that
+    completes each such run of silent best tokens (blank or special), once per run."""
+
+    def __init__(self, vocabulary: Vocabulary, gap_frames: int):
+        if gap_frames < 1:
+            raise ValueError(f"gap_frames must be at least 1, got {gap_frames}")
+        self.gap_frames = gap_frames
+        self.delimiter = vocabulary.delimiter_id()
+        self._silent = vocabulary.silent_ids()
+        self._run = 0  # silent frames just before the next frame
+
+    @classmethod
+    def for_frames(cls, vocabulary: Vocabulary, frame_seconds: float) -> SilenceBreaks:
+        return cls(vocabulary, max(1, round(WORD_GAP_SECONDS / frame_seconds)))
+
+    def find(self, ids: np.ndarray) -> np.ndarray:
+        """Indices into `ids` (the next frames' best tokens) where a silence reaches `gap_frames`."""
+        silent = np.isin(ids, self._silent)
+        found: List[int] = []
+        # Runs as [start, end) pairs; the first may continue the previous chunk's run.
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], silent.astype(np.int8), [0]))))
+        for start, end in zip(edges[::2].tolist(), edges[1::2].tolist()):
+            before = self._run if start == 0 else 0
+            at = start + self.gap_frames - before - 1  # the frame where the run reaches the gap
+            if before < self.gap_frames and at < end:
+                found.append(at)
+        spoken = np.flatnonzero(~silent)
+        self._run = self._run + ids.size if spoken.size == 0 else ids.size - 1 - int(spoken[-1])
+        return np.array(found, dtype=np.int64)
+
+    def mark_ids(self, ids: np.ndarray) -> np.ndarray:
+        """Best-path ids with the delimiter written where a silence ends a word (a copy when any)."""
+        frames = self.find(ids)
+        if frames.size and self.delimiter is not None:
+            ids = ids.copy()
+            ids[frames] = self.delimiter
+        return ids
+
+    def mark_log_probs(self, log_probs: np.ndarray) -> np.ndarray:
+        """[frames, vocab] log-probabilities with a certain delimiter where a silence ends a word."""
+        frames = self.find(log_probs.argmax(axis=1))
+        if frames.size and self.delimiter is not None:
+            log_probs = log_probs.copy()
+            log_probs[frames] = _NOT_SPOKEN
+            log_probs[frames, self.delimiter] = 0.0
+        return log_probs
+
+
+class SilenceEndsWords:
+    """A `FrameDecoder` that gives `inner` the frames with a delimiter in each long silence
+    (`SilenceBreaks`), so that no decoder can join words across one."""
+
+    def __init__(self, inner: FrameDecoder, vocabulary: Vocabulary, frame_seconds: float):
+        self.inner = inner
+        self.breaks = SilenceBreaks.for_frames(vocabulary, frame_seconds)
+
+    def push(self, log_probs: np.ndarray) -> None:
+        self.inner.push(self.breaks.mark_log_probs(log_probs))
+
+    def finish(self) -> Tuple[np.ndarray, np.ndarray]:
+        return self.inner.finish()
 
 
 def token_runs(

@@ -91,6 +91,7 @@ MIN_TOKENS = Range(1, 448, integer=True)
 
 # Windows for files. Below 0.5 s per core the context dominates every window (`--chunk-seconds 0`
 # ran 15x slower); a 10-minute window's attention alone needs gigabytes (quadratic in its length).
+# A model trained on shorter windows is bounded by its own (`windows.TRAINED_WINDOW_SECONDS`).
 CHUNK_SECONDS = Range(0.5, 600)
 CONTEXT_SECONDS = Range(0, 10)
 BLOCK_SECONDS = Range(0.01, 60)

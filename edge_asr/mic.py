@@ -24,7 +24,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
-from .audio import STDIN, open_audio
+from .audio import open_audio
 from .errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -338,16 +338,10 @@ class FileSource:
     def __init__(self, path: str, realtime: bool = False, block_seconds: float = 0.05):
         self.path = path
         self.realtime = realtime
-        rate = 16000
-        if path != STDIN:
-            try:
-                import soundfile
-
-                rate = int(soundfile.info(path).samplerate)
-            except Exception:  # open_audio below turns any problem into a clear AudioError
-                pass
-        info, self._blocks = open_audio(path, rate, block_seconds)
-        self.sample_rate = rate
+        # Opened once, at its own rate: a FIFO or `<(...)` can be read only once (a look at its header
+        # first ate it), and `open_audio` keeps a corrupt file's decoder chatter out of the terminal.
+        info, self._blocks = open_audio(path, None, block_seconds)
+        self.sample_rate = info.sample_rate
         self.duration = info.duration
 
     def describe(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -13,27 +12,13 @@ import onnxruntime as ort
 
 from .bundle import BundleMetadata
 from .errors import BundleError, InputError
+from .sysinfo import memory_mb as machine_memory_mb
+from .sysinfo import physical_cores
 
 log = logging.getLogger(__name__)
 LENGTHS_INPUT = "input_lengths"
 STATES_OUTPUT = "encoder_states"  # format 3: the encoder states a bundle's text decoder reads
 MAX_DEFAULT_THREADS = 4
-
-
-def physical_cores() -> int:
-    """Physical cores available to this process (SMT siblings counted once)."""
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-    cores = set()
-    for cpu in allowed:
-        try:
-            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as handle:
-                cores.add(handle.read().strip())
-        except OSError:
-            cores.add(str(cpu))
-    return max(1, len(cores))
 
 
 def default_threads() -> int:
@@ -84,8 +69,6 @@ def resolve_arena(choice: str, graphs: Sequence[Path], memory_mb: Optional[int] 
     if sum(Path(g).stat().st_size for g in set(graphs)) < ARENA_MIN_MODEL_BYTES:
         return False
     if memory_mb is None:
-        from .sysinfo import memory_mb as machine_memory_mb
-
         memory_mb = machine_memory_mb()
     return memory_mb is not None and memory_mb >= ARENA_MIN_MEMORY_MB
 

@@ -54,7 +54,15 @@ from . import limits
 from .attention import finish_decoding, push_core
 from .audio import SampleGuard, _Resampler, clean_mono, sample_rate_hz
 from .bundle import BundleMetadata
-from .ctc import FrameDecoder, GreedyDecoder, Vocabulary, best_path, token_runs
+from .ctc import (
+    FrameDecoder,
+    GreedyDecoder,
+    SilenceBreaks,
+    SilenceEndsWords,
+    Vocabulary,
+    best_path,
+    token_runs,
+)
 from .errors import InputError
 from .grammar import CommandMatch, GrammarDecoder
 from .results import Word
@@ -188,11 +196,13 @@ class StreamStats:
 
 
 class _TextBuilder:
-    """The partial text of an utterance: frame labels collapsed (`ctc.token_runs`) as they arrive."""
+    """The partial text of an utterance: frame labels collapsed (`ctc.token_runs`) as they arrive,
+    with a long silence ending a word as in the final (`ctc.SilenceBreaks`)."""
 
-    def __init__(self, vocab: Vocabulary):
+    def __init__(self, vocab: Vocabulary, frame_seconds: float):
         self._vocab = vocab
         self._silent = vocab.silent_ids()
+        self._breaks = SilenceBreaks.for_frames(vocab, frame_seconds)
         self._last_id = -1
         self._tokens: List[int] = []
 
@@ -201,6 +211,7 @@ class _TextBuilder:
 
     def add(self, ids: np.ndarray) -> None:
         """Commit frame labels."""
+        ids = self._breaks.mark_ids(ids)
         self._tokens.extend(self._collapse(ids))
         if ids.size:
             self._last_id = int(ids[-1])
@@ -268,7 +279,9 @@ class Stream:
         self.options = options or StreamOptions()
         self.options.validate()
         blank_id, penalty = metadata.blank_id, self.options.blank_penalty
-        self._new_decoder = new_decoder or (lambda: GreedyDecoder(blank_id, penalty))
+        self._new_decoder = new_decoder or (
+            lambda: SilenceEndsWords(GreedyDecoder(blank_id, penalty), vocabulary, metadata.frame_seconds)
+        )
         self.metadata = metadata
         self.vocabulary = vocabulary
         self.sample_rate = metadata.sample_rate
@@ -434,7 +447,7 @@ class Stream:
             index=-1,
             start_frame=start_frame,
             runner=WindowedRunner(self._run_model, self.plan, cache),
-            text=_TextBuilder(self.vocabulary),
+            text=_TextBuilder(self.vocabulary, self.metadata.frame_seconds),
             pending=list(self._preroll),
             frames=len(self._preroll),
             last_speech_frame=start_frame + len(self._preroll) - 1,

@@ -42,7 +42,6 @@ def machine_info() -> Dict[str, Any]:
     import onnxruntime as ort
 
     from . import __version__
-    from .model import physical_cores
 
     return {
         "platform": platform.platform(),
@@ -121,3 +120,19 @@ def _read_text(path: str) -> Optional[str]:
             return handle.read().decode("utf-8", "replace").strip("\x00\n ") or None
     except OSError:
         return None
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (SMT siblings counted once)."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in allowed:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as handle:
+                cores.add(handle.read().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))

@@ -26,7 +26,7 @@ from .model import CtcModel, SplitCtcModel, resolve_arena
 from .results import Transcript
 from .stream import Stream, StreamOptions
 from .vad import VoiceActivityDetector
-from .windows import FeatureCache, SplitStages, WindowedRunner, WindowPlan, cache_is_exact
+from .windows import FeatureCache, SplitStages, WindowedRunner, WindowPlan, cache_is_exact, check_window
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, float], None]
@@ -164,6 +164,18 @@ class EdgeTranscriber:
         self.metadata = self.bundle.metadata
         self.model_path = self.bundle.model_file(quantized)
         meta = self.metadata
+        self.plan = WindowPlan.from_seconds(
+            self.options.chunk_seconds,
+            self.options.context_seconds,
+            self.options.context_seconds,
+            meta.sample_rate,
+            meta.frame_stride,
+            meta.receptive_field,
+        )
+        context = self.options.context_seconds
+        check_window(
+            self.plan, meta, "chunk_seconds (--chunk-seconds)", f"{context:g} s of context each side"
+        )
         split = self.bundle.split_names(quantized)
         if front_end_cache and split is None:
             raise InputError(
@@ -187,14 +199,6 @@ class EdgeTranscriber:
         else:
             self.model = CtcModel(self.model_path, meta, threads, resolve_arena(arena, graphs))
         self.vocabulary = Vocabulary(meta.vocabulary, meta.blank_id, meta.word_delimiter, meta.special_ids)
-        self.plan = WindowPlan.from_seconds(
-            self.options.chunk_seconds,
-            self.options.context_seconds,
-            self.options.context_seconds,
-            meta.sample_rate,
-            meta.frame_stride,
-            meta.receptive_field,
-        )
         self.lm: Optional[CharNgramLM] = None
         self.word_lm: Optional[WordNgramLM] = None
         self.beam_options: Optional[BeamOptions] = None
@@ -274,7 +278,13 @@ class EdgeTranscriber:
             )
         penalty = self.options.blank_penalty if blank_penalty is None else blank_penalty
         return frame_decoder(
-            self.vocabulary, self.lm, self.beam_options, self.word_lm, penalty, self.hotwords
+            self.vocabulary,
+            self.lm,
+            self.beam_options,
+            self.word_lm,
+            penalty,
+            self.hotwords,
+            frame_seconds=self.metadata.frame_seconds,
         )
 
     def transcribe(

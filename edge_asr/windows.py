@@ -35,10 +35,43 @@ from typing import Callable, Iterator, Optional, Tuple
 import numpy as np
 
 from .bundle import BundleMetadata
-from .errors import BundleError
+from .errors import BundleError, InputError
 from .model import normalization_stats, normalize_utterance
 
 LogProbFn = Callable[[np.ndarray], np.ndarray]
+
+TRAINED_WINDOW_SECONDS = {"WhisperCtcForCTC": 30.0}
+"""The longest input each architecture (bundle.json's `source.architecture`) was trained to read in
+one pass. A Whisper encoder has 1500 positions (30 s); past them the graph still runs but reads
+garbage (measured: `--chunk-seconds 60` gave wrong text at rc 0). The wav2vec2 family's convolutional
+positions have no such edge: there only `limits.CHUNK_SECONDS` (memory) bounds a window."""
+
+
+def trained_window_seconds(metadata: BundleMetadata) -> Optional[float]:
+    """The longest window `metadata`'s model reads correctly, or None where its architecture has no
+    known bound (`TRAINED_WINDOW_SECONDS`)."""
+    architecture = metadata.source.get("architecture")
+    return TRAINED_WINDOW_SECONDS.get(architecture) if isinstance(architecture, str) else None
+
+
+def check_window(plan: WindowPlan, metadata: BundleMetadata, core: str, context: str) -> None:
+    """InputError when one window of `plan` (context + core + context) is longer than the model was
+    trained on; `core` and `context` name the options that set them, for the message."""
+    bound = trained_window_seconds(metadata)
+    if bound is None:
+        return
+    frames = plan.left_frames + plan.chunk_frames + plan.right_frames
+    # Counted in frames, the encoder's positions (1500 for 30 s), not in samples: a receptive field
+    # wider than the stride adds a fraction of a frame that no position holds.
+    if frames > round(bound / metadata.frame_seconds):
+        seconds = frames * metadata.frame_seconds
+        context_seconds = (plan.left_frames + plan.right_frames) * metadata.frame_seconds
+        chunk_seconds = plan.chunk_frames * metadata.frame_seconds
+        raise InputError(
+            f"{core} {chunk_seconds:g} with {context} makes {seconds:g} s windows, and this model "
+            f"({metadata.source.get('architecture')}) reads at most {bound:g} s in one pass: "
+            f"set {core} to {bound - context_seconds:g} or less"
+        )
 
 
 def cache_is_exact(metadata: BundleMetadata) -> bool:

@@ -32,8 +32,14 @@ def read_sentences(paths: Sequence[Path]) -> List[str]:
         if not Path(path).is_file():
             raise QuantizeError(f"{path}: text file not found")
         if path.name.endswith((".txt", ".txt.gz")):
-            with open_text(path) as handle:
-                sentences.extend(line.strip() for line in handle if line.strip())
+            try:
+                with open_text(path) as handle:
+                    sentences.extend(line.strip() for line in handle if line.strip())
+            except UnicodeDecodeError as exc:  # raised mid-iteration, where nothing names the file
+                raise QuantizeError(
+                    f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8, e.g. "
+                    f"`iconv -f latin1 -t utf-8 {path.name} > utf8.txt`"
+                ) from None
         else:
             sentences.extend(item.text for item in read_manifest(path))
     return sentences

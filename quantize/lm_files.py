@@ -179,12 +179,32 @@ def _token_char(token: str, where: str) -> str:
     return token
 
 
+def _check_complete(
+    where: str, declared: Dict[int, int], listed: Dict[int, int], ended: bool, lines: int
+) -> None:
+    """A cut ARPA file still parses, with the n-grams it lost backing off to shorter ones: refuse it."""
+    if not ended:
+        raise BundleError(
+            f"{where}: ends at line {lines} without the closing \\end\\: the file is truncated; "
+            "copy or export it again"
+        )
+    for n, count in sorted(declared.items()):
+        if listed.get(n, 0) != count:
+            raise BundleError(
+                f"{where}: the header declares {count} {n}-grams but {listed.get(n, 0)} are listed: the "
+                "file is truncated or damaged; copy or export it again"
+            )
+
+
 def _parse_arpa(lines: Iterable[str], where: str) -> Tuple[Dict[str, float], Dict[str, float], int]:
     ngrams: Dict[str, float] = {}
     backoffs: Dict[str, float] = {}
     declared: Dict[int, int] = {}
+    listed: Dict[int, int] = {}  # n -> n-gram lines read
     section = -1  # -1 before \data\, 0 in \data\, n in \n-grams:
     order = 0
+    ended = False
+    number = 0
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:
@@ -192,6 +212,7 @@ def _parse_arpa(lines: Iterable[str], where: str) -> Tuple[Dict[str, float], Dic
         if line == "\\data\\":
             section = 0
         elif line == "\\end\\":
+            ended = True
             break
         elif line.startswith("\\") and line.endswith("-grams:"):
             section = int(line[1:].split("-", 1)[0])
@@ -203,6 +224,7 @@ def _parse_arpa(lines: Iterable[str], where: str) -> Tuple[Dict[str, float], Dic
             fields = line.split()
             if len(fields) not in (section + 1, section + 2):
                 raise BundleError(f"{where}:{number}: expected {section} token(s) in a {section}-gram line")
+            listed[section] = listed.get(section, 0) + 1
             if "<unk>" in fields[1 : section + 1]:
                 continue
             key = "".join(_token_char(t, f"{where}:{number}") for t in fields[1 : section + 1])
@@ -211,6 +233,7 @@ def _parse_arpa(lines: Iterable[str], where: str) -> Tuple[Dict[str, float], Dic
                 backoffs[key] = float(fields[section + 1]) * LN10
     if section < 0 or not ngrams:
         raise BundleError(f"{where}: not an ARPA language model (no \\data\\ section or no n-grams)")
+    _check_complete(where, declared, listed, ended, number)
     if declared and max(declared) != order:
         raise BundleError(
             f"{where}: the header declares {max(declared)}-grams but the file has {order}-grams"

@@ -74,7 +74,9 @@ class LmScorer:
         words: Optional[WordNgramLM] = None,
     ) -> str:
         """Utterance `index` decoded greedily (no `lm`) or by beam search with the LM(s)."""
-        decoder = frame_decoder(self.vocabulary, lm, options, words)
+        decoder = frame_decoder(
+            self.vocabulary, lm, options, words, frame_seconds=self.metadata.frame_seconds
+        )
         decoder.push(self.log_probs[index])
         ids, scores = decoder.finish()
         return decode(ids, self.vocabulary, self.metadata.frame_seconds, scores)[0]

@@ -10,7 +10,7 @@
 #
 # Needs root (debootstrap, chroot) and Debian's qemu-user-static binfmt-support debootstrap packages.
 # The rootfs (~600 MB) and wheels are cached under $EDGE_ASR_AARCH64_CACHE (default
-# /work/cache/edge-asr-aarch64), outside the repository. Not run in CI.
+# build/aarch64-cache in the repository, which git ignores). Not run in CI.
 #
 # Usage: scripts/check_aarch64.sh --model BUNDLE_DIR --audio FILE [--rebuild-rootfs]
 #   --model defaults to the package's default bundle (edge_asr/models/default) when there is one;
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${EDGE_ASR_AARCH64_CACHE:-/work/cache/edge-asr-aarch64}
+CACHE=${EDGE_ASR_AARCH64_CACHE:-$REPO/build/aarch64-cache}
 SUITE=bookworm
 PYVER=3.11
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}

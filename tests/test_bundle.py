@@ -6,7 +6,7 @@ import pytest
 from tone_model import build_tone_graph, edit_metadata, write_tone_bundle
 
 from edge_asr import BundleError, EdgeTranscriber
-from edge_asr.bundle import FORMAT_VERSION, BundleMetadata, load_bundle
+from edge_asr.bundle import DEFAULT_BUNDLE_DIR, FORMAT_VERSION, BundleMetadata, load_bundle
 
 
 @pytest.fixture
@@ -230,3 +230,44 @@ def test_verify_fails_bundles_that_cannot_run(tmp_path, capsys, damage, message)
     err = capsys.readouterr().err
     assert err.startswith("edge-asr: error:") and "Traceback" not in err
     assert re.search(message, err), err
+
+
+# -- bundle.json's own numbers, edited (issue 29, defect 11) --------------------------------------
+
+
+def test_a_duplicate_key_in_bundle_json_is_refused(tmp_path, capsys):
+    from edge_asr.cli import main
+
+    folder = write_tone_bundle(tmp_path / "b")
+    path = folder / "bundle.json"
+    text = path.read_text()
+    path.write_text(text.replace('"blank_id": 0,', '"blank_id": 0,\n  "blank_id": 3,', 1))
+    assert text != path.read_text()
+    with pytest.raises(BundleError, match="key 'blank_id' appears twice in one object; keep one"):
+        load_bundle(folder)
+    assert main(["info", "-m", str(folder)]) == 2
+    assert "appears twice" in capsys.readouterr().err
+
+
+def test_verify_finds_a_blank_id_that_is_not_the_graphs(tmp_path, capsys):
+    from edge_asr.cli import main
+
+    folder = write_tone_bundle(tmp_path / "b")
+    edit_metadata(folder, blank_id=3)  # a letter: every file decoded to garbage at rc 0
+    assert main(["info", "-m", str(folder), "--verify"]) == 2
+    err = capsys.readouterr().err
+    assert "most likely token is 0 ('<blank>'), where bundle.json's blank_id says 3 ('b')" in err, err
+
+
+@pytest.mark.skipif(not (DEFAULT_BUNDLE_DIR / "bundle.json").is_file(), reason="no default model")
+def test_verify_reads_speech_at_the_manifests_sample_rate(tmp_path, capsys):
+    from edge_asr.cli import main
+
+    folder = tmp_path / "default"
+    shutil.copytree(DEFAULT_BUNDLE_DIR, folder)
+    assert main(["info", "-m", str(folder), "--verify"]) == 0
+    assert "reads the 3 bundled samples at 16000 Hz (greedy CER 0.3" in capsys.readouterr().out
+    edit_metadata(folder, sample_rate=48000)  # the 16 kHz graph hears 3x slowed-down speech
+    assert main(["info", "-m", str(folder), "--verify"]) == 2
+    err = capsys.readouterr().err
+    assert "with bundle.json's sample_rate 48000: garbage" in err, err

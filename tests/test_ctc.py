@@ -1,7 +1,17 @@
 import numpy as np
 import pytest
 
-from edge_asr.ctc import GreedyDecoder, Vocabulary, best_path, decode, greedy_decode, token_runs
+from edge_asr.beam import frame_decoder
+from edge_asr.ctc import (
+    WORD_GAP_SECONDS,
+    GreedyDecoder,
+    SilenceBreaks,
+    Vocabulary,
+    best_path,
+    decode,
+    greedy_decode,
+    token_runs,
+)
 
 TOKENS = ["<pad>", "<unk>", "|", "a", "b", "c"]
 VOCAB = Vocabulary(TOKENS, blank_id=0, word_delimiter="|", special_ids=[1])
@@ -93,3 +103,65 @@ def test_greedy_decoder_in_chunks_equals_one_pass():
     ids, scores = decoder.finish()
     assert decode(ids, VOCAB, FRAME, scores) == greedy_decode(lp, VOCAB, FRAME)
     assert GreedyDecoder(0).finish()[0].size == 0
+
+
+GAP = round(WORD_GAP_SECONDS / FRAME)  # frames of silence that end a word
+
+
+def decode_through_frame_decoder(lp: np.ndarray, cuts=(), lm=None, options=None):
+    """Decode as files and streams do (`beam.frame_decoder`), pushing the frames split at `cuts`."""
+    decoder = frame_decoder(VOCAB, lm, options, frame_seconds=FRAME)
+    for piece in np.split(lp, list(cuts)):
+        decoder.push(piece)
+    ids, scores = decoder.finish()
+    return decode(ids, VOCAB, FRAME, scores)
+
+
+@pytest.mark.parametrize(
+    "cuts", [(), (3,), (4, 40), (3 + GAP // 2,), (3 + GAP - 1, 3 + GAP), tuple(range(1, 60))]
+)
+def test_a_long_silence_ends_a_word_without_a_delimiter_in_any_chunking(cuts):
+    # "ab", a second of blanks and specials with no "|", then "ca": the collapse alone made "abca"
+    # spanning the silence; the rule must hold wherever chunks (windows) cut the silence.
+    silence = [0, 1] * (GAP // 2) + [0] * (GAP % 2)
+    lp = one_hot_log_probs([3, 0, 4] + silence + [5, 0, 3])
+    text, chars, words = decode_through_frame_decoder(lp, cuts)
+    assert text == "ab ca"
+    assert [(w.text, w.start, w.end) for w in words] == [
+        ("ab", 0.0, 0.06),
+        ("ca", round((3 + GAP) * FRAME, 3), round((6 + GAP) * FRAME, 3)),
+    ]
+    assert all(0.9 < w.confidence <= 1.0 for w in words)  # the marked frame costs the words nothing
+    assert [c.text for c in chars] == ["a", "b", " ", "c", "a"]
+
+
+def test_a_pause_shorter_than_the_gap_keeps_the_word_and_a_long_one_gives_one_break():
+    short = one_hot_log_probs([3, 0, 4] + [0] * (GAP - 1) + [5])
+    assert decode_through_frame_decoder(short)[0] == "abc"
+    # Five gaps of silence, leading and trailing ones too: one word break, nothing else spelled.
+    long = one_hot_log_probs([0] * GAP + [3] + [0] * (5 * GAP) + [4] + [0] * GAP)
+    assert decode_through_frame_decoder(long, cuts=(GAP + 7,))[0] == "a b"
+
+
+def test_silence_breaks_are_found_once_per_run_across_chunks():
+    ids = np.array([3] + [0] * 7 + [4, 0, 0, 0, 5], dtype=np.int32)
+    whole = SilenceBreaks(VOCAB, gap_frames=3).find(ids)
+    assert whole.tolist() == [3, 11]  # the frame that completes each run of 3 silent frames
+    pieces = SilenceBreaks(VOCAB, gap_frames=3)
+    found = [start + f for start in range(ids.size) for f in pieces.find(ids[start : start + 1]).tolist()]
+    assert found == whole.tolist()
+    assert SilenceBreaks(VOCAB, gap_frames=3).mark_ids(ids).tolist() == [
+        3,
+        0,
+        0,
+        2,
+        0,
+        0,
+        0,
+        0,
+        4,
+        0,
+        0,
+        2,
+        5,
+    ]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from edge_asr import EdgeTranscriber
 from edge_asr.bundle import DEFAULT_BUNDLE_DIR, load_bundle
@@ -73,3 +74,18 @@ def test_silence_noise_and_hum_give_no_words(use_lm):
     asr = EdgeTranscriber(options=TranscribeOptions(use_lm=use_lm))
     for name, audio in inputs.items():
         assert asr.transcribe(audio, sample_rate=16000).text == "", name
+
+
+@pytest.mark.parametrize("use_lm", [True, False], ids=["lm", "greedy"])
+def test_ten_seconds_of_silence_between_two_samples_end_a_word(use_lm):
+    # Issue 29: the model writes no "|" before a long pause, and the last word before 10 s of silence
+    # and the first after it became one word spanning the silence ("weekson", 2.9-13.7 s).
+    first, rate = sf.read(SAMPLES / "ked-u000022.wav", dtype="float32")
+    second, _ = sf.read(SAMPLES / "pico-en-GB-u000132.wav", dtype="float32")
+    audio = np.concatenate([first, np.zeros(10 * rate, np.float32), second])
+    result = EdgeTranscriber(options=TranscribeOptions(use_lm=use_lm)).transcribe(audio, sample_rate=rate)
+    silence_start, silence_end = first.size / rate, first.size / rate + 10.0
+    assert all(w.end <= silence_start + 0.1 or w.start >= silence_end - 0.1 for w in result.words), [
+        (w.text, w.start, w.end) for w in result.words if w.end - w.start > 2
+    ]
+    assert result.words[-1].text == "rats"

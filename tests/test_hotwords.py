@@ -11,7 +11,7 @@ from tone_model import VOCAB, token_frequency, tone_audio
 
 from edge_asr import EdgeTranscriber, InputError
 from edge_asr.ctc import GreedyDecoder, Vocabulary, decode
-from edge_asr.hotwords import Hotwords, HotwordSpotter
+from edge_asr.hotwords import MAX_HOTWORD_STATES, Hotwords, HotwordSpotter, graph_states
 from edge_asr.text import TextNormalization
 from edge_asr.transcriber import TranscribeOptions
 
@@ -141,3 +141,42 @@ def test_hotword_files_are_read_with_a_size_cap() -> None:
         Hotwords.from_file("/dev/zero")
     with pytest.raises(InputError, match="cannot read the hotwords"):
         Hotwords.from_file("/no/such/hotwords.txt")
+
+
+def many_hotwords(count: int, letters: int = 8) -> List[str]:
+    """`count` distinct words of the tone vocabulary's letters."""
+    rng = np.random.default_rng(0)
+    words: set = set()
+    while len(words) < count:
+        words.add("".join(rng.choice(list("abcdef"), letters)))
+    return sorted(words)
+
+
+def test_a_list_past_what_runs_in_real_time_is_refused() -> None:
+    # Issue 29: 10,000 hotwords at boost 20 were inside the limits and ran at RTF 3.4 (60 s).
+    fits = MAX_HOTWORD_STATES // graph_states([0] * 8)
+    graph = Hotwords.from_list(many_hotwords(fits), boost=20.0).compile(TONES, TextNormalization())
+    assert graph.tokens.size <= MAX_HOTWORD_STATES
+    with pytest.raises(InputError, match=rf"{fits + 1} hotwords spell [\d,]+ .* more than the 30,000"):
+        Hotwords.from_list(many_hotwords(fits + 1), boost=20.0).compile(TONES, TextNormalization())
+
+
+def test_the_pass_keeps_bounded_state_at_the_largest_list_and_boost() -> None:
+    # The largest list at boost 20 (every hotword is "heard" almost everywhere) over a 12 s chunk: the
+    # pass used to hold [frames, states] float64 for the chunk and every (hotword, start) it accepted,
+    # 600 MB for 10 s and 10,000 hotwords; now one frame's states and spots that never overlap.
+    import tracemalloc
+
+    words = many_hotwords(MAX_HOTWORD_STATES // graph_states([0] * 8))
+    graph = Hotwords.from_list(words, boost=20.0).compile(TONES, TextNormalization())
+    heard = np.tile(spell("ab cafd fed"), (15, 1))[:600]  # 12 s of 20 ms frames
+    spotter = HotwordSpotter(GreedyDecoder(0), graph, TONES)
+    tracemalloc.start()
+    try:
+        spotter.push(heard)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * graph.tokens.size * 8, peak  # a few arrays of the states, not 600 rows of them
+    spots = spotter.spots()
+    assert spots and all(a.end <= b.start for a, b in zip(spots, spots[1:]))

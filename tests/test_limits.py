@@ -174,3 +174,21 @@ def test_bench_counts_out_of_range(capsys, tone_bundle):
         parse_threads("1,100000")
     assert main(["bench", "-m", str(tone_bundle), "--repeats", "1000000", "--in-process"]) == 2
     assert "--repeats must be between 1 and 100" in capsys.readouterr().err
+
+
+def test_chunk_seconds_past_the_models_trained_window_is_refused(capsys, tmp_path, wav):
+    # Issue 29: a Whisper encoder reads at most 30 s in one pass; `--chunk-seconds 60` ran and wrote
+    # garbage at rc 0. The bound comes from bundle.json's source.architecture.
+    whisper = write_tone_bundle(tmp_path / "whisper", source={"architecture": "WhisperCtcForCTC"})
+    started = time.perf_counter()
+    assert main(["file", str(wav), "-m", str(whisper), "--chunk-seconds", "60"]) == 2
+    err = capsys.readouterr().err
+    assert "makes 62 s windows" in err and "at most 30 s" in err and "to 28 or less" in err, err
+    assert "Traceback" not in err and time.perf_counter() - started < 5
+    with pytest.raises(InputError, match="at most 30 s"):
+        EdgeTranscriber(whisper, options=TranscribeOptions(chunk_seconds=20.0, context_seconds=6.0))
+    # The largest window that fits runs; a model without a known bound keeps limits.CHUNK_SECONDS.
+    fits = EdgeTranscriber(whisper, options=TranscribeOptions(chunk_seconds=28.0))
+    assert fits.transcribe(str(wav)).text == "abc"
+    other = write_tone_bundle(tmp_path / "other", source={"architecture": "Wav2Vec2ForCTC"})
+    assert EdgeTranscriber(other, options=TranscribeOptions(chunk_seconds=60.0)).plan.chunk_frames == 3000

@@ -327,8 +327,8 @@ def test_listen_input_file_matches_transcribe_and_appends_output(bundle, tmp_pat
     assert captured.out.splitlines() == ["ab cd", "ef"]
     assert out_file.read_text().splitlines() == ["earlier line", "ab cd", "ef"]
     assert main(["file", "-m", str(bundle), str(wav)]) == 0
-    # offline has no utterances (the tone model spells word breaks, silence is no break): same letters
-    assert capsys.readouterr().out.replace(" ", "") == "abcdef\n"
+    # offline has no utterances; the 1.5 s of silence ends "cd" as a word, as it ends the utterance
+    assert capsys.readouterr().out == "ab cd ef\n"
 
 
 def test_listen_input_realtime_paces_the_file(bundle, tmp_path, capsys):
@@ -339,6 +339,36 @@ def test_listen_input_realtime_paces_the_file(bundle, tmp_path, capsys):
     assert main(["listen", "-m", str(bundle), "--input", str(wav), "--realtime", "-q"]) == 0
     assert time.monotonic() - started >= 0.9 * len(audio) / SAMPLE_RATE
     assert capsys.readouterr().out == "ab\n"
+
+
+def test_listen_input_reads_a_fifo_from_its_first_byte(bundle, tmp_path, capsys):
+    # Issue 29: a look at the file's rate read the FIFO's WAV header, and the stream began mid-data.
+    wav = tmp_path / "two.wav"
+    sf.write(wav, two_utterances(44100), 44100, subtype="PCM_16")
+    fifo = tmp_path / "audio.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(wav.read_bytes()), daemon=True)
+    writer.start()
+    assert main(["listen", "-m", str(bundle), "--input", str(fifo), "-q"]) == 0
+    writer.join(timeout=10)
+    assert capsys.readouterr().out.splitlines() == ["ab cd", "ef"]
+    assert not writer.is_alive()
+
+
+def test_listen_input_says_one_line_for_a_corrupt_mp3(bundle, tmp_path, capfd):
+    # libmpg123's own "Note: Illegal Audio-MPEG-Header" lines came before ours (`file` had been fixed).
+    good = tmp_path / "good.mp3"
+    sf.write(good, tone_audio("ab"), SAMPLE_RATE, format="MP3")
+    rng = np.random.default_rng(3)
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(good.read_bytes()[:100] + rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    capfd.readouterr()
+    assert main(["listen", "-m", str(bundle), "--input", str(broken), "-q"]) == 2
+    assert capfd.readouterr().err.splitlines() == [
+        f"edge-asr: error: {broken}: not a readable audio file (no audio frames found: the file is "
+        "corrupt, or not the format its name says); use WAV, FLAC or OGG (convert with e.g. "
+        "`ffmpeg -i INPUT -ar 16000 -ac 1 out.wav`)"
+    ]
 
 
 @pytest.mark.parametrize(

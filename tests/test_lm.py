@@ -214,11 +214,29 @@ def test_a_hotword_the_audio_allows_is_written_over_the_lm_choice(tmp_path: Path
     log_probs = frames_for("the c(e/a)t s(e/a)t", SPEECH_VOCAB)
     hotwords = Hotwords.from_list(["cet"]).compile(vocab, TextNormalization())
     options = BeamOptions(beam_size=8, lm_weight=0.7)
-    decoder = frame_decoder(vocab, build_lm(tmp_path), options, hotwords=hotwords)
+    decoder = frame_decoder(vocab, build_lm(tmp_path), options, hotwords=hotwords, frame_seconds=0.02)
     decoder.push(log_probs)
     ids, scores = decoder.finish()
     # The LM alone says "the cat sat"; the frames spell "cet" outright, so the hotword is written.
     assert decode(ids, vocab, 0.02, scores)[0] == "the cet sat"
+
+
+def test_a_long_silence_ends_a_word_for_the_beam_and_its_lm(tmp_path: Path) -> None:
+    # "the cat", 1.04 s of blank frames with no "|", "sat": the beam used to spell "the catsat" and
+    # score it so; the silence must be a word boundary for the LM too, wherever the chunks cut it.
+    vocab = Vocabulary(SPEECH_VOCAB, blank_id=0)
+    # A model sure of its blanks (99.9%): no "|" is likely enough for the LM to pick on its own.
+    log_probs = frames_for("the cat" + "_" * 13 + "sat", SPEECH_VOCAB, sharp=0.999)
+    assert greedy_decode(log_probs, vocab, 0.02)[0] == "the catsat"
+    lm = build_lm(tmp_path)
+    for cuts in [(), (40,), (30, 60, 61)]:
+        decoder = frame_decoder(vocab, lm, BeamOptions(beam_size=8, lm_weight=0.7), frame_seconds=0.02)
+        for piece in np.split(log_probs, list(cuts)):
+            decoder.push(piece)
+        ids, scores = decoder.finish()
+        text, _, words = decode(ids, vocab, 0.02, scores)
+        assert text == "the cat sat", cuts
+        assert words[1].end < 1.0 < words[2].start
 
 
 def test_chunked_pushes_decode_like_one_push(tmp_path: Path) -> None:
@@ -347,6 +365,38 @@ def test_quantize_lm_refuses_text_it_cannot_spell(tone_bundle: Path, tmp_path: P
     assert status == 2
     assert "none of the 2 sentence(s) can be spelled" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_quantize_lm_names_a_text_file_that_is_not_utf8(tone_bundle: Path, tmp_path: Path, capsys) -> None:
+    text = tmp_path / "latin1.txt"
+    text.write_bytes("a cab\nd\xe9f bad\n".encode("latin-1"))
+    status = quantize_main(
+        ["lm", "--bundle", str(tone_bundle), "--out", str(tmp_path / "o"), "--text", str(text)]
+    )
+    assert status == 2
+    err = capsys.readouterr().err
+    assert f"{text}: not UTF-8 text (invalid continuation byte); save it as UTF-8" in err, err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("cut", ["the last 2-gram and \\end\\", "\\end\\ only"])
+def test_a_truncated_arpa_file_is_refused_with_what_is_short(tmp_path: Path, cut: str) -> None:
+    # Issue 29: a cut ARPA file parsed, its lost n-grams silently backing off to shorter ones.
+    whole = (
+        "\\data\\\nngram 1=4\nngram 2=2\n\n\\1-grams:\n-99\t<s>\t-0.3\n-0.5\ta\t-0.2\n-0.4\tb\n"
+        "-0.6\t</s>\n\n\\2-grams:\n-0.1\t<s> a\n-0.2\ta b\n\n\\end\\\n"
+    )
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text(whole)
+    char_lm_from_arpa(arpa)  # whole: read
+    if cut.startswith("the last"):
+        arpa.write_text(whole[: whole.index("-0.2\ta b")])
+        message = r"ends at line 12 without the closing \\end\\: the file is truncated"
+    else:
+        arpa.write_text(whole.replace("-0.2\ta b\n", ""))
+        message = "the header declares 2 2-grams but 1 are listed: the file is truncated or damaged"
+    with pytest.raises(BundleError, match=message):
+        char_lm_from_arpa(arpa)
 
 
 def test_quantize_lm_updates_in_place_and_guards_other_folders(lm_bundle: Path, tmp_path: Path) -> None:

@@ -119,6 +119,21 @@ def test_noise_that_the_model_does_not_hear_gives_no_event(transcriber):
     assert [(e.text, e.utterance) for e in finals(events)] == [("ab", 0)]
 
 
+@pytest.mark.parametrize("final_pass", [True, False], ids=["final-pass", "no-final-pass"])
+def test_a_long_pause_the_vad_calls_speech_still_ends_a_word(transcriber, final_pass):
+    # A 2 s beep keeps the utterance open (the VAD hears it) while the model hears nothing: "ab" and
+    # "c" on either side must stay two words in the partials and the final, not "abc".
+    t = np.arange(int(2.0 * SAMPLE_RATE)) / SAMPLE_RATE
+    beep = (0.3 * np.sin(2 * np.pi * 5000 * t)).astype(np.float32)
+    audio = np.concatenate([tone_audio("ab"), beep, tone_audio("c"), silence(1.0)])
+    events = feed(transcriber.stream(StreamOptions(final_pass=final_pass)), audio)
+    (final,) = finals(events)
+    assert final.text == "ab c"
+    assert [w.text for w in final.words] == ["ab", "c"]
+    assert final.words[0].end < 0.8 and final.words[1].start > 2.4
+    assert "ab c" in [e.text for e in events if not e.is_final]
+
+
 def test_silence_never_runs_the_model(transcriber):
     stream = transcriber.stream()
     assert feed(stream, silence(30.0)) == []

@@ -16,7 +16,7 @@ from tone_model import tone_audio
 from edge_asr.beam import BeamOptions, PrefixBeamDecoder
 from edge_asr.bundle import WORDS_FILE, load_bundle
 from edge_asr.cli import main as edge_main
-from edge_asr.ctc import GreedyDecoder, Vocabulary, decode
+from edge_asr.ctc import GreedyDecoder, SilenceEndsWords, Vocabulary, decode
 from edge_asr.errors import BundleError
 from edge_asr.lm import BOS, CharNgramLM, WordLmArrays, WordNgramLM
 from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions, tuned_beam_options
@@ -208,7 +208,9 @@ def test_transcriber_beam_options_come_from_the_bundle(words_bundle: Path) -> No
     )
     assert tuned_beam_options(words_bundle) is None  # no change: the bundle's own settings
     greedy = EdgeTranscriber(words_bundle, options=TranscribeOptions(use_lm=False))
-    assert greedy.beam_options is None and isinstance(greedy.new_decoder(), GreedyDecoder)
+    decoder = greedy.new_decoder()
+    assert isinstance(decoder, SilenceEndsWords)  # outermost on every decoder (a silence ends a word)
+    assert greedy.beam_options is None and isinstance(decoder.inner, GreedyDecoder)
 
 
 def test_corrupt_or_unlisted_word_lm_is_refused(words_bundle: Path) -> None:

@@ -6,7 +6,7 @@ faster than PyTorch eager on CPU) and the head then trains in minutes. Several a
 the training split are cached (copy 0 clean, the others through `train.augment`'s transforms and a
 channel degradation); the head also sees SpecAugment-style time and channel masks on the states.
 
-    python -m train.whisper_head --encoder /work/data/whisper-tiny.en-hf \
+    python -m train.whisper_head --encoder data/whisper-tiny.en-hf \
         --data corpus/train.csv --validation-data corpus/valid.csv --out runs/v2-head \
         --vocab models/default-model-hf/vocab.json --copies 3 --steps 8000
 

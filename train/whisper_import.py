@@ -26,7 +26,7 @@ file as a float16 model (dtype "auto"), which would compute differently from the
 on a CPU. int8/int16-quantized files (weights with `*_scale` tensors) are refused: re-convert with
 `--quantization float16` or `float32`.
 
-    python -m train.whisper_import --out /work/data/whisper-tiny.en-hf --check
+    python -m train.whisper_import --out data/whisper-tiny.en-hf --check
 """
 
 from __future__ import annotations

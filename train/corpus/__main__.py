@@ -2,7 +2,7 @@
 
 bash scripts/install_tts.sh                       # engines + Debian text packages
 python -m train.corpus --list-engines             # what is installed, and why not
-nice python -m train.corpus --out /work/data/corpus-v1 --hours 15 --seed 1 --workers 2 \\
+nice python -m train.corpus --out data/corpus-v1 --hours 15 --seed 1 --workers 2 \\
     --engines espeak,flite,festival,pico,hibari     # corpus-v1 (train/corpus/RECIPE.md)
 """
 
