@@ -97,6 +97,16 @@ def add_decoding_args(parser: argparse.ArgumentParser, *, file: bool) -> None:
         + ("" if file else "; partials are always CTC"),
     )
     text.add_argument(
+        "--ctc-weight",
+        type=float,
+        help="weight of the CTC head's score in joint decoding (default: the bundle's)",
+    )
+    text.add_argument(
+        "--decoder-beam",
+        type=int,
+        help="hypotheses kept in joint decoding (default: the bundle's; 1 is greedy: faster, less accurate)",
+    )
+    text.add_argument(
         "--lowercase",
         action="store_true",
         help="with the text decoder: lower case without punctuation, numbers spelled (the CTC form)",
@@ -137,6 +147,8 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         hotwords=Hotwords.from_file(args.hotwords, args.hotword_boost) if args.hotwords else None,
         decoder=args.decoder,
         lowercase=args.lowercase,
+        ctc_weight=args.ctc_weight,
+        decoder_beam=args.decoder_beam,
         beam=tuned_beam_options(
             args.model,
             beam_size=args.beam_size,

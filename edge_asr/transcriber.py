@@ -62,6 +62,8 @@ class TranscribeOptions:
             ctc. Stream partials and grammars are always CTC.
         lowercase: with joint decoding, write the normalized form (lower case, no punctuation, numbers
             spelled) instead of the decoder's casing and punctuation.
+        ctc_weight, decoder_beam: joint decoding's CTC weight and beam; None: the bundle's (picked on
+            synthetic validation voices). Beam 1 is greedy: faster, less accurate (docs/benchmarks.md).
     """
 
     blank_penalty: float = 0.0
@@ -74,6 +76,8 @@ class TranscribeOptions:
     hotwords: Optional[Hotwords] = None
     decoder: str = "auto"
     lowercase: bool = False
+    ctc_weight: Optional[float] = None
+    decoder_beam: Optional[int] = None
 
     def validate(self) -> None:
         """InputError naming the first option outside its range (`edge_asr.limits`)."""
@@ -86,6 +90,10 @@ class TranscribeOptions:
                 "block_seconds": limits.BLOCK_SECONDS,
             },
         )
+        if self.ctc_weight is not None:
+            limits.CTC_WEIGHT.check(self.ctc_weight, "ctc_weight")
+        if self.decoder_beam is not None:
+            limits.DECODER_BEAM_SIZE.check(self.decoder_beam, "decoder_beam")
         if self.decoder not in DECODER_CHOICES:
             raise InputError(f"decoder must be one of {', '.join(DECODER_CHOICES)}, got {self.decoder!r}")
         if self.beam is not None:  # None: the bundle's tuned settings, checked when it was read
@@ -202,12 +210,13 @@ class EdgeTranscriber:
         self.lm: Optional[CharNgramLM] = None
         self.word_lm: Optional[WordNgramLM] = None
         self.beam_options: Optional[BeamOptions] = None
-        self._load_lm(verify)
         hotwords = self.options.hotwords
         self.hotwords = hotwords.compile(self.vocabulary, meta.text_normalization) if hotwords else None
         self.attention: Optional[AttentionDecoder] = self._load_attention(verify, threads, arena)
         if self.attention is not None:  # its windows: see attention.JOINT_WINDOW
             self.plan = joint_plan(meta.sample_rate, meta.frame_stride, meta.receptive_field)
+        else:  # joint decoding does not use the n-gram LMs: not loaded (3 MB and their load time)
+            self._load_lm(verify)
         self.joint_stats = JointStats()  # what joint decoding did over this transcriber's files
 
     def _load_attention(self, verify: bool, threads: Optional[int], arena: str) -> Optional[AttentionDecoder]:
@@ -274,6 +283,8 @@ class EdgeTranscriber:
                 self.vocabulary,
                 self.metadata.text_normalization,
                 self.metadata.frame_seconds,
+                self.options.ctc_weight,
+                self.options.decoder_beam,
                 display=not self.options.lowercase,
             )
         penalty = self.options.blank_penalty if blank_penalty is None else blank_penalty
