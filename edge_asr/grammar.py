@@ -189,6 +189,18 @@ class Grammar:
         return CompiledGrammar(self, vocabulary, normalization, check)
 
 
+def count_phrases(text: str, where: str = "grammar", max_phrases: int = MAX_PHRASES) -> int:
+    """How many phrases `text` (as `Grammar.from_text` reads it) makes, templates counted without
+    being expanded (milliseconds whatever the count; duplicates included); InputError for templates
+    past `max_phrases` or that cannot be used."""
+    lines = text_lines(text)
+    if is_template(lines):
+        from .templates import count_templates
+
+        return count_templates(lines, where, max_phrases)
+    return len(lines)
+
+
 def phrase_tokens(text: str, vocabulary: Vocabulary, normalization: TextNormalization) -> List[int]:
     """A phrase's token ids as the model spells it: numbers in words, the bundle's normalization,
     words separated by the word delimiter. InputError names characters the vocabulary lacks."""

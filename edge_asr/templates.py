@@ -59,6 +59,21 @@ def expand_templates(
 ) -> List[Phrase]:
     """The phrases of template `lines` (comments already removed); InputError, before expanding,
     when they would be more than `max_phrases`. `check` is called as they expand (`phrases.Check`)."""
+    return expand_sentences(*_definitions(lines, where), where, max_phrases, check)
+
+
+def count_templates(lines: Sequence[str], where: str = "grammar", max_phrases: int = MAX_PHRASES) -> int:
+    """How many phrases template `lines` expand to, counted without expanding them (milliseconds,
+    whatever the count: a server checks this before it queues the expansion); InputError past
+    `max_phrases` or for templates that cannot be used."""
+    return _parse_counted(*_definitions(lines, where), where, max_phrases)[2]
+
+
+def _definitions(
+    lines: Sequence[str], where: str
+) -> Tuple[List[str], Dict[str, List[Tuple[str, str]]], Dict[str, str]]:
+    """Template `lines` as (sentence templates, lists, rule texts); InputError without hassil, saying
+    how to install it."""
     try:
         import hassil  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: F401
     except ImportError:
@@ -82,7 +97,7 @@ def expand_templates(
             lists[name] = _list_values(name, body, where)
     if not templates:
         raise InputError(f"{where}: no sentence templates (only definitions)")
-    return expand_sentences(templates, lists, rule_text, where, max_phrases, check)
+    return templates, lists, rule_text
 
 
 def expand_sentences(
@@ -95,23 +110,7 @@ def expand_sentences(
 ) -> List[Phrase]:
     """Every phrase of the `templates` (hassil syntax), with `lists` (name -> (spoken, value) pairs)
     and expansion rules (`rule_text`: name -> template) already known; at most `max_phrases`."""
-    from hassil import parse_sentence  # type: ignore[import-not-found,import-untyped,unused-ignore]
-
-    def parse(text: str) -> Any:
-        try:
-            return parse_sentence(text)
-        except Exception as exc:  # hassil raises several types for bad syntax
-            raise InputError(f"{where}: cannot parse template {text!r}: {exc}") from None
-
-    rules = {name: parse(text) for name, text in rule_text.items()}
-    expander = _Expander(lists, rules, where, check)
-    parsed = [parse(template).expression for template in templates]
-    total = saturating_sum(expander.count(expression, depth=0) for expression in parsed)
-    if total > max_phrases:  # counted first: expanding millions would take minutes, then fail
-        raise InputError(
-            f"{where}: the templates expand to {describe_count(total)} phrases, and at most {max_phrases} "
-            "are taken; use fewer optional words, alternatives or list values"
-        )
+    expander, parsed, _ = _parse_counted(templates, lists, rule_text, where, max_phrases, check)
     phrases: List[Phrase] = []
     chars = 0
     most_chars = max_phrases * AVERAGE_CHARS  # memory grows with the text, not only the phrase count
@@ -127,6 +126,36 @@ def expand_sentences(
                     f"({AVERAGE_CHARS} a phrase for {max_phrases} phrases); use shorter list values"
                 )
     return phrases
+
+
+def _parse_counted(
+    templates: Sequence[str],
+    lists: Dict[str, List[Tuple[str, str]]],
+    rule_text: Dict[str, str],
+    where: str,
+    max_phrases: int,
+    check: Check = no_check,
+) -> Tuple[_Expander, List[Any], int]:
+    """The templates parsed, their expander, and how many phrases they make, counted before anything
+    is expanded: InputError past `max_phrases` (expanding millions would take minutes, then fail)."""
+    from hassil import parse_sentence  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    def parse(text: str) -> Any:
+        try:
+            return parse_sentence(text)
+        except Exception as exc:  # hassil raises several types for bad syntax
+            raise InputError(f"{where}: cannot parse template {text!r}: {exc}") from None
+
+    rules = {name: parse(text) for name, text in rule_text.items()}
+    expander = _Expander(lists, rules, where, check)
+    parsed = [parse(template).expression for template in templates]
+    total = saturating_sum(expander.count(expression, depth=0) for expression in parsed)
+    if total > max_phrases:
+        raise InputError(
+            f"{where}: the templates expand to {describe_count(total)} phrases, and at most {max_phrases} "
+            "are taken; use fewer optional words, alternatives or list values"
+        )
+    return expander, parsed, total
 
 
 def saturating_sum(counts: Iterable[int]) -> int:

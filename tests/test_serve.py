@@ -891,6 +891,14 @@ def slow_grammar(salt: str) -> str:
     return f"# {salt}\n{{x}} {{y}}\n{{x}} = {words}\n{{y}} = {words}\n"
 
 
+def nested_rules(copies: int, levels: int) -> str:
+    """<r0> = (on|off), each <rN> = `copies` x <rN-1>, `turn <rN>`: 2**(copies**levels) phrases (the
+    449-byte template of issue 29 is nested_rules(8, 9))."""
+    lines = ["<r0> = (on|off)"]
+    lines += [f"<r{n}> = " + " ".join([f"<r{n - 1}>"] * copies) for n in range(1, levels + 1)]
+    return "\n".join([*lines, f"turn <r{levels}>"]) + "\n"
+
+
 def watch_compiling(engine: Engine, monkeypatch: Any) -> Dict[str, Any]:
     """Events set when `engine` starts and ends compiling a grammar, and how the last one ended."""
     seen: Dict[str, Any] = {"started": threading.Event(), "ended": threading.Event(), "error": None}
@@ -931,10 +939,13 @@ def test_a_grammar_compiles_while_other_requests_are_answered(transcriber, speec
         started = time.monotonic()
         status, body, _ = post_audio(running.http_url, wav_bytes(speech))
         events = asyncio.run(wyoming_transcribe(running.wyoming_port, audio_events(int16_pcm(speech))))
+        # refused from its count, without waiting for the grammar thread
+        refused, error, _ = post_audio(running.http_url, wav_bytes(speech), grammar=nested_rules(8, 9))
         waited = time.monotonic() - started
         still_compiling = not seen["ended"].is_set()
         sender.join(60)
     assert status == 200 and body["text"] == SPEECH_TEXT and texts(events, "transcript") == [SPEECH_TEXT]
+    assert refused == 400 and error["error"]["code"] == "invalid_grammar", error
     assert still_compiling, f"the other requests waited for the grammar ({waited:.2f} s)"
     status, body, _ = answers["command"]
     assert status == 200 and body["phrase"] == "abcd bcde", body

@@ -8,7 +8,9 @@ finds it compiled in `GrammarCache`, keyed by the text's SHA-256.
 
 Parsing and compiling run on a thread of their own (`GrammarCache.compile`), one grammar at a time,
 never on the model's threads: a grammar that takes seconds to expand holds neither the event loop nor
-a model slot, so other requests go on being answered meanwhile. A request waits for its grammar only
+a model slot, so other requests go on being answered meanwhile. What takes milliseconds to refuse (too
+large, bad syntax, templates counted past --max-grammar-phrases) is checked first on another thread,
+so that it never waits behind a long compilation. A request waits for its grammar only
 until its deadline; when every request that wanted a grammar has given up, its compilation stops at
 its next check (`phrases.Check`) instead of running to the end.
 """
@@ -26,7 +28,7 @@ from typing import Callable, Dict, Optional
 
 from .. import limits
 from ..errors import InputError
-from ..grammar import DEFAULT_MIN_CONFIDENCE, CompiledGrammar, Grammar
+from ..grammar import DEFAULT_MIN_CONFIDENCE, CompiledGrammar, Grammar, count_phrases
 from ..phrases import MAX_PHRASES, Check, no_check
 from ..transcriber import EdgeTranscriber
 
@@ -51,14 +53,33 @@ def parse_grammar(
 ) -> Grammar:
     """A grammar from its text, read as `Grammar.from_file` reads a phrase or template file; templates
     that would expand to more than `max_phrases` are refused before they are expanded."""
-    if len(text.encode("utf-8")) > MAX_GRAMMAR_BYTES:
-        raise GrammarError(f"{where}: larger than {MAX_GRAMMAR_BYTES // 1024} KB, the most this server takes")
+    check_grammar_size(text, where)
     try:
         return Grammar.from_text(text, where, max_phrases, check)
-    except GrammarError:
-        raise
     except InputError as exc:
-        raise GrammarError(f"{where}: {exc}" if not str(exc).startswith(where) else str(exc)) from None
+        raise as_grammar_error(exc, where) from None
+
+
+def check_grammar(text: str, where: str = "grammar", max_phrases: int = MAX_PHRASES) -> None:
+    """What can be checked of a grammar in milliseconds, before it is queued for compiling: its size,
+    its template syntax and how many phrases its templates make (`count_phrases`); GrammarError."""
+    check_grammar_size(text, where)
+    try:
+        count_phrases(text, where, max_phrases)
+    except InputError as exc:
+        raise as_grammar_error(exc, where) from None
+
+
+def check_grammar_size(text: str, where: str) -> None:
+    if len(text.encode("utf-8")) > MAX_GRAMMAR_BYTES:
+        raise GrammarError(f"{where}: larger than {MAX_GRAMMAR_BYTES // 1024} KB, the most this server takes")
+
+
+def as_grammar_error(exc: InputError, where: str) -> GrammarError:
+    """`exc` as a GrammarError whose message starts with `where`."""
+    if isinstance(exc, GrammarError):
+        return exc
+    return GrammarError(f"{where}: {exc}" if not str(exc).startswith(where) else str(exc))
 
 
 def parse_min_confidence(value: object, where: str = "min_confidence") -> float:
@@ -91,10 +112,11 @@ class GrammarCache:
     """Grammars compiled for the served model, by their text's SHA-256, the most recently used first,
     up to `max_bytes` of them (`CompiledGrammar.nbytes`); at most `max_phrases` phrases each.
 
-    `compile` (event loop) compiles on the cache's own thread, one grammar at a time (so one grammar's
-    memory at a time, not one per request), and requests that bring the same new grammar at once share
-    its compilation. `get` (any thread) compiles on the caller's thread. The cache itself is
-    thread-safe."""
+    `compile` (event loop) checks a grammar (`check_grammar`: milliseconds) on one thread of the
+    cache's, then compiles it on another, one grammar at a time (so one grammar's memory at a time, not
+    one per request): a grammar refused for its size or syntax never waits behind another's
+    compilation. Requests that bring the same new grammar at once share its compilation. `get` (any
+    thread) compiles on the caller's thread. The cache itself is thread-safe."""
 
     def __init__(
         self, transcriber: EdgeTranscriber, max_bytes: int = CACHE_BYTES, max_phrases: int = MAX_PHRASES
@@ -107,6 +129,7 @@ class GrammarCache:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, CompiledGrammar] = OrderedDict()
         self._compiling: Dict[str, _Compiling] = {}  # event loop only
+        self._checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-asr-grammar-check")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-asr-grammar")
 
     @property
@@ -153,12 +176,16 @@ class GrammarCache:
             if abandon.is_set():
                 raise Abandoned(where)
 
-        future = asyncio.get_running_loop().run_in_executor(
-            self._executor, partial(self.get, text, where, check)
-        )
+        future = asyncio.ensure_future(self._check_then_compile(text, where, check))
         job = self._compiling[key] = _Compiling(future, abandon)
         future.add_done_callback(partial(self._finished, key, job))
         return job
+
+    async def _check_then_compile(self, text: str, where: str, check: Check) -> CompiledGrammar:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._checker, partial(check_grammar, text, where, self.max_phrases))
+        check()  # abandoned meanwhile: queue nothing
+        return await loop.run_in_executor(self._executor, partial(self.get, text, where, check))
 
     def _finished(self, key: str, job: _Compiling, future: asyncio.Future[CompiledGrammar]) -> None:
         if self._compiling.get(key) is job:
@@ -170,7 +197,8 @@ class GrammarCache:
         """Abandon the compilations in progress and stop the grammar thread (any thread)."""
         for job in list(self._compiling.values()):
             job.abandon.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for executor in (self._checker, self._executor):
+            executor.shutdown(wait=True, cancel_futures=True)
 
     def get(self, text: str, where: str = "grammar", check: Check = no_check) -> CompiledGrammar:
         """`text` compiled on this thread (or found kept), and kept; `check` as `phrases.Check`."""
@@ -182,10 +210,8 @@ class GrammarCache:
             compiled = self.transcriber.compile_grammar(
                 parse_grammar(text, where, self.max_phrases, check), check
             )
-        except GrammarError:
-            raise
         except InputError as exc:  # a character the model cannot spell
-            raise GrammarError(f"{where}: {exc}") from None
+            raise as_grammar_error(exc, where) from None
         with self._lock:
             self.compiled += 1
             if key not in self._cache and compiled.nbytes <= self.max_bytes:
