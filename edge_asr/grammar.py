@@ -37,8 +37,10 @@ from .errors import InputError
 from .phrases import (
     MAX_GRAMMAR_FILE_BYTES,
     MAX_PHRASES,
+    Check,
     Phrase,
     is_template,
+    no_check,
     phrases_from_json,
     phrases_json,
     text_lines,
@@ -118,11 +120,14 @@ class Grammar:
 
     Args:
         phrases: the allowed phrases (duplicates of the same text keep the first one's slots).
+        max_phrases: InputError past this many.
+        check: called per phrase; raises to abandon the work (`phrases.Check`).
     """
 
-    def __init__(self, phrases: Iterable[Phrase], max_phrases: int = MAX_PHRASES):
+    def __init__(self, phrases: Iterable[Phrase], max_phrases: int = MAX_PHRASES, check: Check = no_check):
         unique: Dict[str, Phrase] = {}
         for phrase in phrases:
+            check()
             if not phrase.text.strip():
                 continue
             unique.setdefault(" ".join(phrase.text.split()), phrase)
@@ -159,23 +164,41 @@ class Grammar:
         return cls.from_text(text, str(where))
 
     @classmethod
-    def from_text(cls, text: str, where: str = "grammar", max_phrases: int = MAX_PHRASES) -> Grammar:
+    def from_text(
+        cls, text: str, where: str = "grammar", max_phrases: int = MAX_PHRASES, check: Check = no_check
+    ) -> Grammar:
         """A phrase list or template file's text ("#" comments); templates need the `grammar` extra.
-        Templates are counted before they are expanded: more than `max_phrases` is refused at once."""
+        Templates are counted before they are expanded: more than `max_phrases` is refused at once.
+        `check` is called as the phrases are expanded and collected (`phrases.Check`)."""
         lines = text_lines(text)
         if is_template(lines):
             from .templates import expand_templates
 
-            return cls(expand_templates(lines, where, max_phrases), max_phrases)
-        return cls(map(Phrase, lines), max_phrases)
+            return cls(expand_templates(lines, where, max_phrases, check), max_phrases, check)
+        return cls(map(Phrase, lines), max_phrases, check)
 
     def save(self, path: PathLike) -> None:
         """Write the expanded phrases as JSON (atomically), for devices without the template parser."""
         write_text_atomic(Path(path), phrases_json(self.phrases))
 
-    def compile(self, vocabulary: Vocabulary, normalization: TextNormalization) -> CompiledGrammar:
-        """The trie of the phrases' token ids over `vocabulary` (see `CompiledGrammar`)."""
-        return CompiledGrammar(self, vocabulary, normalization)
+    def compile(
+        self, vocabulary: Vocabulary, normalization: TextNormalization, check: Check = no_check
+    ) -> CompiledGrammar:
+        """The trie of the phrases' token ids over `vocabulary` (see `CompiledGrammar`); `check` is
+        called as it is built (`phrases.Check`)."""
+        return CompiledGrammar(self, vocabulary, normalization, check)
+
+
+def count_phrases(text: str, where: str = "grammar", max_phrases: int = MAX_PHRASES) -> int:
+    """How many phrases `text` (as `Grammar.from_text` reads it) makes, templates counted without
+    being expanded (milliseconds whatever the count; duplicates included); InputError for templates
+    past `max_phrases` or that cannot be used."""
+    lines = text_lines(text)
+    if is_template(lines):
+        from .templates import count_templates
+
+        return count_templates(lines, where, max_phrases)
+    return len(lines)
 
 
 def phrase_tokens(text: str, vocabulary: Vocabulary, normalization: TextNormalization) -> List[int]:
@@ -213,16 +236,26 @@ class CompiledGrammar:
     node are contiguous (`first_child`, `child_count`). `phrase_node[i]` is where phrase i ends.
     """
 
-    def __init__(self, grammar: Grammar, vocabulary: Vocabulary, normalization: TextNormalization):
+    def __init__(
+        self,
+        grammar: Grammar,
+        vocabulary: Vocabulary,
+        normalization: TextNormalization,
+        check: Check = no_check,
+    ):
         self.grammar = grammar
         self.vocabulary = vocabulary
-        self.labels = [phrase_tokens(p.text, vocabulary, normalization) for p in grammar.phrases]
+        self.labels = []
+        for phrase in grammar.phrases:
+            check()
+            self.labels.append(phrase_tokens(phrase.text, vocabulary, normalization))
         delimiter = {i for i, t in enumerate(vocabulary.tokens) if vocabulary.is_delimiter(t)}
         # Build the trie with dicts, then number nodes breadth-first.
         children: List[Dict[int, int]] = [{}]
         tokens = [-1]
         ends = []
         for labels in self.labels:
+            check()
             node = 0
             for token in labels:
                 child = children[node].get(token)
@@ -242,6 +275,8 @@ class CompiledGrammar:
         first_child = np.zeros(len(order), dtype=np.int64)
         child_count = np.zeros(len(order), dtype=np.int64)
         for new, old in enumerate(order):
+            if not new % 1024:
+                check()
             kids = [number[c] for c in children[old].values()]
             child_count[new] = len(kids)
             first_child[new] = kids[0] if kids else 0

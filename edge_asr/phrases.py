@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 from .errors import InputError
 
@@ -18,6 +18,15 @@ MAX_PHRASES = 1_000_000
 MAX_GRAMMAR_FILE_BYTES = 256 * 1000 * 1000
 """A grammar file's largest size: the JSON of 1,000,000 phrases with slots (about 200 MB) fits."""
 _TEMPLATE_CHARS = re.compile(r"[()\[\]{}<>|]")
+
+Check = Callable[[], None]
+"""Called by the long loops of expanding and compiling a grammar (per phrase, or per 1024 trie nodes):
+it raises to abandon the work, as a server does when the request that wanted the grammar has given up
+(a thread cannot be stopped from outside). `no_check` never raises."""
+
+
+def no_check() -> None:
+    """The `Check` of work that nobody abandons."""
 
 
 @dataclass(frozen=True)

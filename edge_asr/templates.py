@@ -31,7 +31,16 @@ import re
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import InputError
-from .phrases import MAX_GRAMMAR_FILE_BYTES, MAX_PHRASES, Phrase, is_template, phrases_json, text_lines
+from .phrases import (
+    MAX_GRAMMAR_FILE_BYTES,
+    MAX_PHRASES,
+    Check,
+    Phrase,
+    is_template,
+    no_check,
+    phrases_json,
+    text_lines,
+)
 from .spoken import number_to_words
 
 Expansion = Tuple[str, Tuple[Tuple[str, str], ...]]
@@ -46,10 +55,25 @@ SATURATED = 10**15
 
 
 def expand_templates(
-    lines: Sequence[str], where: str = "grammar", max_phrases: int = MAX_PHRASES
+    lines: Sequence[str], where: str = "grammar", max_phrases: int = MAX_PHRASES, check: Check = no_check
 ) -> List[Phrase]:
     """The phrases of template `lines` (comments already removed); InputError, before expanding,
-    when they would be more than `max_phrases`."""
+    when they would be more than `max_phrases`. `check` is called as they expand (`phrases.Check`)."""
+    return expand_sentences(*_definitions(lines, where), where, max_phrases, check)
+
+
+def count_templates(lines: Sequence[str], where: str = "grammar", max_phrases: int = MAX_PHRASES) -> int:
+    """How many phrases template `lines` expand to, counted without expanding them (milliseconds,
+    whatever the count: a server checks this before it queues the expansion); InputError past
+    `max_phrases` or for templates that cannot be used."""
+    return _parse_counted(*_definitions(lines, where), where, max_phrases)[2]
+
+
+def _definitions(
+    lines: Sequence[str], where: str
+) -> Tuple[List[str], Dict[str, List[Tuple[str, str]]], Dict[str, str]]:
+    """Template `lines` as (sentence templates, lists, rule texts); InputError without hassil, saying
+    how to install it."""
     try:
         import hassil  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: F401
     except ImportError:
@@ -73,7 +97,7 @@ def expand_templates(
             lists[name] = _list_values(name, body, where)
     if not templates:
         raise InputError(f"{where}: no sentence templates (only definitions)")
-    return expand_sentences(templates, lists, rule_text, where, max_phrases)
+    return templates, lists, rule_text
 
 
 def expand_sentences(
@@ -82,26 +106,11 @@ def expand_sentences(
     rule_text: Dict[str, str],
     where: str = "grammar",
     max_phrases: int = MAX_PHRASES,
+    check: Check = no_check,
 ) -> List[Phrase]:
     """Every phrase of the `templates` (hassil syntax), with `lists` (name -> (spoken, value) pairs)
     and expansion rules (`rule_text`: name -> template) already known; at most `max_phrases`."""
-    from hassil import parse_sentence  # type: ignore[import-not-found,import-untyped,unused-ignore]
-
-    def parse(text: str) -> Any:
-        try:
-            return parse_sentence(text)
-        except Exception as exc:  # hassil raises several types for bad syntax
-            raise InputError(f"{where}: cannot parse template {text!r}: {exc}") from None
-
-    rules = {name: parse(text) for name, text in rule_text.items()}
-    expander = _Expander(lists, rules, where)
-    parsed = [parse(template).expression for template in templates]
-    total = saturating_sum(expander.count(expression, depth=0) for expression in parsed)
-    if total > max_phrases:  # counted first: expanding millions would take minutes, then fail
-        raise InputError(
-            f"{where}: the templates expand to {describe_count(total)} phrases, and at most {max_phrases} "
-            "are taken; use fewer optional words, alternatives or list values"
-        )
+    expander, parsed, _ = _parse_counted(templates, lists, rule_text, where, max_phrases, check)
     phrases: List[Phrase] = []
     chars = 0
     most_chars = max_phrases * AVERAGE_CHARS  # memory grows with the text, not only the phrase count
@@ -117,6 +126,36 @@ def expand_sentences(
                     f"({AVERAGE_CHARS} a phrase for {max_phrases} phrases); use shorter list values"
                 )
     return phrases
+
+
+def _parse_counted(
+    templates: Sequence[str],
+    lists: Dict[str, List[Tuple[str, str]]],
+    rule_text: Dict[str, str],
+    where: str,
+    max_phrases: int,
+    check: Check = no_check,
+) -> Tuple[_Expander, List[Any], int]:
+    """The templates parsed, their expander, and how many phrases they make, counted before anything
+    is expanded: InputError past `max_phrases` (expanding millions would take minutes, then fail)."""
+    from hassil import parse_sentence  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    def parse(text: str) -> Any:
+        try:
+            return parse_sentence(text)
+        except Exception as exc:  # hassil raises several types for bad syntax
+            raise InputError(f"{where}: cannot parse template {text!r}: {exc}") from None
+
+    rules = {name: parse(text) for name, text in rule_text.items()}
+    expander = _Expander(lists, rules, where, check)
+    parsed = [parse(template).expression for template in templates]
+    total = saturating_sum(expander.count(expression, depth=0) for expression in parsed)
+    if total > max_phrases:
+        raise InputError(
+            f"{where}: the templates expand to {describe_count(total)} phrases, and at most {max_phrases} "
+            "are taken; use fewer optional words, alternatives or list values"
+        )
+    return expander, parsed, total
 
 
 def saturating_sum(counts: Iterable[int]) -> int:
@@ -211,10 +250,17 @@ def _hassil_expression() -> Any:
 class _Expander:
     """Walks hassil's parsed expression, yielding (text, slots) for every way it can be said."""
 
-    def __init__(self, lists: Dict[str, List[Tuple[str, str]]], rules: Dict[str, Any], where: str):
+    def __init__(
+        self,
+        lists: Dict[str, List[Tuple[str, str]]],
+        rules: Dict[str, Any],
+        where: str,
+        check: Check = no_check,
+    ):
         self.lists = lists
         self.rules = rules
         self.where = where
+        self.check = check  # per combination: the work grows with their number
         self._rule_counts: Dict[str, int] = {}  # `count` of each rule, once known
 
     def expand(self, expression: Any, depth: int) -> Iterator[Expansion]:
@@ -300,6 +346,7 @@ class _Expander:
     def _sequence(self, items: List[Any], depth: int, separator: str) -> Iterator[Expansion]:
         parts = [list(self.expand(item, depth + 1)) for item in items]
         for combination in itertools.product(*parts):
+            self.check()
             text = separator.join(text for text, _ in combination)
             slots = tuple(slot for _, found in combination for slot in found)
             yield text, slots

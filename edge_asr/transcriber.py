@@ -23,6 +23,7 @@ from .grammar import DEFAULT_MIN_CONFIDENCE, CommandMatch, CompiledGrammar, Gram
 from .hotwords import Hotwords
 from .lm import CharNgramLM, WordNgramLM
 from .model import CtcModel, SplitCtcModel, resolve_arena
+from .phrases import Check, no_check
 from .results import Transcript
 from .stream import Stream, StreamOptions
 from .vad import VoiceActivityDetector
@@ -348,11 +349,14 @@ class EdgeTranscriber:
         assert decoder.match is not None
         return decoder.match
 
-    def compile_grammar(self, grammar: Union[Grammar, CompiledGrammar]) -> CompiledGrammar:
-        """`grammar` as a trie over this model's vocabulary (a compiled one is returned as it is)."""
+    def compile_grammar(
+        self, grammar: Union[Grammar, CompiledGrammar], check: Check = no_check
+    ) -> CompiledGrammar:
+        """`grammar` as a trie over this model's vocabulary (a compiled one is returned as it is);
+        `check` is called as the trie is built and may raise to abandon it (`phrases.Check`)."""
         if isinstance(grammar, CompiledGrammar):
             return grammar
-        return grammar.compile(self.vocabulary, self.metadata.text_normalization)
+        return grammar.compile(self.vocabulary, self.metadata.text_normalization, check)
 
     def log_probs(
         self, audio: Union[AudioSource, np.ndarray], sample_rate: Optional[int] = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -218,6 +219,40 @@ def test_templates_too_large_are_refused_before_expanding(tmp_path: Path) -> Non
     path.write_text("set {a:1-2000} to {b:1-2000}\n")  # 4 million phrases
     with pytest.raises(InputError, match="expand to 4000000 phrases"):
         Grammar.from_file(path)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(calls: int) -> Callable[[], None]:
+    """A `phrases.Check` that raises on its `calls`-th call."""
+    seen = [0]
+
+    def check() -> None:
+        seen[0] += 1
+        if seen[0] >= calls:
+            raise Stop
+
+    return check
+
+
+def test_expanding_and_compiling_stop_when_their_check_raises() -> None:
+    """A server abandons a grammar no request waits for any more: the check runs per phrase while
+    templates expand, while phrases are collected and while the trie is built."""
+    pytest.importorskip("hassil")
+    words = " | ".join("".join(w) for w in itertools.islice(itertools.product("abcdef", repeat=3), 100))
+    text = f"{{x}} {{y}}\n{{x}} = {words}\n{{y}} = {words}\n"  # 10,000 phrases
+    with pytest.raises(Stop):
+        Grammar.from_text(text, check=stop_after(50))  # while expanding
+    with pytest.raises(Stop):
+        Grammar.from_text("\n".join(PHRASES), check=stop_after(3))  # a plain list, while collecting
+    grammar = Grammar.from_text(text)
+    normalization = TextNormalization()
+    for calls in (50, len(grammar) + 50, 2 * len(grammar) + 2):  # token lists, the trie, its numbering
+        with pytest.raises(Stop):
+            grammar.compile(TONE_VOCAB, normalization, check=stop_after(calls))
+    assert grammar.compile(TONE_VOCAB, normalization).nodes > len(grammar)
 
 
 def test_sampled_templates_draw_within_the_expansion() -> None:

@@ -5,10 +5,12 @@ real process: test_serve_process.py."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -879,3 +881,140 @@ def parse_grammar_text(text: str) -> Any:
     from edge_asr.serve.grammars import parse_grammar
 
     return parse_grammar(text)
+
+
+def slow_grammar(salt: str) -> str:
+    """`{x} {y}` over two lists of 316 words the tone model spells: 99,856 phrases (under
+    --max-grammar-phrases), about 1.4 s to expand and compile on the 2-core dev machine. `salt` (a
+    comment) makes each test's text, and so its cache key, its own."""
+    words = " | ".join("".join(w) for w in itertools.islice(itertools.product("abcdef", repeat=4), 316))
+    return f"# {salt}\n{{x}} {{y}}\n{{x}} = {words}\n{{y}} = {words}\n"
+
+
+def nested_rules(copies: int, levels: int) -> str:
+    """<r0> = (on|off), each <rN> = `copies` x <rN-1>, `turn <rN>`: 2**(copies**levels) phrases (the
+    449-byte template of issue 29 is nested_rules(8, 9))."""
+    lines = ["<r0> = (on|off)"]
+    lines += [f"<r{n}> = " + " ".join([f"<r{n - 1}>"] * copies) for n in range(1, levels + 1)]
+    return "\n".join([*lines, f"turn <r{levels}>"]) + "\n"
+
+
+def watch_compiling(engine: Engine, monkeypatch: Any) -> Dict[str, Any]:
+    """Events set when `engine` starts and ends compiling a grammar, and how the last one ended."""
+    seen: Dict[str, Any] = {"started": threading.Event(), "ended": threading.Event(), "error": None}
+    get = engine.grammars.get
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        seen["ended"].clear()
+        seen["started"].set()
+        try:
+            return get(*args, **kwargs)
+        except BaseException as exc:
+            seen["error"] = exc
+            raise
+        finally:
+            seen["ended"].set()
+
+    monkeypatch.setattr(engine.grammars, "get", watched)
+    return seen
+
+
+def test_a_grammar_compiles_while_other_requests_are_answered(transcriber, speech, monkeypatch):
+    """Issue 29: a grammar sent with a request compiled on the model thread, so every other request
+    waited for it (3.3 s at the default --max-grammar-phrases). It compiles on a thread of its own now,
+    and plain HTTP and Wyoming requests are answered while it does."""
+    pytest.importorskip("hassil")
+    engine = Engine(transcriber, ServeLimits(max_concurrent=1))
+    seen = watch_compiling(engine, monkeypatch)
+    with ServerThread(transcriber, engine=engine) as running:
+        answers = {}
+
+        def command() -> None:
+            audio = wav_bytes(tone_audio("abcd bcde"))
+            answers["command"] = post_audio(running.http_url, audio, grammar=slow_grammar("in flight"))
+
+        sender = threading.Thread(target=command)
+        sender.start()
+        assert seen["started"].wait(10)
+        started = time.monotonic()
+        status, body, _ = post_audio(running.http_url, wav_bytes(speech))
+        events = asyncio.run(wyoming_transcribe(running.wyoming_port, audio_events(int16_pcm(speech))))
+        # refused from its count, without waiting for the grammar thread
+        refused, error, _ = post_audio(running.http_url, wav_bytes(speech), grammar=nested_rules(8, 9))
+        waited = time.monotonic() - started
+        still_compiling = not seen["ended"].is_set()
+        sender.join(60)
+    assert status == 200 and body["text"] == SPEECH_TEXT and texts(events, "transcript") == [SPEECH_TEXT]
+    assert refused == 400 and error["error"]["code"] == "invalid_grammar", error
+    assert still_compiling, f"the other requests waited for the grammar ({waited:.2f} s)"
+    status, body, _ = answers["command"]
+    assert status == 200 and body["phrase"] == "abcd bcde", body
+
+
+def test_a_grammar_that_misses_the_deadline_gets_a_timeout_and_stops_compiling(
+    transcriber, speech, monkeypatch
+):
+    """Issue 29: a grammar's compilation was bounded only by the phrase cap, never by the request's
+    deadline, and could not be stopped. Now the request gets its timeout error at its deadline
+    (--request-timeout, 0.5 s here), and the compilation, wanted by nobody, stops at its next check:
+    the grammar thread is free for the next grammar at once."""
+    pytest.importorskip("hassil")
+    engine = Engine(transcriber, ServeLimits(request_timeout=0.5))
+    seen = watch_compiling(engine, monkeypatch)
+    with ServerThread(transcriber, engine=engine) as running:
+        started = time.monotonic()
+        status, body, _ = post_audio(running.http_url, wav_bytes(speech), grammar=slow_grammar("http"))
+        assert time.monotonic() - started < 1.5
+        assert status == 408 and body["error"]["code"] == "timeout", body
+        message = body["error"]["message"]
+        assert "grammar to compile" in message and "--request-timeout" in message
+        from edge_asr.serve.grammars import Abandoned
+
+        assert seen["ended"].wait(1) and isinstance(seen["error"], Abandoned)
+
+        events = audio_events(b"")  # no audio: its deadline is --request-timeout from audio-start
+        events[0] = Event(type="transcribe", data={"context": {"grammar": slow_grammar("wyoming")}})
+        started = time.monotonic()
+        answer = asyncio.run(wyoming_transcribe(running.wyoming_port, events))
+        assert time.monotonic() - started < 1.5
+        assert answer[-1].type == "error" and answer[-1].data["code"] == "timeout", answer
+        assert seen["ended"].wait(1) and isinstance(seen["error"], Abandoned)
+
+        # The grammar thread is free: a small grammar compiles well within the 0.5 s
+        status, body, _ = post_audio(running.http_url, wav_bytes(tone_audio("bad cafe")), grammar=COMMANDS)
+        assert status == 200 and body["phrase"] == "bad cafe", body
+        assert engine.grammars.compiling == 0 and len(engine.grammars) == 1  # the abandoned ones not kept
+        assert wait_until(lambda: engine.stats.active == 0)
+
+
+def test_requests_that_bring_the_same_new_grammar_share_its_compilation(transcriber):
+    """One compilation for two requests at once; the one that gives up early (its deadline) does not
+    stop it for the other; the grammar is kept for the next."""
+    pytest.importorskip("hassil")
+    from edge_asr.serve.engine import Timeout
+    from edge_asr.serve.grammars import GrammarCache
+
+    cache = GrammarCache(transcriber)
+    text = slow_grammar("shared")
+
+    def deadline(seconds: float) -> Any:
+        end = time.monotonic() + seconds
+
+        def left() -> float:
+            if time.monotonic() >= end:
+                raise Timeout("deadline")
+            return end - time.monotonic()
+
+        return left
+
+    async def go() -> List[Any]:
+        impatient = cache.compile(text, "grammar", deadline(0.2))
+        patient = cache.compile(text, "grammar", deadline(60))
+        return list(await asyncio.gather(impatient, patient, return_exceptions=True))
+
+    try:
+        gave_up, compiled = asyncio.run(go())
+        assert isinstance(gave_up, Timeout) and len(compiled.grammar) == 99_856
+        assert cache.compiled == 1 and cache.compiling == 0 and cache.cached(text) is compiled
+    finally:
+        cache.close()

@@ -41,7 +41,8 @@ LIMIT_FLAGS: Dict[str, Tuple[str, str]] = {
     "request_timeout": (
         "S",
         "the most time a request's input may take to arrive, whatever its pace: an HTTP upload; Wyoming "
-        "audio from audio-start to audio-stop, plus the audio's duration (default {default})",
+        "audio from audio-start to audio-stop, plus the audio's duration; and its grammar, if any, to "
+        "compile (default {default})",
     ),
     "max_grammar_phrases": (
         "N",

@@ -5,6 +5,10 @@ thread-safe, and `CtcModel.log_probs` keeps no state between calls); every reque
 runner, decoder and stream, so requests never see each other's state. Model work runs in a thread pool
 of `max_concurrent` threads, off the event loop, so that a transcription never stalls the sockets.
 
+Grammars sent with requests are compiled on a thread of their own (`grammars.GrammarCache.compile`),
+never in the model pool, each request waiting for its grammar only until its deadline: nothing holds a
+model thread but a transcription or a command's recognition.
+
 In front of the pool, `ModelSlots`: at most `max_concurrent` jobs run, up to `max_queue` more wait for a
 slot (first come, first served) for at most `queue_timeout` seconds, and a job beyond that is refused
 at once with `Busy`, which the services turn into a clear "busy" answer. Nothing waits without bound.
@@ -27,6 +31,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Deque, List, Optional, Tuple, TypeVar
 
 import numpy as np
@@ -44,7 +49,7 @@ from ..audio import (
     sample_rate_hz,
 )
 from ..errors import AudioError, EdgeASRError, InputError
-from ..grammar import CommandMatch
+from ..grammar import CommandMatch, CompiledGrammar
 from ..phrases import MAX_PHRASES
 from ..results import Transcript
 from ..transcriber import EdgeTranscriber
@@ -106,7 +111,8 @@ class ServeLimits:
             pieces of an upload), and the time allowed to write an answer to a client that reads nothing.
         request_timeout: seconds a request's input may take to arrive, whatever its pace: an HTTP
             request's headers and upload; a Wyoming request's audio from audio-start to audio-stop, plus
-            the duration of the audio received (a client sending live audio in real time never runs out).
+            the duration of the audio received (a client sending live audio in real time never runs out);
+            and its grammar, if it sends one, to compile.
         max_grammar_phrases: the most phrases a request's grammar may expand to (each costs about 2 KB
             and 30 us to compile); counted before anything is expanded.
         grammar_cache_mb: megabytes of compiled grammars kept for requests that send them again.
@@ -306,7 +312,9 @@ class Engine:
             future.exception()  # retrieved, so a job whose client left logs no "never retrieved" warning
 
     def close(self) -> None:
-        """Wait for the jobs still running (each is one transcription) and stop the threads."""
+        """Wait for the jobs still running (each is one transcription) and stop the threads; grammars
+        still compiling are abandoned."""
+        self.grammars.close()
         self._executor.shutdown(wait=True)
         redirect_native_stderr(self._redirected_before)
 
@@ -327,16 +335,14 @@ class Engine:
         return self.transcriber.transcribe(buffer, progress=check_length)
 
     def recognize_upload(
-        self, data: bytes, grammar: str, min_confidence: float
+        self, data: bytes, grammar: CompiledGrammar, min_confidence: float
     ) -> Tuple[CommandMatch, float]:
-        """The command an uploaded file says, against `grammar` (its text; compiled once and cached),
-        and the audio's duration from its header (0 when unknown). Checked as `transcribe_upload`
-        checks; `GrammarError` for a grammar that cannot be used. Runs in a pool thread."""
-        compiled = self.grammars.get(grammar, "grammar field")
+        """The command an uploaded file says, against `grammar` (compiled beforehand: `Request.grammar`),
+        and the audio's duration. Checked as `transcribe_upload` checks. Runs in a pool thread."""
         buffer, _ = self._open_upload(data)
         samples = self._decode_capped(buffer)
         match = self.transcriber.recognize(
-            samples, compiled, sample_rate=self.sample_rate, min_confidence=min_confidence
+            samples, grammar, sample_rate=self.sample_rate, min_confidence=min_confidence
         )
         return match, samples.size / self.sample_rate
 
@@ -356,13 +362,14 @@ class Engine:
                 )
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
-    def recognize_samples(self, samples: np.ndarray, grammar: str, min_confidence: float) -> CommandMatch:
+    def recognize_samples(
+        self, samples: np.ndarray, grammar: CompiledGrammar, min_confidence: float
+    ) -> CommandMatch:
         """The command in float32 mono samples at the model's rate (a Wyoming session's audio)."""
-        compiled = self.grammars.get(grammar, "context grammar")
         if samples.size == 0:
             return CommandMatch(phrase=None, slots={}, confidence=0.0)
         return self.transcriber.recognize(
-            samples, compiled, sample_rate=self.sample_rate, min_confidence=min_confidence
+            samples, grammar, sample_rate=self.sample_rate, min_confidence=min_confidence
         )
 
     def _open_upload(self, data: bytes) -> Tuple[io.BytesIO, Optional[float]]:
@@ -528,15 +535,23 @@ class Request:
         """Move the deadline by `seconds` (a Wyoming request earns the duration of the audio it sent)."""
         self.deadline += seconds
 
-    def left(self) -> float:
-        """Seconds to the deadline; `Timeout` when it has passed."""
+    def left(self, what: str = "to arrive") -> float:
+        """Seconds to the deadline; `Timeout` when it has passed, saying what took too long."""
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise Timeout(
-                f"the request took longer than {self.engine.limits.request_timeout:g} s to arrive "
+                f"the request took longer than {self.engine.limits.request_timeout:g} s {what} "
                 "(--request-timeout)"
             )
         return left
+
+    async def grammar(self, text: str, where: str) -> CompiledGrammar:
+        """`text` compiled for the served model, off the model threads and found in the cache when it
+        was seen before; `Timeout` when the deadline passes first, `GrammarError` when it cannot be
+        used."""
+        return await self.engine.grammars.compile(
+            text, where, partial(self.left, "to arrive and its grammar to compile")
+        )
 
     def input_done(self) -> None:
         """The input is complete: the answer's clock starts."""

@@ -11,11 +11,11 @@
 Errors come as OpenAI does them, `{"error": {"message", "type", "param", "code"}}`, so its clients show
 the message: every failure is an `EdgeASRError`, and `ANSWERS` turns its protocol-neutral code into the
 status and OpenAI's code: 400 (no file, not audio, a malformed form, a language other than English, an
-unknown format, a bad grammar), 408 (the upload stalled for --read-timeout or passed
---request-timeout), 413 (larger than --max-upload-mb, refused from Content-Length before the body is
-read, and before `100 Continue` for clients that ask; or longer than --max-audio-seconds, from the
-file's header before decoding, or while decoding when the header does not say), 503 with Retry-After
-(busy, or shutting down).
+unknown format, a bad grammar), 408 (the upload stalled for --read-timeout, or the upload and the
+compilation of its grammar passed --request-timeout), 413 (larger than --max-upload-mb, refused from
+Content-Length before the body is read, and before `100 Continue` for clients that ask; or longer than
+--max-audio-seconds, from the file's header before decoding, or while decoding when the header does
+not say), 503 with Retry-After (busy, or shutting down).
 
 The upload is read piece by piece into memory with the size cap and decoded from there
 (`Engine.transcribe_upload`): its file name is never used, nothing is written to disk.
@@ -265,7 +265,9 @@ class HttpService:
                     field="response_format",
                 )
             min_confidence = parse_min_confidence(fields.get("min_confidence"))
-            command = job.run(partial(engine.recognize_upload, data, grammar, min_confidence))
+            # Compiled off the model threads, within the request's deadline (`Request.grammar`)
+            compiled = await self._in_time(job.grammar(grammar, "grammar field"), answer_time)
+            command = job.run(partial(engine.recognize_upload, data, compiled, min_confidence))
             match, job.audio_seconds = await self._in_time(command, answer_time)
             job.succeed(f"command {match.line()}, {response_format}")
             return render_command(match, response_format)

@@ -30,7 +30,8 @@ Two ASR programs are advertised, both on the same loaded model:
 
 A voice command instead of text: `transcribe` may carry `context: {"grammar": TEXT}` (phrases one a
 line or templates, as a grammar file; optional `"min_confidence"`) for the request that follows. The
-audio is then buffered whatever the program and matched at audio-stop, and the answer is one
+grammar compiles from audio-start, off the model threads, while the audio arrives; the audio is
+buffered whatever the program and matched at audio-stop, and the answer is one
 `transcript` whose text is the recognized phrase ("" when no command was said) and whose context's
 `command` is the match (phrase, slots, confidence, alternatives, ...); no transcript-start or chunks.
 
@@ -64,6 +65,7 @@ from wyoming.ping import Ping, Pong
 
 from .. import __version__
 from ..errors import EdgeASRError, InputError
+from ..grammar import CompiledGrammar
 from ..stream import Stream
 from .engine import (
     LANGUAGES,
@@ -213,6 +215,8 @@ class _Request:
         self.job = job  # counts, times and logs it
         self.pcm = pcm
         self.grammar = grammar  # (text, min_confidence) of a command request
+        # The grammar compiles (off the model threads) while the audio arrives
+        self.compiled: Optional[asyncio.Task[CompiledGrammar]] = None
         self.stream = stream  # None: whole utterance
         self.buffer = AudioBuffer(pcm.rate, engine.sample_rate) if stream is None else None
         self.pending: List[np.ndarray] = []  # streaming: audio not yet given to the stream
@@ -307,8 +311,9 @@ class WyomingHandler:
         request, self.request = self.request, None
         if request is None:
             return
-        if request.work is not None:
-            request.work.cancel()
+        for task in (request.work, request.compiled):
+            if task is not None and not task.cancel() and not task.cancelled():
+                task.exception()  # retrieved: a failure after the request ended is nobody's to report
         if error is not None and not request.job.ok:
             request.job.fail(error)
         request.job.audio_seconds = request.pcm.seconds
@@ -389,6 +394,8 @@ class WyomingHandler:
             raise
         stream = self.engine.transcriber.stream() if streaming else None
         self.request = _Request(self.engine, job, pcm, stream, grammar)
+        if grammar is not None:
+            self.request.compiled = asyncio.create_task(job.grammar(grammar[0], "context grammar"))
         if stream is not None:
             await self.write(TranscriptStart(language=LANGUAGES[0]).event())
 
@@ -444,9 +451,12 @@ class WyomingHandler:
         job = request.job
         job.input_done()
         if request.grammar is not None:
-            assert request.buffer is not None
+            assert request.buffer is not None and request.compiled is not None
+            compiled = await request.compiled
             samples = request.buffer.finish()
-            match = await job.run(partial(self.engine.recognize_samples, samples, *request.grammar))
+            match = await job.run(
+                partial(self.engine.recognize_samples, samples, compiled, request.grammar[1])
+            )
             text = match.phrase or ""
             await self.write(
                 Transcript(text=text, language=LANGUAGES[0], context={"command": match.to_dict()}).event()
