@@ -294,7 +294,11 @@ def queen_archive(path: Path, entries: Dict[str, bytes]) -> None:
 
 
 ZOMBIE_JOE = [(0, "Hello there.*03Anybody home?"), (6, "Who are you?*FL*01"), (0x1E, "Bye.")]
-ZOMBIE_PERSON = [(6, "I am the GUARDIAN of this temple.*03Leave now!"), (0x1E, "Farewell, stranger.")]
+ZOMBIE_PERSON = [
+    (6, "I am the GUARDIAN of this temple.*03Leave now!"),
+    (0x1E, "Farewell, stranger."),
+    (0x20, "Ha ha ha!"),
+]
 
 
 @pytest.fixture()
@@ -307,6 +311,7 @@ def queen_file(tmp_path):
         "61SSSSJ1.SB": mp3(a),  # "Hello there."
         "610006P1.SB": mp3(b),  # "I am the GUARDIAN of this temple."
         "61001EJ1.SB": mp3(c),  # too short after trimming
+        "610020P1.SB": mp3(b),  # a laugh, by its script line
         "JOE00011.SB": mp3(a),
         "C18D_011.SB": mp3(b),
     }
@@ -318,9 +323,16 @@ def queen_file(tmp_path):
 def test_queen_table(queen_file):
     archive = games.QueenArchive(queen_file)
     assert archive.version == "CEM10" and archive.compression == 1
-    assert len(archive.entries) == 8
+    assert len(archive.entries) == 9
     assert archive.read("QUEEN2.JAS").startswith(b"It looks nice")
-    assert archive.names(".SB") == ["610006P1.SB", "61001EJ1.SB", "61SSSSJ1.SB", "C18D_011.SB", "JOE00011.SB"]
+    assert archive.names(".SB") == [
+        "610006P1.SB",
+        "61001EJ1.SB",
+        "610020P1.SB",
+        "61SSSSJ1.SB",
+        "C18D_011.SB",
+        "JOE00011.SB",
+    ]
     audio, rate = games.decode_mp3(archive.read("610006P1.SB"))
     assert rate == RATE and abs(len(audio) / rate - 2.2) < 0.1
 
@@ -351,6 +363,7 @@ def test_dialogue_voice_lines_name_the_files_as_the_game_does():
         "61001EJ1": "Bye.",
         "610006P1": "I am the GUARDIAN of this temple.", "610006P2": "Leave now!",
         "61001EP1": "Farewell, stranger.",
+        "610020P1": "Ha ha ha!",
         "61XXXXP1": "You again?", "61XXXXJ1": "Yes, me again.",
     }  # fmt: skip
 
@@ -370,6 +383,16 @@ def test_counted_strings_skip_binary_and_partial_lines():
     # \x06 before it, read as a length, would give "1At le": not a line (starts with a digit, cut mid-word).
     data = b"\x00\x06" + counted(line) + b"\x02\x00" + counted("FLODA.CUT") + b"\x07"
     assert list(games.counted_strings(data)) == [line]
+
+
+@pytest.mark.parametrize(
+    ("line", "non_speech"),
+    [("(sigh)", True), ("(gulp)!", True), ("Ha ha ha!", True), ("Hmmm...", True), ("Heh, heh.", True),
+     ("Grrrrr!", True), ("Ah...", False), ("A", False), ("Oh.", False), ("Ha! You wish.", False),
+     ("Hmm, (sigh) fine.", False)],
+)  # fmt: skip
+def test_non_speech_script(line, non_speech):
+    assert games.non_speech_script(line) is non_speech
 
 
 def test_label_of_script_lines():
@@ -482,7 +505,12 @@ def test_build_writes_clips_manifest_and_script(tmp_path, queen_file, sky_dir):
         assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
         assert abs(info.duration - float(row["duration"])) < 0.002
     dropped = {(r["entry"], r["reason"]) for r in read_csv(out / "dropped.csv")}
-    assert dropped == {("61001EJ1", "short"), ("50003", "silent"), ("50004", "no-voice")}
+    assert dropped == {
+        ("61001EJ1", "short"),
+        ("610020P1", "non-speech"),
+        ("50003", "silent"),
+        ("50004", "no-voice"),
+    }
     script = (out / "queen-script.txt").read_text().splitlines()
     for line in (
         "Hello there.",
@@ -498,7 +526,7 @@ def test_build_writes_clips_manifest_and_script(tmp_path, queen_file, sky_dir):
     assert facts["kept"]["flight-of-the-amazon-queen"]["clips"] == 4
     assert facts["kept"]["flight-of-the-amazon-queen"]["script_labels"] == 2
     assert facts["kept"]["beneath-a-steel-sky"]["clips"] == 2
-    assert facts["dropped"] == {"flight-of-the-amazon-queen": {"short": 1},
+    assert facts["dropped"] == {"flight-of-the-amazon-queen": {"short": 1, "non-speech": 1},
                                 "beneath-a-steel-sky": {"silent": 1, "no-voice": 1}}  # fmt: skip
 
 

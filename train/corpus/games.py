@@ -16,7 +16,7 @@ Output folder::
 
     wavs/<game>/<entry>.wav   16 kHz mono int16, silence trimmed to 0.2 s, peak -1 dBFS
     clips.csv                 kept clips: path, text, source, speaker, origin, entry, duration, script
-    dropped.csv               source, entry, reason, duration (too short, too long, silent, no voice)
+    dropped.csv               source, entry, reason, duration (short, long, silent, no-voice, non-speech)
     queen-script.txt          every script segment of the amazon-queen (what a clip can say), one a line
     games.json                counts and hours per source, drops per reason, failures
 
@@ -396,6 +396,19 @@ def prepare(audio: np.ndarray, rate: int) -> Tuple[Optional[np.ndarray], float, 
     return np.round(audio * (PEAK / peak) * 32767.0).astype(np.int16), duration, ""
 
 
+# Words that name a laugh, a hum or a growl rather than say something ("Ha ha ha!", "Hmmm...", "Grrrr!").
+_NON_SPEECH_WORD = re.compile(r"^(?:ha+|hah+|he+h+|hee+|hm+|m{2,}h*m*|gr+|a+r+g+h+|u+g+h+)$")
+
+
+def non_speech_script(script: str) -> bool:
+    """Whether a script line is no speech: a stage direction ("(sigh)", "(gulp)") or only laughs, hums
+    and growls. The audio then holds a noise that a transcript would not write the same way twice."""
+    if re.fullmatch(r"\(.*\)[.!?]*", script.strip()):
+        return True
+    words = _LABEL(script).split()
+    return bool(words) and all(_NON_SPEECH_WORD.match(w) for w in words)
+
+
 def label_of(script: str) -> str:
     """The training label of a script line (spoken form, normalized), or '' if it has no safe spoken form.
 
@@ -471,6 +484,8 @@ def extract(clips: Sequence[PendingClip], out: Path, game: str, result: GamesRes
             log.warning("%s: %s", game, exc)
             continue
         pcm, duration, reason = prepare(clip.audio, clip.rate)
+        if not reason and clip.script and non_speech_script(clip.script):
+            pcm, reason = None, "non-speech"
         if pcm is None:
             result.dropped.append((clip.source, clip.entry, reason, f"{duration:.3f}"))
             continue
