@@ -395,39 +395,48 @@ def joint_search(
         s.max_positions - len(s.prompt),
         s.min_tokens + int(math.ceil(seconds * s.max_tokens_per_second)),
     )
-    banned = decoder.banned()
-    begin_banned = banned.copy()
-    begin_banned[[i for i in s.suppress_at_begin if i < banned.size]] = True
+    banned = np.flatnonzero(decoder.banned())
+    begin_banned = np.union1d(banned, [i for i in s.suppress_at_begin if i < len(decoder.tokens)])
     alive = [Hypothesis([], TextState(), scorer.initial(), 0.0)]
     finished: List[Hypothesis] = []
+    best_done = NEG_INF  # the best finished hypothesis' score
     logp, cache = decoder.step(np.array([s.prompt], dtype=np.int64), decoder.empty_cache(1), cross)
     steps = 0
     for step in range(bound):
         steps = step + 1
-        mask = begin_banned if step == 0 else banned
-        scored = np.where(mask[None, :], NEG_INF, logp)
-        expansions: List[Tuple[float, int, int, Hypothesis]] = []
-        for index, hyp in enumerate(alive):
-            row = scored[index]
-            count = min(CANDIDATES, row.size - 1)
-            top = np.argpartition(-row, count)[:count]
-            candidates = set(int(t) for t in top if row[t] > NEG_INF) | {s.eot}
-            for token in candidates:
-                child = _expand(hyp, token, float(row[token]), decoder, ctc_text, scorer, weight)
-                if child.score > NEG_INF:
-                    expansions.append((child.score, index, token, child))
-        expansions.sort(key=lambda e: -e[0])
+        logp[:, begin_banned if step == 0 else banned] = NEG_INF
+        count = min(CANDIDATES, logp.shape[1] - 1)
+        tops = np.argpartition(logp, -count, axis=1)[:, -count:]
+        # Each candidate's score can only fall below hypothesis + decoder log-prob (a CTC prefix score
+        # change is <= 0), so candidates are tried best bound first, and the CTC work is skipped for
+        # one whose bound cannot beat what is already kept: the same result, far fewer CTC passes.
+        bounds = sorted(
+            (
+                (hyp.score + float(logp[index, token]), index, int(token))
+                for index, hyp in enumerate(alive)
+                for token in {*tops[index].tolist(), s.eot}
+                if logp[index, token] > NEG_INF
+            ),
+            reverse=True,
+        )
         next_alive: List[Hypothesis] = []
         parents: List[int] = []
-        for _, index, _, child in expansions:
+        for upper, index, token in bounds:
+            if upper <= best_done or (len(next_alive) == beams and upper <= next_alive[-1].score):
+                continue
+            child = _expand(alive[index], token, float(logp[index, token]), decoder, ctc_text, scorer, weight)
+            if child.score == NEG_INF:
+                continue
             if child.finished:
                 finished.append(child)
-            elif len(next_alive) < beams:
-                next_alive.append(child)
-                parents.append(index)
+                best_done = max(best_done, child.score)
+                continue
+            position = next((i for i, h in enumerate(next_alive) if h.score < child.score), len(next_alive))
+            next_alive.insert(position, child)
+            parents.insert(position, index)
+            del next_alive[beams:], parents[beams:]
         # Scores only fall as a hypothesis grows (log-probs and prefix-score changes are <= 0), so
         # one that already trails a finished hypothesis can never overtake it.
-        best_done = max((h.score for h in finished), default=NEG_INF)
         kept = [(h, p) for h, p in zip(next_alive, parents) if h.score > best_done]
         if not kept:
             break
