@@ -422,8 +422,10 @@ def joint_search(
         next_alive: List[Hypothesis] = []
         parents: List[int] = []
         for upper, index, token in bounds:
-            if upper <= best_done or (len(next_alive) == beams and upper <= next_alive[-1].score):
-                continue
+            if upper <= best_done:
+                continue  # cannot beat a finished hypothesis
+            if token != s.eot and len(next_alive) == beams and upper <= next_alive[-1].score:
+                continue  # cannot enter the beam (end of text competes with finished ones only)
             child = _expand(alive[index], token, float(logp[index, token]), decoder, ctc_text, scorer, weight)
             if child.score == NEG_INF:
                 continue

@@ -251,3 +251,71 @@ def test_token_table_file_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text('{"not": "a list"}')
     with pytest.raises(BundleError, match="decoder_tokens.json"):
         TokenTable.load(bad)
+
+
+class RandomDecoder(ScriptedDecoder):
+    """Seeded random log-probs for every history: a decoder with opinions but no English."""
+
+    def __init__(self, seed: int):
+        super().__init__({})
+        self.seed = seed
+
+    def step(
+        self, tokens: np.ndarray, cache: Tuple[np.ndarray, np.ndarray], cross: Tuple[np.ndarray, np.ndarray]
+    ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        history = np.concatenate((cache[0], tokens[None, :, :]), axis=2)
+        rows = []
+        for beam in history[0]:
+            rng = np.random.default_rng([self.seed, *[int(t) for t in beam]])
+            logits = rng.normal(size=len(WORDS)) * 2.0
+            rows.append(logits - np.log(np.exp(logits).sum()))
+        return np.array(rows), (history, history)
+
+
+def _reference_search(
+    decoder: AttentionDecoder, log_probs: np.ndarray, weight: float, beams: int, bound: int
+) -> str:
+    """The search without its pruning: every candidate of every hypothesis CTC-scored."""
+    from edge_asr.attention import Hypothesis, _expand
+
+    s = decoder.settings
+    ctc_text, scorer = CtcText(VOCAB, NORM), CtcPrefixScorer(log_probs, 0)
+    alive = [Hypothesis([], TextState(), scorer.initial(), 0.0)]
+    finished: List[Hypothesis] = []
+    cache = decoder.empty_cache(1)
+    logp, cache = decoder.step(np.array([s.prompt]), cache, (log_probs, log_probs))
+    for step in range(bound):
+        banned = set(range(s.special_from, len(WORDS))) | (set(s.suppress_at_begin) if step == 0 else set())
+        children = []
+        for index, hyp in enumerate(alive):
+            row = logp[index].copy()
+            row[[t for t in banned if t != s.eot or step == 0]] = -np.inf
+            top = [int(t) for t in np.argsort(-row)[:6] if row[t] > -np.inf]
+            top += [s.eot] if row[s.eot] > -np.inf else []
+            for token in set(top):
+                child = _expand(hyp, token, float(row[token]), decoder, ctc_text, scorer, weight)
+                if child.score > -np.inf:
+                    children.append((child, index))
+        children.sort(key=lambda c: -c[0].score)
+        finished += [c for c, _ in children if c.finished]
+        best_done = max((h.score for h in finished), default=-np.inf)
+        kept = [(c, i) for c, i in children if not c.finished][:beams]
+        kept = [(c, i) for c, i in kept if c.score > best_done]
+        if not kept:
+            return decoder.tokens.text(max(finished, key=lambda h: h.score).tokens).strip()
+        alive = [c for c, _ in kept]
+        cache = (cache[0][:, [i for _, i in kept]], cache[1][:, [i for _, i in kept]])
+        logp, cache = decoder.step(np.array([[h.tokens[-1]] for h in alive]), cache, (log_probs, log_probs))
+    return "(bound)"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_pruned_search_finds_what_scoring_every_candidate_finds(seed: int) -> None:
+    decoder = RandomDecoder(seed)
+    log_probs = _speech(["the|cat", "cat|sat", "sat", "the|cat|sat"][seed % 4], frames_per_letter=2)
+    states = np.zeros((log_probs.shape[0], 2), dtype=np.float32)
+    for weight, beams in ((0.3, 1), (0.1, 4), (1.0, 3)):
+        result = joint_search(decoder, CtcText(VOCAB, NORM), log_probs, states, 0, 4.0, weight, beams)
+        bound = decoder.settings.min_tokens + math.ceil(4.0 * decoder.settings.max_tokens_per_second)
+        expected = _reference_search(decoder, log_probs, weight, beams, bound)
+        assert result.text == expected or (result.hit_bound and expected == "(bound)"), (weight, beams)
