@@ -405,8 +405,7 @@ def joint_search(
     for step in range(bound):
         steps = step + 1
         logp[:, begin_banned if step == 0 else banned] = NEG_INF
-        count = min(CANDIDATES, logp.shape[1] - 1)
-        tops = np.argpartition(logp, -count, axis=1)[:, -count:]
+        tops = [_top_tokens(row, CANDIDATES) for row in logp]
         # Each candidate's score can only fall below hypothesis + decoder log-prob (a CTC prefix score
         # change is <= 0), so candidates are tried best bound first, and the CTC work is skipped for
         # one whose bound cannot beat what is already kept: the same result, far fewer CTC passes.
@@ -458,6 +457,22 @@ def joint_search(
     best = max(finished + cut, key=lambda h: h.score)
     text = decoder.tokens.text(best.tokens).strip()
     return SearchResult(best.tokens, text, ctc_text.labels_of(text), any(best is h for h in cut), steps)
+
+
+def _top_tokens(row: np.ndarray, count: int) -> np.ndarray:
+    """The `count` highest entries' indices (any order). Almost every step the decoder is sure of a
+    few tokens and puts the rest far below, so the top ones are found among the entries within
+    `_TOP_MARGIN` of the best (one comparison over the vocabulary) rather than by partitioning all
+    51,864 (a few ms a step); exact either way."""
+    near = np.flatnonzero(row >= row.max() - _TOP_MARGIN)
+    if near.size < count:
+        near = np.arange(row.size)
+    if near.size <= count:
+        return near
+    return near[np.argpartition(row[near], -count)[-count:]]
+
+
+_TOP_MARGIN = 12.0
 
 
 def _expand(
