@@ -29,7 +29,7 @@ import numpy as np
 
 from . import limits
 from .atomic import check_output_file, write_text_atomic
-from .bundle import LanguageModelSettings
+from .bundle import BundleMetadata
 from .errors import BenchError, InputError
 from .sysinfo import machine_info, peak_rss_mb
 
@@ -62,6 +62,8 @@ class BenchOptions:
             there is more than one configuration.
         first_variant_only: time only the first of `variants` that the bundle has (for --quick).
         use_lm: decode as `edge-asr file` does: beam search with the bundle's LM when it has one.
+        decoder: "auto", "joint" or "ctc", as `edge-asr file --decoder` (joint decoding with the
+            bundle's text decoder by default when it has one).
         arenas: onnxruntime CPU memory arena settings to compare ("on", "off", "auto"); each is its own
             configuration, in its own process, so that each gets its own peak RSS.
     """
@@ -76,6 +78,7 @@ class BenchOptions:
     first_variant_only: bool = False
     use_lm: bool = True
     arenas: Sequence[str] = DEFAULT_ARENAS
+    decoder: str = "auto"
 
 
 @dataclass
@@ -240,6 +243,7 @@ def run_configuration(
     repeats: int,
     use_lm: bool = True,
     arena: str = "auto",
+    decoder: str = "auto",
 ) -> ConfigResult:
     """Time one configuration in this process. Runs in the child when configurations are isolated."""
     from .audio import read_audio
@@ -247,7 +251,7 @@ def run_configuration(
 
     rss_before = peak_rss_mb()
     started = time.perf_counter()
-    options = TranscribeOptions(use_lm=use_lm)
+    options = TranscribeOptions(use_lm=use_lm, decoder=decoder)
     transcriber = EdgeTranscriber(
         model, quantized=variant == "int8", threads=threads, options=options, arena=arena
     )
@@ -329,7 +333,10 @@ def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchRe
     machine = machine_info()  # before the runs, so the load average is other programs' load
     results: List[ConfigResult] = []
     for variant, count, arena in configs:
-        args = (model_arg, variant, count, seconds, options.input, options.repeats, options.use_lm, arena)
+        args = (
+            model_arg, variant, count, seconds, options.input, options.repeats, options.use_lm, arena,
+            options.decoder,
+        )  # fmt: skip
         log.info(
             "bench: %s, %d thread(s), arena %s%s",
             variant,
@@ -361,13 +368,20 @@ def run_bench(options: BenchOptions, on_result: Optional[Any] = None) -> BenchRe
             "audio": "file" if options.input else "generated noise and tones",
             "isolated": isolate,
             "chunk_seconds": _default_chunk_seconds(),
-            "decoding": _decoding(meta.language_model, options.use_lm),
+            "decoding": _decoding(meta, options.use_lm, options.decoder),
         },
         results=results,
     )
 
 
-def _decoding(language_model: Optional[LanguageModelSettings], use_lm: bool) -> str:
+def _decoding(meta: BundleMetadata, use_lm: bool, decoder: str = "auto") -> str:
+    settings = meta.decoder
+    if settings is not None and decoder != "ctc":
+        return (
+            f"joint CTC/attention decoding with the bundle's text decoder (CTC weight "
+            f"{settings.ctc_weight}, beam {settings.beam_size})"
+        )
+    language_model = meta.language_model
     if language_model is None or not use_lm:
         return "greedy"
     lms = "character and word language models" if language_model.words else "language model"
@@ -474,6 +488,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         first_variant_only=bool(args.quick and args.variant == "all"),
         use_lm=getattr(args, "use_lm", True),
         arenas=arenas or DEFAULT_ARENAS,
+        decoder=getattr(args, "decoder", "auto"),
     )
 
 

@@ -225,6 +225,12 @@ def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     bench_cmd.add_argument(
         "--no-lm", dest="use_lm", action="store_false", help="time greedy decoding even with a bundle LM"
     )
+    bench_cmd.add_argument(
+        "--decoder",
+        choices=("auto", "joint", "ctc"),
+        default="auto",
+        help="time joint decoding with the bundle's text decoder (auto: when it has one) or CTC alone",
+    )
     bench_cmd.add_argument("--json", metavar="OUT", help="also write the results (with machine info) as JSON")
     bench_cmd.set_defaults(handler=run_bench)
 

@@ -274,11 +274,11 @@ class EdgeTranscriber:
     def sample_rate(self) -> int:
         return self.metadata.sample_rate
 
-    def new_decoder(self, blank_penalty: Optional[float] = None) -> FrameDecoder:
+    def new_decoder(self, blank_penalty: Optional[float] = None, joint: bool = True) -> FrameDecoder:
         """A decoder for one file or utterance: joint CTC/attention decoding when this transcriber
-        loaded a text decoder (it reads `frame_rows`, not log-probs), else beam search with the
-        bundle's LM(s) when loaded, else greedy with `blank_penalty` (None: the options' value)."""
-        if self.attention is not None:
+        loaded a text decoder and `joint` (it reads `frame_rows`, not log-probs), else beam search with
+        the bundle's LM(s) when loaded, else greedy with `blank_penalty` (None: the options' value)."""
+        if self.attention is not None and joint:
             return JointDecoder(
                 self.attention,
                 self.vocabulary,
@@ -443,14 +443,21 @@ class EdgeTranscriber:
 
         Each stream has its own state (use one per audio source); they share this model's session.
         `options.blank_penalty` defaults to this transcriber's. Final events use the bundle's LM
-        when this transcriber does. With a `grammar`, each final event's `command` is the utterance's
-        `CommandMatch` and its text the recognized phrase ("" when none was). See `edge_asr.stream`.
+        when this transcriber does, and joint decoding when it does (with `options.final_pass`;
+        without it finals are the CTC head's greedy text). With a `grammar`, each final event's
+        `command` is the utterance's `CommandMatch` and its text the recognized phrase ("" when none
+        was). See `edge_asr.stream`.
         """
         if options is None:
             options = StreamOptions(blank_penalty=self.options.blank_penalty)
-        new_decoder: Callable[[], FrameDecoder] = partial(self.new_decoder, options.blank_penalty)
+        # Joint finals read the encoder states of the final pass over the utterance; without that pass
+        # (final_pass=False) the hop frames carry log-probs only, so finals are the CTC head's.
+        joint_finals = self.joint and grammar is None and options.final_pass
+        new_decoder: Callable[[], FrameDecoder] = partial(
+            self.new_decoder, options.blank_penalty, joint_finals
+        )
         final_frames = None
-        if self.joint and grammar is None:
+        if joint_finals:
             assert isinstance(self.model, CtcModel)
             final_frames = self.model.frame_rows  # partials stay CTC; finals read the encoder states too
         if grammar is not None:

@@ -324,8 +324,8 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "edge_asr" / "models" / "
 # path gained three characters, the hops one); on the floors (onnxruntime 1.16) greedy gave 0.123 /
 # 0.142 / 0.156. Three points of slack with the final pass, and five without it, keep that apart from a
 # real streaming bug (lost or doubled frames cost tens of points).
-@pytest.mark.parametrize("use_lm", [True, False], ids=["lm", "greedy"])
-def test_streaming_cer_close_to_offline_with_the_default_model(tmp_path, use_lm):
+@pytest.mark.parametrize("decoding", ["joint", "lm", "greedy"])
+def test_streaming_cer_close_to_offline_with_the_default_model(tmp_path, decoding):
     import shutil
     import subprocess
 
@@ -340,7 +340,12 @@ def test_streaming_cer_close_to_offline_with_the_default_model(tmp_path, use_lm)
         "a journey of a thousand miles begins with a single step",
         "please call stella and ask her to bring these things with her from the store",
     ]
-    transcriber = EdgeTranscriber(options=TranscribeOptions(use_lm=use_lm))
+    options = {
+        "joint": TranscribeOptions(),
+        "lm": TranscribeOptions(decoder="ctc"),
+        "greedy": TranscribeOptions(decoder="ctc", use_lm=False),
+    }[decoding]
+    transcriber = EdgeTranscriber(options=options)
     norm = transcriber.metadata.text_normalization
     offline_hyp: List[str] = []
     stream_hyp: Dict[bool, List[str]] = {True: [], False: []}
@@ -360,8 +365,12 @@ def test_streaming_cer_close_to_offline_with_the_default_model(tmp_path, use_lm)
     offline_cer = jiwer.cer(refs, offline_hyp)
     final_pass_cer, hops_cer = (jiwer.cer(refs, stream_hyp[final_pass]) for final_pass in (True, False))
     figures = (offline_cer, final_pass_cer, hops_cer, stream_hyp)
-    assert final_pass_cer - offline_cer <= 0.03, figures
-    assert hops_cer - offline_cer <= 0.05, figures
+    # Joint decoding (v3) measured 0.038 offline and 0.081 with the final pass: one sentence of four,
+    # "brown fox jump" -> "round-fuck stump", a near-tie of the decoder's that the final pass's audio
+    # (it starts at the VAD's pre-roll, 0.2 s in) flips; six points keep that apart from a bug.
+    assert final_pass_cer - offline_cer <= (0.06 if decoding == "joint" else 0.03), figures
+    if decoding != "joint":  # without the final pass, joint finals are the CTC head's greedy text
+        assert hops_cer - offline_cer <= 0.05, figures
 
 
 def test_a_model_with_5_ms_frames_streams_the_offline_text(tmp_path, monkeypatch):
