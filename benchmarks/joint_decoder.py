@@ -33,17 +33,11 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from default_model import tiled_clip  # noqa: E402  (benchmarks/ is this script's import root)
+
 SAMPLES = ROOT / "edge_asr" / "samples"
 DECODERS = ("joint", "ctc")
 TARGETS: Dict[str, float] = {"rtf": 0.05, "rtf_warm": 0.05, "rss_mb": 200.0, "wall_5s": 1.2, "size_mb": 60.0}
-
-
-def tiled_clip(seconds: float, path: Path) -> Path:
-    first = sorted(SAMPLES.glob("*.wav"))[0]
-    audio, rate = sf.read(first, dtype="float32")
-    reps = int(np.ceil(seconds * rate / audio.size))
-    sf.write(path, np.tile(audio, reps)[: int(seconds * rate)], rate)
-    return path
 
 
 def probes(folder: Path) -> Dict[str, Path]:

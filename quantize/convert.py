@@ -288,7 +288,7 @@ def _add_decoder(
     """Export, check and (with `int8`) quantize the checkpoint's text decoder into `tmp`; the decoder
     section and the facts for bundle.json's extra."""
     model = load_whisper(checkpoint)
-    spec = decoder_spec(model, checkpoint)
+    spec = decoder_spec(model)
     seconds = export_decoder(model, tmp / CROSS_FILE, tmp / STEP_FILE)
     parity = check_decoder_parity(model, tmp / CROSS_FILE, tmp / STEP_FILE, spec)
     say(f"  decoder parity (teacher-forced, {parity.tokens} tokens): max |diff| {parity.max_abs_diff:.2e}")
@@ -315,21 +315,9 @@ def _add_decoder(
         (tmp / STEP_FILE).unlink()
         cross, step = CROSS_INT8_FILE, STEP_INT8_FILE
         say(f"  decoder int8: {facts['int8']['step_bytes'] / 1e6:.1f} MB step graph")
-    write_token_table(token_strings(_tokenizer_folder(checkpoint), spec.vocab_size), tmp / TOKENS_FILE)
-    settings = DecoderSettings(
-        cross=cross,
-        step=step,
-        tokens=TOKENS_FILE,
-        prompt=spec.prompt,
-        eot=spec.eot,
-        suppress=spec.suppress,
-        suppress_at_begin=spec.suppress_at_begin,
-        special_from=spec.special_from,
-        layers=spec.layers,
-        heads=spec.heads,
-        head_dim=spec.head_dim,
-        max_positions=spec.max_positions,
-    )
+    vocab_size = int(model.config.vocab_size)
+    write_token_table(token_strings(_tokenizer_folder(checkpoint), vocab_size), tmp / TOKENS_FILE)
+    settings = replace(spec, cross=cross, step=step, tokens=TOKENS_FILE)
     return settings, facts
 
 

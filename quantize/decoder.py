@@ -28,7 +28,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from edge_asr.bundle import DecoderSettings
 
 from .errors import ExportError
 
@@ -136,34 +138,6 @@ class StepGraph(nn.Module):
         return torch.log_softmax(logits, dim=-1), torch.stack(new_k), torch.stack(new_v)
 
 
-@dataclass
-class DecoderSpec:
-    """What the device needs besides the graphs: special ids, suppression, geometry.
-
-    Attributes:
-        prompt: the ids fed first (start of transcript, no timestamps).
-        eot: end of text.
-        suppress: ids never written (Whisper's own suppress list).
-        suppress_at_begin: ids not written as the first token (a bare space, end of text).
-        special_from: every id from here on is a special token (never written).
-        layers, heads, head_dim, max_positions: the decoder's geometry (the cache shapes, the
-            longest prompt + output).
-        vocab_size: rows of the token table.
-    """
-
-    prompt: List[int]
-    eot: int
-    suppress: List[int]
-    suppress_at_begin: List[int]
-    special_from: int
-    layers: int
-    heads: int
-    head_dim: int
-    max_positions: int
-    vocab_size: int
-    source: Dict[str, Any] = field(default_factory=dict)
-
-
 def load_whisper(name_or_path: str) -> Any:
     """WhisperForConditionalGeneration (float32, eval) with its decoder; a clear error when the
     checkpoint has none (`python -m train.whisper_import --include-decoder` writes one)."""
@@ -187,8 +161,10 @@ def load_whisper(name_or_path: str) -> Any:
     return model.eval()
 
 
-def decoder_spec(model: Any, name_or_path: str) -> DecoderSpec:
-    """Special ids and suppress lists from the checkpoint's generation config (as Whisper decodes)."""
+def decoder_spec(model: Any) -> DecoderSettings:
+    """The bundle's decoder section for `model` (fp32 file names; `convert` names the int8 ones):
+    special ids and suppress lists from its generation config, as Whisper decodes, and its geometry.
+    The joint settings keep their defaults until they are picked on validation voices."""
     config = model.config
     generation = getattr(model, "generation_config", None)
     suppress = list(getattr(generation, "suppress_tokens", None) or [])
@@ -196,10 +172,12 @@ def decoder_spec(model: Any, name_or_path: str) -> DecoderSpec:
     no_timestamps = getattr(generation, "no_timestamps_token_id", None)
     start = int(config.decoder_start_token_id)
     eot = int(config.eos_token_id)
-    prompt = [start] + ([int(no_timestamps)] if no_timestamps is not None else [])
     layer = model.model.decoder.layers[0].self_attn
-    return DecoderSpec(
-        prompt=prompt,
+    return DecoderSettings(
+        cross=CROSS_FILE,
+        step=STEP_FILE,
+        tokens=TOKENS_FILE,
+        prompt=[start] + ([int(no_timestamps)] if no_timestamps is not None else []),
         eot=eot,
         suppress=sorted(int(i) for i in suppress),
         suppress_at_begin=sorted(int(i) for i in begin),
@@ -208,8 +186,6 @@ def decoder_spec(model: Any, name_or_path: str) -> DecoderSpec:
         heads=int(layer.num_heads),
         head_dim=int(layer.head_dim),
         max_positions=int(config.max_target_positions),
-        vocab_size=int(config.vocab_size),
-        source={"checkpoint": str(name_or_path)},
     )
 
 
@@ -287,14 +263,14 @@ class DecoderParity:
 
 
 def check_decoder_parity(
-    model: Any, cross_path: Path, step_path: Path, spec: DecoderSpec, frames: int = 120, steps: int = 12
+    model: Any, cross_path: Path, step_path: Path, spec: DecoderSettings, frames: int = 120, steps: int = 12
 ) -> DecoderParity:
     import onnxruntime as ort
 
     generator = torch.Generator().manual_seed(1)
     d = model.config.d_model
     states = torch.randn(1, frames, d, generator=generator)
-    ordinary = min(spec.eot, spec.vocab_size)
+    ordinary = min(spec.eot, int(model.config.vocab_size))
     tokens = spec.prompt + torch.randint(0, ordinary, (steps,), generator=generator).tolist()
     ids = torch.tensor([tokens], dtype=torch.int64)
     with torch.no_grad():

@@ -58,7 +58,7 @@ def test_decoder_graphs_match_transformers_and_int8_drops_the_float_table(
     whisper_dir: Path, tmp_path: Path
 ) -> None:
     model = D.load_whisper(str(whisper_dir))
-    spec = D.decoder_spec(model, str(whisper_dir))
+    spec = D.decoder_spec(model)
     assert spec.prompt == [START] and spec.eot == EOT and spec.special_from == EOT + 1
     assert spec.suppress == [VOCAB - 5] and spec.suppress_at_begin == [EOT]
     cross, step = tmp_path / D.CROSS_FILE, tmp_path / D.STEP_FILE
@@ -113,7 +113,7 @@ def test_convert_with_a_decoder_gives_a_bundle_that_decodes_jointly(
 ) -> None:
     from edge_asr import EdgeTranscriber, TranscribeOptions
     from edge_asr.bundle import load_bundle
-    from edge_asr.verify import verify_bundle
+    from edge_asr.verify import check_decoder
     from quantize.convert import ConvertOptions, convert
     from train import whisper_ctc as W
 
@@ -130,7 +130,9 @@ def test_convert_with_a_decoder_gives_a_bundle_that_decodes_jointly(
     assert result.metadata.format_version == 3
     assert result.metadata.extra["decoder"]["encoder_states_max_abs_diff"] < 1e-3
     assert not (bundle / D.STEP_FILE).exists()  # the fp32 decoder is not shipped with int8
-    assert any("text decoder" in line for line in verify_bundle(load_bundle(bundle)))
+    # (info --verify's other checks want a trained model: a random head is not blank on silence)
+    checked = check_decoder(load_bundle(bundle))
+    assert "(64 wide)" in checked and f"all {VOCAB} tokens" in checked
 
     audio = (0.3 * np.sin(np.arange(48000) * 2 * np.pi * 220 / 16000)).astype(np.float32)
     audio += (0.05 * np.random.default_rng(1).standard_normal(48000)).astype(np.float32)
