@@ -245,17 +245,23 @@ class Clients:
 
         async with AsyncTcpClient("127.0.0.1", self.wyoming_port) as client:
             await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
-            for _ in range(int(self.request_timeout * 20) + 100):
-                try:
-                    await client.write_event(
-                        AudioChunk(rate=RATE, width=2, channels=1, audio=b"\0\0").event()
-                    )
-                except ConnectionError:
-                    return "closed"
-                answer = await wyoming_answer(client, 0.05)
-                if answer != "nothing":
-                    return answer
-            return "nothing"
+            # One read stays pending across the polls: cancelling a read halfway through an event
+            # (a timeout on each poll) would leave the stream mid-event for the next one.
+            answer: asyncio.Task[str] = asyncio.ensure_future(wyoming_answer(client, 3600))
+            try:
+                for _ in range(int(self.request_timeout * 20) + 100):
+                    try:
+                        await client.write_event(
+                            AudioChunk(rate=RATE, width=2, channels=1, audio=b"\0\0").event()
+                        )
+                    except ConnectionError:
+                        return "closed"
+                    done, _ = await asyncio.wait({answer}, timeout=0.05)
+                    if done:
+                        return answer.result()
+                return "nothing"
+            finally:
+                answer.cancel()
 
     async def slow_body(self) -> str:
         """A whole upload, 100 bytes per 0.2 s (it would take minutes): answered at its deadline."""
