@@ -37,7 +37,7 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -440,14 +440,17 @@ def joint_search(
         # one that already trails a finished hypothesis can never overtake it.
         kept = [(h, p) for h, p in zip(next_alive, parents) if h.score > best_done]
         if not kept:
+            alive = []
             break
         alive = [h for h, _ in kept]
+        if steps == bound:
+            break  # the bound: no step is run for tokens that will not be written
         keep = [p for _, p in kept]
         cache = (cache[0][:, keep], cache[1][:, keep])
         tokens = np.array([[h.tokens[-1]] for h in alive], dtype=np.int64)
         logp, cache = decoder.step(tokens, cache, cross)
     cut: List[Hypothesis] = []
-    if alive and steps == bound:  # the bound stopped the search: close what is alive as it stands
+    if alive:  # the bound stopped the search: close what is alive as it stands
         for hyp in alive:
             state = scorer.extend_all(hyp.ctc, ctc_text.finish(hyp.text))
             score = hyp.score + weight * (scorer.final(state) - hyp.ctc.score)
@@ -560,7 +563,6 @@ class JointStats:
 class _Segment:
     frames: int
     display: str  # the decoder's text ("" when gated)
-    labels: List[int] = field(default_factory=list)
 
 
 class JointDecoder:
@@ -686,7 +688,7 @@ class JointDecoder:
             self._add(rows.shape[0], vocab.spell(tokens.tolist()), greedy, greedy_scores, boundary)
             return
         scores = np.take_along_axis(log_probs, path[:, None].astype(np.int64), axis=1)[:, 0]
-        self._add(rows.shape[0], result.text, path, scores.astype(np.float32), boundary, result.labels)
+        self._add(rows.shape[0], result.text, path, scores.astype(np.float32), boundary)
 
     def _add(
         self,
@@ -695,7 +697,6 @@ class JointDecoder:
         ids: np.ndarray,
         scores: np.ndarray,
         boundary: int,
-        labels: Optional[List[int]] = None,
     ) -> None:
         ids = ids.astype(np.int32, copy=True)
         delimiter = self.ctc_text.delimiter
@@ -704,7 +705,7 @@ class JointDecoder:
             ids[0] = delimiter
         self._ids.append(ids)
         self._scores.append(scores)
-        self._segments.append(_Segment(frames, display, list(labels or [])))
+        self._segments.append(_Segment(frames, display))
 
     @property
     def text(self) -> str:
