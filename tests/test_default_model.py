@@ -102,3 +102,15 @@ def test_ten_seconds_of_silence_between_two_samples_end_a_word(decoding):
         (w.text, w.start, w.end) for w in result.words if w.end - w.start > 2
     ]
     assert asr.metadata.text_normalization(result.words[-1].text) == "rats"
+
+
+def test_hotwords_decode_with_ctc_and_refuse_an_explicit_joint_decoder():
+    from edge_asr.errors import InputError
+    from edge_asr.hotwords import Hotwords
+
+    hotwords = Hotwords.from_list(["arnold"])
+    assert not EdgeTranscriber(options=TranscribeOptions(hotwords=hotwords)).joint  # auto -> CTC
+    with pytest.raises(InputError, match="hotwords work with CTC decoding only"):
+        EdgeTranscriber(options=TranscribeOptions(hotwords=hotwords, decoder="joint"))
+    with pytest.raises(InputError, match="decoder must be one of"):
+        EdgeTranscriber(options=TranscribeOptions(decoder="attention"))
