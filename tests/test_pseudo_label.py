@@ -154,10 +154,14 @@ def test_a_close_transcript_snaps_to_the_script_line(script: pl.ScriptIndex) -> 
     assert decision.label == "you're asking for trouble king"
 
 
-def test_a_distant_transcript_stays_the_teachers(script: pl.ScriptIndex) -> None:
-    decision = pl.decide(reading("You are asking for a lot of trouble."), "", script, pl.Thresholds())
+def test_a_distant_transcript_is_dropped_unless_unsnapped_ones_are_kept(script: pl.ScriptIndex) -> None:
+    item = reading("You are asking for a lot of trouble.")
+    assert pl.decide(item, "", script, pl.Thresholds()).dropped == "unsnapped"
+    decision = pl.decide(item, "", script, pl.Thresholds(require_snap=False))
     assert decision.kept and decision.origin == "pseudo"
     assert decision.label == "you are asking for a lot of trouble"
+    # a game without a script (beneath-a-steel-sky) has nothing to snap to: its transcripts are kept
+    assert pl.decide(item, "", None, pl.Thresholds()).origin == "pseudo"
 
 
 def test_a_known_line_is_the_label_when_the_teacher_matches_it(script: pl.ScriptIndex) -> None:
@@ -291,11 +295,28 @@ def test_the_check_labels_scripted_clips_blind_and_scores_them(
     report = pl.run(games, tmp_path / "labels", models.teach, models.read, "fake", check=3)
     check = report["check"]
     assert isinstance(check, dict)
-    # Blind, A1 and A2 snap to their own lines; A3's transcript is kept as it is, 5 word errors in 8.
-    assert check["clips"] == 3 and check["kept"] == 3
+    # Blind, A1 and A2 snap to their own lines; A3's transcript is near no line and goes.
+    assert check["clips"] == 3 and check["kept"] == 2 and check["kept_wer"] == 0.0
+    assert check["origins"] == {"script": 0, "snapped": 2, "pseudo": 0}
+    assert check["dropped"]["unsnapped"] == 1 and check["wrong_labels"] == []
+    # without snapping, A2 keeps its slip ("your"): one error more
+    assert check["no_script"] == {"kept": 3, "kept_wer": round(6 / 23, 4)}
+    # Kept unsnapped, A3's transcript counts: 5 word errors against its 8-word line.
+    loose = pl.Thresholds(require_snap=False)
+    report = pl.run(games, tmp_path / "labels", models.teach, models.read, "fake", loose, check=3)
+    check = report["check"]
+    assert isinstance(check, dict) and check["kept"] == 3
     assert check["origins"] == {"script": 0, "snapped": 2, "pseudo": 1}
     assert check["kept_wer"] == pytest.approx(5 / (10 + 5 + 8), abs=1e-4)
     assert [w["path"] for w in check["wrong_labels"]] == ["wavs/queen/A3.wav"]
+
+
+def test_thresholds_come_from_the_command_line() -> None:
+    args = pl.parse_args(["--games", "g", "--min-avg-logprob", "-0.5", "--keep-unsnapped"])
+    assert args.min_avg_logprob == -0.5 and args.keep_unsnapped
+    assert pl.parse_args(["--games", "g"]).max_ctc_cer == pl.Thresholds().max_ctc_cer
+    with pytest.raises(SystemExit):
+        pl.parse_args(["--games", "g", "--limit", "0"])
 
 
 def test_the_sample_shows_kept_labels_with_the_teachers_text(
