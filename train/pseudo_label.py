@@ -283,7 +283,7 @@ def decide(
         decision.dropped = "empty"
         return decision
     teacher_label = spoken_label(teacher.text)
-    if teacher_label is None or not teacher_label:
+    if not teacher_label:  # None: no spoken form; "": punctuation only
         decision.failed.append("unspellable" if teacher_label is None else "empty")
         decision.dropped = decision.failed[0]
         return decision
