@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 # Typographic apostrophes are folded into the ASCII one before anything else is decided.
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
@@ -81,3 +81,15 @@ class TextNormalization:
                 shown = repr(data[key])
                 raise ValueError(f"{key} should be {kind.__name__}, got {shown[:40]}")
         return cls(**data)
+
+
+def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
+    """Levenshtein distance between two sequences (the characters of a string, or its words); the
+    device's `info --verify` and the desktop's pseudo-labelling score with it, without jiwer."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, item in enumerate(reference, 1):
+        current = [i]
+        for j, other in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (item != other)))
+        previous = current
+    return previous[-1]

@@ -22,6 +22,7 @@ from .ctc import Vocabulary, greedy_decode
 from .errors import BundleError
 from .lm import CharNgramLM, WordNgramLM
 from .model import CtcModel, SplitCtcModel
+from .text import edit_distance
 
 PROBE_SEED = 16
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -119,17 +120,6 @@ def check_samples(model: CtcModel, path: Path) -> str:
             "the model was trained at (a wrong one reads 0.7-0.9 here)"
         )
     return f"reads the {len(rows)} bundled samples at {meta.sample_rate} Hz (greedy CER {cer:.2f})"
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance between two short strings."""
-    previous = list(range(len(b) + 1))
-    for i, char in enumerate(a, 1):
-        current = [i]
-        for j, other in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char != other)))
-        previous = current
-    return previous[-1]
 
 
 def check_split(bundle: ModelBundle, variant: str, threads: int = 1) -> str:

@@ -59,7 +59,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence,
 
 from edge_asr.atomic import write_text_atomic
 from edge_asr.spoken import to_spoken
-from edge_asr.text import TextNormalization
+from edge_asr.text import TextNormalization, edit_distance
 
 log = logging.getLogger(__name__)
 
@@ -196,17 +196,6 @@ def spoken_label(text: str) -> Optional[str]:
 def similarity(a: str, b: str) -> float:
     """Character-level similarity of two labels, 0..1 (difflib's ratio: 2 * matches / total length)."""
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
-
-
-def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
-    """Levenshtein distance between two sequences (characters of a string, or its words)."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, item in enumerate(reference, 1):
-        current = [i]
-        for j, other in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (item != other)))
-        previous = current
-    return previous[-1]
 
 
 def char_error_rate(reference: str, hypothesis: str) -> float:
