@@ -38,6 +38,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -342,14 +343,22 @@ class AttentionDecoder:
         )
         return log_probs, (self_k, self_v)
 
-    def banned(self) -> np.ndarray:
-        """A [vocab] bool mask of the tokens never written."""
+    # The tokens never written, and those not written first, are fixed per bundle: found once.
+    @cached_property
+    def banned_ids(self) -> np.ndarray:
+        """Ids of the tokens never written (specials but end of text, Whisper's suppress list)."""
         s = self.settings
         mask = np.zeros(len(self.tokens), dtype=bool)
         mask[s.special_from :] = True
         mask[[i for i in s.suppress if i < mask.size]] = True
         mask[s.eot] = False
-        return mask
+        return np.flatnonzero(mask)
+
+    @cached_property
+    def banned_first_ids(self) -> np.ndarray:
+        """`banned_ids` and the ids not written as the first token (a bare space, end of text)."""
+        first = [i for i in self.settings.suppress_at_begin if i < len(self.tokens)]
+        return np.union1d(self.banned_ids, first)
 
 
 # -- the search -----------------------------------------------------------------------------------
@@ -395,8 +404,6 @@ def joint_search(
         s.max_positions - len(s.prompt),
         s.min_tokens + int(math.ceil(seconds * s.max_tokens_per_second)),
     )
-    banned = np.flatnonzero(decoder.banned())
-    begin_banned = np.union1d(banned, [i for i in s.suppress_at_begin if i < len(decoder.tokens)])
     alive = [Hypothesis([], TextState(), scorer.initial(), 0.0)]
     finished: List[Hypothesis] = []
     best_done = NEG_INF  # the best finished hypothesis' score
@@ -404,7 +411,7 @@ def joint_search(
     steps = 0
     for step in range(bound):
         steps = step + 1
-        logp[:, begin_banned if step == 0 else banned] = NEG_INF
+        logp[:, decoder.banned_first_ids if step == 0 else decoder.banned_ids] = NEG_INF
         tops = [_top_tokens(row, CANDIDATES) for row in logp]
         # Each candidate's score can only fall below hypothesis + decoder log-prob (a CTC prefix score
         # change is <= 0), so candidates are tried best bound first, and the CTC work is skipped for

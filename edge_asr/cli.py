@@ -29,7 +29,7 @@ from .grammar import CommandMatch
 from .model import limit_heap_growth
 from .progress import Progress
 from .serve.command import add_serve_command  # light: wyoming and aiohttp load when `serve` runs
-from .transcriber import EdgeTranscriber, TranscribeOptions
+from .transcriber import DECODER_CHOICES, EdgeTranscriber, TranscribeOptions
 from .windows import cache_is_exact
 from .writers import FORMATS, get_writers
 
@@ -227,7 +227,7 @@ def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     bench_cmd.add_argument(
         "--decoder",
-        choices=("auto", "joint", "ctc"),
+        choices=DECODER_CHOICES,
         default="auto",
         help="time joint decoding with the bundle's text decoder (auto: when it has one) or CTC alone",
     )

@@ -31,8 +31,8 @@ from .windows import FeatureCache, SplitStages, WindowedRunner, WindowPlan, cach
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, float], None]
-DECODER_CHOICES = ("auto", "joint", "ctc")
 """Called with (seconds of audio done, total seconds or 0 when unknown)."""
+DECODER_CHOICES = ("auto", "joint", "ctc")
 
 
 @dataclass
