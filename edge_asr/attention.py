@@ -675,13 +675,12 @@ class JointDecoder:
         states = rows[:, self._vocab :]
         vocab = self.vocabulary
         greedy, greedy_scores = best_path(log_probs, vocab.blank_id)
-        boundary = sum(segment.frames for segment in self._segments)
         self.stats.segments += 1
         tokens, _, _ = token_runs(greedy, vocab.silent_ids())
         speech = [t for t in tokens.tolist() if not vocab.is_delimiter(vocab.tokens[t])]
         if not speech:  # silence or noise: nothing to write, and no decoder run
             self.stats.gated += 1
-            self._add(rows.shape[0], "", greedy, greedy_scores, boundary)
+            self._add(rows.shape[0], "", greedy, greedy_scores)
             return
         result = joint_search(
             self.decoder, self.ctc_text, log_probs, states, vocab.blank_id,
@@ -692,23 +691,17 @@ class JointDecoder:
         path = ctc_align(log_probs, result.labels, vocab.blank_id) if result.labels else None
         if path is None:  # nothing CTC can write, or too little time for it: keep what CTC heard
             self.stats.unaligned += int(bool(result.labels))
-            self._add(rows.shape[0], vocab.spell(tokens.tolist()), greedy, greedy_scores, boundary)
+            self._add(rows.shape[0], vocab.spell(tokens.tolist()), greedy, greedy_scores)
             return
         scores = np.take_along_axis(log_probs, path[:, None].astype(np.int64), axis=1)[:, 0]
-        self._add(rows.shape[0], result.text, path, scores.astype(np.float32), boundary)
+        self._add(rows.shape[0], result.text, path, scores.astype(np.float32))
 
-    def _add(
-        self,
-        frames: int,
-        display: str,
-        ids: np.ndarray,
-        scores: np.ndarray,
-        boundary: int,
-    ) -> None:
+    def _add(self, frames: int, display: str, ids: np.ndarray, scores: np.ndarray) -> None:
+        """Keep a decoded segment (it starts at frame `_start`, which the caller then moves on)."""
         ids = ids.astype(np.int32, copy=True)
         delimiter = self.ctc_text.delimiter
         # A segment boundary ends a word: mark it where the path is silent there.
-        if boundary and delimiter is not None and ids.size and ids[0] == self.vocabulary.blank_id:
+        if self._start and delimiter is not None and ids.size and ids[0] == self.vocabulary.blank_id:
             ids[0] = delimiter
         self._ids.append(ids)
         self._scores.append(scores)
