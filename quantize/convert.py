@@ -37,6 +37,7 @@ from .decoder import (
     expose_encoder_states,
     load_whisper,
     quantize_decoder,
+    token_folder,
     token_strings,
     write_token_table,
 )
@@ -316,27 +317,9 @@ def _add_decoder(
         cross, step = CROSS_INT8_FILE, STEP_INT8_FILE
         say(f"  decoder int8: {facts['int8']['step_bytes'] / 1e6:.1f} MB step graph")
     vocab_size = int(model.config.vocab_size)
-    write_token_table(token_strings(_tokenizer_folder(checkpoint), vocab_size), tmp / TOKENS_FILE)
+    write_token_table(token_strings(token_folder(checkpoint), vocab_size), tmp / TOKENS_FILE)
     settings = replace(spec, cross=cross, step=step, tokens=TOKENS_FILE)
     return settings, facts
-
-
-def _tokenizer_folder(checkpoint: str) -> Path:
-    """Where the token strings are: the checkpoint folder, or the CTranslate2 folder it was imported
-    from (`train.whisper_import` records it in provenance.json)."""
-    import json
-
-    folder = Path(checkpoint)
-    if any((folder / name).is_file() for name in ("vocabulary.txt", "tokenizer.json", "vocab.json")):
-        return folder
-    provenance = folder / "provenance.json"
-    if provenance.is_file():
-        source = json.loads(provenance.read_text(encoding="utf-8")).get("source", {}).get("folder")
-        if source:
-            return Path(source)
-    raise QuantizeError(
-        f"{checkpoint}: no token table (vocabulary.txt, tokenizer.json or vocab.json) for the decoder"
-    )
 
 
 def _splits(source: SourceModel, options: ConvertOptions) -> bool:

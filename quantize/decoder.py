@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -40,6 +39,7 @@ from torch import nn
 from edge_asr.bundle import DecoderSettings
 
 from .errors import ExportError
+from .export import ExportOptions, torch_export
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ CROSS_INT8_FILE = "decoder_cross.int8.onnx"
 STEP_INT8_FILE = "decoder_step.int8.onnx"
 TOKENS_FILE = "decoder_tokens.json"
 STATES_NAME = "encoder_states"  # the encoder graph's second output; edge_asr.model reads it by name
-OPSET = 17
+EXPORT = ExportOptions()  # the exporter settings of the CTC graphs (TorchScript, opset 17)
 
 
 class CrossGraph(nn.Module):
@@ -189,6 +189,23 @@ def decoder_spec(model: Any) -> DecoderSettings:
     )
 
 
+TOKEN_TABLE_FILES = ("vocabulary.txt", "tokenizer.json", "vocab.json")
+
+
+def token_folder(checkpoint: str) -> Path:
+    """Where a checkpoint's token strings are: its own folder, or the CTranslate2 folder it was
+    imported from (`train.whisper_import` records it in provenance.json)."""
+    folder = Path(checkpoint)
+    if any((folder / name).is_file() for name in TOKEN_TABLE_FILES):
+        return folder
+    provenance = folder / "provenance.json"
+    if provenance.is_file():
+        source = json.loads(provenance.read_text(encoding="utf-8")).get("source", {}).get("folder")
+        if source:
+            return Path(source)
+    raise ExportError(f"{checkpoint}: no token table ({', '.join(TOKEN_TABLE_FILES)}) for the decoder")
+
+
 def token_strings(folder: Path, vocab_size: int) -> List[str]:
     """The byte-level BPE strings by id: a CTranslate2 folder's vocabulary.txt, or a HF folder's
     tokenizer.json / vocab.json + added tokens. Ids past the list (unused rows) get ""."""
@@ -203,24 +220,8 @@ def token_strings(folder: Path, vocab_size: int) -> List[str]:
     elif (folder / "vocab.json").is_file():
         strings = {int(i): t for t, i in json.loads((folder / "vocab.json").read_text("utf-8")).items()}
     else:
-        raise ExportError(
-            f"{folder}: no vocabulary.txt, tokenizer.json or vocab.json for the decoder's token table"
-        )
+        raise ExportError(f"{folder}: no {', '.join(TOKEN_TABLE_FILES)} for the decoder's token table")
     return [strings.get(i, "") for i in range(vocab_size)]
-
-
-def _export(
-    module: nn.Module, args: tuple, path: Path, inputs: List[str], outputs: List[str], axes: dict
-) -> None:
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic; parity checks it
-            torch.onnx.export(
-                module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
-                opset_version=OPSET, do_constant_folding=True, dynamo=False,
-            )  # fmt: skip
-    except Exception as exc:  # the exporter raises anything from RuntimeError to internal types
-        raise ExportError(f"torch.onnx.export of {path.name} failed: {type(exc).__name__}: {exc}") from None
 
 
 def export_decoder(model: Any, cross_path: Path, step_path: Path) -> float:
@@ -230,9 +231,11 @@ def export_decoder(model: Any, cross_path: Path, step_path: Path) -> float:
     d = decoder.config.d_model
     states = 0.1 * torch.randn(1, 37, d, generator=torch.Generator().manual_seed(0))
     started = time.perf_counter()
-    _export(
-        cross, (states,), cross_path, [STATES_NAME], ["cross_k", "cross_v"],
-        {STATES_NAME: {1: "frames"}, "cross_k": {3: "frames"}, "cross_v": {3: "frames"}},
+    name = "the Whisper decoder"
+    torch_export(
+        name, cross, (states,), cross_path, [STATES_NAME],
+        {STATES_NAME: {1: "frames"}, "cross_k": {3: "frames"}, "cross_v": {3: "frames"}}, EXPORT,
+        output_names=["cross_k", "cross_v"],
     )  # fmt: skip
     with torch.no_grad():
         cross_k, cross_v = cross(states)
@@ -240,14 +243,15 @@ def export_decoder(model: Any, cross_path: Path, step_path: Path) -> float:
     past = torch.zeros(layers, 2, heads, 3, head_dim)
     tokens = torch.tensor([[50, 51], [52, 53]], dtype=torch.int64)
     cache_axes = {1: "beams", 3: "past"}
-    _export(
-        step, (tokens, past, past.clone(), cross_k, cross_v), step_path,
-        ["tokens", "self_k", "self_v", "cross_k", "cross_v"], ["log_probs", "self_k_out", "self_v_out"],
+    torch_export(
+        name, step, (tokens, past, past.clone(), cross_k, cross_v), step_path,
+        ["tokens", "self_k", "self_v", "cross_k", "cross_v"],
         {
             "tokens": {0: "beams", 1: "count"}, "self_k": cache_axes, "self_v": cache_axes,
             "cross_k": {3: "frames"}, "cross_v": {3: "frames"}, "log_probs": {0: "beams"},
             "self_k_out": {1: "beams", 3: "length"}, "self_v_out": {1: "beams", 3: "length"},
         },
+        EXPORT, output_names=["log_probs", "self_k_out", "self_v_out"],
     )  # fmt: skip
     return time.perf_counter() - started
 

@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -135,7 +135,7 @@ def export_onnx(source: SourceModel, path: Path, options: Optional[ExportOptions
     if lengths:
         axes[LENGTHS_NAME] = {0: "batch"}
     started = time.perf_counter()
-    torch_export(source, module, args, path, input_names, axes, options)
+    torch_export(source.name, module, args, path, input_names, axes, options)
     seconds = time.perf_counter() - started
     return ExportResult(path=path, seconds=seconds, size_bytes=path.stat().st_size, has_lengths_input=lengths)
 
@@ -210,28 +210,29 @@ def export_split(
         features = front_end(x)
     feature_dim = int(features.shape[-1])
     torch_export(
-        source, front_end, (x,), front_end_path, [INPUT_NAME],
+        source.name, front_end, (x,), front_end_path, [INPUT_NAME],
         {INPUT_NAME: {0: "batch", 1: "samples"}, FEATURES_NAME: {0: "batch", 1: "frames"}}, options,
-        output_name=FEATURES_NAME,
+        output_names=[FEATURES_NAME],
     )  # fmt: skip
     torch_export(
-        source, encoder, (features,), encoder_path, [FEATURES_NAME],
+        source.name, encoder, (features,), encoder_path, [FEATURES_NAME],
         {FEATURES_NAME: {0: "batch", 1: "frames"}, OUTPUT_NAME: {0: "batch", 1: "frames"}}, options,
     )  # fmt: skip
     return SplitExport(front_end_path, encoder_path, feature_dim, time.perf_counter() - started)
 
 
 def torch_export(
-    source: SourceModel,
+    name: str,
     module: nn.Module,
     args: tuple,
     path: Path,
     input_names: List[str],
     axes: dict,
     options: ExportOptions,
-    output_name: str = OUTPUT_NAME,
+    output_names: Sequence[str] = (OUTPUT_NAME,),
 ) -> None:
-    """torch.onnx.export with the settings measured in the module docstring; raises ExportError."""
+    """torch.onnx.export with the settings measured in the module docstring; raises ExportError.
+    `name`: what is exported, for the error message (the model's name)."""
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             # The tracer warns about every Python-level shape computation in transformers; parity on
@@ -242,7 +243,7 @@ def torch_export(
                 args,
                 str(path),
                 input_names=input_names,
-                output_names=[output_name],
+                output_names=list(output_names),
                 dynamic_axes=axes,
                 opset_version=options.opset,
                 do_constant_folding=True,
@@ -250,7 +251,7 @@ def torch_export(
             )
     except Exception as exc:  # the exporter raises anything from RuntimeError to torch-internal types
         raise ExportError(
-            f"torch.onnx.export of {path.name} failed for {source.name}: {type(exc).__name__}: {exc}"
+            f"torch.onnx.export of {path.name} failed for {name}: {type(exc).__name__}: {exc}"
         ) from None
     if not path.is_file():
         raise ExportError(f"torch.onnx.export wrote no file at {path}")
