@@ -289,6 +289,24 @@ def test_run_writes_a_manifest_python_m_train_reads(games: Path, models: FakeMod
     assert "| compression | 7 | 1 | 6 | 1 |" in (out / pl.REPORT_MD).read_text()
 
 
+def test_script_labelled_clips_are_held_out_for_validation_and_the_rest_train(
+    games: Path, models: FakeModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def names(manifest: str, out: Path) -> List[str]:
+        with open(out / manifest, encoding="utf-8", newline="") as handle:
+            return sorted(Path(r["path"]).name for r in csv.DictReader(handle))
+
+    out = tmp_path / "labels"
+    pl.run(games, out, models.teach, models.read, "fake", check=3)
+    # whatever the hash picks, the two manifests split pseudo.csv and only script-labelled clips validate
+    assert sorted(names(pl.TRAIN_MANIFEST, out) + names(pl.VALID_MANIFEST, out)) == names(pl.MANIFEST, out)
+    monkeypatch.setattr(pl, "VALID_EVERY", 1)
+    pl.run(games, out, models.teach, models.read, "fake", check=3)
+    assert names(pl.VALID_MANIFEST, out) == ["A1.wav", "A2.wav", "B1.wav"]  # script and snapped
+    assert names(pl.TRAIN_MANIFEST, out) == ["C1.wav"]  # the teacher's own text trains only
+    assert len(read_source(str(out / pl.VALID_MANIFEST), FilterReport())) == 3
+
+
 def test_the_check_labels_scripted_clips_blind_and_scores_them(
     games: Path, models: FakeModels, tmp_path: Path
 ) -> None:

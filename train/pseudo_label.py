@@ -35,7 +35,9 @@ snapping over the whole script), and those blind labels are scored against the l
 still gives them their checked script label.
 
 Outputs (`--out`, default the games folder): pseudo.csv (kept clips: path,text plus source, origin and
-the teacher's scores; a manifest for `python -m train` and `train.whisper_head`), pseudo-dropped.csv
+the teacher's scores; a manifest for `python -m train` and `train.whisper_head`), the same split in
+pseudo-train.csv and pseudo-valid.csv (1 in 20 script-labelled clips, by a hash of the path, held out
+to pick checkpoints on the games' voices), pseudo-dropped.csv
 (every dropped clip and why), pseudo-report.json and pseudo-report.md (counts per check, the check's
 WER, throughput, a sample of 50 labels). The teacher's and the CTC head's outputs are cached in
 teacher.jsonl, so a stopped run resumes and other thresholds cost no decoding.
@@ -67,6 +69,12 @@ QUEEN_SOURCE = "flight-of-the-amazon-queen"
 SCRIPT_FILE = "queen-script.txt"
 CLIPS_FILE = "clips.csv"
 MANIFEST = "pseudo.csv"
+TRAIN_MANIFEST = "pseudo-train.csv"
+VALID_MANIFEST = "pseudo-valid.csv"
+# One kept clip in VALID_EVERY whose label is a script line (exact, unlike the teacher's own text),
+# chosen by a hash of its path so it stays held out however the run is cut, is validation speech
+# of the games' voices for picking checkpoints: real speech that is training data, not real-dev.
+VALID_EVERY = 20
 DROPPED = "pseudo-dropped.csv"
 REPORT_JSON = "pseudo-report.json"
 REPORT_MD = "pseudo-report.md"
@@ -555,12 +563,20 @@ def relative(path: Path, folder: Path) -> str:
         return str(path)
 
 
-def manifest_text(labelled: Sequence[Labelled], folder: Path) -> str:
+def held_out(item: Labelled) -> bool:
+    """Whether a kept clip goes to the validation manifest (see VALID_EVERY)."""
+    return item.decision.origin != "pseudo" and zlib.crc32(item.clip.path.encode()) % VALID_EVERY == 0
+
+
+def manifest_text(
+    labelled: Sequence[Labelled], folder: Path, which: Callable[[Labelled], bool] = lambda _: True
+) -> str:
+    """The kept clips that `which` picks as a manifest (paths relative to `folder`)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
     writer.writeheader()
     for item in labelled:
-        if not item.decision.kept:
+        if not item.decision.kept or not which(item):
             continue
         clip, teacher, decision = item.clip, item.reading.teacher, item.decision
         writer.writerow(
@@ -729,6 +745,8 @@ def run(
     unscripted = label_all(checked, readings, None, thresholds, blind=True)
     report = build_report(labelled, blind, unscripted, thresholds, config, decode_seconds)
     write_text_atomic(out / MANIFEST, manifest_text(labelled, out))
+    write_text_atomic(out / TRAIN_MANIFEST, manifest_text(labelled, out, lambda i: not held_out(i)))
+    write_text_atomic(out / VALID_MANIFEST, manifest_text(labelled, out, held_out))
     write_text_atomic(out / DROPPED, dropped_text(labelled))
     write_text_atomic(out / REPORT_JSON, json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / REPORT_MD, report_markdown(report))
