@@ -12,9 +12,11 @@ prompts, spelled letters, conversational and whispered speech, read poetry. It i
 Decodings (each transcribes every file once): `greedy` (no LM), `char` (beam search with the character
 LM alone), `lm` (CTC beam search with both LMs when the bundle has them) and `joint` (the bundle's text
 decoder steered by the CTC head, `edge_asr.attention`: the shipped decoding of a bundle with a decoder,
-scored on its display text after the same normalization). A bundle without an LM skips `char` and `lm`,
-one without a decoder skips `joint`, rather than silently decoding another way under their names.
-The joint run also counts the segments that hit the token bound and that the empty-CTC gate skipped.
+scored on its display text after the same normalization), and `attention` (that decoder alone, greedy:
+CTC weight 0, so the CTC head only gates silence; how often it loops shows as token-bound hits). A
+bundle without an LM skips `char` and `lm`, one without a decoder skips `joint` and `attention`, rather
+than silently decoding another way under their names. The joint and attention runs also count the
+segments that hit the token bound and that the empty-CTC gate skipped.
 
 Scoring is in spoken form: on both sides, for every engine, numbers are first written as words with
 the training corpus's own rewriter (`edge_asr.spoken.spell_numbers`: "press 1" -> "press one",
@@ -62,7 +64,7 @@ log = logging.getLogger("real_dev")
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "real-dev"
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("path", "text", "subset", "seconds")
-DECODINGS = ("greedy", "char", "lm", "joint")
+DECODINGS = ("greedy", "char", "lm", "joint", "attention")
 DEFAULT_DECODINGS = "greedy,lm,joint"
 FASTER_WHISPER = "faster-whisper"
 SPOKEN_SCORING = "spoken form: numbers written as words on both sides"
@@ -347,14 +349,15 @@ def transcribe_with_bundle(
     from edge_asr.bundle import load_bundle
     from edge_asr.errors import EdgeASRError
 
-    if decoding == "joint" and load_bundle(model, verify=False).metadata.decoder is None:
-        print(f"skipping 'joint': {model or 'the default model'} has no text decoder", file=sys.stderr)
+    if decoding in ("joint", "attention") and load_bundle(model, verify=False).metadata.decoder is None:
+        print(f"skipping {decoding!r}: {model or 'the default model'} has no text decoder", file=sys.stderr)
         return None
     options = {
         "greedy": TranscribeOptions(use_lm=False, decoder="ctc"),
         "char": TranscribeOptions(use_lm=True, use_word_lm=False, decoder="ctc"),
         "lm": TranscribeOptions(use_lm=True, use_word_lm=True, decoder="ctc"),
         "joint": TranscribeOptions(decoder="joint"),
+        "attention": TranscribeOptions(decoder="joint", ctc_weight=0.0, decoder_beam=1),
     }[decoding]
     started = time.perf_counter()
     asr = EdgeTranscriber(model, threads=threads, options=options)
@@ -367,13 +370,14 @@ def transcribe_with_bundle(
         "char": "beam + character LM",
         "lm": "beam + character LM",
         "joint": "joint CTC/attention",
+        "attention": "the text decoder alone, greedy (CTC weight 0: a loop runs to the token bound)",
     }[decoding]
     if decoding == "joint" and asr.metadata.decoder is not None:
         settings = asr.metadata.decoder
         description += f" (CTC weight {settings.ctc_weight}, beam {settings.beam_size})"
     if decoding == "lm":
         description += " + word LM" if asr.word_lm is not None else " (the bundle has no word LM)"
-    if asr.beam_options is not None and decoding != "joint":
+    if asr.beam_options is not None and decoding not in ("joint", "attention"):
         beam = asr.beam_options
         description += f" (beam {beam.beam_size}, LM weight {beam.lm_weight})"
     normalization = asr.metadata.text_normalization

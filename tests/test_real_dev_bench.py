@@ -165,6 +165,7 @@ def test_unspellable_words_and_even_picking(real_dev: ModuleType) -> None:
 
 def test_decodings_parse_and_table_shows_groups_and_columns(real_dev: ModuleType, tmp_path: Path) -> None:
     assert real_dev.parse_decodings(["greedy,lm", "char", "lm"]) == ["greedy", "lm", "char"]
+    assert real_dev.parse_decodings(["joint,attention"]) == ["joint", "attention"]
     with pytest.raises(Exception, match="unknown decoding"):
         real_dev.parse_decodings(["beam"])
     utterances, files = scores(real_dev, [u[1] for u in ROWS], tmp_path)
@@ -182,6 +183,17 @@ def test_decodings_parse_and_table_shows_groups_and_columns(real_dev: ModuleType
     assert report["runs"]["faster-whisper"]["speed_ratio_vs"] == {"greedy": pytest.approx(5.0)}
     assert report["runs"]["greedy"]["groups"]["all"]["files"] == len(ROWS)
     assert report["runs"]["greedy"]["files"][2]["reference"] == ROWS[2][1]
+
+
+def test_decoder_decodings_are_skipped_for_a_bundle_without_a_decoder(
+    real_dev: ModuleType, tone_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    utterances, _ = scores(real_dev, [u[1] for u in ROWS], tmp_path)
+    for decoding in ("joint", "attention"):
+        assert real_dev.transcribe_with_bundle(utterances, str(tone_bundle), decoding, 1, None) is None
+        assert f"skipping '{decoding}'" in capsys.readouterr().err
+    run = real_dev.transcribe_with_bundle(utterances[:1], str(tone_bundle), "greedy", 1, None)
+    assert run is not None and len(run.files) == 1
 
 
 @pytest.mark.parametrize(
