@@ -1,0 +1,179 @@
+"""train.decoder_distill: targets from both kinds of manifest, and a tiny random Whisper whose decoder
+learns, from a bundle's unpadded encoder states, to write its targets and stop."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.desktop
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from edge_asr.attention import _bytes_to_unicode  # noqa: E402
+from train import decoder_distill as DD  # noqa: E402
+
+HF_FOLDER = Path(__file__).resolve().parents[1] / "models" / "default-model-hf"
+VOCAB = 100
+EOT, START = 96, 97
+
+
+def token_strings() -> List[str]:
+    """Letters, " letter" pieces, the space marker, marks and digits in GPT-2's byte form; 4 specials."""
+    table = _bytes_to_unicode()
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    text = (
+        letters
+        + [table[32] + c for c in letters]
+        + [table[32]]
+        + list(".,!?'-")
+        + [str(d) for d in range(10)]
+    )
+    text += [table[ord("A") + i] for i in range(VOCAB - 4 - len(text))]
+    return text + ["<|endoftext|>", "<|startoftranscript|>", "<|a|>", "<|b|>"]
+
+
+def write_tokenizer(folder: Path) -> None:
+    """A byte-level BPE over token_strings(): one merge per letter joins the space marker to it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    strings = token_strings()
+    space = _bytes_to_unicode()[32]
+    merges = [(space, chr(c)) for c in range(ord("a"), ord("z") + 1)]
+    bpe = models.BPE(vocab={s: i for i, s in enumerate(strings)}, merges=merges)
+    tokenizer = Tokenizer(bpe)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.save(str(folder / "tokenizer.json"))
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("whisper")
+    config = transformers.WhisperConfig(
+        d_model=64, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
+        vocab_size=VOCAB, pad_token_id=VOCAB - 1, bos_token_id=EOT, eos_token_id=EOT,
+        decoder_start_token_id=START, max_target_positions=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    # (pad is not EOT as in Whisper: a padding row starts at zero, and EOT's logit must be learnable)
+    model = transformers.WhisperForConditionalGeneration(config)
+    with torch.no_grad():  # a trained table's scale: at init (std 0.02) no logit can win by much
+        model.model.decoder.embed_tokens.weight.mul_(8.0)
+    model.generation_config.suppress_tokens = []
+    model.generation_config.begin_suppress_tokens = [EOT]
+    model.save_pretrained(str(folder))
+    write_tokenizer(folder)
+    (folder / "provenance.json").write_text(
+        json.dumps({"source": {"model": "random"}, "include_decoder": True})
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundle(whisper_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A whisper-ctc bundle on the same random encoder, its graph giving encoder states."""
+    from quantize.convert import ConvertOptions, convert
+    from train import whisper_ctc as W
+
+    work = tmp_path_factory.mktemp("bundle")
+    ctc = W.from_whisper(str(whisper_dir), vocab_size=30, head_type="linear", seed=3)
+    ctc.save_pretrained(str(work / "model"))
+    for name in W.FOLDER_FILES:
+        if name != "config.json" and (HF_FOLDER / name).is_file():
+            shutil.copy2(HF_FOLDER / name, work / "model" / name)
+    convert(ConvertOptions(model=str(work / "model"), out=work / "bundle", decoder=str(whisper_dir)))
+    return work / "bundle"
+
+
+def write_clips(folder: Path, texts: List[str]) -> List[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, _ in enumerate(texts):
+        t = np.arange(16000 + 4000 * i) / 16000
+        audio = 0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t) * (1 + np.sin(2 * np.pi * (3 + i) * t))
+        sf.write(folder / f"c{i}.wav", audio.astype(np.float32) / 2, 16000)
+        paths.append(f"wavs/c{i}.wav")
+    return paths
+
+
+def test_targets_come_from_teacher_text_or_the_corpus_metadata(tmp_path: Path) -> None:
+    paths = write_clips(tmp_path / "pseudo" / "wavs", ["x", "y"])
+    with open(tmp_path / "pseudo" / "pseudo.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "text", "teacher_text"])
+        writer.writerow([paths[0], "hello there", "Hello there."])
+        writer.writerow([paths[1], "", " "])  # no target: left out
+    targets = DD.read_targets(tmp_path / "pseudo" / "pseudo.csv")
+    assert targets == [DD.Target((tmp_path / "pseudo" / paths[0]).resolve(), "Hello there.")]
+
+    corpus = tmp_path / "corpus"
+    paths = write_clips(corpus / "wavs", ["x"])
+    (corpus / "train.csv").write_text(f"path,text\n{paths[0]},mister smith\n")
+    (corpus / "metadata.csv").write_text("c0|Mister Smith, at home.|mister smith at home\n")
+    assert [t.text for t in DD.read_targets(corpus / "train.csv")] == ["Mister Smith, at home."]
+
+    (corpus / "metadata.csv").unlink()
+    with pytest.raises(DD.DistillError, match="no teacher_text column and no metadata.csv"):
+        DD.read_targets(corpus / "train.csv")
+    with pytest.raises(DD.DistillError, match="no such manifest"):
+        DD.read_targets(corpus / "missing.csv")
+
+
+def test_the_tokenizer_writes_whisper_s_leading_space(whisper_dir: Path) -> None:
+    tokenize = DD.Tokenizer(whisper_dir)
+    strings = token_strings()
+    assert [strings[i] for i in tokenize("ab ba")] == ["\u0120a", "b", "\u0120b", "a"]
+
+
+def test_the_student_learns_to_write_its_targets_and_stop(
+    whisper_dir: Path, bundle: Path, tmp_path: Path
+) -> None:
+    from quantize.decoder import load_whisper
+
+    texts = ["ab ba", "cab"]
+    paths = write_clips(tmp_path / "data" / "wavs", texts)
+    manifest = tmp_path / "data" / "pseudo.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "text", "teacher_text"])
+        writer.writerows([p, t, t] for p, t in zip(paths, texts))
+    out = tmp_path / "run"
+    options = DD.DistillOptions(
+        train="decoder", steps=60, batch=2, lr=3e-3, warmup=5, eval_every=30, eval_limit=2
+    )
+    report = DD.distil(whisper_dir, bundle, [manifest], [manifest], out, options, threads=1)
+
+    first, best = report["history"][0], report["best"]
+    assert first["wer"] >= 1.0  # the random decoder writes none of it
+    assert best["hit_bound"] == 0 and best["wer"] == 0.0 and best["loss"] < first["loss"] / 20
+    assert (out / "cache" / "train.json").is_file() and json.loads((out / "metrics.json").read_text())["best"]
+
+    student, teacher = load_whisper(str(out / "model")), load_whisper(str(whisper_dir))
+    same = torch.equal(student.model.decoder.embed_tokens.weight, teacher.model.decoder.embed_tokens.weight)
+    assert same  # the token table is shared with the device's lookup: never trained
+    assert not torch.equal(
+        student.model.decoder.layers[0].fc1.weight, teacher.model.decoder.layers[0].fc1.weight
+    )
+    assert torch.equal(student.model.encoder.layers[0].fc1.weight, teacher.model.encoder.layers[0].fc1.weight)
+    assert json.loads((out / "model" / "provenance.json").read_text())["distilled"]["options"]["steps"] == 60
+
+
+def test_cross_training_frees_only_what_reads_the_encoder(whisper_dir: Path) -> None:
+    from quantize.decoder import load_whisper
+
+    model = load_whisper(str(whisper_dir))
+    DD.trainable_parameters(model, "cross")
+    free = {n for n, p in model.model.decoder.named_parameters() if p.requires_grad}
+    assert free and all("encoder_attn" in n or "layer_norm" in n for n in free)
+    assert not any(p.requires_grad for p in model.model.encoder.parameters())
+    with pytest.raises(DD.DistillError, match="--train must be one of"):
+        DD.trainable_parameters(model, "everything")
