@@ -155,7 +155,7 @@ def test_the_student_learns_to_write_its_targets_and_stop(
     first, best = report["history"][0], report["best"]
     assert first["wer"] >= 1.0  # the random decoder writes none of it
     assert best["hit_bound"] == 0 and best["wer"] == 0.0 and best["loss"] < first["loss"] / 20
-    assert (out / "cache" / "train.json").is_file() and json.loads((out / "metrics.json").read_text())["best"]
+    assert (out / "cache" / "data-pseudo.json").is_file() and json.loads((out / "metrics.json").read_text())["best"]
 
     student, teacher = load_whisper(str(out / "model")), load_whisper(str(whisper_dir))
     same = torch.equal(student.model.decoder.embed_tokens.weight, teacher.model.decoder.embed_tokens.weight)

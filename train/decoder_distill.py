@@ -26,7 +26,8 @@ will give it, to write what padded decoding writes and then stop: sequence-level
         work/data/corpus-v1/train.csv --validation-data work/data/games/pseudo-valid.csv \\
         work/data/corpus-v1/valid.csv --out work/runs/decoder-distill --train cross --steps 600
 
-The run folder: cache/ (states), metrics.json (the validation history), model/ (the best student: a
+The run folder: cache/ (states, one file per manifest; `--cache-dir` shares them between runs,
+`--cache-only` fills them and stops), metrics.json (the validation history), model/ (the best student: a
 Hugging Face Whisper folder with provenance.json, which `python -m quantize convert --decoder` and
 `scripts/package_default_model_v3.py --whisper` take).
 """
@@ -55,6 +56,7 @@ from edge_asr.text import TextNormalization, edit_distance
 log = logging.getLogger("train.decoder_distill")
 
 SAMPLE_RATE = 16000
+FRAME_SECONDS = 0.02  # the whisper-ctc graph: one frame per 320 samples
 TRAIN_CHOICES = ("cross", "decoder")
 
 
@@ -270,7 +272,7 @@ class Validation:
 def validate(
     model: Any,
     targets: Sequence[Target],
-    cache: StatesCache,
+    states_of: Sequence[np.ndarray],
     tokens: Sequence[List[int]],
     settings: Any,
     token_text: Any,
@@ -291,10 +293,10 @@ def validate(
     picked = list(range(len(targets)))[:: max(1, len(targets) // max(1, limit))][:limit]
     with torch.no_grad():
         for i in picked:
-            states = torch.from_numpy(np.asarray(cache.item(i), dtype=np.float32))[None]
+            states = torch.from_numpy(np.asarray(states_of[i], dtype=np.float32))[None]
             loss += float(token_loss(model, states, settings.prompt, tokens[i], settings.eot))
             count += len(tokens[i]) + 1
-            seconds = cache.frames[i] * 0.02
+            seconds = states.shape[1] * FRAME_SECONDS
             bound = settings.min_tokens + int(math.ceil(seconds * settings.max_tokens_per_second))
             written = greedy_tokens(graphs, states, settings.prompt, settings.eot, bound, banned)
             hit += int(written[-1:] == [-1])
@@ -318,18 +320,30 @@ def learning_rate(step: int, options: DistillOptions) -> float:
     return options.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def manifest_slug(manifest: Path) -> str:
+    """A cache name for a manifest: its folder and file names ("corpus-v1-train")."""
+    name = f"{manifest.parent.name}-{manifest.stem}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def load_split(
-    manifests: Sequence[Path], bundle: Path, cache_dir: Path, name: str, tokenizer: Tokenizer,
-    max_seconds: float, threads: int,
-) -> Tuple[List[Target], StatesCache, List[List[int]]]:  # fmt: skip
-    targets = [t for m in manifests for t in read_targets(m)]
-    if not targets:
-        raise DistillError(f"{', '.join(map(str, manifests))}: no clip with a target")
-    cache = cache_states(targets, bundle, cache_dir / f"{name}.f16", threads)
-    keep = [i for i in range(len(targets)) if cache.frames[i] * 0.02 <= max_seconds]
-    tokens = [tokenizer(targets[i].text) for i in keep]
-    kept = StatesCache(cache.states, [cache.offsets[i] for i in keep], [cache.frames[i] for i in keep])
-    return [targets[i] for i in keep], kept, tokens
+    manifests: Sequence[Path], bundle: Path, cache_dir: Path, tokenizer: Tokenizer, max_seconds: float,
+    threads: int,
+) -> Tuple[List[Target], List[np.ndarray], List[List[int]]]:  # fmt: skip
+    """Targets, encoder states (views of each manifest's cache) and target tokens of every clip no
+    longer than `max_seconds`."""
+    targets: List[Target] = []
+    states: List[np.ndarray] = []
+    for manifest in manifests:
+        found = read_targets(manifest)
+        if not found:
+            raise DistillError(f"{manifest}: no clip with a target")
+        cache = cache_states(found, bundle, cache_dir / f"{manifest_slug(manifest)}.f16", threads)
+        for i, target in enumerate(found):
+            if cache.frames[i] * FRAME_SECONDS <= max_seconds:
+                targets.append(target)
+                states.append(cache.item(i))
+    return targets, states, [tokenizer(t.text) for t in targets]
 
 
 def distil(
@@ -340,6 +354,8 @@ def distil(
     out: Path,
     options: DistillOptions,
     threads: int = 2,
+    cache_dir: Optional[Path] = None,
+    cache_only: bool = False,
 ) -> Dict[str, Any]:
     """Train the student (see the module's docstring) and write the best one to `out`/model."""
     import torch
@@ -358,20 +374,22 @@ def distil(
     def token_text(ids: Sequence[int]) -> str:
         return table.text(ids)
 
-    cache_dir = out / "cache"
-    train_targets, train_cache, train_tokens = load_split(
-        data, bundle, cache_dir, "train", tokenizer, options.max_seconds, threads
+    cache_dir = cache_dir or out / "cache"
+    train_targets, train_states, train_tokens = load_split(
+        data, bundle, cache_dir, tokenizer, options.max_seconds, threads
     )
-    valid_targets, valid_cache, valid_tokens = load_split(
-        validation, bundle, cache_dir, "valid", tokenizer, options.max_seconds, threads
+    valid_targets, valid_states, valid_tokens = load_split(
+        validation, bundle, cache_dir, tokenizer, options.max_seconds, threads
     )
+    if cache_only:
+        return {"train_clips": len(train_targets), "valid_clips": len(valid_targets)}
     log.info("training on %d clips, validating on %d", len(train_targets), len(valid_targets))
     parameters = trainable_parameters(model, options.train)
     optimizer = torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
     history = [
         asdict(
             validate(
-                model, valid_targets, valid_cache, valid_tokens, settings, token_text, 0, options.eval_limit
+                model, valid_targets, valid_states, valid_tokens, settings, token_text, 0, options.eval_limit
             )
         )
     ]
@@ -392,7 +410,7 @@ def distil(
                 order = list(range(len(train_targets)))
                 rng.shuffle(order)
             i = order.pop()
-            states = torch.from_numpy(np.asarray(train_cache.item(i), dtype=np.float32))[None]
+            states = torch.from_numpy(np.asarray(train_states[i], dtype=np.float32))[None]
             loss = token_loss(model, states, settings.prompt, train_tokens[i], settings.eot)
             count += len(train_tokens[i]) + 1
             loss.backward()
@@ -408,7 +426,7 @@ def distil(
             result = validate(
                 model,
                 valid_targets,
-                valid_cache,
+                valid_states,
                 valid_tokens,
                 settings,
                 token_text,
@@ -464,6 +482,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--validation-data", type=Path, nargs="+", required=True, help="validation manifests")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache-dir", type=Path, help="encoder states, one file per manifest (OUT/cache)")
+    parser.add_argument("--cache-only", action="store_true", help="cache the encoder states and stop")
     defaults = DistillOptions()
     for name, value in asdict(defaults).items():
         flag = f"--{name.replace('_', '-')}"
