@@ -3,11 +3,14 @@
     python benchmarks/real_dev.py [--model BUNDLE] [--data DIR] [--decoding greedy,char,lm]
                                   [--threads N] [--json OUT] [--limit N] [--raw-references] [-v]
                                   [--faster-whisper [--fw-compute-type int8]]
+    python benchmarks/real_dev.py --corpus-test CORPUS [CORPUS ...] [...]
 
 The default model is the one `EdgeTranscriber()` loads; the default data is ../shared/data/real-dev
 (manifest.csv: path,text,source,license,subset,seconds). The held-out split of the synthetic corpus says
 how a model does on voices like its training data; this set says how it does on people: telephone
 prompts, spelled letters, conversational and whispered speech, read poetry. It is evaluation-only data.
+`--corpus-test` scores the held-out test voices of `python -m train.corpus` folders instead, one subset
+per corpus and voice, so what a change costs on synthetic speech is measured the same way.
 
 Decodings (each transcribes every file once): `greedy` (no LM), `char` (beam search with the character
 LM alone), `lm` (CTC beam search with both LMs when the bundle has them) and `joint` (the bundle's text
@@ -236,6 +239,27 @@ def read_manifest(data_dir: Path) -> List[Utterance]:
     if absent:
         raise FileNotFoundError(f"{len(absent)} audio file(s) listed in {manifest} are missing: {absent[:3]}")
     return rows
+
+
+def read_corpus_tests(corpora: Sequence[Path]) -> List[Utterance]:
+    """The test splits of `python -m train.corpus` folders (voices no model was trained or tuned on),
+    as real-dev-style rows: the text each voice was given (metadata.csv), one subset per corpus and
+    voice ("corpus-v1-ked"), so a candidate's cost on synthetic speech is read beside real-dev."""
+    rows: List[Utterance] = []
+    for corpus in corpora:
+        said: Dict[str, str] = {}
+        for line in (corpus / "metadata.csv").read_text(encoding="utf-8").splitlines():
+            uid, text, _label = line.split("|", 2)
+            said[uid] = text
+        with open(corpus / "utterances.csv", newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if row["split"] == "test":
+                    path = corpus / "wavs" / f"{row['id']}.wav"
+                    subset = f"{corpus.name}-{row['speaker']}"
+                    rows.append(Utterance(path, said[row["id"]], subset, float(row["duration"])))
+    if not rows:
+        raise ValueError(f"{', '.join(map(str, corpora))}: no test utterances")
+    return sorted(rows, key=lambda u: u.subset)
 
 
 def pick_evenly(items: Sequence[T], limit: Optional[int]) -> List[T]:
@@ -567,6 +591,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help=f"comma-separated, repeatable: {', '.join(DECODINGS)} (default {DEFAULT_DECODINGS}; 'none' "
         "for faster-whisper alone)",
     )
+    parser.add_argument(
+        "--corpus-test",
+        type=Path,
+        nargs="+",
+        metavar="CORPUS",
+        help="score the test split of these train.corpus folders instead of --data",
+    )
     parser.add_argument("--threads", type=int, help="threads for both engines (default: as edge-asr picks)")
     parser.add_argument("--json", type=Path, help="write every figure and hypothesis here (atomically)")
     parser.add_argument("--limit", type=int, help="only N files, taken evenly across the manifest")
@@ -597,13 +628,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if meta.word_delimiter is not None:
         characters.discard(meta.word_delimiter)
     threads = args.threads or default_threads()
-    utterances = pick_evenly(read_manifest(args.data), args.limit)
+    source = args.corpus_test or args.data
+    rows = read_corpus_tests(args.corpus_test) if args.corpus_test else read_manifest(args.data)
+    utterances = pick_evenly(rows, args.limit)
     subsets = subsets_in_order(utterances)
     audio_minutes = sum(u.seconds for u in utterances) / 60
     spoken = not args.raw_references
     scoring = SPOKEN_SCORING if spoken else RAW_SCORING
+    title = "synthetic test" if args.corpus_test else "real-dev"
     print(
-        f"real-dev: {len(utterances)} files, {audio_minutes:.1f} min ({args.data}); model {bundle.path} "
+        f"{title}: {len(utterances)} files, {audio_minutes:.1f} min ({source}); model {bundle.path} "
         f"({bundle.model_file(True).name}), {threads} thread(s)\nscoring: {scoring}",
         flush=True,
     )
@@ -635,7 +669,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "model": str(bundle.path),
             "model_name": meta.name,
             "model_file": bundle.model_file(True).name,
-            "data": str(args.data),
+            "data": str(source),
             "decodings": decodings,
             "faster_whisper": args.faster_whisper,
             "fw_compute_type": args.fw_compute_type if args.faster_whisper else None,

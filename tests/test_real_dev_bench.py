@@ -185,6 +185,25 @@ def test_decodings_parse_and_table_shows_groups_and_columns(real_dev: ModuleType
     assert report["runs"]["greedy"]["files"][2]["reference"] == ROWS[2][1]
 
 
+def test_corpus_test_splits_read_as_subsets_per_corpus_and_voice(
+    real_dev: ModuleType, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "corpus-v1"
+    (corpus / "wavs").mkdir(parents=True)
+    (corpus / "metadata.csv").write_text("u1|Hello, there.|hello there\nu2|Go.|go\nu3|No 2.|no two\n")
+    (corpus / "utterances.csv").write_text(
+        "id,split,speaker,duration\nu1,test,ked,1.5\nu2,train,slt,0.7\nu3,test,awb,2.0\n"
+    )
+    rows = real_dev.read_corpus_tests([corpus])
+    assert [(r.subset, r.text, r.seconds) for r in rows] == [
+        ("corpus-v1-awb", "No 2.", 2.0), ("corpus-v1-ked", "Hello, there.", 1.5)
+    ]  # fmt: skip
+    assert rows[1].path == corpus / "wavs" / "u1.wav"
+    (corpus / "utterances.csv").write_text("id,split,speaker,duration\nu2,train,slt,0.7\n")
+    with pytest.raises(ValueError, match="no test utterances"):
+        real_dev.read_corpus_tests([corpus])
+
+
 def test_decoder_decodings_are_skipped_for_a_bundle_without_a_decoder(
     real_dev: ModuleType, tone_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
