@@ -155,7 +155,9 @@ def test_the_student_learns_to_write_its_targets_and_stop(
     first, best = report["history"][0], report["best"]
     assert first["wer"] >= 1.0  # the random decoder writes none of it
     assert best["hit_bound"] == 0 and best["wer"] == 0.0 and best["loss"] < first["loss"] / 20
-    assert (out / "cache" / "data-pseudo.json").is_file() and json.loads((out / "metrics.json").read_text())["best"]
+    assert (out / "cache" / "data-pseudo.json").is_file() and json.loads((out / "metrics.json").read_text())[
+        "best"
+    ]
 
     student, teacher = load_whisper(str(out / "model")), load_whisper(str(whisper_dir))
     same = torch.equal(student.model.decoder.embed_tokens.weight, teacher.model.decoder.embed_tokens.weight)
@@ -177,3 +179,20 @@ def test_cross_training_frees_only_what_reads_the_encoder(whisper_dir: Path) -> 
     assert not any(p.requires_grad for p in model.model.encoder.parameters())
     with pytest.raises(DD.DistillError, match="--train must be one of"):
         DD.trainable_parameters(model, "everything")
+
+
+def test_cache_only_fills_a_shared_cache_and_trains_nothing(
+    whisper_dir: Path, bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = write_clips(tmp_path / "data" / "wavs", ["x"])
+    manifest = tmp_path / "data" / "pseudo.csv"
+    manifest.write_text(f"path,text,teacher_text\n{paths[0]},ab,Ab.\n")
+    shared = tmp_path / "shared"
+    argv = ["--whisper", str(whisper_dir), "--bundle", str(bundle), "--data", str(manifest)]
+    argv += ["--validation-data", str(manifest), "--out", str(tmp_path / "run"), "--threads", "1"]
+    assert DD.main([*argv, "--cache-dir", str(shared), "--cache-only"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"train_clips": 1, "valid_clips": 1}
+    assert (shared / "data-pseudo.json").is_file() and not (tmp_path / "run" / "metrics.json").exists()
+    with pytest.raises(SystemExit):
+        DD.main([*argv, "--steps", "0"])
+    assert "--steps must be positive" in capsys.readouterr().err

@@ -507,8 +507,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = DistillOptions(**{name: getattr(args, name) for name in asdict(DistillOptions())})
     try:
         report = distil(
-            args.whisper, args.bundle, args.data, args.validation_data, args.out, options, args.threads
-        )
+            args.whisper, args.bundle, args.data, args.validation_data, args.out, options, args.threads,
+            args.cache_dir, args.cache_only,
+        )  # fmt: skip
+        if args.cache_only:
+            print(json.dumps(report))
+            return 0
     except DistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
