@@ -86,7 +86,12 @@ def main() -> None:
     meta.decoder = replace(meta.decoder, ctc_weight=args.ctc_weight, beam_size=args.beam)
     if args.settings_note:
         meta.extra["decoder"]["settings"] = args.settings_note
-    meta.source["training"]["decoder"] = "Whisper tiny.en's own text decoder, unchanged (not trained here)"
+    distilled = meta.extra["decoder"].get("distilled")
+    meta.source["training"]["decoder"] = (
+        "Whisper tiny.en's text decoder, distilled on unpadded encoder states (train.decoder_distill)"
+        if distilled
+        else "Whisper tiny.en's own text decoder, unchanged (not trained here)"
+    )
     meta.source["training"]["recipe"] = "recipes/default-model-v3.sh"
     write_bundle(staging, meta)
     replace_folder(staging, target)
@@ -111,6 +116,8 @@ def export_decoder(whisper: Path, staging: Path) -> Tuple[DecoderSettings, Dict[
         "licence": f"{source.get('licence')} ({LICENSE_FILE})",
         "model_bin_sha256": source.get("model_bin_sha256"),
     }
+    if "distilled" in provenance:
+        facts["distilled"] = provenance["distilled"]
     return settings, facts
 
 
