@@ -628,7 +628,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if meta.word_delimiter is not None:
         characters.discard(meta.word_delimiter)
     threads = args.threads or default_threads()
-    source = args.corpus_test or args.data
+    source = ", ".join(map(str, args.corpus_test)) if args.corpus_test else str(args.data)
     rows = read_corpus_tests(args.corpus_test) if args.corpus_test else read_manifest(args.data)
     utterances = pick_evenly(rows, args.limit)
     subsets = subsets_in_order(utterances)
@@ -669,7 +669,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "model": str(bundle.path),
             "model_name": meta.name,
             "model_file": bundle.model_file(True).name,
-            "data": str(source),
+            "data": source,
             "decodings": decodings,
             "faster_whisper": args.faster_whisper,
             "fw_compute_type": args.fw_compute_type if args.faster_whisper else None,
