@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--settings-note", default="", help="how the settings were picked (model card)")
     parser.add_argument("--ctc-bundle", type=Path, help="take the int8 CTC graph from this converted bundle")
     parser.add_argument("--out", type=Path, help="write here instead of replacing the shipped bundle")
+    parser.add_argument(
+        "--recipe", default="recipes/default-model-v3.sh", help="the recipe the model card names"
+    )
     args = parser.parse_args()
     target = SHIPPED if args.out is None else args.out.resolve()
     shipped = load_bundle(SHIPPED, verify=False)
@@ -93,7 +96,7 @@ def main() -> None:
         if distilled
         else "Whisper tiny.en's own text decoder, unchanged (not trained here)"
     )
-    meta.source["training"]["recipe"] = "recipes/default-model-v3.sh"
+    meta.source["training"]["recipe"] = args.recipe
     write_bundle(staging, meta)
     replace_folder(staging, target)
     size = sum(p.stat().st_size for p in target.iterdir()) / 1e6
