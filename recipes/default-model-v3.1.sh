@@ -44,11 +44,11 @@ SELECT=(--manifest "$WORK/data/valid-sentences/valid.csv" --manifest "$WORK/data
     --min-words 1 --max-words 3
 
 # The decoder: cross-attention and LayerNorms trained on the shipped graph's encoder states.
-distil() {  # distil NAME DATA... (states cached once in WORK/runs/distill-cache)
+distil() {  # distil NAME DATA... (states cached once in WORK/runs/distill-cache; PART: what trains)
     local name=$1; shift
     [ -f "$WORK/runs/distill-$name/model/config.json" ] || python -m train.decoder_distill --whisper "$WHISPER" \
         --bundle edge_asr/models/default --data "$@" --validation-data "${VALID[@]}" \
-        --cache-dir "$WORK/runs/distill-cache" --out "$WORK/runs/distill-$name" --train cross \
+        --cache-dir "$WORK/runs/distill-cache" --out "$WORK/runs/distill-$name" --train "${PART:-cross}" \
         --steps 600 --batch 16 --eval-every 100 --eval-limit 200 --threads 1 -v
     python scripts/package_default_model_v3.py --whisper "$WORK/runs/distill-$name/model" \
         --ctc-weight 0.2 --beam 4 --out "$WORK/runs/candidate-distill-$name"
@@ -58,8 +58,10 @@ distil() {  # distil NAME DATA... (states cached once in WORK/runs/distill-cache
 distil games "${TRAIN[@]}"
 
 if [ "$EXPERIMENTS" = 1 ]; then
-    # The same on the synthetic corpus alone (the games' share of the gain).
+    # The same on the synthetic corpus alone (the games' share of the gain), and with every decoder
+    # weight trained (a tie with cross-attention + LayerNorms on the selection set).
     distil synth "${TRAIN[@]:0:2}"
+    PART=decoder distil all-weights "${TRAIN[@]}"
     # v2.2's CTC head trained further on the mix: better with the LMs on the games' voices, not with
     # joint decoding on the selection set, so it did not ship.
     python -m train.whisper_head --encoder "$WHISPER" --init-head models/default-model-hf \
