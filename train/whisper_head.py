@@ -510,12 +510,16 @@ def build_caches(
     return val, train_splits
 
 
+def warmup_cosine(step: int, peak: float, warmup: int, steps: int) -> float:
+    """Linear warm-up to `peak` over `warmup` steps, then a cosine to 0 at `steps`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def lr_at(step: int, options: HeadOptions) -> float:
-    """Linear warm-up to options.lr, then a cosine to 0 at options.steps."""
-    if step < options.warmup:
-        return options.lr * (step + 1) / options.warmup
-    progress = (step - options.warmup) / max(1, options.steps - options.warmup)
-    return options.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, options.lr, options.warmup, options.steps)
 
 
 def train_head(args: argparse.Namespace) -> Path:
