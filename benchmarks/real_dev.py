@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_asr.spoken import spell_numbers  # noqa: E402
 from edge_asr.text import TextNormalization  # noqa: E402
+from train.corpus.build import read_metadata  # noqa: E402
 from train.metrics import ErrorCounts, count_errors  # noqa: E402
 
 log = logging.getLogger("real_dev")
@@ -247,10 +248,7 @@ def read_corpus_tests(corpora: Sequence[Path]) -> List[Utterance]:
     voice ("corpus-v1-ked"), so a candidate's cost on synthetic speech is read beside real-dev."""
     rows: List[Utterance] = []
     for corpus in corpora:
-        said: Dict[str, str] = {}
-        for line in (corpus / "metadata.csv").read_text(encoding="utf-8").splitlines():
-            uid, text, _label = line.split("|", 2)
-            said[uid] = text
+        said = {uid: text for uid, (text, _label) in read_metadata(corpus).items()}
         with open(corpus / "utterances.csv", newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 if row["split"] == "test":

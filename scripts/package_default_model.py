@@ -40,6 +40,7 @@ from edge_asr.bundle import BundleMetadata, LanguageModelSettings, load_bundle, 
 from edge_asr.transcriber import EdgeTranscriber  # noqa: E402
 from quantize.lm_tune import LmScorer  # noqa: E402
 from quantize.manifest import read_manifest  # noqa: E402
+from train.corpus.build import read_metadata  # noqa: E402
 
 SHIPPED = ROOT / "edge_asr" / "models" / "default"
 SAMPLES = ROOT / "edge_asr" / "samples"
@@ -268,11 +269,7 @@ def add_language_model(corpus: Path, eval_limit: int, texts: Sequence[Path]) -> 
 def pick_samples(corpus: Path, per_speaker: int = 1) -> None:
     with open(corpus / "utterances.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == "test"]
-    labels = {}
-    with open(corpus / "metadata.csv", newline="") as handle:
-        for line in handle:
-            uid, _spoken, label = line.rstrip("\n").split("|", 2)
-            labels[uid] = label
+    labels = {uid: label for uid, (_said, label) in read_metadata(corpus).items()}
     staging = SAMPLES.with_name(".samples.staging")
     if staging.exists():
         shutil.rmtree(staging)

@@ -53,6 +53,9 @@ import numpy as np
 from edge_asr.atomic import write_text_atomic
 from edge_asr.text import TextNormalization, edit_distance
 
+from .corpus.build import read_metadata
+from .whisper_head import warmup_cosine
+
 log = logging.getLogger("train.decoder_distill")
 
 SAMPLE_RATE = 16000
@@ -118,9 +121,7 @@ def read_targets(manifest: Path) -> List[Target]:
                     f"{manifest}: no teacher_text column and no metadata.csv beside it; give a manifest "
                     "from `python -m train.pseudo_label` or `python -m train.corpus`"
                 )
-            for line in metadata.read_text(encoding="utf-8").splitlines():
-                uid, said, _label = line.split("|", 2)
-                spoken[uid] = said
+            spoken = {uid: said for uid, (said, _label) in read_metadata(manifest.parent).items()}
         targets = []
         for row in reader:
             path = (manifest.parent / row["path"]).resolve()
@@ -313,13 +314,6 @@ def better(a: Validation, b: Optional[Validation]) -> bool:
     return b is None or (a.hit_bound, a.wer) < (b.hit_bound, b.wer)
 
 
-def learning_rate(step: int, options: DistillOptions) -> float:
-    if step < options.warmup:
-        return options.lr * (step + 1) / options.warmup
-    progress = (step - options.warmup) / max(1, options.steps - options.warmup)
-    return options.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def manifest_slug(manifest: Path) -> str:
     """A cache name for a manifest: its folder and file names ("corpus-v1-train")."""
     name = f"{manifest.parent.name}-{manifest.stem}"
@@ -402,7 +396,7 @@ def distil(
     started = time.perf_counter()
     for step in range(options.steps):
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, options)
+            group["lr"] = warmup_cosine(step, options.lr, options.warmup, options.steps)
         optimizer.zero_grad()
         total, count = 0.0, 0
         for _ in range(options.batch):

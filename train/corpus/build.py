@@ -344,6 +344,15 @@ def build(options: CorpusOptions) -> CorpusResult:
     )
 
 
+def read_metadata(corpus: Path) -> Dict[str, Tuple[str, str]]:
+    """A corpus folder's metadata.csv: utterance id -> (the text the engine read, its training label)."""
+    rows = {}
+    for line in (corpus / "metadata.csv").read_text(encoding="utf-8").splitlines():
+        uid, said, label = line.split("|", 2)
+        rows[uid] = (said, label)
+    return rows
+
+
 def _csv_text(rows: Sequence[Sequence[object]], header: Optional[Sequence[str]] = None) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
