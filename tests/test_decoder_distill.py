@@ -18,27 +18,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from whisper_support import VOCAB, save_tiny_whisper, token_strings  # noqa: E402
+
 from edge_asr.attention import _bytes_to_unicode  # noqa: E402
 from train import decoder_distill as DD  # noqa: E402
 
 HF_FOLDER = Path(__file__).resolve().parents[1] / "models" / "default-model-hf"
-VOCAB = 100
-EOT, START = 96, 97
-
-
-def token_strings() -> List[str]:
-    """Letters, " letter" pieces, the space marker, marks and digits in GPT-2's byte form; 4 specials."""
-    table = _bytes_to_unicode()
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    text = (
-        letters
-        + [table[32] + c for c in letters]
-        + [table[32]]
-        + list(".,!?'-")
-        + [str(d) for d in range(10)]
-    )
-    text += [table[ord("A") + i] for i in range(VOCAB - 4 - len(text))]
-    return text + ["<|endoftext|>", "<|startoftranscript|>", "<|a|>", "<|b|>"]
 
 
 def write_tokenizer(folder: Path) -> None:
@@ -57,24 +42,10 @@ def write_tokenizer(folder: Path) -> None:
 @pytest.fixture(scope="module")
 def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("whisper")
-    config = transformers.WhisperConfig(
-        d_model=64, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
-        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
-        vocab_size=VOCAB, pad_token_id=VOCAB - 1, bos_token_id=EOT, eos_token_id=EOT,
-        decoder_start_token_id=START, max_target_positions=64,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    # (pad is not EOT as in Whisper: a padding row starts at zero, and EOT's logit must be learnable)
-    model = transformers.WhisperForConditionalGeneration(config)
-    with torch.no_grad():  # a trained table's scale: at init (std 0.02) no logit can win by much
-        model.model.decoder.embed_tokens.weight.mul_(8.0)
-    model.generation_config.suppress_tokens = []
-    model.generation_config.begin_suppress_tokens = [EOT]
-    model.save_pretrained(str(folder))
+    save_tiny_whisper(folder, pad_token_id=VOCAB - 1, embed_scale=8.0)
     write_tokenizer(folder)
-    (folder / "provenance.json").write_text(
-        json.dumps({"source": {"model": "random"}, "include_decoder": True})
-    )
+    provenance = {"source": {"model": "random"}, "include_decoder": True}
+    (folder / "provenance.json").write_text(json.dumps(provenance))
     return folder
 
 

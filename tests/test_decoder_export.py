@@ -16,40 +16,20 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-from edge_asr.attention import _bytes_to_unicode  # noqa: E402
+from whisper_support import EOT, START, VOCAB, save_tiny_whisper, token_strings  # noqa: E402
+
 from quantize import decoder as D  # noqa: E402
 
 HF_FOLDER = Path(__file__).resolve().parents[1] / "models" / "default-model-hf"
-VOCAB = 100
-EOT, START = 96, 97
-
-
-def _token_strings() -> list[str]:
-    """96 text tokens in GPT-2's byte form (letters, " letter", marks, digits), then 4 specials."""
-    table = _bytes_to_unicode()
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    text = letters + [table[32] + c for c in letters] + list(".,!?'-") + [str(d) for d in range(10)]
-    text += [table[ord("A") + i] for i in range(VOCAB - 4 - len(text))]
-    return text + ["<|endoftext|>", "<|startoftranscript|>", "<|a|>", "<|b|>"]
 
 
 @pytest.fixture(scope="module")
 def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random Whisper with a decoder (d_model 64, 2+2 layers) and a vocab.json, as
-    `train.whisper_import --include-decoder` would write a real one."""
+    """A random Whisper with a decoder and a vocab.json, as `train.whisper_import --include-decoder`
+    would write a real one."""
     folder = tmp_path_factory.mktemp("whisper")
-    config = transformers.WhisperConfig(
-        d_model=64, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
-        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
-        vocab_size=VOCAB, pad_token_id=EOT, bos_token_id=EOT, eos_token_id=EOT,
-        decoder_start_token_id=START, max_target_positions=64,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.WhisperForConditionalGeneration(config)
-    model.generation_config.suppress_tokens = [VOCAB - 5]
-    model.generation_config.begin_suppress_tokens = [EOT]
-    model.save_pretrained(str(folder))
-    vocab = {token: index for index, token in enumerate(_token_strings())}
+    save_tiny_whisper(folder, suppress=[VOCAB - 5])
+    vocab = {token: index for index, token in enumerate(token_strings())}
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     return folder
 
