@@ -200,6 +200,26 @@ def test_fragments_are_single_words_and_short_runs_of_the_sources(monkeypatch):
     assert "fragments" not in main.__globals__["SOURCES"]  # never part of the default source list
 
 
+def test_letters_are_said_alone_and_in_runs_with_repeats_kept():
+    from train.corpus import sources
+
+    lines = sources.letter_lines(per_letter=3, runs=50)
+    assert lines == sources.letter_lines(per_letter=3, runs=50)  # deterministic
+    singles = [line for line in lines if " " not in line]
+    assert sorted(singles) == sorted(sources.LETTERS * 3)
+    runs = [line.split() for line in lines if " " in line]
+    assert len(runs) == 50 and all(2 <= len(run) <= 4 and set(run) <= set(sources.LETTERS) for run in runs)
+    # to_spoken refuses a lone letter inside prose; this source is read as given and keeps repeats.
+    assert to_spoken("B") is None and to_spoken("plan B") is None
+    kept = load_sentences(["letters"], min_words=1, max_words=4)
+    assert len(kept) == len(sources.letter_lines())
+    b = [s for s in kept if s.original == "B"]
+    assert len(b) == 40 and {(s.spoken, s.label) for s in b} == {("B", "b")}
+    assert {s.label for s in kept if s.original == "K D"} <= {"k d"}
+    assert len(load_sentences(["letters"], min_words=1, max_words=1)) == 26 * 40
+    assert "letters" not in main.__globals__["SOURCES"]
+
+
 # --- plan -----------------------------------------------------------------------------------------
 
 

@@ -40,7 +40,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=_csv_list,
         default=tuple(SOURCES),
         help=f"comma list from {','.join(SOURCES)} (the default), fragments (single words and 2-3-word "
-        "runs of those; with --min-words 1 --max-words 3) or file:PATH (one sentence a line)",
+        "runs of those; with --min-words 1 --max-words 3), letters (letters said alone or in runs of 2-4; "
+        "with --min-words 1 --max-words 4) or file:PATH (one sentence a line)",
     )
     p.add_argument("--exclude", type=Path, nargs="+", default=(), metavar="MANIFEST",
                    help="never say a sentence of these path,text manifests (e.g. another corpus's "

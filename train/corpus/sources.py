@@ -12,6 +12,11 @@ filtered by length and deduplicated on their label.
 
 `fragments` is derived from those four: single words and 2-3-word runs of their sentences, for a corpus
 of short utterances (`--sources fragments --min-words 1 --max-words 3`). It is not in the default list.
+
+`letters` is made, not read: letters said by name, alone ("B") or spelled in runs of 2-4 ("K D Q"), for
+`--sources letters --min-words 1 --max-words 4`. It skips `to_spoken`'s lone-letter guard (an engine
+names a capital letter said on its own; "plan B" inside a sentence is what the guard is for) and keeps
+repeated labels: 26 letters alone would otherwise be 26 utterances.
 """
 
 from __future__ import annotations
@@ -172,13 +177,36 @@ def fragment_lines(
     return lines
 
 
-# Sources made from the others: named explicitly, never part of the default list.
-DERIVED_SOURCES: Dict[str, Callable[[], Iterable[str]]] = {"fragments": fragment_lines}
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def letter_lines(per_letter: int = 40, runs: int = 1500, seed: int = 13) -> List[str]:
+    """Letters said by name: each letter alone `per_letter` times, and `runs` runs of 2-4 letters
+    ("K D Q"), shuffled.
+
+    Why: no other source has a letter said on its own (to_spoken drops them), and a decoder distilled
+    without them writes a spoken "B" as "be" and "C" as "see": what a user spelling a name or a call
+    sign, or answering "A or B?", says.
+    """
+    rng = random.Random(seed)
+    lines = [letter for letter in LETTERS for _ in range(per_letter)]
+    lines += [" ".join(rng.choices(LETTERS, k=rng.choice((2, 3, 4)))) for _ in range(runs)]
+    rng.shuffle(lines)
+    return lines
+
+
+# Sources made from the others, or made outright: named explicitly, never part of the default list.
+DERIVED_SOURCES: Dict[str, Callable[[], Iterable[str]]] = {
+    "fragments": fragment_lines,
+    "letters": letter_lines,
+}
+# Sources whose lines are read as given (no to_spoken) and may repeat a label.
+SPELLED_SOURCES = frozenset({"letters"})
 
 
 def make_sentence(source: str, original: str, min_words: int = 4, max_words: int = 25):
     """A `Sentence` if `original` is speakable and has min_words..max_words words, else None."""
-    spoken = to_spoken(original)
+    spoken = original if source in SPELLED_SOURCES else to_spoken(original)
     if spoken is None:
         return None
     label = _LABEL(spoken)
@@ -201,7 +229,8 @@ def load_sentences(
     max_words: int = 25,
     seed: int = 0,
 ) -> List[Sentence]:
-    """Usable sentences of `sources`, deduplicated on the label, shuffled, sources interleaved.
+    """Usable sentences of `sources`, deduplicated on the label (but for SPELLED_SOURCES), shuffled,
+    sources interleaved.
 
     A source is a name of `SOURCES` or "file:PATH" (one sentence per line). Interleaving (one sentence
     of each source in turn, while a source lasts) keeps the archaic KJV
@@ -226,7 +255,7 @@ def load_sentences(
         for original in lines:
             total += 1
             sentence = make_sentence(name, original, min_words, max_words)
-            if sentence is None or sentence.label in seen:
+            if sentence is None or (sentence.label in seen and name not in SPELLED_SOURCES):
                 continue
             seen.add(sentence.label)
             kept.append(sentence)
