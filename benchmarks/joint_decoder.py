@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.model is not None and Path(args.model).exists():
+        args.model = str(Path(args.model).resolve())  # the child processes run in other folders
     from edge_asr import EdgeTranscriber, TranscribeOptions
     from edge_asr.bundle import load_bundle
 
