@@ -9,7 +9,7 @@
 #   EXPERIMENTS=1 bash recipes/default-model-v3.2.sh   # also what was measured and not shipped (below)
 #
 # Wall times on the 2-core x86 box, other jobs sharing it: games ~3 min; labels ~65 min (LIMIT clips;
-# all 10,156 ~2 h); corpora ~20 min; decoder states ~5 min; distillation 18-21 min (600 steps, 1
+# all 10,156 ~1.8 h, 7,853 kept); corpora ~20 min; decoder states ~5 min; distillation 18-21 min (600 steps, 1
 # thread); packaging ~1 min. EXPERIMENTS: head caches ~15 min + each head 25-30 min, each further
 # distillation ~20 min, Whisper base's 300 labels 8 min, candidates and benchmarks ~30 min. Every step
 # resumes or is skipped when its output is there.
