@@ -4,6 +4,8 @@ save/load, and the head trainer end to end through quantize convert and EdgeTran
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +238,21 @@ def test_head_only_folder_reassembles_into_the_same_model(whisper_dir: Path, tmp
         a, b = model(x).logits, rebuilt(x).logits
     assert torch.equal(a.argmax(-1), b.argmax(-1))
     assert torch.allclose(a, b, atol=2e-2)  # the head is stored in float16
+
+
+def test_head_folder_names_the_encoder_model_not_a_local_folder(
+    whisper_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder = tmp_path / "work" / "whisper-local"
+    shutil.copytree(whisper_dir, encoder)
+    (encoder / "provenance.json").write_text(json.dumps({"source": {"model": "openai/whisper-tiny.en"}}))
+    monkeypatch.chdir(tmp_path)  # trained with a relative --encoder, as recipes run from the repository
+    for given, out in (("work/whisper-local", "relative"), (str(encoder), "absolute")):
+        model = W.from_whisper(given, vocab_size=29, head_layers=1, head_dim=32, head_ffn=64)
+        model.save_pretrained(str(tmp_path / f"full-{out}"))
+        W.save_head_folder(str(tmp_path / f"full-{out}"), str(tmp_path / out))
+        config = json.loads((tmp_path / out / "config.json").read_text())
+        assert config["encoder_config"]["_name_or_path"] == "openai/whisper-tiny.en", out
 
 
 def test_positions_are_computed_only_when_the_table_is_whispers_sinusoids(

@@ -426,12 +426,12 @@ def save_head_folder(model_dir: str, out: str) -> None:
     for name in FOLDER_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
-    # The encoder's local folder means nothing elsewhere: keep the model it holds (from the importer's
-    # provenance.json), or the folder's name.
+    # The encoder's local folder (absolute, or relative to where training ran) means nothing elsewhere:
+    # keep the model it holds (from the importer's provenance.json), or the folder's name.
     config = json.loads((target / "config.json").read_text(encoding="utf-8"))
     encoder = config.get("encoder_config", {})
     where = Path(str(encoder.get("_name_or_path", "")))
-    if where.is_absolute():
+    if where.is_absolute() or (where.parts and where.is_dir()):
         record = where / "provenance.json"
         model = (
             json.loads(record.read_text(encoding="utf-8")).get("source", {}).get("model")
