@@ -12,6 +12,8 @@ the word LM, whose score then replaces the character LM's for that word when the
 recognition", ASRU 2017). A word it does not know keeps its character score plus
 `unknown_word_penalty`, so names and rare words can still be spelled; the penalty falls as soon as
 the letters begin no known word, so that the beam keeps spellings that can still become words.
+The LMs choose between spellings, never whether anything was said: silence wins at the end only if the
+frames make it likelier than every spelling in the beam (`_spoken_over_silence`).
 
 The decoder takes log-probabilities in chunks as the windowed runner produces them, so a long file
 needs no more memory than its prefixes. Prefixes are linked nodes (parent, token, frame), not
@@ -26,7 +28,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -305,6 +307,8 @@ class PrefixBeamDecoder:
         """
         rank = self._final_score if final else self._score
         prefix = max(self._beams.items(), key=lambda kv: rank(kv[0], kv[1]))[0]
+        if final and prefix is self._root and len(self._beams) > 1:
+            prefix = self._spoken_over_silence(rank)
         ids = np.full(self.frames, self.vocabulary.blank_id, dtype=np.int32)
         scores = np.zeros(self.frames, dtype=np.float32)
         node: Optional[_Prefix] = prefix
@@ -317,6 +321,21 @@ class PrefixBeamDecoder:
             after = frame
             node = node.parent
         return ids, scores
+
+    def _spoken_over_silence(self, rank: Callable[[_Prefix, List[float]], float]) -> _Prefix:
+        """The empty hypothesis won on the LMs' score: keep it only if the acoustics agree.
+
+        The empty one pays no LM cost (see `_final_score`), while a letter said alone ("B") pays for a
+        whole sentence: its start, its end and, in the word LM, a word that is rarely a sentence. So
+        the LMs would erase it however clearly it was said. They are there to choose between
+        spellings, not to decide whether anything was said: when the frames make some spellings more
+        likely than silence, the best-ranked of those is written instead.
+        """
+        silence = _logaddexp(*self._beams[self._root])
+        heard = [(p, probs) for p, probs in self._beams.items() if _logaddexp(*probs) > silence]
+        if not heard:
+            return self._root
+        return max(heard, key=lambda kv: rank(kv[0], kv[1]))[0]
 
     def finish(self) -> Tuple[np.ndarray, np.ndarray]:
         """End of audio: the best full hypothesis as (frame token ids, scores)."""

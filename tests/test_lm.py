@@ -260,6 +260,17 @@ def test_silence_stays_empty_with_the_lm(tmp_path: Path) -> None:
         assert beam_text(silence, lm, BeamOptions(beam_size=16, lm_weight=weight, insertion_bonus=2.5)) == ""
 
 
+def test_a_letter_said_alone_is_not_erased_by_the_lm(tmp_path: Path) -> None:
+    # "e" said clearly in 0.8 s of silence: an empty hypothesis pays no LM cost and a lone letter pays
+    # for a whole sentence, so a strong LM used to write nothing. The frames make "e" far more likely
+    # than silence, and the LM may only choose between spellings the frames prefer to silence.
+    vocab = Vocabulary(SPEECH_VOCAB, blank_id=0)
+    letter = frames_for("_" * 20 + "e" + "_" * 20, SPEECH_VOCAB, sharp=0.999)
+    assert greedy_decode(letter, vocab, 0.02)[0] == "e"
+    lm = build_lm(tmp_path)
+    assert beam_text(letter, lm, BeamOptions(beam_size=16, lm_weight=3.0, insertion_bonus=0.0)) == "e"
+
+
 def test_doubled_letters_need_a_blank_between() -> None:
     vocab = ["<pad>", WORD_BOUNDARY, "a", "l"]
     # "al_l" spells "all"; "all" without the blank frame between the l's would collapse to "al".
