@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -308,7 +308,7 @@ class PrefixBeamDecoder:
         rank = self._final_score if final else self._score
         prefix = max(self._beams.items(), key=lambda kv: rank(kv[0], kv[1]))[0]
         if final and prefix is self._root and len(self._beams) > 1:
-            prefix = self._spoken_over_silence(rank)
+            prefix = self._spoken_over_silence()
         ids = np.full(self.frames, self.vocabulary.blank_id, dtype=np.int32)
         scores = np.zeros(self.frames, dtype=np.float32)
         node: Optional[_Prefix] = prefix
@@ -322,7 +322,7 @@ class PrefixBeamDecoder:
             node = node.parent
         return ids, scores
 
-    def _spoken_over_silence(self, rank: Callable[[_Prefix, List[float]], float]) -> _Prefix:
+    def _spoken_over_silence(self) -> _Prefix:
         """The empty hypothesis won on the LMs' score: keep it only if the acoustics agree.
 
         The empty one pays no LM cost (see `_final_score`), while a letter said alone ("B") pays for a
@@ -335,7 +335,7 @@ class PrefixBeamDecoder:
         heard = [(p, probs) for p, probs in self._beams.items() if _logaddexp(*probs) > silence]
         if not heard:
             return self._root
-        return max(heard, key=lambda kv: rank(kv[0], kv[1]))[0]
+        return max(heard, key=lambda kv: self._final_score(kv[0], kv[1]))[0]
 
     def finish(self) -> Tuple[np.ndarray, np.ndarray]:
         """End of audio: the best full hypothesis as (frame token ids, scores)."""
