@@ -192,6 +192,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=2,
         help="drop word 2-grams and longer seen fewer times; every word stays known (default: 2)",
     )
+    p.add_argument(
+        "--word-list",
+        dest="word_lists",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="files of words, one a line (e.g. /usr/share/dict/american-english), that the word LM knows "
+        "beyond --text's, each as a word seen once",
+    )
     p.add_argument("--beam-size", type=int, default=8, help="beam the device uses (default: 8)")
     p.add_argument(
         "--jobs",
@@ -315,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
             min_count=args.min_count,
             word_order=args.word_order,
             word_min_count=args.word_min_count,
+            word_lists=tuple(args.word_lists),
             beam_size=args.beam_size,
             tune_manifest=args.tune_manifest,
             tune_limit=args.tune_limit,

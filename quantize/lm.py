@@ -17,7 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edge_asr.beam import BeamOptions
 from edge_asr.bundle import (
@@ -33,7 +33,14 @@ from edge_asr.lm import CharNgramLM, WordNgramLM
 from edge_asr.text import TextNormalization
 
 from .errors import QuantizeError
-from .lm_estimate import estimate, lm_token_sentences, read_sentences, to_model, word_model
+from .lm_estimate import (
+    estimate,
+    lm_token_sentences,
+    read_sentences,
+    read_word_lists,
+    to_model,
+    word_model,
+)
 from .lm_files import char_lm_from_arpa, save_char_lm, save_word_lm
 from .lm_tune import LmScorer, tune, tune_words
 from .manifest import read_manifest
@@ -53,6 +60,9 @@ class LmBuildOptions:
             0: no word LM (there is none with an ARPA file either).
         word_min_count: word n-grams of 2 words and more seen fewer times are dropped; every word of
             the text stays known.
+        word_lists: files of words (one a line) the word LM knows beyond the text's, each counted as
+            seen once: a name or inflection the text never uses is then scored as a word, not spelled
+            letter by letter at the unknown-word penalty.
         beam_size: the beam the device uses, written to bundle.json and used when tuning.
         tune_manifest: manifest to pick the LM weights, insertion bonus and unknown-word penalty on
             (voices and text not in the LM's text); None: the defaults of `BeamOptions`.
@@ -67,6 +77,7 @@ class LmBuildOptions:
     min_count: int = 2
     word_order: int = 3
     word_min_count: int = 2
+    word_lists: Tuple[Path, ...] = ()
     beam_size: int = 8
     tune_manifest: Optional[Path] = None
     tune_limit: Optional[int] = None
@@ -81,6 +92,8 @@ class LmBuildOptions:
             raise QuantizeError(f"--jobs must be 1 or more, got {self.jobs}")
         if self.word_order < 0:
             raise QuantizeError(f"--word-order must be 0 (no word LM) or more, got {self.word_order}")
+        if self.word_lists and not self.word_order:
+            raise QuantizeError("--word-list needs a word LM: drop --word-order 0 or the word lists")
 
 
 def _model_from(
@@ -94,6 +107,8 @@ def _model_from(
     """The character LM from an ARPA file or estimated from text, the word LM of that text (with a
     word order above 0), and facts about how they were made."""
     if arpa is not None:
+        if options.word_lists:
+            raise QuantizeError("--word-list feeds the word LM built from --text; --arpa builds none")
         say(f"reading {arpa} ...")
         return char_lm_from_arpa(arpa, vocabulary), None, {"from_arpa": arpa.name}
     sentences, skipped = lm_token_sentences(read_sentences(texts), normalization, vocabulary)
@@ -108,8 +123,13 @@ def _model_from(
     chars = to_model(estimate(sentences, options.order, options.min_count))
     if not options.word_order:
         return chars, None, built
+    known_words: List[str] = []
+    if options.word_lists:
+        known_words, unusable = read_word_lists(options.word_lists, normalization, vocabulary)
+        say(f"  {len(known_words)} words from word lists ({unusable} line(s) not one spellable word)")
+        built["word_lists"] = [path.name for path in options.word_lists]
     say(f"  estimating an order-{options.word_order} word model ...")
-    return chars, word_model(sentences, options.word_order, options.word_min_count), built
+    return chars, word_model(sentences, options.word_order, options.word_min_count, known_words), built
 
 
 def _tune_and_evaluate(

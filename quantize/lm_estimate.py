@@ -66,12 +66,45 @@ def lm_token_sentences(
     return kept, skipped
 
 
+def read_word_lists(
+    paths: Sequence[Path], normalization: TextNormalization, vocabulary: Sequence[str]
+) -> Tuple[List[str], int]:
+    """The distinct words of word lists (one a line, e.g. /usr/share/dict/american-english), normalized
+    as the model's labels; lines that are not one word the model can spell are skipped and counted."""
+    spellable = set(vocabulary)
+    words: Dict[str, None] = {}  # insertion-ordered set: the same list gives the same model
+    skipped = 0
+    for path in paths:
+        if not Path(path).is_file():
+            raise QuantizeError(f"{path}: word list not found")
+        try:
+            with open_text(path) as handle:
+                lines = [line.strip() for line in handle if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise QuantizeError(
+                f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8, e.g. "
+                f"`iconv -f latin1 -t utf-8 {Path(path).name} > utf8.txt`"
+            ) from None
+        for line in lines:
+            normalized = normalization(line).split()
+            if len(normalized) == 1 and all(ch in spellable for ch in normalized[0]):
+                words.setdefault(normalized[0])
+            else:
+                skipped += 1
+    return list(words), skipped
+
+
 def estimate(
-    sentences: Sequence[Sequence[str]], order: int = 6, min_count: int = 2, prune_from: int = 3
+    sentences: Sequence[Sequence[str]],
+    order: int = 6,
+    min_count: int = 2,
+    prune_from: int = 3,
+    extra_unigrams: Iterable[str] = (),
 ) -> ArpaEntries:
     """Interpolated Witten-Bell n-grams, pruned and renormalized into ARPA entries (log10).
 
-    N-grams of `prune_from` tokens or more seen fewer than `min_count` times are pruned.
+    N-grams of `prune_from` tokens or more seen fewer than `min_count` times are pruned. Each token of
+    `extra_unigrams` that the sentences never use counts as seen once, with no context.
     """
     if order < 1:
         raise QuantizeError(f"--order must be 1 or more, got {order}")
@@ -81,6 +114,9 @@ def estimate(
         for i in range(1, len(seq)):
             for k in range(min(order - 1, i) + 1):
                 counts[tuple(seq[i - k : i])][seq[i]] += 1
+    for token in extra_unigrams:
+        if token not in counts[()]:
+            counts[()][token] = 1
     if not counts:
         raise QuantizeError("no usable sentence to build a language model from")
     totals = {h: (sum(c.values()), len(c)) for h, c in counts.items()}
@@ -148,13 +184,16 @@ def to_model(entries: ArpaEntries) -> CharNgramLM:
     return char_lm_from_arpa_lines(text, "<estimated model>")
 
 
-def word_model(sentences: Sequence[Sequence[str]], order: int = 3, min_count: int = 2) -> WordNgramLM:
+def word_model(
+    sentences: Sequence[Sequence[str]], order: int = 3, min_count: int = 2, known_words: Iterable[str] = ()
+) -> WordNgramLM:
     """A word n-gram LM from LM-token sentences (`lm_token_sentences`); n-grams of two words and more
-    seen fewer than `min_count` times are pruned (every word of the text stays known)."""
+    seen fewer than `min_count` times are pruned (every word of the text stays known). `known_words`
+    (`read_word_lists`) the text lacks are known too, each as a word seen once."""
     words = ["".join(tokens).split(WORD_BOUNDARY) for tokens in sentences]
     ngrams: Dict[Tuple[str, ...], float] = {}
     backoffs: Dict[Tuple[str, ...], float] = {}
-    for level in estimate(words, order, min_count, prune_from=2):
+    for level in estimate(words, order, min_count, prune_from=2, extra_unigrams=known_words):
         for gram, logprob, backoff in level:
             ngrams[tuple(gram)] = logprob * LN10
             if backoff:

@@ -19,9 +19,10 @@ from edge_asr.cli import main as edge_main
 from edge_asr.ctc import GreedyDecoder, SilenceEndsWords, Vocabulary, decode
 from edge_asr.errors import BundleError
 from edge_asr.lm import BOS, CharNgramLM, WordLmArrays, WordNgramLM
+from edge_asr.text import TextNormalization
 from edge_asr.transcriber import EdgeTranscriber, TranscribeOptions, tuned_beam_options
 from quantize.cli import main as quantize_main
-from quantize.lm_estimate import estimate, to_model, tokens_of, word_model
+from quantize.lm_estimate import estimate, read_word_lists, to_model, tokens_of, word_model
 from quantize.lm_files import save_word_lm
 
 TEXT = ["the cat sat on the mat", "the bat flew at dusk", "a cat sat", "a bat flew", "the cat sat down"] * 3
@@ -62,6 +63,36 @@ def test_pruning_keeps_every_word_and_drops_rare_pairs(tmp_path: Path) -> None:
     assert pruned.code("barked") != pruned.unknown
     full = build_words(tmp_path, TEXT + ["the dog barked"], min_count=1)
     assert pruned.ngram_counts()[1] < full.ngram_counts()[1]
+
+
+def test_word_list_words_become_known_without_touching_the_texts_words(tmp_path: Path) -> None:
+    sentences = [tokens_of(s) for s in TEXT]
+    plain = word_model(sentences, order=2, min_count=1)
+    listed = word_model(sentences, order=2, min_count=1, known_words=["dog", "cat", "zebra"])
+    assert plain.code("dog") == plain.unknown and listed.code("dog") != listed.unknown
+    assert listed.vocabulary_size == plain.vocabulary_size + 2  # "cat" was already known
+    # Seen once, alone: far less likely than a word the text uses.
+    after_dusk = listed.extend(listed.start, listed.code("dusk"))  # "dusk" is only followed by the end
+    dog, cat = (listed.logprob(after_dusk, listed.code(w)) for w in ("dog", "cat"))
+    assert cat > dog + 1
+    outcomes = [code for code in range(1, listed.unknown) if listed.table.alphabet[code - 1] != BOS]
+    for history in ([], ["the"], ["dog"]):
+        context = listed.start
+        for word in history:
+            context = listed.extend(context, listed.code(word))
+        total = sum(math.exp(listed.logprob(context, code)) for code in outcomes)
+        assert total == pytest.approx(1.0, abs=2e-3), history
+
+
+def test_word_lists_are_normalized_and_unspellable_lines_counted(tmp_path: Path) -> None:
+    words = tmp_path / "words"  # no .txt: /usr/share/dict/words has no extension either
+    words.write_text("Zebra\ncafé\nzebra\nzebra's\ntwo words\nnaïve\n\n")
+    normalization = TextNormalization(lowercase=True, keep_punctuation="'", strip_accents=True)
+    vocabulary = ["<pad>", "|", "'", *"abcdefghijklmnopqrstuvwxyz"]
+    known, skipped = read_word_lists([words], normalization, vocabulary)
+    assert known == ["zebra", "cafe", "zebra's", "naive"] and skipped == 1
+    no_quote = [v for v in vocabulary if v != "'"]
+    assert read_word_lists([words], normalization, no_quote) == (["zebra", "cafe", "naive"], 2)
 
 
 def test_saved_word_model_loads_back_identical(tmp_path: Path) -> None:
@@ -175,6 +206,23 @@ def test_quantize_lm_writes_a_checked_word_lm(words_bundle: Path, tone_bundle: P
     assert not (no_words / WORDS_FILE).exists()  # the old word LM does not linger
     assert quantize_main([*argv, "--force", "--word-order", "-1"]) == 2
     assert quantize_main([*argv, "--force", "--jobs", "0"]) == 2
+
+
+def test_quantize_lm_word_list_makes_words_known(tone_bundle: Path, tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(["abc fed", "bad cab"] * 4) + "\n")
+    word_list = tmp_path / "words"
+    word_list.write_text("cafe\nFace\nbad\nnot one\n")
+    out = tmp_path / "listed"
+    argv = ["-q", "lm", "--bundle", str(tone_bundle), "--out", str(out), "--text", str(text)]
+    assert quantize_main([*argv, "--word-list", str(word_list)]) == 0
+    words = WordNgramLM.load(out / WORDS_FILE)
+    assert words.code("cafe") != words.unknown and words.code("face") != words.unknown
+    built = json.loads((out / "bundle.json").read_text())["extra"]["language_model"]
+    assert built["words"]["vocabulary"] == 6 and built["word_lists"] == ["words"]
+    missing = ["--force", "--word-list", str(tmp_path / "nope.txt")]
+    assert quantize_main([*argv, *missing]) == 2
+    assert quantize_main([*argv, "--force", "--word-order", "0", "--word-list", str(word_list)]) == 2
 
 
 def test_transcriber_uses_the_word_lm_unless_told_not_to(words_bundle: Path) -> None:
