@@ -34,7 +34,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 ENGINES="espeak-ng flite festival festlex-cmu festlex-poslex festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
-TEXTS="bible-kjv wordnet-base fortunes fortunes-min jargon-text"
+TEXTS="bible-kjv wordnet-base fortunes fortunes-min jargon-text wamerican"
 NONFREE="libttspico-utils rhvoice rhvoice-english"
 
 missing() {  # print the packages of "$@" that dpkg does not list as installed

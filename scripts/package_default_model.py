@@ -10,10 +10,11 @@
    the report, with bundle.json rewritten through edge_asr.bundle.write_bundle.
 3. Its language models (character and word n-grams): `python -m quantize lm` on every sentence the
    corpus's text sources offer but its validation and test sentences (`python -m train.corpus
-   --sentences-out`; plus any `--lm-text`), the weights tuned on the validation voices and the
-   result measured on the same test utterances as the int8 report. `--lm-only` redoes just this step
-   on the shipped bundle; `--keep-lm` skips it and carries the shipped LMs and their tuned weights
-   over to the new model (17 minutes saved on 2 cores; retune later with `--lm-only`).
+   --sentences-out`; plus any `--lm-text`), with wamerican's word list known to the word LM, the
+   weights tuned on the validation voices and the result measured on the same test utterances as the
+   int8 report. `--lm-only` redoes just this step on the shipped bundle; `--keep-lm` skips it and
+   carries the shipped LMs and their tuned weights over to the new model (17 minutes saved on 2
+   cores; retune later with `--lm-only`).
 4. Samples, edge_asr/samples: one short test-split utterance per held-out speaker, picked by a fixed
    rule (not by how well the model does on them), with transcripts.csv.
 5. The Hugging Face checkpoint, models/default-model-hf, so a later session can continue training it
@@ -191,8 +192,8 @@ def copy_language_models(staging: Path) -> Tuple[LanguageModelSettings, Dict[str
     if settings is None:
         raise SystemExit(f"--keep-lm: {SHIPPED} has no language model to keep")
     shipped.verify()
-    for path in (shipped.language_model_file, shipped.word_model_file):
-        if path is not None:
+    for path in (shipped.language_model_file, shipped.word_model_file, SHIPPED / WORD_LIST_LICENSE):
+        if path is not None and path.is_file():
             shutil.copy2(path, staging / path.name)
     built = dict(shipped.metadata.extra.get("language_model", {}))
     built.pop("evaluation", None)
@@ -219,6 +220,13 @@ def evaluate_language_models(bundle_dir: Path, manifest: Path, limit: int) -> Di
 # `fortunes` names the BSD licence of the program but no licence for its collected quotations, so it
 # is left out of the LM text (the acoustic model still hears its sentences in training audio).
 LM_SOURCES = "kjv,wordnet,jargon"
+# Words the LM text never uses (inflections, modern words: its text is archaic) are known to the word LM
+# from Debian's wamerican (SCOWL, permissive licence), each as a word seen once (v3.4).
+WORD_LIST = Path("/usr/share/dict/american-english")
+# SCOWL's notices (UKACD's asks for its text verbatim wherever the list is redistributed): the whole
+# copyright file travels in the bundle, as Whisper's MIT notice does.
+WORD_LIST_COPYRIGHT = Path("/usr/share/doc/wamerican/copyright")
+WORD_LIST_LICENSE = "WORDLIST_LICENSE.txt"
 
 
 def lm_text(corpus: Path, work: Path) -> Path:
@@ -233,6 +241,10 @@ def lm_text(corpus: Path, work: Path) -> Path:
 
 
 def add_language_model(corpus: Path, eval_limit: int, texts: Sequence[Path]) -> None:
+    if not WORD_LIST.is_file():
+        raise SystemExit(
+            f"{WORD_LIST}: missing; `apt-get install wamerican` (or bash scripts/install_tts.sh)"
+        )
     cmd = [
         sys.executable,
         "-m",
@@ -242,6 +254,8 @@ def add_language_model(corpus: Path, eval_limit: int, texts: Sequence[Path]) -> 
         str(SHIPPED),
         "--text",
         *map(str, texts),
+        "--word-list",
+        str(WORD_LIST),
         # 76k sentences make a 3.1 MB character LM at the default --min-count 2; 3 keeps the bundle
         # well inside its 15 MB with no measurable loss (validation CER 0.199 vs 0.194, within noise).
         "--min-count",
@@ -264,6 +278,23 @@ def add_language_model(corpus: Path, eval_limit: int, texts: Sequence[Path]) -> 
     ]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
+    add_word_list_notice(SHIPPED)
+
+
+def add_word_list_notice(bundle_dir: Path) -> None:
+    """Put the word list's copyright file in the bundle and say in bundle.json where the words came from."""
+    shutil.copy2(WORD_LIST_COPYRIGHT, bundle_dir / WORD_LIST_LICENSE)
+    version = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", "wamerican"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    meta = BundleMetadata.from_dict(json.loads((bundle_dir / "bundle.json").read_text()))
+    meta.extra.setdefault("language_model", {})["word_list_source"] = {
+        "package": "wamerican (Debian)",
+        "version": version or "unknown",
+        "file": str(WORD_LIST),
+        "licence": f"SCOWL, permissive ({WORD_LIST_LICENSE})",
+    }
+    write_bundle(bundle_dir, meta)
 
 
 def pick_samples(corpus: Path, per_speaker: int = 1) -> None:
