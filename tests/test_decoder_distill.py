@@ -152,6 +152,60 @@ def test_cross_training_frees_only_what_reads_the_encoder(whisper_dir: Path) -> 
         DD.trainable_parameters(model, "everything")
 
 
+def test_low_rank_adapters_start_as_the_model_and_merge_into_plain_layers() -> None:
+    from train.low_rank import LowRankLinear, add_adapters, merge_adapters
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 4, bias=False))
+    x = torch.randn(3, 6)
+    before = net(x)
+    params = add_adapters(net, lambda name: name == "2", rank=2, alpha=4.0)
+    assert isinstance(net[2], LowRankLinear) and isinstance(net[0], torch.nn.Linear)
+    assert [tuple(p.shape) for p in params] == [(2, 5), (4, 2)]
+    assert torch.equal(net(x), before)  # B starts at zero: the model as it was
+    assert not net[2].base.weight.requires_grad
+    with torch.no_grad():
+        params[1].normal_()
+    adapted = net(x)
+    assert not torch.allclose(adapted, before)
+    assert merge_adapters(net) == 1 and type(net[2]) is torch.nn.Linear
+    assert torch.allclose(net(x), adapted, atol=1e-6)  # folded in: the same function, a plain layer
+    with pytest.raises(ValueError, match="rank"):
+        LowRankLinear(torch.nn.Linear(2, 2), rank=0, alpha=1.0)
+    with pytest.raises(ValueError, match="nothing to adapt"):
+        add_adapters(net, lambda name: False, rank=2, alpha=4.0)
+
+
+def test_lora_student_trains_only_adapters_and_saves_a_plain_whisper(
+    whisper_dir: Path, bundle: Path, tmp_path: Path
+) -> None:
+    from quantize.decoder import load_whisper
+
+    model = load_whisper(str(whisper_dir))
+    trained = DD.trainable_parameters(model, "lora", rank=4, alpha=8.0)
+    free = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert free and all(n.endswith((".down", ".up")) and ".decoder.layers." in n for n in free)
+    assert len(trained) == len(free)
+
+    texts = ["ab ba", "cab"]
+    paths = write_clips(tmp_path / "data" / "wavs", texts)
+    manifest = tmp_path / "data" / "pseudo.csv"
+    manifest.write_text("path,text,teacher_text\n" + "".join(f"{p},{t},{t}\n" for p, t in zip(paths, texts)))
+    out = tmp_path / "run"
+    options = DD.DistillOptions(
+        train="lora", rank=8, alpha=16.0, steps=40, batch=2, lr=1e-2, warmup=5, eval_every=20, eval_limit=2
+    )
+    report = DD.distil(whisper_dir, bundle, [manifest], [manifest], out, options, threads=1)
+    assert report["best"]["loss"] < report["history"][0]["loss"] / 2
+
+    student, teacher = load_whisper(str(out / "model")), load_whisper(str(whisper_dir))
+    layer, source = student.model.decoder.layers[0], teacher.model.decoder.layers[0]
+    assert type(layer.fc1) is torch.nn.Linear and layer.fc1.weight.shape == source.fc1.weight.shape
+    assert not torch.equal(layer.encoder_attn.q_proj.weight, source.encoder_attn.q_proj.weight)
+    assert torch.equal(layer.final_layer_norm.weight, source.final_layer_norm.weight)  # not adapted
+    assert torch.equal(student.model.decoder.embed_tokens.weight, teacher.model.decoder.embed_tokens.weight)
+
+
 def test_cache_only_fills_a_shared_cache_and_trains_nothing(
     whisper_dir: Path, bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,8 +13,10 @@ will give it, to write what padded decoding writes and then stop: sequence-level
   voice was given (metadata.csv's second column: cased and punctuated, numbers in words), which
   is what padded decoding aims at; tokenized with the checkpoint's own byte-level BPE.
 - Student: the decoder of `--whisper`, with `--train cross` (the cross-attention blocks and every
-  LayerNorm: what reads the encoder) or `--train decoder` (every decoder weight but the token and
-  position tables, which are tied to the output and shared with the CTC side's token table).
+  LayerNorm: what reads the encoder), `--train decoder` (every decoder weight but the token and
+  position tables, which are tied to the output and shared with the CTC side's token table) or
+  `--train lora` (low-rank adapters, `train/low_rank.py`, on every linear layer of the decoder's
+  blocks, rank `--rank`; folded into the weights before saving, so the export is unchanged).
   One utterance per forward pass (Whisper's cross-attention has no mask for padded states),
   gradients summed over `--batch` utterances.
 - Checkpoints are picked on the validation manifests (synthetic voices, the games' held-out clips):
@@ -60,7 +62,7 @@ log = logging.getLogger("train.decoder_distill")
 
 SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.02  # the whisper-ctc graph: one frame per 320 samples
-TRAIN_CHOICES = ("cross", "decoder")
+TRAIN_CHOICES = ("cross", "decoder", "lora")
 
 
 class DistillError(ValueError):
@@ -80,7 +82,9 @@ class DistillOptions:
     """How the student trains.
 
     Attributes:
-        train: "cross" (cross-attention and LayerNorms) or "decoder" (all but the embeddings).
+        train: "cross" (cross-attention and LayerNorms), "decoder" (all but the embeddings) or "lora"
+            (low-rank adapters on every linear layer of the decoder's blocks, all else frozen).
+        rank, alpha: the adapters' rank and scale (update = alpha / rank * B A); "lora" only.
         steps: optimizer steps; batch: utterances per step; lr: peak AdamW rate, linear warm-up
             over `warmup` steps, then cosine to zero.
         eval_every: steps between validations; eval_limit: validation clips decoded greedily.
@@ -89,6 +93,8 @@ class DistillOptions:
     """
 
     train: str = "cross"
+    rank: int = 16
+    alpha: float = 32.0
     steps: int = 600
     batch: int = 16
     lr: float = 3e-5
@@ -206,12 +212,17 @@ def cache_states(targets: Sequence[Target], bundle: Path, path: Path, threads: i
 # --- the student ---------------------------------------------------------------------------------
 
 
-def trainable_parameters(model: Any, train: str) -> List[Any]:
-    """Freeze the whole model, then free what `train` names (see DistillOptions)."""
+def trainable_parameters(model: Any, train: str, rank: int = 16, alpha: float = 32.0) -> List[Any]:
+    """Freeze the whole model, then free what `train` names (see DistillOptions); "lora" adds the
+    adapters first (`train.low_rank`), and they are what trains."""
     if train not in TRAIN_CHOICES:
         raise DistillError(f"--train must be one of {', '.join(TRAIN_CHOICES)}, got {train!r}")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    if train == "lora":
+        from .low_rank import add_adapters
+
+        return add_adapters(model.model.decoder.layers, lambda name: True, rank, alpha)
     chosen = []
     for name, parameter in model.model.decoder.named_parameters():
         if name.startswith(("embed_tokens", "embed_positions")):
@@ -378,7 +389,7 @@ def distil(
     if cache_only:
         return {"train_clips": len(train_targets), "valid_clips": len(valid_targets)}
     log.info("training on %d clips, validating on %d", len(train_targets), len(valid_targets))
-    parameters = trainable_parameters(model, options.train)
+    parameters = trainable_parameters(model, options.train, options.rank, options.alpha)
     optimizer = torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
     history = [
         asdict(
@@ -433,6 +444,10 @@ def distil(
                 best = result
                 best_state = {k: v.clone() for k, v in model.model.decoder.state_dict().items()}
     model.model.decoder.load_state_dict(best_state)
+    if options.train == "lora":
+        from .low_rank import merge_adapters
+
+        log.info("merged %d adapters into their layers", merge_adapters(model.model.decoder.layers))
     report = {
         "options": asdict(options),
         "whisper": str(whisper),
@@ -487,7 +502,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
             parser.add_argument(flag, type=type(value), default=value, help=f"({value})")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    for name in ("steps", "batch", "eval_every", "eval_limit", "threads"):
+    for name in ("steps", "batch", "eval_every", "eval_limit", "threads", "rank"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.lr <= 0:
