@@ -216,6 +216,32 @@ def test_head_trainer_starts_from_a_trained_head_and_recaches_changed_validation
         )  # fmt: skip
 
 
+def test_a_grown_head_starts_as_the_trained_one(whisper_dir: Path, tmp_path: Path) -> None:
+    sizes = dict(vocab_size=29, head_dim=32, head_ffn=64, head_heads=4)
+    trained = W.from_whisper(str(whisper_dir), head_layers=1, seed=1, **sizes).eval()
+    with torch.no_grad():
+        trained.head.blocks[0].out.weight.normal_()  # not a fresh init: a head that learnt something
+    trained.save_pretrained(str(tmp_path / "trained"))
+    grown = W.from_whisper(str(whisper_dir), head_layers=3, seed=2, **sizes).eval()
+    with pytest.raises(ValueError, match="--grow-head"):
+        W.load_head(grown, tmp_path / "trained")
+    W.load_head(grown, tmp_path / "trained", grow=True)
+    states = torch.randn(2, 40, trained.config.whisper_config().d_model)
+    with torch.no_grad():
+        assert torch.allclose(
+            grown(encoder_states=states).logits, trained(encoder_states=states).logits, atol=1e-5
+        )
+    assert float(grown.head.blocks[2].ff1.weight.detach().abs().sum()) > 0  # the added blocks can still learn
+    assert float(grown.head.blocks[1].out.weight.detach().abs().sum()) == 0.0
+    smaller = W.from_whisper(str(whisper_dir), head_layers=1, **{**sizes, "head_dim": 48})
+    with pytest.raises(ValueError, match="do not fit"):
+        W.load_head(smaller, tmp_path / "trained", grow=True)  # other widths never fit
+    shrunk = W.from_whisper(str(whisper_dir), head_layers=1, **sizes)
+    grown.save_pretrained(str(tmp_path / "grown"))
+    with pytest.raises(ValueError, match="do not fit"):
+        W.load_head(shrunk, tmp_path / "grown", grow=True)  # more blocks than the model has
+
+
 def test_head_only_folder_reassembles_into_the_same_model(whisper_dir: Path, tmp_path: Path) -> None:
     model = W.from_whisper(str(whisper_dir), vocab_size=29, head_layers=1, head_dim=32, head_ffn=64).eval()
     model.save_pretrained(str(tmp_path / "full"))

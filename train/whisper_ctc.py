@@ -447,11 +447,18 @@ def save_head_folder(model_dir: str, out: str) -> None:
     save_file(head, str(target / HEAD_FILE))
 
 
-def load_head(model, source) -> None:
+def load_head(model, source, grow: bool = False) -> None:
     """Load a trained head into `model` (a WhisperCtcForCTC with the same head settings) from a
-    head-only folder (head.safetensors), a full model folder (model.safetensors) or either file."""
+    head-only folder (head.safetensors), a full model folder (model.safetensors) or either file.
+
+    With `grow`, the trained head may have fewer transformer blocks than `model`: they fill its first
+    blocks and the others start as the identity (their output projections at zero: a pre-norm block
+    then adds nothing to its input), so training starts from exactly what the trained head computed.
+    """
+    import re
     from pathlib import Path
 
+    import torch
     from safetensors.torch import load_file
 
     path = Path(source)
@@ -462,13 +469,27 @@ def load_head(model, source) -> None:
     head = {k: v.float() for k, v in load_file(str(path)).items() if k.startswith(HEAD_PREFIXES)}
     expected = {k: v.shape for k, v in model.state_dict().items() if k.startswith(HEAD_PREFIXES)}
     missing = [k for k in expected if k not in head]
+    block = re.compile(r"head\.blocks\.(\d+)\.")
+    trained_blocks = {int(m.group(1)) for k in head if (m := block.match(k))}
+    new_blocks = {int(m.group(1)) for k in missing if (m := block.match(k))}
+    grown = grow and bool(new_blocks) and min(new_blocks) == len(trained_blocks)
+    if grown:
+        missing = [k for k in missing if not block.match(k)]
     wrong = [k for k in expected if k in head and head[k].shape != expected[k]]
-    if missing or wrong or len(head) != len(expected):
+    if missing or wrong or not set(head) <= set(expected) or (len(head) != len(expected) and not grown):
         raise ValueError(
             f"{path}: these head weights do not fit this head (missing: {', '.join(missing[:5]) or '-'}; "
             f"other shapes: {', '.join(wrong[:5]) or '-'}); give the same --head-* settings as that model's"
+            + ("" if grow else ", or grow it (--grow-head) when only blocks are added")
         )
     model.load_state_dict(head, strict=False)
+    if grown:
+        with torch.no_grad():
+            for index in sorted(new_blocks):
+                added = model.head.blocks[index]
+                for layer in (added.out, added.ff2):
+                    layer.weight.zero_()
+                    layer.bias.zero_()
 
 
 def assemble(head_dir: str, encoder: str, out: str) -> None:

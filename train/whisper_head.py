@@ -446,6 +446,7 @@ def check_settings(args: argparse.Namespace, options: HeadOptions, run_dir: Path
         "options": asdict(options),
         "encoder": args.encoder,
         "init_head": args.init_head,
+        "grow_head": args.grow_head,
         "data": args.data,
         "validation_data": args.validation_data,
     }
@@ -592,8 +593,8 @@ def train_loop(
             best = math.inf
         log.info("resuming at step %d (best validation CER %.4f)", step, best)
     elif args.init_head:
-        load_head(model, args.init_head)
-        log.info("head initialized from %s", args.init_head)
+        load_head(model, args.init_head, grow=args.grow_head)
+        log.info("head initialized from %s%s", args.init_head, " (grown)" if args.grow_head else "")
     rng = random.Random(options.seed + step)
     generator = torch.Generator().manual_seed(options.seed + step)
     stream = batches(train_splits, options.batch_frames, rng)
@@ -689,6 +690,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--init-head",
         help="start from a trained head (a whisper-ctc folder, e.g. models/default-model-hf, or its "
         "head.safetensors) instead of a random one; ignored when the run resumes",
+    )
+    parser.add_argument(
+        "--grow-head",
+        action="store_true",
+        help="with --init-head from a head with fewer blocks (--head-layers more): its blocks come first "
+        "and the added ones start as the identity",
     )
     parser.add_argument(
         "--reset-best",
