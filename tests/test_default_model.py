@@ -13,14 +13,14 @@ from edge_asr.spoken import spell_numbers
 from edge_asr.transcriber import TranscribeOptions
 
 SAMPLES = Path(__file__).resolve().parents[1] / "edge_asr" / "samples"
-# The shipped model (v3.4: Whisper tiny.en encoder + CTC head + Whisper's text decoder, see its
-# MODEL_CARD.md) reads its samples at CER 0.225 / 0.017 / 0.000 with joint decoding (beam 4, scored in
-# spoken form), and with CTC alone at 0.183 / 0.155 / 0.218 with its character and word LMs (beam 16;
-# v3.3's word LM, without the word list: 0.239 / 0.155 / 0.218) and 0.338 / 0.293 / 0.218 greedily
-# (int8, this x86 box; v3.2's CTC head, v2.2's: 0.197 / 0.224 / 0.218 and 0.352 / 0.310 / 0.236).
-# Each bound sits ~0.08 above the worst so that onnxruntime versions and CPUs that flip near-tie
-# frames (aarch64's int8 kernels do) pass, while a broken export, a wrong vocabulary or an LM or
-# decoder that fights the model (CER ~1) fails. Tighten them with every better model.
+# The shipped model (v3.5: Whisper tiny.en encoder + CTC head + Whisper's text decoder, see its
+# MODEL_CARD.md) reads its samples at CER 0.239 / 0.017 / 0.000 with joint decoding (beam 4, scored in
+# spoken form), and with CTC alone at 0.239 / 0.155 / 0.200 with its character and word LMs (beam 16)
+# and 0.352 / 0.293 / 0.164 greedily (int8, this x86 box; v3.4's three-block head: 0.225 / 0.017 /
+# 0.000, 0.183 / 0.155 / 0.218 and 0.338 / 0.293 / 0.218). Each bound sits ~0.08 above the worst so
+# that onnxruntime versions and CPUs that flip near-tie frames (aarch64's int8 kernels do) pass, while
+# a broken export, a wrong vocabulary or an LM or decoder that fights the model (CER ~1) fails.
+# Tighten them with every better model.
 DECODINGS = {
     "joint": TranscribeOptions(),
     "lm": TranscribeOptions(decoder="ctc"),
