@@ -168,7 +168,7 @@ def test_low_rank_adapters_start_as_the_model_and_merge_into_plain_layers() -> N
         params[1].normal_()
     adapted = net(x)
     assert not torch.allclose(adapted, before)
-    assert merge_adapters(net) == 1 and type(net[2]) is torch.nn.Linear
+    assert merge_adapters(net) == 1 and isinstance(net[2], torch.nn.Linear)
     assert torch.allclose(net(x), adapted, atol=1e-6)  # folded in: the same function, a plain layer
     with pytest.raises(ValueError, match="rank"):
         LowRankLinear(torch.nn.Linear(2, 2), rank=0, alpha=1.0)
