@@ -32,17 +32,22 @@ def read_sentences(paths: Sequence[Path]) -> List[str]:
         if not Path(path).is_file():
             raise QuantizeError(f"{path}: text file not found")
         if path.name.endswith((".txt", ".txt.gz")):
-            try:
-                with open_text(path) as handle:
-                    sentences.extend(line.strip() for line in handle if line.strip())
-            except UnicodeDecodeError as exc:  # raised mid-iteration, where nothing names the file
-                raise QuantizeError(
-                    f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8, e.g. "
-                    f"`iconv -f latin1 -t utf-8 {path.name} > utf8.txt`"
-                ) from None
+            sentences.extend(text_lines(path))
         else:
             sentences.extend(item.text for item in read_manifest(path))
     return sentences
+
+
+def text_lines(path: Path) -> List[str]:
+    """The non-blank lines of a UTF-8 text file (.gz allowed), stripped."""
+    try:
+        with open_text(path) as handle:
+            return [line.strip() for line in handle if line.strip()]
+    except UnicodeDecodeError as exc:  # raised mid-iteration, where nothing names the file
+        raise QuantizeError(
+            f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {Path(path).name} > utf8.txt`"
+        ) from None
 
 
 def tokens_of(text: str) -> List[str]:
@@ -77,15 +82,7 @@ def read_word_lists(
     for path in paths:
         if not Path(path).is_file():
             raise QuantizeError(f"{path}: word list not found")
-        try:
-            with open_text(path) as handle:
-                lines = [line.strip() for line in handle if line.strip()]
-        except UnicodeDecodeError as exc:
-            raise QuantizeError(
-                f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8, e.g. "
-                f"`iconv -f latin1 -t utf-8 {Path(path).name} > utf8.txt`"
-            ) from None
-        for line in lines:
+        for line in text_lines(path):
             normalized = normalization(line).split()
             if len(normalized) == 1 and all(ch in spellable for ch in normalized[0]):
                 words.setdefault(normalized[0])
