@@ -30,11 +30,6 @@ class LowRankLinear(nn.Module):
         nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))  # nn.Linear's own init
         self.scale = alpha / rank
 
-    @property
-    def weight(self) -> torch.Tensor:
-        """The base weight, for code that asks a layer its dtype or device."""
-        return self.base.weight
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + (x @ self.down.t() @ self.up.t()) * self.scale
 
