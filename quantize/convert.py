@@ -27,7 +27,6 @@ from edge_asr.model import normalize_utterance
 from .decoder import (
     CROSS_FILE,
     CROSS_INT8_FILE,
-    STATES_NAME,
     STEP_FILE,
     STEP_INT8_FILE,
     TOKENS_FILE,
@@ -43,7 +42,7 @@ from .decoder import (
 )
 from .errors import GuardError, QuantizeError
 from .evaluate import Evaluation, evaluate
-from .export import ExportOptions, can_split, export_onnx, export_split
+from .export import STATES_NAME, ExportOptions, can_split, export_onnx, export_split, has_ctc_branch
 from .int8 import Int8Options, quantize_int8
 from .int8_conv import (
     ConvInt8Options,
@@ -266,10 +265,12 @@ def convert(options: ConvertOptions, progress: Optional[ProgressFn] = None) -> C
 
 def _expose_states(source: SourceModel, fp32_path: Path) -> float:
     """Give the fp32 CTC graph its `encoder_states` output (before int8, so both variants have it) and
-    check it against the model's encoder on a probe; returns the largest difference."""
+    check it against the model's encoder on a probe; returns the largest difference. A graph with a
+    CTC branch was exported with it (quantize.export.CtcGraph)."""
     import torch
 
-    expose_encoder_states(fp32_path, fp32_path)
+    if not has_ctc_branch(source):
+        expose_encoder_states(fp32_path, fp32_path)
     rate = source.features.sample_rate
     signal = probe_signal(int(3.1 * rate), rate, seed=5)
     session = make_session(fp32_path)

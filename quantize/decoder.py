@@ -39,7 +39,7 @@ from torch import nn
 from edge_asr.bundle import DecoderSettings
 
 from .errors import ExportError
-from .export import ExportOptions, torch_export
+from .export import STATES_NAME, ExportOptions, torch_export
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ STEP_FILE = "decoder_step.onnx"
 CROSS_INT8_FILE = "decoder_cross.int8.onnx"
 STEP_INT8_FILE = "decoder_step.int8.onnx"
 TOKENS_FILE = "decoder_tokens.json"
-STATES_NAME = "encoder_states"  # the encoder graph's second output; edge_asr.model reads it by name
 EXPORT = ExportOptions()  # the exporter settings of the CTC graphs (TorchScript, opset 17)
 
 

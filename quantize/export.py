@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "input_values"
 LENGTHS_NAME = "input_lengths"  # edge_asr.model.LENGTHS_INPUT; the name is part of the graph contract
 OUTPUT_NAME = "log_probs"
+STATES_NAME = "encoder_states"  # a text decoder's input; edge_asr.model reads it by name
 FEATURES_NAME = "features"  # the split graphs' link: the front-end's output, the encoder's input
 SPLIT_MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio")
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm's epsilon
@@ -85,17 +86,19 @@ class CtcGraph(nn.Module):
     samples and the padding is zeroed, exactly as the feature extractor does for a padded batch.
     With `attention_mask`, the lengths also become the model's attention mask (layer-norm wav2vec2
     variants expect one; group-norm ones were trained without it, so it is not passed there).
+    With `states` (a whisper-ctc model with a CTC branch), it returns (log-probs, the encoder's own
+    states): the branch replaced them on the CTC path, so the export must name them as an output
+    (`STATES_NAME`); there is no node left for `expose_encoder_states` to find.
     """
 
-    def __init__(self, model: nn.Module, normalize: bool, attention_mask: bool):
+    def __init__(self, model: nn.Module, normalize: bool, attention_mask: bool, states: bool = False):
         super().__init__()
         self.model = model
         self.normalize = normalize
         self.attention_mask = attention_mask
+        self.states = states
 
-    def forward(
-        self, input_values: torch.Tensor, input_lengths: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
+    def forward(self, input_values: torch.Tensor, input_lengths: Optional[torch.Tensor] = None) -> Any:
         mask = None
         if input_lengths is not None:
             positions = torch.arange(input_values.shape[1], device=input_values.device)
@@ -104,12 +107,21 @@ class CtcGraph(nn.Module):
         kwargs = {}
         if self.attention_mask and mask is not None:
             kwargs["attention_mask"] = mask.long()
-        logits = self.model(x, **kwargs).logits
-        return torch.log_softmax(logits, dim=-1)
+        output = self.model(x, **kwargs)
+        log_probs = torch.log_softmax(output.logits, dim=-1)
+        if self.states:
+            return log_probs, output.hidden_states[-1]
+        return log_probs
 
 
-def graph_module(source: SourceModel) -> CtcGraph:
-    return CtcGraph(source.model, source.features.do_normalize, source.features.return_attention_mask).eval()
+def graph_module(source: SourceModel, states: bool = False) -> CtcGraph:
+    features = source.features
+    return CtcGraph(source.model, features.do_normalize, features.return_attention_mask, states).eval()
+
+
+def has_ctc_branch(source: SourceModel) -> bool:
+    """A whisper-ctc model whose CTC path has its own top layers (its graph gives encoder_states)."""
+    return bool(getattr(source.model.config, "ctc_layers", 0))
 
 
 def wants_lengths(source: SourceModel) -> bool:
@@ -126,7 +138,7 @@ def example_input(source: SourceModel, options: ExportOptions) -> torch.Tensor:
 def export_onnx(source: SourceModel, path: Path, options: Optional[ExportOptions] = None) -> ExportResult:
     """Export `source` to `path` with dynamic batch and time axes; raises ExportError on failure."""
     options = options or ExportOptions()
-    module = graph_module(source)
+    module = graph_module(source, states=has_ctc_branch(source))
     x = example_input(source, options)
     lengths = wants_lengths(source)
     args: tuple = (x, torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)) if lengths else (x,)
@@ -134,8 +146,12 @@ def export_onnx(source: SourceModel, path: Path, options: Optional[ExportOptions
     axes = {INPUT_NAME: {0: "batch", 1: "samples"}, OUTPUT_NAME: {0: "batch", 1: "frames"}}
     if lengths:
         axes[LENGTHS_NAME] = {0: "batch"}
+    outputs = [OUTPUT_NAME]
+    if module.states:
+        outputs.append(STATES_NAME)
+        axes[STATES_NAME] = {0: "batch", 1: "frames"}
     started = time.perf_counter()
-    torch_export(source.name, module, args, path, input_names, axes, options)
+    torch_export(source.name, module, args, path, input_names, axes, options, output_names=outputs)
     seconds = time.perf_counter() - started
     return ExportResult(path=path, seconds=seconds, size_bytes=path.stat().st_size, has_lengths_input=lengths)
 

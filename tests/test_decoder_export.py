@@ -134,6 +134,33 @@ def test_convert_with_a_decoder_gives_a_bundle_that_decodes_jointly(
     assert [e.text for e in finals] in ([transcript.text], [])  # [] when the VAD heard no speech
 
 
+def test_a_ctc_branch_graph_gives_the_encoders_own_states_to_the_decoder(
+    whisper_dir: Path, tmp_path: Path
+) -> None:
+    from quantize.convert import ConvertOptions, convert
+    from train import whisper_ctc as W
+
+    ctc = W.from_whisper(str(whisper_dir), vocab_size=30, head_type="linear", ctc_layers=1, seed=3).eval()
+    with torch.no_grad():  # a trained branch: no longer the encoder's copy
+        ctc.ctc_branch.layers[0].fc1.weight.mul_(1.5)
+    model_dir = tmp_path / "model"
+    ctc.save_pretrained(str(model_dir))
+    for name in W.FOLDER_FILES:
+        if name != "config.json" and (HF_FOLDER / name).is_file():
+            shutil.copy2(HF_FOLDER / name, model_dir / name)
+    bundle = tmp_path / "bundle"
+    result = convert(ConvertOptions(model=str(model_dir), out=bundle, decoder=str(whisper_dir), int8=False))
+    assert result.metadata.extra["decoder"]["encoder_states_max_abs_diff"] < 1e-3
+    session = onnxruntime.InferenceSession(str(bundle / result.metadata.models["fp32"]))
+    audio = (0.1 * np.random.default_rng(2).standard_normal((1, 24000))).astype(np.float32)
+    log_probs, states = session.run(["log_probs", D.STATES_NAME], {"input_values": audio})
+    with torch.no_grad():
+        out = ctc(torch.from_numpy(audio))
+        expected_states = ctc.encode(torch.from_numpy(audio)).numpy()
+    np.testing.assert_allclose(states, expected_states, atol=1e-3)
+    np.testing.assert_allclose(log_probs, torch.log_softmax(out.logits, -1).numpy(), atol=1e-3)
+
+
 def test_convert_refuses_a_decoder_for_a_model_that_is_not_whisper_ctc(tmp_path: Path) -> None:
     from quantize.convert import ConvertOptions, convert
     from quantize.errors import QuantizeError

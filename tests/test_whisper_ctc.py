@@ -242,6 +242,69 @@ def test_a_grown_head_starts_as_the_trained_one(whisper_dir: Path, tmp_path: Pat
         W.load_head(shrunk, tmp_path / "grown", grow=True)  # more blocks than the model has
 
 
+def test_a_ctc_branch_starts_as_the_encoder_and_leaves_the_decoders_states_alone(
+    whisper_dir: Path, tmp_path: Path
+) -> None:
+    sizes = dict(vocab_size=29, head_layers=1, head_dim=32, head_ffn=64, head_heads=4)
+    plain = W.from_whisper(str(whisper_dir), seed=1, **sizes).eval()
+    plain.save_pretrained(str(tmp_path / "plain"))
+    branched = W.from_whisper(str(whisper_dir), ctc_layers=1, seed=2, **sizes).eval()
+    assert branched.fork_layer == 1
+    with pytest.raises(ValueError, match="--grow-head"):
+        W.load_head(branched, tmp_path / "plain")
+    W.load_head(branched, tmp_path / "plain", grow=True)
+    x = torch.randn(1, 16000)
+    with torch.no_grad():
+        out = branched(x)
+        assert torch.allclose(out.logits, plain(x).logits, atol=1e-5)  # a copy of the top layer
+        assert torch.allclose(out.hidden_states[-1], plain.encode(x), atol=1e-6)
+        trunk = branched.trunk(x)  # what the head trainer caches: the fork's input
+        assert torch.allclose(branched(encoder_states=trunk).logits, out.logits, atol=1e-5)
+        padded = torch.cat([trunk, torch.randn(1, 17, trunk.shape[2])], dim=1)
+        batched = branched(encoder_states=padded, frames=torch.tensor([trunk.shape[1]])).logits
+        assert torch.allclose(batched[:, : trunk.shape[1]], out.logits, atol=1e-5)  # padding unseen
+        fc2 = branched.ctc_branch.layers[0].fc2.weight
+        fc2.add_(torch.randn_like(fc2))  # training the branch...
+        moved = branched(x)
+        assert not torch.allclose(moved.logits, out.logits, atol=1e-3)  # ...moves the CTC path
+        assert torch.equal(moved.hidden_states[-1], out.hidden_states[-1])  # and not the decoder's input
+    with pytest.raises(ValueError, match="ctc_layers 3"):
+        W.from_whisper(str(whisper_dir), ctc_layers=3, **sizes)
+
+
+def test_head_trainer_trains_a_ctc_branch_on_states_cached_below_it(
+    whisper_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from train import whisper_head
+
+    manifest = _noise_corpus(tmp_path / "data")
+    run = tmp_path / "run"
+    whisper_head.train_head(
+        whisper_head.parse_args(
+            [
+                "--encoder", str(whisper_dir), "--data", str(manifest), "--validation-data", str(manifest),
+                "--vocab", str(VOCAB), "--out", str(run), "--copies", "1", "--eval-every", "3",
+                "--head-layers", "1", "--head-dim", "32", "--head-ffn", "64", "--warmup", "1",
+                "--threads", "1", "--steps", "3", "--lr", "1e-2", "--ctc-layers", "1",
+            ]
+        )
+    )  # fmt: skip
+    assert (run / "cache" / "train-data-data-0-layer1.f16").is_file()  # not the final states' name
+    assert not (run / "cache" / "train-data-data-0.f16").exists()
+    trained = load_file(str(run / "head-last.safetensors"))
+    start = W.from_whisper(str(whisper_dir), vocab_size=29, ctc_layers=1, head_layers=1, head_dim=32)
+    encoder_top = start.state_dict()["encoder.layers.1.fc1.weight"]  # the branch's starting point
+    moved = trained["ctc_branch.layers.0.fc1.weight"] - encoder_top
+    assert float(moved.abs().max()) > 0  # the branch trained
+    model = transformers.AutoModelForCTC.from_pretrained(str(run / "model"))
+    for name, weight in start.encoder.state_dict().items():  # the encoder did not
+        assert torch.equal(model.encoder.state_dict()[name], weight), name
+    W.save_head_folder(str(run / "model"), str(tmp_path / "head"))
+    assert "ctc_branch.layer_norm.weight" in load_file(str(tmp_path / "head" / W.HEAD_FILE))
+
+
 def test_head_only_folder_reassembles_into_the_same_model(whisper_dir: Path, tmp_path: Path) -> None:
     model = W.from_whisper(str(whisper_dir), vocab_size=29, head_layers=1, head_dim=32, head_ffn=64).eval()
     model.save_pretrained(str(tmp_path / "full"))

@@ -16,6 +16,9 @@ not change: the log-mel front-end is part of the model (and of its ONNX graph).
 - `WhisperCtcForCTC`: `encoder` is transformers' `WhisperEncoder`, run layer by layer with the
   positional table sliced to the input's length (its own forward insists on 3000 mel frames),
   then `head`: a linear layer, or a small pre-norm transformer, and `lm_head` to the vocabulary.
+  With `ctc_layers` > 0, the head reads `ctc_branch`: its own copy of the encoder's top layers and
+  final LayerNorm, trained for CTC, while the encoder's states (what a text decoder reads) stay
+  Whisper's; the exported graph then gives both (log-probs and `encoder_states`).
   One output frame per 320 samples (20 ms); `receptive_field` 160 makes the runtime's frame-count
   formula (samples - field) // stride + 1 equal the graph's samples // 320 (+1 past a half frame).
 - `from_whisper(name_or_path, ...)`: a new model from any Whisper checkpoint (hub name, or a local
@@ -39,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForCTC, PretrainedConfig, PreTrainedModel, WhisperConfig
 from transformers.modeling_outputs import CausalLMOutput
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
+from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperEncoderLayer
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,10 @@ class WhisperCtcConfig(PretrainedConfig):
         head_type: "linear" (one projection) or "transformer" (pre-norm blocks, then the projection).
         head_layers, head_dim, head_heads, head_ffn: the transformer head's size.
         head_dropout: dropout inside the head while training.
+        ctc_layers: the CTC path's own copy of the encoder's top `ctc_layers` layers and final
+            LayerNorm (`CtcBranch`), trained with the head; 0: the head reads the encoder's states.
+            Why a copy and not the layers themselves: the text decoder must keep reading the states
+            Whisper trained it on, and the copy costs one layer's compute (of tiny.en's four).
         sinusoidal_positions: compute the encoder's positional table (Whisper's fixed sinusoids) in
             the graph instead of storing it: 2.3 MB less in a tiny.en bundle. Set by `from_whisper`
             only when the checkpoint's table is those sinusoids.
@@ -78,6 +85,7 @@ class WhisperCtcConfig(PretrainedConfig):
         head_heads: int = 4,
         head_ffn: int = 1024,
         head_dropout: float = 0.1,
+        ctc_layers: int = 0,
         sinusoidal_positions: bool = False,
         vocab_size: int = 32,
         pad_token_id: int = 0,
@@ -94,6 +102,7 @@ class WhisperCtcConfig(PretrainedConfig):
         self.head_heads = head_heads
         self.head_ffn = head_ffn
         self.head_dropout = head_dropout
+        self.ctc_layers = ctc_layers
         self.sinusoidal_positions = sinusoidal_positions
         self.vocab_size = vocab_size
         self.ctc_loss_reduction = ctc_loss_reduction
@@ -102,6 +111,9 @@ class WhisperCtcConfig(PretrainedConfig):
             raise ValueError(f"head_type {head_type!r}: expected one of {', '.join(HEAD_TYPES)}")
         if head_type == "transformer" and head_dim % head_heads:
             raise ValueError(f"head_dim {head_dim} is not divisible by head_heads {head_heads}")
+        encoder_layers = int(self.encoder_config.get("encoder_layers", 0))
+        if ctc_layers < 0 or (self.encoder_config and ctc_layers > encoder_layers):
+            raise ValueError(f"ctc_layers {ctc_layers}: expected 0 to the encoder's {encoder_layers} layers")
 
     def whisper_config(self) -> WhisperConfig:
         config = WhisperConfig(**self.encoder_config)
@@ -199,6 +211,38 @@ def sinusoids(length: int, channels: int, device: Optional[torch.device] = None)
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
+def padding_bias(frames: Optional[torch.Tensor], length: int, like: torch.Tensor) -> Optional[torch.Tensor]:
+    """An additive attention bias [batch, 1, 1, length] that hides each item's frames past `frames`
+    (a padded batch of cached states); None when `frames` is None (one unpadded utterance)."""
+    if frames is None:
+        return None
+    padding = torch.arange(length, device=like.device)[None, :] >= frames[:, None]
+    bias = torch.zeros(padding.shape, dtype=like.dtype, device=like.device)
+    return bias.masked_fill(padding, torch.finfo(like.dtype).min)[:, None, None, :]
+
+
+class CtcBranch(nn.Module):
+    """The CTC path's copy of the encoder's top layers and final LayerNorm (see `ctc_layers`)."""
+
+    def __init__(self, whisper: WhisperConfig, layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(WhisperEncoderLayer(whisper) for _ in range(layers))
+        self.layer_norm = nn.LayerNorm(whisper.d_model)
+
+    def copy_from(self, encoder: WhisperEncoder) -> None:
+        """Start as the encoder's own top layers: the branch then computes the encoder's states."""
+        with torch.no_grad():
+            for mine, theirs in zip(self.layers, encoder.layers[len(encoder.layers) - len(self.layers) :]):
+                mine.load_state_dict(theirs.state_dict())
+            self.layer_norm.load_state_dict(encoder.layer_norm.state_dict())
+
+    def forward(self, x: torch.Tensor, frames: Optional[torch.Tensor] = None) -> torch.Tensor:
+        bias = padding_bias(frames, x.shape[1], x)
+        for layer in self.layers:
+            x = layer(x, bias)
+        return self.layer_norm(x)
+
+
 class HeadBlock(nn.Module):
     """A pre-norm transformer block with plain-matmul attention (exports and int8-quantizes cleanly)."""
 
@@ -252,11 +296,7 @@ class CtcHead(nn.Module):
         if self.proj is None:
             return x
         x = self.proj(x)
-        key_bias = None
-        if frames is not None:  # padded batch: padding frames are never attended to
-            padding = torch.arange(x.shape[1], device=x.device)[None, :] >= frames[:, None]
-            key_bias = torch.zeros(padding.shape, dtype=x.dtype, device=x.device)
-            key_bias = key_bias.masked_fill(padding, torch.finfo(x.dtype).min)[:, None, None, :]
+        key_bias = padding_bias(frames, x.shape[1], x)  # padding frames are never attended to
         for block in self.blocks:
             x = block(x, key_bias)
         assert self.norm is not None
@@ -287,9 +327,15 @@ class WhisperCtcForCTC(WhisperCtcPreTrainedModel):
         whisper = config.whisper_config()
         self.front_end = LogMel(whisper.num_mel_bins)
         self.encoder = WhisperEncoder(whisper)
+        self.ctc_branch = CtcBranch(whisper, config.ctc_layers) if config.ctc_layers else None
         self.head = CtcHead(config, whisper.d_model)
         self.lm_head = nn.Linear(self.head.width, config.vocab_size)
         self.post_init()
+
+    @property
+    def fork_layer(self) -> int:
+        """The encoder layers the CTC path shares with the text decoder's states."""
+        return len(self.encoder.layers) - self.config.ctc_layers
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only the head and lm_head are ours: the encoder keeps what its checkpoint (or
@@ -318,6 +364,16 @@ class WhisperCtcForCTC(WhisperCtcPreTrainedModel):
 
     def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
         """Log-mel features [batch, n_mels, mel frames] -> encoder states [batch, frames, d_model]."""
+        return self.encoder.layer_norm(self._layers(self._embed(mel), 0, len(self.encoder.layers)))
+
+    def trunk(self, input_values: torch.Tensor) -> torch.Tensor:
+        """Raw samples -> the states the CTC path starts from, which train.whisper_head caches: the
+        encoder's states, or with a CTC branch the (un-normed) output of the layer it forks after."""
+        if self.ctc_branch is None:
+            return self.encode(input_values)
+        return self._layers(self._embed(self.front_end(input_values)), 0, self.fork_layer)
+
+    def _embed(self, mel: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
         x = F.gelu(enc.conv1(mel))
         x = F.gelu(enc.conv2(x)).transpose(1, 2)
@@ -325,10 +381,12 @@ class WhisperCtcForCTC(WhisperCtcPreTrainedModel):
             x = x + sinusoids(x.shape[1], x.shape[2], x.device)
         else:
             x = x + enc.embed_positions.weight[: x.shape[1]]
-        x = F.dropout(x, p=enc.dropout, training=self.training)
-        for layer in enc.layers:
+        return F.dropout(x, p=enc.dropout, training=self.training)
+
+    def _layers(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        for layer in self.encoder.layers[start:stop]:
             x = layer(x, None)
-        return enc.layer_norm(x)
+        return x
 
     def forward(
         self,
@@ -337,17 +395,29 @@ class WhisperCtcForCTC(WhisperCtcPreTrainedModel):
         frames: Optional[torch.Tensor] = None,
         **_: Any,
     ) -> CausalLMOutput:
-        """Logits from raw samples, or from `encoder_states` cached by a frozen encoder.
+        """Logits from raw samples, or from `encoder_states` cached by a frozen encoder (what `trunk`
+        gives). From raw samples with a CTC branch, `hidden_states` holds the encoder's own states too.
 
-        `frames` (per item, for padded batches of cached states) keeps the head from attending to
-        padding; raw-sample batches are run without a mask, as Whisper's encoder was trained on
-        zero-padded audio.
+        `frames` (per item, for padded batches of cached states) keeps the branch and the head from
+        attending to padding; raw-sample batches are run without a mask, as Whisper's encoder was
+        trained on zero-padded audio.
         """
+        decoder_states = None
         if encoder_states is None:
             if input_values is None:
                 raise ValueError("pass input_values (raw samples) or encoder_states")
-            encoder_states = self.encode(input_values)
-        return CausalLMOutput(logits=self.lm_head(self.head(encoder_states, frames)))
+            if self.ctc_branch is None:
+                encoder_states = self.encode(input_values)
+            else:
+                encoder_states = self._layers(self._embed(self.front_end(input_values)), 0, self.fork_layer)
+                top = self._layers(encoder_states, self.fork_layer, len(self.encoder.layers))
+                decoder_states = self.encoder.layer_norm(top)
+        if self.ctc_branch is not None:
+            encoder_states = self.ctc_branch(encoder_states, frames)
+        logits = self.lm_head(self.head(encoder_states, frames))
+        return CausalLMOutput(
+            logits=logits, hidden_states=None if decoder_states is None else (decoder_states,)
+        )
 
 
 def encoder_from_whisper(name_or_path: str) -> Tuple[WhisperConfig, Dict[str, torch.Tensor]]:
@@ -390,6 +460,8 @@ def from_whisper(
         raise ValueError(
             f"{name_or_path}: encoder weights do not fit (missing {missing}, unexpected {unexpected})"
         )
+    if model.ctc_branch is not None:
+        model.ctc_branch.copy_from(model.encoder)
     return model
 
 
@@ -399,10 +471,11 @@ AutoModelForCTC.register(WhisperCtcConfig, WhisperCtcForCTC, exist_ok=True)
 
 # ----------------------------------------------------------------------------------------------
 # Head-only checkpoints: the encoder is rebuilt from its source (python -m train.whisper_import), so a
-# trained model is kept in git as its config, vocabulary files and head weights (float16) alone.
+# trained model is kept in git as its config, vocabulary files and head weights (float16) alone; a CTC
+# branch (ctc_layers) counts as head: it is trained, and no longer the encoder's.
 
 HEAD_FILE = "head.safetensors"
-HEAD_PREFIXES = ("head.", "lm_head.")
+HEAD_PREFIXES = ("head.", "lm_head.", "ctc_branch.")
 FOLDER_FILES = (
     "config.json",
     "vocab.json",
@@ -454,6 +527,7 @@ def load_head(model, source, grow: bool = False) -> None:
     With `grow`, the trained head may have fewer transformer blocks than `model`: they fill its first
     blocks and the others start as the identity (their output projections at zero: a pre-norm block
     then adds nothing to its input), so training starts from exactly what the trained head computed.
+    Likewise a head trained without a CTC branch grows one: a copy of `model`'s encoder top layers.
     """
     import re
     from pathlib import Path
@@ -472,18 +546,26 @@ def load_head(model, source, grow: bool = False) -> None:
     block = re.compile(r"head\.blocks\.(\d+)\.")
     trained_blocks = {int(m.group(1)) for k in head if (m := block.match(k))}
     new_blocks = {int(m.group(1)) for k in missing if (m := block.match(k))}
-    grown = grow and bool(new_blocks) and min(new_blocks) == len(trained_blocks)
-    if grown:
+    grown_blocks = grow and bool(new_blocks) and min(new_blocks) == len(trained_blocks)
+    if grown_blocks:
         missing = [k for k in missing if not block.match(k)]
+    grown_branch = (
+        grow and model.ctc_branch is not None and not any(k.startswith("ctc_branch.") for k in head)
+    )
+    if grown_branch:
+        missing = [k for k in missing if not k.startswith("ctc_branch.")]
+    grown = grown_blocks or grown_branch
     wrong = [k for k in expected if k in head and head[k].shape != expected[k]]
     if missing or wrong or not set(head) <= set(expected) or (len(head) != len(expected) and not grown):
         raise ValueError(
             f"{path}: these head weights do not fit this head (missing: {', '.join(missing[:5]) or '-'}; "
             f"other shapes: {', '.join(wrong[:5]) or '-'}); give the same --head-* settings as that model's"
-            + ("" if grow else ", or grow it (--grow-head) when only blocks are added")
+            + ("" if grow else ", or grow it (--grow-head) when only blocks or a CTC branch are added")
         )
     model.load_state_dict(head, strict=False)
-    if grown:
+    if grown_branch:
+        model.ctc_branch.copy_from(model.encoder)
+    if grown_blocks:
         with torch.no_grad():
             for index in sorted(new_blocks):
                 added = model.head.blocks[index]

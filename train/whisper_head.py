@@ -5,6 +5,8 @@ given augmentation), so they are computed once per copy through an ONNX export o
 faster than PyTorch eager on CPU) and the head then trains in minutes. Several augmented copies of
 the training split are cached (copy 0 clean, the others through `train.augment`'s transforms and a
 channel degradation); the head also sees SpecAugment-style time and channel masks on the states.
+With `--ctc-layers N` the encoder's top N layers are copied into the CTC path and trained with the
+head (at `--branch-lr-scale` of its learning rate); the cache then holds the states below the copy.
 
     python -m train.whisper_head --encoder data/whisper-tiny.en-hf \
         --data corpus/train.csv --validation-data corpus/valid.csv --out runs/v2-head \
@@ -12,7 +14,9 @@ channel degradation); the head also sees SpecAugment-style time and channel mask
 
 The run folder:
     cache/train-<source>-<copy>.f16    encoder states (float16, frames x d_model) + .json index, one per
-                                        training manifest and copy; cache/valid.f16 likewise
+                                        training manifest and copy; cache/valid.f16 likewise; with
+                                        --ctc-layers N the states where the CTC branch forks, in
+                                        files named ...-layer<K>.f16 (K: the layers before the fork)
     tensorboard/                       loss, learning rate, validation CER/WER
     head-last.safetensors, state.pt     the head and the optimizer at the last evaluation (resume)
     head-best.safetensors               the head with the best validation CER so far
@@ -61,7 +65,10 @@ class HeadOptions:
     """What the head looks like and how it trains.
 
     Attributes:
-        head_type, head_layers, head_dim, head_heads, head_ffn, head_dropout: see WhisperCtcConfig.
+        head_type, head_layers, head_dim, head_heads, head_ffn, head_dropout, ctc_layers: see
+            WhisperCtcConfig.
+        branch_lr_scale: the CTC branch's learning rate as a share of the head's (its weights start
+            as Whisper's trained ones, the head's from a trained head or at random).
         copies: cached copies of the training split (copy 0 is clean, the others augmented).
         steps: optimizer steps; lr: peak learning rate (AdamW), warmup: linear warm-up steps, then cosine.
         batch_frames: encoder frames per batch (padding included), about batch_frames / 50 seconds.
@@ -81,6 +88,8 @@ class HeadOptions:
     head_heads: int = 4
     head_ffn: int = 1024
     head_dropout: float = 0.1
+    ctc_layers: int = 0
+    branch_lr_scale: float = 0.3
     copies: int = 2
     steps: int = 6000
     lr: float = 1e-3
@@ -144,7 +153,8 @@ def source_slug(source: str) -> str:
 
 
 def export_encoder(model, path: Path) -> None:
-    """The frozen encoder as an ONNX graph: raw samples [1, samples] -> states [1, frames, d_model]."""
+    """The frozen encoder as an ONNX graph: raw samples [1, samples] -> states [1, frames, d_model]
+    (`model.trunk`: the final states, or those where a CTC branch forks)."""
     import warnings
 
     import torch
@@ -155,7 +165,7 @@ def export_encoder(model, path: Path) -> None:
             self.net = net
 
         def forward(self, samples: torch.Tensor) -> torch.Tensor:
-            return self.net.encode(samples)
+            return self.net.trunk(samples)
 
     example = 0.1 * torch.randn(1, 2 * SAMPLE_RATE, generator=torch.Generator().manual_seed(0))
     tmp = path.with_suffix(".tmp.onnx")
@@ -398,7 +408,9 @@ def spec_augment(x, frames, options: HeadOptions, generator) -> None:
 
 
 def head_state(model) -> Dict[str, torch.Tensor]:
-    return {k: v for k, v in model.state_dict().items() if k.startswith(("head.", "lm_head."))}
+    from .whisper_ctc import HEAD_PREFIXES
+
+    return {k: v for k, v in model.state_dict().items() if k.startswith(HEAD_PREFIXES)}
 
 
 def evaluate(
@@ -477,18 +489,22 @@ def build_caches(
         D.summarize(val_rows),
     )
     d_model = int(model.config.encoder_config["d_model"])
-    encoder_onnx = cache_dir / "encoder.onnx"
+    # States below a CTC branch are not the encoder's final ones: other file names, never mixed up.
+    tap = f"-layer{model.fork_layer}" if model.ctc_branch is not None else ""
+    encoder_onnx = cache_dir / f"encoder{tap}.onnx"
     if not encoder_onnx.is_file():
         export_encoder(model, encoder_onnx)
     encode = V.encoder(vocabulary)
     augmenter = Augmenter(options.augment, cache_dir.parent, options.seed) if options.copies > 1 else None
-    val = cache_split(encoder_onnx, val_rows, encode, cache_dir / "valid.f16", d_model, None, 0, args.threads)
+    val = cache_split(
+        encoder_onnx, val_rows, encode, cache_dir / f"valid{tap}.f16", d_model, None, 0, args.threads
+    )
     train_splits = [
         cache_split(
             encoder_onnx,
             rows,
             encode,
-            cache_dir / f"train-{slug}-{c}.f16",
+            cache_dir / f"train-{slug}-{c}{tap}.f16",
             d_model,
             augmenter if c else None,
             zlib.crc32(slug.encode()) + options.seed * 1000 + c,
@@ -502,7 +518,7 @@ def build_caches(
             cache_nonspeech(
                 encoder_onnx,
                 options.nonspeech_clips,
-                cache_dir / f"train-nonspeech-{options.nonspeech_clips}.f16",
+                cache_dir / f"train-nonspeech-{options.nonspeech_clips}{tap}.f16",
                 d_model,
                 options.seed,
                 args.threads,
@@ -542,7 +558,15 @@ def train_head(args: argparse.Namespace) -> Path:
     V.save_vocabulary(vocabulary, run_dir / "vocab.json")
     head_config = {
         k: getattr(options, k)
-        for k in ("head_type", "head_layers", "head_dim", "head_heads", "head_ffn", "head_dropout")
+        for k in (
+            "head_type",
+            "head_layers",
+            "head_dim",
+            "head_heads",
+            "head_ffn",
+            "head_dropout",
+            "ctc_layers",
+        )
     }
     model = from_whisper(args.encoder, len(vocabulary), vocabulary[V.PAD], options.seed, **head_config)
     val, train_splits = build_caches(args, options, model, vocabulary, normalization, cache_dir)
@@ -561,15 +585,15 @@ def train_loop(
     train_splits: List[CachedSplit],
     run_dir: Path,
 ) -> None:
-    """AdamW on the head alone until options.steps; validation, checkpoints and metrics every
-    options.eval_every steps; resumes from run_dir/state.pt."""
+    """AdamW on the head (and a CTC branch) alone until options.steps; validation, checkpoints and
+    metrics every options.eval_every steps; resumes from run_dir/state.pt."""
     import torch
     from safetensors.torch import load_file, save_file
     from torch.utils.tensorboard import SummaryWriter
 
     from .pipeline import cpu_has_native_bf16
     from .trainer import ctc_loss
-    from .whisper_ctc import load_head
+    from .whisper_ctc import HEAD_PREFIXES, load_head
 
     tokens = [t for t, _ in sorted(vocabulary.items(), key=lambda kv: kv[1])]
     blank_id = vocabulary[V.PAD]
@@ -577,10 +601,19 @@ def train_loop(
     use_bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_native_bf16())
     log.info("precision: %s", "bf16 autocast" if use_bf16 else "fp32")
     model.train()
-    params = [p for n, p in model.named_parameters() if n.startswith(("head.", "lm_head."))]
     for name, p in model.named_parameters():
-        p.requires_grad = name.startswith(("head.", "lm_head."))
-    optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+        p.requires_grad = name.startswith(HEAD_PREFIXES)
+    params = [p for p in model.parameters() if p.requires_grad]
+    branch = [p for n, p in model.named_parameters() if n.startswith("ctc_branch.")]
+    groups = [
+        {
+            "params": [p for n, p in model.named_parameters() if n.startswith(("head.", "lm_head."))],
+            "scale": 1.0,
+        }
+    ]
+    if branch:
+        groups.append({"params": branch, "scale": options.branch_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=options.lr, weight_decay=options.weight_decay)
 
     step, best, history = 0, math.inf, []
     state_path = run_dir / "state.pt"
@@ -604,7 +637,7 @@ def train_loop(
         x, frames, labels = collate(train_splits, next(stream))
         spec_augment(x, frames, options, generator)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, options)
+            group["lr"] = lr_at(step, options) * group.get("scale", 1.0)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(encoder_states=x, frames=frames).logits
         loss = ctc_loss(logits.float(), labels, frames, blank_id)
@@ -695,7 +728,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--grow-head",
         action="store_true",
         help="with --init-head from a head with fewer blocks (--head-layers more): its blocks come first "
-        "and the added ones start as the identity",
+        "and the added ones start as the identity; from a head without a CTC branch (--ctc-layers), the "
+        "branch starts as a copy of the encoder's top layers",
     )
     parser.add_argument(
         "--reset-best",
