@@ -4,6 +4,7 @@
                                   [--threads N] [--json OUT] [--limit N] [--raw-references] [-v]
                                   [--faster-whisper [--fw-compute-type int8]]
     python benchmarks/real_dev.py --corpus-test CORPUS [CORPUS ...] [...]
+    python benchmarks/real_dev.py --manifest CSV [CSV ...] [...]
 
 The default model is the one `EdgeTranscriber()` loads; the default data is ../shared/data/real-dev
 (manifest.csv: path,text,source,license,subset,seconds). The held-out split of the synthetic corpus says
@@ -11,6 +12,9 @@ how a model does on voices like its training data; this set says how it does on 
 prompts, spelled letters, conversational and whispered speech, read poetry. It is evaluation-only data.
 `--corpus-test` scores the held-out test voices of `python -m train.corpus` folders instead, one subset
 per corpus and voice, so what a change costs on synthetic speech is measured the same way.
+`--manifest` scores path,text CSVs (the training code's manifests: validation voices, the games' held-out
+clips), one subset per manifest, so checkpoints and settings are picked on them with the same decoders
+and scoring, never on real-dev.
 
 Decodings (each transcribes every file once): `greedy` (no LM), `char` (beam search with the character
 LM alone), `lm` (CTC beam search with both LMs when the bundle has them) and `joint` (the bundle's text
@@ -258,6 +262,29 @@ def read_corpus_tests(corpora: Sequence[Path]) -> List[Utterance]:
     if not rows:
         raise ValueError(f"{', '.join(map(str, corpora))}: no test utterances")
     return sorted(rows, key=lambda u: u.subset)
+
+
+def read_path_text_manifests(manifests: Sequence[Path]) -> List[Utterance]:
+    """path,text CSVs (paths relative to the CSV's folder, as train.data writes them) as rows of one
+    subset each, named by folder and file ("valid-short-valid"); durations read from the audio."""
+    import soundfile as sf
+
+    rows: List[Utterance] = []
+    for manifest in manifests:
+        subset = f"{manifest.parent.name}-{manifest.stem}"
+        with manifest.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in ("path", "text") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{manifest}: missing column(s) {', '.join(missing)}")
+            for row in reader:
+                path = manifest.parent / row["path"]
+                if not path.is_file():
+                    raise FileNotFoundError(f"{manifest}: audio file {path} is missing")
+                rows.append(Utterance(path, row["text"], subset, sf.info(str(path)).duration))
+    if not rows:
+        raise ValueError(f"{', '.join(map(str, manifests))}: no utterances")
+    return rows
 
 
 def pick_evenly(items: Sequence[T], limit: Optional[int]) -> List[T]:
@@ -596,6 +623,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metavar="CORPUS",
         help="score the test split of these train.corpus folders instead of --data",
     )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        nargs="+",
+        metavar="CSV",
+        help="score these path,text manifests (one subset each) instead of --data",
+    )
     parser.add_argument("--threads", type=int, help="threads for both engines (default: as edge-asr picks)")
     parser.add_argument("--json", type=Path, help="write every figure and hypothesis here (atomically)")
     parser.add_argument("--limit", type=int, help="only N files, taken evenly across the manifest")
@@ -626,14 +660,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if meta.word_delimiter is not None:
         characters.discard(meta.word_delimiter)
     threads = args.threads or default_threads()
-    source = ", ".join(map(str, args.corpus_test)) if args.corpus_test else str(args.data)
-    rows = read_corpus_tests(args.corpus_test) if args.corpus_test else read_manifest(args.data)
+    if args.corpus_test and args.manifest:
+        parser.error("give --corpus-test or --manifest, not both")
+    if args.corpus_test:
+        source, rows = ", ".join(map(str, args.corpus_test)), read_corpus_tests(args.corpus_test)
+    elif args.manifest:
+        source, rows = ", ".join(map(str, args.manifest)), read_path_text_manifests(args.manifest)
+    else:
+        source, rows = str(args.data), read_manifest(args.data)
     utterances = pick_evenly(rows, args.limit)
     subsets = subsets_in_order(utterances)
     audio_minutes = sum(u.seconds for u in utterances) / 60
     spoken = not args.raw_references
     scoring = SPOKEN_SCORING if spoken else RAW_SCORING
-    title = "synthetic test" if args.corpus_test else "real-dev"
+    title = "synthetic test" if args.corpus_test else "manifests" if args.manifest else "real-dev"
     print(
         f"{title}: {len(utterances)} files, {audio_minutes:.1f} min ({source}); model {bundle.path} "
         f"({bundle.model_file(True).name}), {threads} thread(s)\nscoring: {scoring}",

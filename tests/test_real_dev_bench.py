@@ -204,6 +204,30 @@ def test_corpus_test_splits_read_as_subsets_per_corpus_and_voice(
         real_dev.read_corpus_tests([corpus])
 
 
+def test_path_text_manifests_read_as_one_subset_each_with_durations_from_the_audio(
+    real_dev: ModuleType, tmp_path: Path
+) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    folder = tmp_path / "valid-short"
+    (folder / "wavs").mkdir(parents=True)
+    sf.write(folder / "wavs" / "a.wav", np.zeros(8000, dtype=np.float32), 16000)
+    sf.write(folder / "wavs" / "b.wav", np.zeros(24000, dtype=np.float32), 16000)
+    (folder / "valid.csv").write_text("path,text\nwavs/a.wav,go\nwavs/b.wav,stop here\n")
+    rows = real_dev.read_path_text_manifests([folder / "valid.csv"])
+    assert [(r.subset, r.text, r.seconds) for r in rows] == [
+        ("valid-short-valid", "go", 0.5), ("valid-short-valid", "stop here", 1.5)
+    ]  # fmt: skip
+    assert rows[0].path == folder / "wavs" / "a.wav"
+    (folder / "valid.csv").write_text("path,text\nwavs/c.wav,gone\n")
+    with pytest.raises(FileNotFoundError, match="c.wav is missing"):
+        real_dev.read_path_text_manifests([folder / "valid.csv"])
+    (folder / "valid.csv").write_text("path,words\nwavs/a.wav,go\n")
+    with pytest.raises(ValueError, match="missing column"):
+        real_dev.read_path_text_manifests([folder / "valid.csv"])
+
+
 def test_decoder_decodings_are_skipped_for_a_bundle_without_a_decoder(
     real_dev: ModuleType, tone_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
