@@ -183,6 +183,10 @@ def test_decodings_parse_and_table_shows_groups_and_columns(real_dev: ModuleType
     assert report["runs"]["faster-whisper"]["speed_ratio_vs"] == {"greedy": pytest.approx(5.0)}
     assert report["runs"]["greedy"]["groups"]["all"]["files"] == len(ROWS)
     assert report["runs"]["greedy"]["files"][2]["reference"] == ROWS[2][1]
+    # Files of no real-dev group (a manifest's, a corpus's test voices): "all" and their subsets only.
+    words = [f for f in files if f.subset == "klettres-words"]
+    table = real_dev.format_table([real_dev.DecodingRun("greedy", "greedy", words)], ["klettres-words"])
+    assert table.count("klettres-words") == 2 and "\nall " in table and "sentences" not in table
 
 
 def test_corpus_test_splits_read_as_subsets_per_corpus_and_voice(
