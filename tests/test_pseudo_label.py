@@ -305,6 +305,13 @@ def test_script_labelled_clips_are_held_out_for_validation_and_the_rest_train(
     assert names(pl.VALID_MANIFEST, out) == ["A1.wav", "A2.wav", "B1.wav"]  # script and snapped
     assert names(pl.TRAIN_MANIFEST, out) == ["C1.wav"]  # the teacher's own text trains only
     assert len(read_source(str(out / pl.VALID_MANIFEST), FilterReport())) == 3
+    # script-valid.csv: every clip with a known line that the hash holds out, kept or dropped (A3: the
+    # teacher missed its line) and labelled or not (--limit), by its script line; none of them trains
+    pl.run(games, out, models.teach, models.read, "fake", limit=1, check=1)
+    assert names(pl.SCRIPT_VALID_MANIFEST, out) == ["A1.wav", "A2.wav", "A3.wav"]
+    script_valid = read_source(str(out / pl.SCRIPT_VALID_MANIFEST), FilterReport())
+    assert [u.text for u in script_valid][1] == "you're asking for trouble king"
+    assert not set(names(pl.SCRIPT_VALID_MANIFEST, out)) & set(names(pl.TRAIN_MANIFEST, out))
 
 
 def test_the_check_labels_scripted_clips_blind_and_scores_them(

@@ -41,7 +41,9 @@ still gives them their checked script label.
 Outputs (`--out`, default the games folder): pseudo.csv (kept clips: path,text plus source, origin and
 the teacher's scores; a manifest for `python -m train` and `train.whisper_head`), the same split in
 pseudo-train.csv and pseudo-valid.csv (1 in 20 script-labelled clips, by a hash of the path, held out
-to pick checkpoints on the games' voices), pseudo-dropped.csv
+to pick checkpoints on the games' voices), script-valid.csv (every amazon-queen clip whose line is known
+and whose hash holds it out, labelled or not: ~200 clips of real voices to pick settings on, whatever
+`--limit` is), pseudo-dropped.csv
 (every dropped clip and why), pseudo-report.json and pseudo-report.md (counts per check, the check's
 WER, throughput, a sample of 50 labels). The teacher's and the CTC head's outputs are cached in
 teacher.jsonl, so a stopped run resumes and other thresholds cost no decoding.
@@ -76,6 +78,7 @@ CLIPS_FILE = "clips.csv"
 MANIFEST = "pseudo.csv"
 TRAIN_MANIFEST = "pseudo-train.csv"
 VALID_MANIFEST = "pseudo-valid.csv"
+SCRIPT_VALID_MANIFEST = "script-valid.csv"
 # One kept clip in VALID_EVERY whose label is a script line (exact, unlike the teacher's own text),
 # chosen by a hash of its path so it stays held out however the run is cut, is validation speech
 # of the games' voices for picking checkpoints: real speech that is training data, not real-dev.
@@ -640,9 +643,30 @@ def relative(path: Path, folder: Path) -> str:
         return str(path)
 
 
+def in_valid_bucket(clip: Clip) -> bool:
+    """Whether a clip's path hash puts it among the held-out ones (see VALID_EVERY)."""
+    return zlib.crc32(clip.path.encode()) % VALID_EVERY == 0
+
+
 def held_out(item: Labelled) -> bool:
     """Whether a kept clip goes to the validation manifest (see VALID_EVERY)."""
-    return item.decision.origin != "pseudo" and zlib.crc32(item.clip.path.encode()) % VALID_EVERY == 0
+    return item.decision.origin != "pseudo" and in_valid_bucket(item.clip)
+
+
+def script_valid_text(clips: Sequence[Clip], folder: Path) -> str:
+    """Every clip whose script line is known and whose hash holds it out, labelled by that line,
+    whether or not it was labelled or kept: a selection set of the games' real voices that is as large
+    however the run is cut (`--limit`), and not biased towards the clips the teacher read well. None of
+    these clips trains: kept, a known clip is held out (`held_out`); failing the teacher, it is dropped.
+    A line acted otherwise than written costs every model the same."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "text", "source", "speaker", "entry", "duration"])
+    for clip in clips:
+        if clip.known and in_valid_bucket(clip):
+            path = relative(clip.audio, folder)
+            writer.writerow([path, clip.known, clip.source, clip.speaker, clip.entry, f"{clip.duration:.3f}"])
+    return buffer.getvalue()
 
 
 def manifest_text(
@@ -824,6 +848,7 @@ def run(
     write_text_atomic(out / MANIFEST, manifest_text(labelled, out))
     write_text_atomic(out / TRAIN_MANIFEST, manifest_text(labelled, out, lambda i: not held_out(i)))
     write_text_atomic(out / VALID_MANIFEST, manifest_text(labelled, out, held_out))
+    write_text_atomic(out / SCRIPT_VALID_MANIFEST, script_valid_text(clips, out))
     write_text_atomic(out / DROPPED, dropped_text(labelled))
     write_text_atomic(out / REPORT_JSON, json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / REPORT_MD, report_markdown(report))
