@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,18 @@ from whisper_support import EOT, START, VOCAB, save_tiny_whisper, token_strings 
 from quantize import decoder as D  # noqa: E402
 
 HF_FOLDER = Path(__file__).resolve().parents[1] / "models" / "default-model-hf"
+
+
+def save_model_folder(model: Any, folder: Path) -> Path:
+    """A whisper-ctc model saved as `convert` reads one: its weights and config, with the default
+    model's vocabulary and feature files beside them."""
+    from train import whisper_ctc as W
+
+    model.save_pretrained(str(folder))
+    for name in W.FOLDER_FILES:
+        if name != "config.json" and (HF_FOLDER / name).is_file():
+            shutil.copy2(HF_FOLDER / name, folder / name)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +111,7 @@ def test_convert_with_a_decoder_gives_a_bundle_that_decodes_jointly(
     from train import whisper_ctc as W
 
     ctc = W.from_whisper(str(whisper_dir), vocab_size=30, head_type="linear", seed=3)
-    model_dir = tmp_path / "model"
-    ctc.save_pretrained(str(model_dir))
-    for name in W.FOLDER_FILES:
-        if name != "config.json" and (HF_FOLDER / name).is_file():
-            shutil.copy2(HF_FOLDER / name, model_dir / name)
+    model_dir = save_model_folder(ctc, tmp_path / "model")
     bundle = tmp_path / "bundle"
     result = convert(ConvertOptions(model=str(model_dir), out=bundle, decoder=str(whisper_dir)))
     decoder = result.metadata.decoder
@@ -143,11 +152,7 @@ def test_a_ctc_branch_graph_gives_the_encoders_own_states_to_the_decoder(
     ctc = W.from_whisper(str(whisper_dir), vocab_size=30, head_type="linear", ctc_layers=1, seed=3).eval()
     with torch.no_grad():  # a trained branch: no longer the encoder's copy
         ctc.ctc_branch.layers[0].fc1.weight.mul_(1.5)
-    model_dir = tmp_path / "model"
-    ctc.save_pretrained(str(model_dir))
-    for name in W.FOLDER_FILES:
-        if name != "config.json" and (HF_FOLDER / name).is_file():
-            shutil.copy2(HF_FOLDER / name, model_dir / name)
+    model_dir = save_model_folder(ctc, tmp_path / "model")
     bundle = tmp_path / "bundle"
     result = convert(ConvertOptions(model=str(model_dir), out=bundle, decoder=str(whisper_dir), int8=False))
     assert result.metadata.extra["decoder"]["encoder_states_max_abs_diff"] < 1e-3
