@@ -52,7 +52,8 @@ arm() {  # arm NAME [train.whisper_head flags]
         --copies 2 --steps 600 --warmup 50 --lr 0.0003 --eval-every 100 --batch-frames 6000 \
         --nonspeech-clips 2000 --threads 2 --head-layers 5 "$@"
     python -m quantize convert --model "$WORK/runs/$name/model" --out "$WORK/runs/$name-converted" --force --no-guard
-    python scripts/package_default_model_v3.py --ctc-bundle "$WORK/runs/$name-converted" --out "$WORK/runs/candidate-$name"
+    python scripts/package_default_model_v3.py --ctc-bundle "$WORK/runs/$name-converted" --ctc-weight 0.2 --beam 4 \
+        --out "$WORK/runs/candidate-$name"
     measure "$name" "$WORK/runs/candidate-$name"
 }
 measure v3.5 edge_asr/models/default
