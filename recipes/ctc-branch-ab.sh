@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Does a CTC branch help the default model's head? (issue 28: CTC + LMs on real sentences is 28.8% WER
-# against a target of 25.) A paired A/B from the shipped head (models/default-model-hf, v3.5's, in the
-# working tree): both arms train it 600 more steps on the same data, seed and settings; arm B first grows
+# against a target of 25.) A paired A/B from the shipped head (models/default-model-hf: v3.5's when this
+# ran; a later shipped head starts it from there): both arms train it 600 more steps on the same data, seed and settings; arm B first grows
 # a CTC branch (train.whisper_head --ctc-layers 1 --grow-head: its own copy of encoder layer 4 and the
 # final LayerNorm, starting as Whisper's, at 0.3x the head's learning rate), so the text decoder keeps
 # reading Whisper's states. Both are measured with v3.5's LMs and decoder on the four selection
@@ -11,7 +11,7 @@
 #   bash recipes/ctc-branch-ab.sh [WORK]     # WORK defaults to work/ (git-ignored); apt needs root
 #
 # Wall times on the 2-core x86 box: games ~2 min, 2,000 labels ~19 min beside the corpora (~14 min);
-# per arm: caches ~7 min, 600 steps ~15-20 min, convert + measure ~8 min.
+# per arm: caches ~5 min, 600 steps 11 min (14 with the branch), convert + measure ~8 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-work}
