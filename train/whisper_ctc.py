@@ -406,10 +406,8 @@ class WhisperCtcForCTC(WhisperCtcPreTrainedModel):
         if encoder_states is None:
             if input_values is None:
                 raise ValueError("pass input_values (raw samples) or encoder_states")
-            if self.ctc_branch is None:
-                encoder_states = self.encode(input_values)
-            else:
-                encoder_states = self._layers(self._embed(self.front_end(input_values)), 0, self.fork_layer)
+            encoder_states = self.trunk(input_values)
+            if self.ctc_branch is not None:
                 top = self._layers(encoder_states, self.fork_layer, len(self.encoder.layers))
                 decoder_states = self.encoder.layer_norm(top)
         if self.ctc_branch is not None:
