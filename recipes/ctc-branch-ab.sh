@@ -6,7 +6,8 @@
 # own copy of encoder layer 4 and the final LayerNorm, starting as Whisper's, at 0.3x the head's learning
 # rate), so the text decoder keeps reading Whisper's states. Both are measured with v3.5's LMs and
 # decoder on the four selection manifests (synthetic validation voices and the games' held-out lines;
-# never real recordings), beside the shipped bundle. Nothing ships from here; the figures are in docs/training.md.
+# never real recordings), beside the shipped bundle. Nothing ships from here; the figures are in
+# docs/training.md.
 #
 #   bash recipes/ctc-branch-ab.sh [WORK]     # WORK defaults to work/ (git-ignored); apt needs root
 #
