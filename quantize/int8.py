@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 WEIGHT_TYPES = ("QInt8", "QUInt8")
 
 
-
 @contextmanager
 def root_logger_quieted() -> Iterator[None]:
     """onnxruntime.quantization advises pre-processing through the root logger at every call; our
@@ -42,6 +41,7 @@ def root_logger_quieted() -> Iterator[None]:
         yield
     finally:
         root.setLevel(level)
+
 
 @dataclass
 class Int8Options:
