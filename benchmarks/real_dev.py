@@ -265,25 +265,18 @@ def read_corpus_tests(corpora: Sequence[Path]) -> List[Utterance]:
 
 
 def read_path_text_manifests(manifests: Sequence[Path]) -> List[Utterance]:
-    """path,text CSVs (paths relative to the CSV's folder, as train.data writes them) as rows of one
-    subset each, named by folder and file ("valid-short-valid"); durations read from the audio."""
+    """Manifests as the training and quantize code read them (`quantize.manifest.read_manifest`: path,text
+    CSVs with paths relative to the CSV's folder, LJSpeech metadata, JSONL), as rows of one subset each,
+    named by folder and file ("valid-short-valid"); durations read from the audio."""
     import soundfile as sf
+
+    from quantize.manifest import read_manifest as read_eval_manifest
 
     rows: List[Utterance] = []
     for manifest in manifests:
         subset = f"{manifest.parent.name}-{manifest.stem}"
-        with manifest.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in ("path", "text") if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{manifest}: missing column(s) {', '.join(missing)}")
-            for row in reader:
-                path = manifest.parent / row["path"]
-                if not path.is_file():
-                    raise FileNotFoundError(f"{manifest}: audio file {path} is missing")
-                rows.append(Utterance(path, row["text"], subset, sf.info(str(path)).duration))
-    if not rows:
-        raise ValueError(f"{', '.join(map(str, manifests))}: no utterances")
+        for item in read_eval_manifest(manifest, what="manifest"):
+            rows.append(Utterance(item.path, item.text, subset, sf.info(str(item.path)).duration))
     return rows
 
 

@@ -224,12 +224,16 @@ def test_path_text_manifests_read_as_one_subset_each_with_durations_from_the_aud
         ("valid-short-valid", "go", 0.5), ("valid-short-valid", "stop here", 1.5)
     ]  # fmt: skip
     assert rows[0].path == folder / "wavs" / "a.wav"
+    from quantize.errors import ManifestError
+
     (folder / "valid.csv").write_text("path,text\nwavs/c.wav,gone\n")
-    with pytest.raises(FileNotFoundError, match="c.wav is missing"):
+    with pytest.raises(ManifestError, match="1 of 1 audio file.*c.wav"):
         real_dev.read_path_text_manifests([folder / "valid.csv"])
-    (folder / "valid.csv").write_text("path,words\nwavs/a.wav,go\n")
-    with pytest.raises(ValueError, match="missing column"):
+    (folder / "valid.csv").write_text("path,text\nwavs/a.wav,\n")
+    with pytest.raises(ManifestError, match="no reference text"):
         real_dev.read_path_text_manifests([folder / "valid.csv"])
+    with pytest.raises(ManifestError, match="not found"):
+        real_dev.read_path_text_manifests([folder / "absent.csv"])
 
 
 def test_decoder_decodings_are_skipped_for_a_bundle_without_a_decoder(
