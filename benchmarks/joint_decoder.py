@@ -10,7 +10,11 @@ alone on this machine, side by side.
 - a 5 s clip end to end through the real command (process start to text), median of 5;
 - probes that must give no text with either decoder: 10 s of digital silence, 10 s of white noise
   (-20 dBFS), a 10 ms file;
-- the joint search's own counts on the bundled samples (tokens, segments gated, token-bound hits).
+- the joint search's own counts on the bundled samples (tokens, segments gated, token-bound hits);
+- with `--nonspeech CSV...` (manifests with a path column, such as the `nonspeech.csv` that
+  `python -m train.corpus.games` writes: the games' laughs, sighs and growls), how many of those real
+  non-speech clips each decoder writes text for, and what: a gate or a decoder that writes less for
+  speech-like noise shows here, where generated silence and noise cannot tell.
 
 Accuracy on real speech is benchmarks/real_dev.py's job (`--decoding lm,joint --faster-whisper`).
 """
@@ -18,6 +22,7 @@ Accuracy on real speech is benchmarks/real_dev.py's job (`--decoding lm,joint --
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import subprocess
@@ -51,6 +56,21 @@ def probes(folder: Path) -> Dict[str, Path]:
     for name, audio in clips.items():
         paths[name] = folder / (name.replace(" ", "-") + ".wav")
         sf.write(paths[name], audio, 16000, subtype="PCM_16")
+    return paths
+
+
+def nonspeech_clips(manifests: List[Path]) -> List[Path]:
+    """The audio paths of path-column CSVs (relative to each CSV's folder)."""
+    paths: List[Path] = []
+    for manifest in manifests:
+        with manifest.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if "path" not in (reader.fieldnames or []):
+                raise SystemExit(f"{manifest}: no 'path' column")
+            paths += [manifest.parent / row["path"] for row in reader]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"{len(missing)} non-speech clip(s) missing, e.g. {missing[0]}")
     return paths
 
 
@@ -111,7 +131,12 @@ def main() -> None:
     parser.add_argument("--model", help="bundle with a text decoder (default: the shipped model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--nonspeech", type=Path, nargs="+", default=[], metavar="CSV",
+        help="manifests of real non-speech clips (path column): count the clips each decoder writes text for",
+    )  # fmt: skip
     args = parser.parse_args()
+    nonspeech = nonspeech_clips(args.nonspeech)
     if args.model is not None and Path(args.model).exists():
         args.model = str(Path(args.model).resolve())  # the child processes run in other folders
     from edge_asr import EdgeTranscriber, TranscribeOptions
@@ -141,12 +166,14 @@ def main() -> None:
                 "wall_5s": end_to_end(args.model, clip5, decoder, args.threads, tmp),
             }
         probe_texts = {}
+        nonspeech_texts: Dict[str, List[str]] = {}
         for decoder in DECODERS:
             asr = EdgeTranscriber(
                 args.model, threads=args.threads, options=TranscribeOptions(decoder=decoder)
             )
             for name, path in probes(Path(tmp)).items():
                 probe_texts[(decoder, name)] = asr.transcribe(str(path)).text
+            nonspeech_texts[decoder] = [asr.transcribe(str(path)).text for path in nonspeech]
     heading = f"measure (10 s clip, {args.threads} threads)"
     print(f"\n{heading:40} {'joint':>9} {'ctc':>9} {'target':>8}")
     for key, label in (("rtf", "RTF, first file of a process"), ("rtf_warm", "RTF, later files"),
@@ -161,6 +188,12 @@ def main() -> None:
     print("\nprobes (must be empty):")
     for (decoder, name), text in probe_texts.items():
         print(f"  {decoder:5} {name:18} {text!r}  {'ok' if not text else 'NOT empty'}")
+    if nonspeech:
+        print(f"\nreal non-speech clips ({len(nonspeech)}; text written for them):")
+        for decoder in DECODERS:
+            wrote = [(p.name, t) for p, t in zip(nonspeech, nonspeech_texts[decoder]) if t]
+            shown = ", ".join(f"{name}: {text!r}" for name, text in wrote)
+            print(f"  {decoder:5} {len(wrote)} of {len(nonspeech)}{'  ' + shown if shown else ''}")
     asr = EdgeTranscriber(args.model, threads=args.threads, options=TranscribeOptions(decoder="joint"))
     for path in sorted(SAMPLES.glob("*.wav")):
         print(f"  {path.name}: {asr.transcribe(str(path)).text}")

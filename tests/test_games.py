@@ -511,6 +511,13 @@ def test_build_writes_clips_manifest_and_script(tmp_path, queen_file, sky_dir):
         ("50003", "silent"),
         ("50004", "no-voice"),
     }
+    # The laugh is kept apart, as a clip a decoder should write nothing for, never as training data.
+    nonspeech = read_csv(out / "nonspeech.csv")
+    assert [(r["entry"], r["path"], r["source"]) for r in nonspeech] == [
+        ("610020P1", "nonspeech/queen/610020P1.wav", "flight-of-the-amazon-queen")
+    ]
+    assert games.non_speech_script(nonspeech[0]["script"])
+    assert sf.info(str(out / nonspeech[0]["path"])).samplerate == 16000
     script = (out / "queen-script.txt").read_text().splitlines()
     for line in (
         "Hello there.",

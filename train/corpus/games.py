@@ -17,6 +17,11 @@ Output folder::
     wavs/<game>/<entry>.wav   16 kHz mono int16, silence trimmed to 0.2 s, peak -1 dBFS
     clips.csv                 kept clips: path, text, source, speaker, origin, entry, duration, script
     dropped.csv               source, entry, reason, duration (short, long, silent, no-voice, non-speech)
+    nonspeech/<game>/<entry>.wav, nonspeech.csv
+                              the clips dropped as non-speech (laughs, sighs, growls: what their script
+                              line says), prepared the same way: path, script, source, speaker, entry,
+                              duration. Never training data: what a decoder should write nothing for
+                              (`benchmarks/joint_decoder.py --nonspeech`)
     queen-script.txt          every script segment of the amazon-queen (what a clip can say), one a line
     games.json                counts and hours per source, drops per reason, failures
 
@@ -456,10 +461,14 @@ def sky_clips(archive: SkyArchive, limit: Optional[int] = None) -> List[PendingC
 MANIFEST_HEADER = ("path", "text", "source", "speaker", "origin", "entry", "duration", "script")
 
 
+NONSPEECH_HEADER = ("path", "script", "source", "speaker", "entry", "duration")
+
+
 @dataclass
 class GamesResult:
     kept: List[Tuple[str, ...]] = field(default_factory=list)
     dropped: List[Tuple[str, str, str, str]] = field(default_factory=list)
+    nonspeech: List[Tuple[str, ...]] = field(default_factory=list)
     failures: List[str] = field(default_factory=list)
     seconds: Dict[str, float] = field(default_factory=dict)
 
@@ -484,7 +493,13 @@ def extract(clips: Sequence[PendingClip], out: Path, game: str, result: GamesRes
             log.warning("%s: %s", game, exc)
             continue
         pcm, duration, reason = prepare(clip.audio, clip.rate)
-        if not reason and clip.script and non_speech_script(clip.script):
+        if pcm is not None and clip.script and non_speech_script(clip.script):
+            path = f"nonspeech/{game}/{clip.entry}.wav"
+            (out / path).parent.mkdir(parents=True, exist_ok=True)
+            write_wav_atomic(out / path, pcm)
+            result.nonspeech.append(
+                (path, clip.script, clip.source, clip.speaker, clip.entry, f"{duration:.3f}")
+            )
             pcm, reason = None, "non-speech"
         if pcm is None:
             result.dropped.append((clip.source, clip.entry, reason, f"{duration:.3f}"))
@@ -543,6 +558,7 @@ def build(out: Path, games: Sequence[str], queen_file: Path = QUEEN_FILE, sky_di
     for game, clips in openers.items():
         extract(clips(), out, game, result)
     write_text_atomic(out / "clips.csv", _csv_text(MANIFEST_HEADER, result.kept))
+    write_text_atomic(out / "nonspeech.csv", _csv_text(NONSPEECH_HEADER, result.nonspeech))
     write_text_atomic(
         out / "dropped.csv", _csv_text(("source", "entry", "reason", "duration"), result.dropped)
     )
