@@ -298,6 +298,16 @@ class CtcPrefixScorer:
 # -- the decoder graphs ---------------------------------------------------------------------------
 
 
+def cross_feeds(settings: DecoderSettings, cross: Tuple[np.ndarray, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The cross graph's keys and values [layers, 1, heads, frames, head_dim] as the step graph reads
+    them: stacked, or one input per layer (`DecoderSettings.per_layer_cross`; each a view, no copy)."""
+    keys, values = cross
+    if not settings.per_layer_cross:
+        return {"cross_k": keys, "cross_v": values}
+    layers = [*keys, *values]
+    return dict(zip(settings.cross_inputs(), layers))
+
+
 class AttentionDecoder:
     """The bundle's decoder graphs and token table (`bundle.DecoderSettings`)."""
 
@@ -311,6 +321,15 @@ class AttentionDecoder:
             raise BundleError(
                 f"{folder / settings.step}: the decoder scores {width} tokens but {settings.tokens} lists "
                 f"{len(self.tokens)}; the bundle mixes files from different models"
+            )
+        inputs = {i.name for i in self.step_session.get_inputs()}
+        missing = [name for name in settings.cross_inputs() if name not in inputs]
+        if missing:
+            layout = "one per layer" if settings.per_layer_cross else "stacked"
+            raise BundleError(
+                f"{folder / settings.step}: the step graph has no input(s) {', '.join(missing)}, though "
+                f"bundle.json says it reads the cross keys and values {layout}; the bundle mixes files "
+                "from different exports: copy the bundle again, or re-export it with `python -m quantize`"
             )
         self._cross_in = self.cross_session.get_inputs()[0].name
 
@@ -331,16 +350,9 @@ class AttentionDecoder:
         cross: Tuple[np.ndarray, np.ndarray],
     ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """tokens [beams, n] after `cache` -> (log-probs [beams, vocab], the grown cache)."""
-        log_probs, self_k, self_v = self.step_session.run(
-            None,
-            {
-                "tokens": tokens.astype(np.int64, copy=False),
-                "self_k": cache[0],
-                "self_v": cache[1],
-                "cross_k": cross[0],
-                "cross_v": cross[1],
-            },
-        )
+        feeds = {"tokens": tokens.astype(np.int64, copy=False), "self_k": cache[0], "self_v": cache[1]}
+        feeds.update(cross_feeds(self.settings, cross))
+        log_probs, self_k, self_v = self.step_session.run(None, feeds)
         return log_probs, (self_k, self_v)
 
     # The tokens never written, and those not written first, are fixed per bundle: found once.

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_asr.attention import cross_feeds
 from edge_asr.bundle import DecoderSettings
 
 from .errors import ExportError
@@ -185,6 +186,7 @@ def decoder_spec(model: Any) -> DecoderSettings:
         heads=int(layer.num_heads),
         head_dim=int(layer.head_dim),
         max_positions=int(config.max_target_positions),
+        per_layer_cross=True,  # export_decoder splits the cross inputs
     )
 
 
@@ -223,8 +225,10 @@ def token_strings(folder: Path, vocab_size: int) -> List[str]:
     return [strings.get(i, "") for i in range(vocab_size)]
 
 
-def export_decoder(model: Any, cross_path: Path, step_path: Path) -> float:
-    """Export the two decoder graphs (fp32); returns the seconds it took."""
+def export_decoder(model: Any, cross_path: Path, step_path: Path, per_layer_cross: bool = True) -> float:
+    """Export the two decoder graphs (fp32); returns the seconds it took. `per_layer_cross`: the step
+    graph reads one cross input per layer (`split_cross_inputs`); False keeps torch's stacked inputs
+    (what bundles of format 3 hold)."""
     decoder = model.model.decoder.eval()
     cross, step = CrossGraph(decoder).eval(), StepGraph(decoder).eval()
     d = decoder.config.d_model
@@ -252,7 +256,120 @@ def export_decoder(model: Any, cross_path: Path, step_path: Path) -> float:
         },
         EXPORT, output_names=["log_probs", "self_k_out", "self_v_out"],
     )  # fmt: skip
+    if per_layer_cross and not split_cross_inputs(step_path):
+        raise ExportError(f"{step_path}: the exported step graph does not read cross_k, cross_v per layer")
     return time.perf_counter() - started
+
+
+def split_cross_inputs(path: Path) -> bool:
+    """Give the step graph one cross key and value input per layer (`DecoderSettings.per_layer_cross`).
+
+    torch exports the stacked cross_k, cross_v [layers, 1, heads, frames, head_dim] read through one
+    Gather per layer, which onnxruntime runs as a copy of every layer's keys and values at every step.
+    The Gathers go; their consumers read new inputs cross_k_<i>, cross_v_<i> [1, heads, frames,
+    head_dim] instead. Weights and results are unchanged. False (file unchanged) when the graph has
+    no stacked cross inputs read that way (already per layer, or another exporter's graph)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    constants = {
+        n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+        for n in graph.node
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"
+    }
+    constants.update({i.name: numpy_helper.to_array(i) for i in graph.initializer})
+    stacked = {i.name: i for i in graph.input if i.name in ("cross_k", "cross_v")}
+    if len(stacked) != 2:
+        return False
+    plan = []  # (Gather node, the input that replaces its output)
+    for name in stacked:
+        readers = [n for n in graph.node if name in n.input]
+        gathers = [n for n in readers if n.op_type == "Gather" and n.input[0] == name]
+        if len(gathers) != len(readers) or any(_attribute(n, "axis", 0) != 0 for n in gathers):
+            return False
+        layers = sorted(int(constants[n.input[1]]) for n in gathers if n.input[1] in constants)
+        if layers != list(range(len(gathers))):
+            return False
+        plan += [(n, f"{name}_{int(constants[n.input[1]])}") for n in gathers]
+    for gather, new in plan:
+        for node in graph.node:
+            for index, name in enumerate(node.input):
+                if name == gather.output[0]:
+                    node.input[index] = new
+        graph.node.remove(gather)
+    for name, value in stacked.items():
+        dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim][1:]
+        graph.input.remove(value)
+        for layer in range(sum(1 for _, new in plan if new.startswith(f"{name}_"))):
+            graph.input.append(helper.make_tensor_value_info(f"{name}_{layer}", onnx.TensorProto.FLOAT, dims))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return True
+
+
+def split_bundle_cross_inputs(folder: Path) -> bool:
+    """`split_cross_inputs` for a bundle written before it (format 3), in place: its step graph is
+    rewritten and bundle.json says `per_layer_cross` (format 4). False when it already does. The
+    graph is replaced whole (a hidden temp file, then a rename) before bundle.json is rewritten; a run
+    stopped between the two leaves a per-layer graph bundle.json does not know yet, and running it
+    again finishes the job."""
+    import os
+    import shutil
+    from dataclasses import replace
+
+    from edge_asr.bundle import load_bundle, write_bundle
+    from edge_asr.errors import BundleError
+    from edge_asr.verify import check_decoder
+
+    try:
+        bundle = load_bundle(folder, verify=False)
+        meta = bundle.metadata
+        if meta.decoder is None:
+            raise ExportError(f"{bundle.path}: this bundle has no text decoder ('decoder' in bundle.json)")
+        if meta.decoder.per_layer_cross:
+            return False
+        step = bundle.path / meta.decoder.step
+        bundle.verify([name for name in meta.files if name != meta.decoder.step])
+        finishing = _reads_per_layer(step, meta.decoder.layers)
+        if not finishing:
+            bundle.verify([meta.decoder.step])
+    except BundleError as exc:
+        raise ExportError(str(exc)) from None
+    if not finishing:
+        staged = step.with_name(f".{step.name}.staged")
+        shutil.copyfile(step, staged)
+        try:
+            if not split_cross_inputs(staged):
+                raise ExportError(
+                    f"{step}: its cross-attention inputs are not the stacked cross_k, cross_v this reads; "
+                    "re-export the bundle with `python -m quantize convert --decoder`"
+                )
+            os.replace(staged, step)
+        finally:
+            staged.unlink(missing_ok=True)
+    meta.decoder = replace(meta.decoder, per_layer_cross=True)
+    write_bundle(bundle.path, meta)
+    try:
+        check_decoder(load_bundle(bundle.path))  # loads it and feeds it as the device will
+    except BundleError as exc:
+        raise ExportError(str(exc)) from None
+    return True
+
+
+def _reads_per_layer(path: Path, layers: int) -> bool:
+    import onnx
+
+    names = {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
+    return all(f"cross_{kind}_{layer}" in names for kind in "kv" for layer in range(layers))
+
+
+def _attribute(node: Any, name: str, default: int) -> int:
+    from onnx import helper
+
+    found = [a for a in node.attribute if a.name == name]
+    return int(helper.get_attribute_value(found[0])) if found else default
 
 
 @dataclass
@@ -293,7 +410,7 @@ def check_decoder_parity(
         out, self_k, self_v = step.run(
             None,
             {"tokens": np.array([new], dtype=np.int64), "self_k": self_k, "self_v": self_v,
-             "cross_k": cross_k, "cross_v": cross_v},
+             **cross_feeds(spec, (cross_k, cross_v))},
         )  # fmt: skip
         ours.append(out[0])
     expected = reference[len(spec.prompt) - 1 :]

@@ -116,7 +116,9 @@ def test_convert_with_a_decoder_gives_a_bundle_that_decodes_jointly(
     result = convert(ConvertOptions(model=str(model_dir), out=bundle, decoder=str(whisper_dir)))
     decoder = result.metadata.decoder
     assert decoder is not None and decoder.step == D.STEP_INT8_FILE
-    assert result.metadata.format_version == 3
+    assert decoder.per_layer_cross and result.metadata.format_version == 4
+    inputs = [i.name for i in onnxruntime.InferenceSession(str(bundle / decoder.step)).get_inputs()]
+    assert inputs[3:] == decoder.cross_inputs() == [f"cross_{kv}_{i}" for kv in "kv" for i in range(2)]
     assert result.metadata.extra["decoder"]["encoder_states_max_abs_diff"] < 1e-3
     assert not (bundle / D.STEP_FILE).exists()  # the fp32 decoder is not shipped with int8
     # (info --verify's other checks want a trained model: a random head is not blank on silence)
@@ -181,3 +183,93 @@ def test_convert_refuses_a_decoder_for_a_model_that_is_not_whisper_ctc(tmp_path:
             shutil.copy2(HF_FOLDER / name, source / name)
     with pytest.raises(QuantizeError, match="whisper-ctc"):
         convert(ConvertOptions(model=str(source), out=tmp_path / "b", decoder="anything"))
+
+
+def _step_outputs(path: Path, spec: Any, seed: int) -> list:
+    """The step graph's outputs on random cache, cross keys and values and tokens, fed as `spec` says."""
+    from edge_asr.attention import cross_feeds
+
+    rng = np.random.default_rng(seed)
+    shape = (spec.layers, 1, spec.heads, 23, spec.head_dim)
+    cross = (rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32))
+    cache = rng.standard_normal((spec.layers, 3, spec.heads, 5, spec.head_dim)).astype(np.float32)
+    feeds = {"tokens": rng.integers(0, EOT, (3, 1)), "self_k": cache, "self_v": cache + 1}
+    return onnxruntime.InferenceSession(str(path)).run(None, {**feeds, **cross_feeds(spec, cross)})
+
+
+def test_one_cross_input_per_layer_gives_the_stacked_graphs_results_exactly(
+    whisper_dir: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    model = D.load_whisper(str(whisper_dir))
+    spec = D.decoder_spec(model)
+    stacked, split = tmp_path / "stacked.onnx", tmp_path / "split.onnx"
+    D.export_decoder(model, tmp_path / D.CROSS_FILE, stacked, per_layer_cross=False)
+    shutil.copyfile(stacked, split)
+    assert D.split_cross_inputs(split)
+    assert not D.split_cross_inputs(split)  # already one input per layer: left as it is
+    old = _step_outputs(stacked, replace(spec, per_layer_cross=False), seed=4)
+    new = _step_outputs(split, spec, seed=4)
+    for a, b in zip(old, new):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_format_3_bundle_still_decodes_and_decoder_inputs_upgrades_it_to_the_same_text(
+    whisper_dir: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from edge_asr import EdgeTranscriber
+    from edge_asr.bundle import load_bundle, write_bundle
+    from edge_asr.errors import BundleError
+    from quantize.cli import main as quantize_main
+    from quantize.convert import ConvertOptions, convert
+    from train import whisper_ctc as W
+
+    ctc = W.from_whisper(str(whisper_dir), vocab_size=30, head_type="linear", seed=3)
+    bundle = tmp_path / "bundle"
+    convert(ConvertOptions(model=str(save_model_folder(ctc, tmp_path / "model")), out=bundle,
+                           decoder=str(whisper_dir)))  # fmt: skip
+    audio = (0.3 * np.sin(np.arange(32000) * 2 * np.pi * 180 / 16000)).astype(np.float32)
+    joint = EdgeTranscriber(bundle)
+    text = joint.transcribe(audio, sample_rate=16000).text
+    assert joint.joint and joint.joint_stats.tokens > 0 and text  # the decoder wrote it
+    converted_step = tmp_path / "converted-step.onnx"
+    shutil.copyfile(bundle / D.STEP_INT8_FILE, converted_step)
+    # The same decoder as a format-3 bundle held it: stacked cross inputs.
+    work = tmp_path / "stacked"
+    work.mkdir()
+    D.export_decoder(D.load_whisper(str(whisper_dir)), work / D.CROSS_FILE, work / D.STEP_FILE, False)
+    D.quantize_decoder(work / D.CROSS_FILE, work / D.STEP_FILE, work / "c.onnx", bundle / D.STEP_INT8_FILE)
+    meta = load_bundle(bundle).metadata
+    assert meta.decoder is not None
+    with pytest.raises(BundleError, match="no input.*cross_k_0.*one per layer"):
+        EdgeTranscriber(bundle, verify=False)  # bundle.json and the graph disagree: said by name
+    meta.decoder = replace(meta.decoder, per_layer_cross=False)
+    write_bundle(bundle, meta)
+    assert json.loads((bundle / "bundle.json").read_text())["format_version"] == 3
+    assert "per_layer_cross" not in json.loads((bundle / "bundle.json").read_text())["decoder"]
+    assert EdgeTranscriber(bundle).transcribe(audio, sample_rate=16000).text == text
+
+    assert quantize_main(["decoder-inputs", "--bundle", str(bundle)]) == 0
+    upgraded = load_bundle(bundle)
+    upgraded.verify()
+    assert upgraded.metadata.format_version == 4
+    assert upgraded.metadata.decoder is not None and upgraded.metadata.decoder.per_layer_cross
+    spec = upgraded.metadata.decoder  # the same graph as convert writes (nodes in another order)
+    ours, converts = _step_outputs(bundle / D.STEP_INT8_FILE, spec, 5), _step_outputs(converted_step, spec, 5)
+    for a, b in zip(ours, converts):
+        np.testing.assert_array_equal(a, b)
+    assert EdgeTranscriber(bundle).transcribe(audio, sample_rate=16000).text == text
+    assert not D.split_bundle_cross_inputs(bundle)
+    assert not [p for p in bundle.iterdir() if p.name.startswith(".")]
+    data = json.loads((bundle / "bundle.json").read_text())
+    edits = [("", "format_version", 3, "'decoder.per_layer_cross' needs format_version 4"),
+             ("decoder", "per_layer_cross", "yes", "per_layer_cross should be true or false")]  # fmt: skip
+    for section, key, value, message in edits:
+        broken = json.loads(json.dumps(data))
+        (broken[section] if section else broken)[key] = value
+        (bundle / "bundle.json").write_text(json.dumps(broken))
+        with pytest.raises(BundleError, match=message):
+            load_bundle(bundle)
