@@ -110,7 +110,7 @@ class ConvertOptions:
             wav2vec2-family models, so the device can cache front-end features; False writes the
             single graph only (a smaller bundle).
         decoder: a Whisper checkpoint (folder or hub name) whose text decoder joins a whisper-ctc
-            model for joint CTC/attention decoding (bundle format 3, `decoder.py`): the CTC graph
+            model for joint CTC/attention decoding (bundle format 4, `decoder.py`): the CTC graph
             gains an `encoder_states` output and the bundle the decoder graphs (int8 with `int8`).
             It must be the checkpoint whose encoder the model was trained on.
     """
