@@ -232,8 +232,8 @@ class DecoderSettings:
         per_layer_cross: format 4: the step graph reads the cross keys and values one input per layer,
             cross_k_0 ... cross_k_<layers - 1> and cross_v_0 ... ([1, heads, frames, head_dim] each),
             instead of the stacked cross_k and cross_v. Why: a stacked input is sliced into layers
-            at every step, a copy of all of them per token (15% of joint decoding's time on 30 s
-            windows); one input per layer is read where it lies. Same weights and results.
+            at every step, a copy of all of them per token (6-11% of joint decoding's time, more on
+            longer windows); one input per layer is read where it lies. Same weights and results.
         tokens: JSON list of the byte-level BPE strings by id (GPT-2's bytes-to-unicode form).
         prompt: ids fed first (start of transcript, no timestamps).
         eot: the end-of-text id.
