@@ -284,6 +284,7 @@ def split_cross_inputs(path: Path) -> bool:
     if len(stacked) != 2:
         return False
     plan = []  # (Gather node, the input that replaces its output)
+    layers_read: Dict[str, int] = {}
     for name in stacked:
         readers = [n for n in graph.node if name in n.input]
         gathers = [n for n in readers if n.op_type == "Gather" and n.input[0] == name]
@@ -293,6 +294,7 @@ def split_cross_inputs(path: Path) -> bool:
         if layers != list(range(len(gathers))):
             return False
         plan += [(n, f"{name}_{int(constants[n.input[1]])}") for n in gathers]
+        layers_read[name] = len(gathers)
     for gather, new in plan:
         for node in graph.node:
             for index, name in enumerate(node.input):
@@ -302,7 +304,7 @@ def split_cross_inputs(path: Path) -> bool:
     for name, value in stacked.items():
         dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim][1:]
         graph.input.remove(value)
-        for layer in range(sum(1 for _, new in plan if new.startswith(f"{name}_"))):
+        for layer in range(layers_read[name]):
             graph.input.append(helper.make_tensor_value_info(f"{name}_{layer}", onnx.TensorProto.FLOAT, dims))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -332,7 +334,7 @@ def split_bundle_cross_inputs(folder: Path) -> bool:
             return False
         step = bundle.path / meta.decoder.step
         bundle.verify([name for name in meta.files if name != meta.decoder.step])
-        finishing = _reads_per_layer(step, meta.decoder.layers)
+        finishing = _reads_per_layer(step, replace(meta.decoder, per_layer_cross=True).cross_inputs())
         if not finishing:
             bundle.verify([meta.decoder.step])
     except BundleError as exc:
@@ -358,11 +360,11 @@ def split_bundle_cross_inputs(folder: Path) -> bool:
     return True
 
 
-def _reads_per_layer(path: Path, layers: int) -> bool:
+def _reads_per_layer(path: Path, per_layer_inputs: Sequence[str]) -> bool:
     import onnx
 
     names = {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
-    return all(f"cross_{kind}_{layer}" in names for kind in "kv" for layer in range(layers))
+    return all(name in names for name in per_layer_inputs)
 
 
 def _attribute(node: Any, name: str, default: int) -> int:
